@@ -1,0 +1,171 @@
+"""Command line: parse flags -> Config -> pipeline.run -> exit code (0 done, 1 failure, 2 usage)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import REGISTRATION_MODES, SOURCES, Config, ConfigError, default_cache_dir, env_default, parse_duration
+
+EPILOG = """\
+Exit status: 0 when the scan completed (findings are in the reports), 1 on failure, 2 on a usage error.
+Reports in --out: suspects.csv, suspects.xlsx, errors.csv, registrations.csv, summary.json, appendix/.
+Environment: CTSCAN_CACHE sets the cache folder; CTSCAN_<FLAG> (e.g. CTSCAN_RDAP_RATE) sets a flag's default.
+"""
+
+
+def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "scan",
+        help="audit one CA's certificates and write the reports",
+        description="Read certificates from a source, check their names and revocations, write CSV/XLSX reports.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                   help="with --source files: certificate files (PEM bundles or DER) and directories (read recursively)")
+    p.add_argument("--source", choices=SOURCES, default=env_default("source", "files"),
+                   help="where certificates come from (default: files)")
+    p.add_argument("--crl", action="append", type=Path, default=[], metavar="FILE",
+                   help="a CRL (DER or PEM) giving revocation date and reason per serial; repeatable")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the reports (created)")
+
+    g = p.add_argument_group("registration lookups")
+    g.add_argument("--registration", choices=REGISTRATION_MODES, default=env_default("registration", "auto"),
+                   help="auto = RDAP, then WHOIS for TLDs without RDAP, then DNS; off = no lookups (default: auto)")
+    g.add_argument("--rdap-bootstrap", type=Path, metavar="FILE",
+                   help="IANA RDAP dns.json to use instead of the bundled snapshot")
+    g.add_argument("--rdap-rate", type=float, default=float(env_default("rdap_rate", "5")), metavar="N",
+                   help="RDAP requests per second per registry server; 0 = no limit (default: 5)")
+    g.add_argument("--whois-rate", type=float, default=float(env_default("whois_rate", "1")), metavar="N",
+                   help="WHOIS queries per second per server; 0 = no limit (default: 1)")
+    g.add_argument("--whois-server", metavar="HOST[:PORT]", default=env_default("whois_server"),
+                   help="send every WHOIS question to this server (a mirror, or a test server)")
+    g.add_argument("--dns-server", metavar="ADDR[:PORT]", default=env_default("dns_server"),
+                   help="send every DNS question of the tool to this server")
+    g.add_argument("--lookup-concurrency", type=int, default=32, metavar="N",
+                   help="lookups in flight at once (default: 32)")
+    g.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="timeout of one network request (default: 10)")
+    g.add_argument("--retries", type=int, default=4, metavar="N",
+                   help="retries of a failed request (429, 5xx, timeouts) before giving up (default: 4)")
+    g.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help=f"cache folder (default: {default_cache_dir()})")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    g.add_argument("--offline", action="store_true",
+                   help="no network: answers come from the cache and --registry-answers only; the rest is unknown")
+    g.add_argument("--registry-answers", action="append", type=Path, default=[], metavar="FILE",
+                   help="registrations.csv of an earlier run, used as recorded answers; repeatable")
+
+    d = p.add_argument_group("detectors")
+    d.add_argument("--window", default="7d", metavar="DURATION",
+                   help="a revocation this soon after notBefore is early (default: 7d; units d, h, m)")
+    d.add_argument("--reissue-window", default="2d", metavar="DURATION",
+                   help="a reissue this close to the revocation, before or after, makes a pair (default: 2d)")
+
+    o = p.add_argument_group("output")
+    o.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr, no progress bars")
+    o.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-vv for debug)")
+    o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: only when stderr is a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ctscan argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="ctscan",
+        description="Audit what a Certificate Authority issued, using Certificate Transparency.",
+    )
+    parser.add_argument("--version", action="version", version=f"ctscan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_scan_parser(sub)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """A Config from parsed `scan` flags (ConfigError on a bad value)."""
+    kwargs = {}
+    if args.cache is not None:
+        kwargs["cache_dir"] = args.cache
+    return Config(
+        out_dir=args.out,
+        source=args.source,
+        paths=tuple(args.paths),
+        crl_files=tuple(args.crl),
+        registration=args.registration,
+        rdap_bootstrap=args.rdap_bootstrap,
+        rdap_rate=args.rdap_rate,
+        whois_rate=args.whois_rate,
+        whois_server=args.whois_server,
+        dns_server=args.dns_server,
+        lookup_concurrency=args.lookup_concurrency,
+        timeout=args.timeout,
+        retries=args.retries,
+        use_cache=not args.no_cache,
+        offline=args.offline,
+        registry_answers=tuple(args.registry_answers),
+        revocation_window=parse_duration(args.window),
+        reissue_window=parse_duration(args.reissue_window),
+        quiet=args.quiet,
+        verbose=args.verbose,
+        progress=False if args.quiet else args.progress,
+        **kwargs,
+    )
+
+
+def _setup_logging(quiet: bool, verbose: int) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="ctscan: %(message)s", stream=sys.stderr, force=True)
+
+
+def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
+    if config.source == "files":
+        if not config.paths:
+            parser.error("--source files needs at least one PATH")
+        missing = [str(p) for p in config.paths if not p.exists()]
+        if missing:
+            parser.error(f"no such file or directory: {', '.join(missing)}")
+    missing_crl = [str(p) for p in config.crl_files if not p.exists()]
+    if missing_crl:
+        parser.error(f"--crl: no such file: {', '.join(missing_crl)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ctscan` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet, args.verbose)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
+        _validate(config, parser)
+    except SystemExit as exc:
+        return int(exc.code or 2)
+    from .pipeline import run
+
+    try:
+        result = run(config)
+    except KeyboardInterrupt:
+        print("ctscan: interrupted; cached lookups are kept, rerun to resume", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one clear line for the user; details with -v
+        logging.getLogger(__name__).debug("scan failed", exc_info=True)
+        print(f"ctscan: error: {exc}", file=sys.stderr)
+        return 1
+    s = result.summary
+    if not args.quiet:
+        print(
+            f"ctscan: {s['certificates']} certificates ({s['errors']} errors), {s['suspects']} suspects; "
+            f"reports in {config.out_dir}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""One frozen Config for a scan: flag > environment (CTSCAN_*) > default; bad values fail loudly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+REGISTRATION_MODES = ("auto", "rdap", "whois", "dns", "off")
+SOURCES = ("files", "crtsh-sql", "crtsh-json", "ct")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says which and why."""
+
+
+def default_cache_dir() -> Path:
+    """CTSCAN_CACHE, else $XDG_CACHE_HOME/ctscan, else ~/.cache/ctscan."""
+    env = os.environ.get("CTSCAN_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ctscan"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one scan needs to know; built by the CLI or by a notebook."""
+
+    out_dir: Path
+    source: str = "files"
+    paths: tuple[Path, ...] = ()
+    crl_files: tuple[Path, ...] = ()
+
+    # registration lookups
+    registration: str = "auto"
+    rdap_bootstrap: Path | None = None  # None = the bundled IANA dns.json snapshot
+    rdap_rate: float = 5.0  # requests per second per registry server; 0 = unlimited
+    whois_rate: float = 1.0  # queries per second per WHOIS server; 0 = unlimited
+    whois_server: str | None = None  # HOST[:PORT] that answers every WHOIS question (tests, mirrors)
+    dns_server: str | None = None  # ADDR[:PORT] that answers every DNS question of the tool
+    lookup_concurrency: int = 32
+    timeout: float = 10.0  # seconds per network request
+    retries: int = 4  # attempts after the first for retryable failures
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    use_cache: bool = True
+    offline: bool = False  # cache (and recorded answers) only: nothing goes on the network
+    registry_answers: tuple[Path, ...] = ()  # registrations.csv files of earlier runs, used as answers
+
+    # detectors
+    revocation_window: timedelta = timedelta(days=7)  # revoked within this of notBefore = early
+    reissue_window: timedelta = timedelta(days=2)  # B issued within this of A's revocation = a pair
+    max_sans_per_cert: int = 5000  # beyond this, a certificate's extra SANs are not looked up
+
+    # output
+    quiet: bool = False
+    verbose: int = 0
+    progress: bool | None = None  # None = only when stderr is a TTY
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"--source must be one of {', '.join(SOURCES)}, not {self.source!r}")
+        if self.registration not in REGISTRATION_MODES:
+            raise ConfigError(
+                f"--registration must be one of {', '.join(REGISTRATION_MODES)}, not {self.registration!r}"
+            )
+        for name in ("rdap_rate", "whois_rate", "timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
+        if self.lookup_concurrency < 1:
+            raise ConfigError("--lookup-concurrency must be at least 1")
+        if self.retries < 0:
+            raise ConfigError("--retries must be >= 0")
+        if self.revocation_window <= timedelta(0) or self.reissue_window <= timedelta(0):
+            raise ConfigError("--window and --reissue-window must be positive durations")
+
+
+def parse_duration(text: str) -> timedelta:
+    """'7d', '36h', '90m', '45s' or a bare number of days -> timedelta."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "w": "weeks"}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            return timedelta(**{units[t[-1]]: float(t[:-1])})
+        return timedelta(days=float(t))
+    except ValueError:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 7d, 36h, 90m)") from None
+
+
+def env_default(name: str, default: str | None = None) -> str | None:
+    """The CTSCAN_<NAME> environment value, or default."""
+    return os.environ.get("CTSCAN_" + name.upper().replace("-", "_"), default)

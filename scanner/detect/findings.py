@@ -1,0 +1,40 @@
+"""Small helpers every detector shares to build its findings frame."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from ..records import FINDING_COLUMNS, Finding, frame_from_rows
+
+
+def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
+    """The findings table (FINDING_COLUMNS) from Finding objects."""
+    return frame_from_rows([f.as_row() for f in findings], FINDING_COLUMNS)
+
+
+def as_json(detail: dict[str, Any]) -> str:
+    """Compact, stable JSON for a finding's machine-readable detail."""
+    return json.dumps(detail, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def human_duration(delta: pd.Timedelta) -> str:
+    """'4.6 hours', '23 minutes', '3.0 days': the unit a reader of an incident report expects."""
+    seconds = delta.total_seconds()
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds < 3600:
+        return f"{sign}{seconds / 60:.0f} minutes"
+    if seconds < 48 * 3600:
+        return f"{sign}{seconds / 3600:.1f} hours"
+    return f"{sign}{seconds / 86400:.1f} days"
+
+
+def iso(ts: Any) -> str:
+    """A timestamp as ISO 8601 UTC with a Z, or '' when missing."""
+    if ts is None or pd.isna(ts):
+        return ""
+    return pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")

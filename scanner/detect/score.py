@@ -1,0 +1,76 @@
+"""The suspect score: per-certificate sum of signal weights, so combined evidence ranks first.
+
+Weights live in records.FINDING_CODES; the only extras are the bonuses below, kept here in one place.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from ..records import FINDING_CODES
+from .findings import iso
+
+#: Extra weight when a signal's detail shows the strongest form of that evidence.
+BONUSES: dict[tuple[str, str, str], float] = {
+    ("typo_neighbour", "neighbour_source", "subject_o"): 10.0,  # a typo of the subscriber's own name
+    ("revoke_reissue", "change", "san_typo_fixed"): 10.0,  # the reissue corrected exactly that typo
+}
+
+SUSPECT_COLUMNS = [
+    "sha256", "crtsh_url", "serial", "subject_o", "subject_cn", "sans", "not_before", "not_after",
+    "revoked_at", "signals", "score", "evidence",
+    "cert_sha256", "precert_sha256", "issuer_dn", "subject_dn", "revocation_reason", "provenance",
+]
+
+
+def crtsh_url(sha256: str) -> str:
+    """The crt.sh page of a certificate by SHA-256."""
+    return f"https://crt.sh/?sha256={sha256.upper()}"
+
+
+def _bonus(code: str, detail: str) -> float:
+    if not detail:
+        return 0.0
+    try:
+        d = json.loads(detail)
+    except ValueError:
+        return 0.0
+    return sum(w for (c, k, v), w in BONUSES.items() if c == code and d.get(k) == v)
+
+
+def score_findings(findings: pd.DataFrame) -> pd.DataFrame:
+    """Per certificate: score (distinct codes' weights + bonuses), signals and evidence."""
+    if findings.empty:
+        return pd.DataFrame(columns=["sha256", "score", "signals", "evidence"])
+    f = findings.copy()
+    f["weight"] = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0)
+    f["bonus"] = [_bonus(c, d) for c, d in zip(f["code"], f["detail"].fillna(""))]
+    per_code = f.groupby(["sha256", "code"], sort=False).agg(
+        weight=("weight", "first"), bonus=("bonus", "max"), evidence=("evidence", lambda s: " ".join(dict.fromkeys(s)))
+    ).reset_index()
+    per_code["points"] = per_code["weight"] + per_code["bonus"]
+    per_code = per_code.sort_values(["sha256", "points"], ascending=[True, False])
+    out = per_code.groupby("sha256", sort=False).agg(
+        score=("points", "sum"),
+        signals=("code", ";".join),
+        evidence=("evidence", " | ".join),
+    ).reset_index()
+    return out
+
+
+def build_suspects(certs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
+    """One row per certificate with findings, most suspicious first (SUSPECT_COLUMNS)."""
+    scored = score_findings(findings)
+    if scored.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in SUSPECT_COLUMNS})
+    df = scored.merge(certs, on="sha256", how="left")
+    df["crtsh_url"] = df["sha256"].map(crtsh_url)
+    df["sans"] = df["san_dns"].map(lambda v: ";".join(v) if isinstance(v, (list, tuple)) else "")
+    df["score"] = df["score"].astype(float).round(1)
+    df = df.sort_values(["score", "not_before", "sha256"], ascending=[False, True, True], kind="stable")
+    return df[SUSPECT_COLUMNS].reset_index(drop=True)
+
+
+__all__ = ["BONUSES", "SUSPECT_COLUMNS", "build_suspects", "crtsh_url", "iso", "score_findings"]

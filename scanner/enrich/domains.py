@@ -1,0 +1,117 @@
+"""Registrable domains of SAN names: tldextract's bundled suffix list (no network), IDNs as A-labels."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import idna
+import tldextract
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The bundled Public Suffix List snapshot only: a scan never fetches the list over the network.
+_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=False)
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+#: Kinds of SAN name, each handled differently downstream.
+PUBLIC, IP, INTERNAL, INVALID = "public", "ip", "internal", "invalid"
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """A SAN name split for lookups: kind, registrable domain, its label and suffix."""
+
+    name: str  # the normalised name (A-labels, lower case, wildcard stripped)
+    kind: str  # PUBLIC / IP / INTERNAL / INVALID
+    registrable: str = ""  # e.g. cualtis.net (empty unless PUBLIC)
+    label: str = ""  # the registrable label, e.g. cualtis
+    suffix: str = ""  # the public suffix, e.g. net or co.uk
+    subdomain: str = ""  # e.g. mail
+    reason: str = ""  # why INVALID / INTERNAL
+
+
+def to_a_label(name: str) -> str:
+    """Lower-case, strip one trailing dot and a leading wildcard, convert U-labels to A-labels."""
+    n = name.strip().lower().rstrip(".")
+    if n.startswith("*."):
+        n = n[2:]
+    if n.isascii():
+        return n
+    try:
+        return idna.encode(n, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return n
+
+
+@lru_cache(maxsize=1_000_000)
+def classify_name(raw: str) -> DomainInfo:
+    """Classify one SAN dNSName: its registrable domain, or why it has none."""
+    name = to_a_label(raw)
+    if not name:
+        return DomainInfo(name, INVALID, reason="empty name")
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return DomainInfo(name, IP, reason="IP address in a dNSName")
+    except ValueError:
+        pass
+    if not name.isascii():
+        return DomainInfo(name, INVALID, reason="not convertible to an A-label")
+    labels = name.split(".")
+    if len(name) > 253 or any(not _LABEL.match(label) for label in labels):
+        return DomainInfo(name, INVALID, reason="not a valid DNS name")
+    ext = _EXTRACT(name)
+    if not ext.suffix:
+        return DomainInfo(name, INTERNAL, reason="no public suffix")
+    if not ext.domain:
+        return DomainInfo(name, INVALID, suffix=ext.suffix, reason="a bare public suffix")
+    return DomainInfo(
+        name,
+        PUBLIC,
+        registrable=f"{ext.domain}.{ext.suffix}",
+        label=ext.domain,
+        suffix=ext.suffix,
+        subdomain=ext.subdomain,
+    )
+
+
+def registrable_domain(raw: str) -> str:
+    """The registrable domain of a name ('' for IPs, internal and invalid names)."""
+    return classify_name(raw).registrable
+
+
+NAME_COLUMNS = ("sha256", "name", "kind", "registrable", "label", "suffix", "reason")
+
+
+def name_table(certs: "pd.DataFrame", max_per_cert: int | None = None) -> "pd.DataFrame":
+    """One row per (certificate, SAN dNSName) with its classification; IP SANs included as kind 'ip'."""
+    import pandas as pd
+
+    sha: list[str] = []
+    names: list[str] = []
+    for cert_sha, dns, ips in zip(certs["sha256"], certs["san_dns"], certs["san_ip"]):
+        dns = list(dns) if isinstance(dns, (list, tuple)) else []
+        ips = list(ips) if isinstance(ips, (list, tuple)) else []
+        all_names = dns + ips
+        if max_per_cert is not None:
+            all_names = all_names[:max_per_cert]
+        sha.extend([cert_sha] * len(all_names))
+        names.extend(all_names)
+    infos = [classify_name(n) for n in names]
+    return pd.DataFrame(
+        {
+            "sha256": pd.Series(sha, dtype="string"),
+            "name": pd.Series([i.name for i in infos], dtype="string"),
+            "kind": pd.Series([i.kind for i in infos], dtype="string"),
+            "registrable": pd.Series([i.registrable for i in infos], dtype="string"),
+            "label": pd.Series([i.label for i in infos], dtype="string"),
+            "suffix": pd.Series([i.suffix for i in infos], dtype="string"),
+            "reason": pd.Series([i.reason for i in infos], dtype="string"),
+        },
+        columns=list(NAME_COLUMNS),
+    )

@@ -1,0 +1,284 @@
+"""RDAP domain lookups (RFC 7480-7484): IANA bootstrap, one aiohttp session, tri-state answers.
+
+200 with a domain object = registered; 404 = unregistered (even with an empty body, as Verisign
+sends); everything else (429, 5xx, timeouts, HTML, garbage) is retried, then unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from scanner.config import Config
+from scanner.net import (
+    MAX_RETRY_AFTER,
+    RETRYABLE_STATUSES,
+    USER_AGENT,
+    HostRateLimits,
+    RetryableError,
+    async_retrying,
+    parse_retry_after,
+)
+from scanner.records import Registration, RegistrationStatus
+
+METHOD = "rdap"
+ACCEPT = "application/rdap+json, application/json"
+#: Detail prefix of answers that failed because nothing could be reached (no route, refused, no DNS).
+NO_CONNECTION = "no connection"
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def parse_date(value: Any) -> datetime | None:
+    """An ISO 8601 date from a registry -> aware UTC datetime (None when unreadable)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class RdapBootstrap:
+    """The IANA RDAP DNS bootstrap: TLD -> base URLs, matched on the longest suffix."""
+
+    services: dict[str, tuple[str, ...]]
+    publication: str = ""
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> RdapBootstrap:
+        """Read a dns.json file (None = the bundled IANA snapshot)."""
+        if path is None:
+            text = resources.files("scanner").joinpath("data/iana_rdap_dns.json").read_text("utf-8")
+            source = "bundled IANA dns.json"
+        else:
+            text = Path(path).read_text("utf-8")
+            source = str(path)
+        try:
+            data = json.loads(text)
+            services: dict[str, tuple[str, ...]] = {}
+            for tlds, urls in ((entry[0], entry[1]) for entry in data["services"]):
+                # RFC 7484: prefer https when a service lists several base URLs.
+                ordered = tuple(sorted(urls, key=lambda u: not u.lower().startswith("https:")))
+                for tld in tlds:
+                    services[tld.lower().strip(".")] = ordered
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ValueError(
+                f"{source} is not an RDAP bootstrap file (expected IANA dns.json layout): {exc}"
+            ) from exc
+        return cls(services, str(data.get("publication", "")), source)
+
+    def base_urls(self, domain: str) -> tuple[str, ...]:
+        """Base URLs of the RDAP service for this domain's TLD (empty when it has none)."""
+        labels = domain.lower().strip(".").split(".")
+        for i in range(1, len(labels)):
+            urls = self.services.get(".".join(labels[i:]))
+            if urls:
+                return urls
+        return ()
+
+    def covers(self, domain: str) -> bool:
+        """True when the TLD of this domain has an RDAP service."""
+        return bool(self.base_urls(domain))
+
+
+def domain_url(base: str, domain: str) -> str:
+    """The RDAP domain query URL for this base URL."""
+    return (base if base.endswith("/") else base + "/") + "domain/" + domain
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _short(body: bytes, limit: int = 80) -> str:
+    text = body[:limit].decode("utf-8", "replace").replace("\n", " ").replace("\r", " ").strip()
+    return repr(text) if text else "empty body"
+
+
+def _registration_date(doc: dict[str, Any]) -> datetime | None:
+    for event in doc.get("events") or ():
+        if isinstance(event, dict) and str(event.get("eventAction", "")).lower() == "registration":
+            return parse_date(event.get("eventDate"))
+    return None
+
+
+@dataclass
+class _Answer:
+    status: RegistrationStatus
+    detail: str
+    registered_at: datetime | None = None
+    server: str = ""
+
+
+@dataclass
+class RdapClient:
+    """Asks RDAP registries about domains; one session, a rate limit per registry server."""
+
+    config: Config
+    bootstrap: RdapBootstrap | None = None
+    limits: HostRateLimits | None = None
+    semaphore: asyncio.Semaphore | None = None
+    backoff_base: float = 0.5
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+    _paused_until: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.bootstrap is None:
+            self.bootstrap = RdapBootstrap.load(self.config.rdap_bootstrap)
+        if self.limits is None:
+            self.limits = HostRateLimits(self.config.rdap_rate)
+
+    def covers(self, domain: str) -> bool:
+        """True when this domain's TLD has an RDAP service."""
+        assert self.bootstrap is not None
+        return self.bootstrap.covers(domain)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.config.lookup_concurrency, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout or None),
+                headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def lookup(self, domain: str) -> Registration:
+        """The registration status of one registrable domain (never raises for network trouble)."""
+        assert self.bootstrap is not None
+        bases = self.bootstrap.base_urls(domain)
+        if not bases:
+            return Registration(
+                domain,
+                RegistrationStatus.UNKNOWN,
+                METHOD,
+                detail="no RDAP service for this TLD in the IANA bootstrap; use WHOIS or DNS",
+                checked_at=utc_now(),
+            )
+        url = domain_url(bases[0], domain)
+        attempts = 0
+        try:
+            async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
+                with attempt:
+                    attempts += 1
+                    answer = await self._ask(url)
+        except RetryableError as exc:
+            answer = _Answer(RegistrationStatus.UNKNOWN, f"{exc} (after {attempts} attempt(s))", server=url)
+        return Registration(
+            domain,
+            answer.status,
+            METHOD,
+            server=answer.server or url,
+            detail=answer.detail,
+            checked_at=utc_now(),
+            registered_at=answer.registered_at,
+            attempts=attempts,
+        )
+
+    async def _wait_for_host(self, origin: str) -> None:
+        assert self.limits is not None
+        # A 429's Retry-After holds back every request to that host, even with no rate limit set.
+        paused = self._paused_until.get(origin)
+        if paused is not None:
+            delay = paused - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await self.limits.for_host(origin).acquire_async()
+
+    def _pause_host(self, origin: str, seconds: float) -> None:
+        assert self.limits is not None
+        seconds = min(seconds, MAX_RETRY_AFTER)
+        self._paused_until[origin] = max(self._paused_until.get(origin, 0.0), time.monotonic() + seconds)
+        self.limits.for_host(origin).pause(seconds)
+
+    async def _ask(self, url: str) -> _Answer:
+        origin = _origin(url)
+        await self._wait_for_host(origin)
+        session = self._get_session()
+        try:
+            if self.semaphore is not None:
+                async with self.semaphore:
+                    status, body, headers, final_url = await self._get(session, url)
+            else:
+                status, body, headers, final_url = await self._get(session, url)
+        except asyncio.TimeoutError:
+            raise RetryableError(f"{url}: no answer within {self.config.timeout:g}s") from None
+        except aiohttp.ClientSSLError as exc:
+            raise RetryableError(f"{url}: TLS failed: {exc}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise RetryableError(f"{NO_CONNECTION}: {url}: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RetryableError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        return self._classify(url, final_url, status, body, headers)
+
+    @staticmethod
+    async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes, Any, str]:
+        async with session.get(url) as resp:
+            body = await resp.read()
+            return resp.status, body, resp.headers, str(resp.url)
+
+    def _classify(self, url: str, final_url: str, status: int, body: bytes, headers: Any) -> _Answer:
+        if status == 404:
+            title = _error_title(body)
+            if "bootstrap" in title.lower():
+                # A redirector (rdap.org) that does not know the TLD says nothing about the domain.
+                return _Answer(
+                    RegistrationStatus.UNKNOWN, f"HTTP 404 from a redirector: {title}", server=final_url
+                )
+            detail = "HTTP 404" + (f" {title}" if title else "")
+            return _Answer(RegistrationStatus.UNREGISTERED, detail, server=final_url)
+        if status in RETRYABLE_STATUSES:
+            wait = parse_retry_after(headers.get("Retry-After"))
+            if wait is not None:
+                self._pause_host(_origin(final_url), wait)
+                self._pause_host(_origin(url), wait)
+            raise RetryableError(f"{final_url} answered HTTP {status}: {_short(body)}", wait, status)
+        if status != 200:
+            return _Answer(
+                RegistrationStatus.UNKNOWN,
+                f"{final_url} answered HTTP {status}: {_short(body)}; check the registry or try WHOIS",
+                server=final_url,
+            )
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise RetryableError(f"{final_url} answered 200 with a non-JSON body: {_short(body)}") from None
+        if not isinstance(doc, dict) or str(doc.get("objectClassName", "")).lower() != "domain":
+            raise RetryableError(f"{final_url} answered 200 without an RDAP domain object: {_short(body)}")
+        return _Answer(RegistrationStatus.REGISTERED, "HTTP 200", _registration_date(doc), final_url)
+
+
+def _error_title(body: bytes) -> str:
+    if not body.strip():
+        return ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    if isinstance(doc, dict):
+        title = doc.get("title") or " ".join(str(d) for d in doc.get("description") or ())
+        return str(title)[:160]
+    return ""

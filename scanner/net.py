@@ -1,0 +1,201 @@
+"""Network plumbing shared by every client: per-host rate limits, Retry-After, retries with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+
+T = TypeVar("T")
+
+USER_AGENT = "ctscan/0.1 (+certificate transparency audit tool)"
+#: HTTP statuses worth asking again: rate limited, or the server (or its gateway) failing.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+MAX_RETRY_AFTER = 300.0  # a server asking for more than this is treated as down
+
+
+class FetchError(Exception):
+    """A request that failed for good: names the URL, the status, a short body and the attempts."""
+
+    def __init__(self, url: str, reason: str, status: int | None = None, body: str = "", attempts: int = 1):
+        self.url, self.reason, self.status, self.body, self.attempts = url, reason, status, body, attempts
+        where = f"{url} answered {status}" if status is not None else f"{url}: {reason}"
+        extra = f" ({reason})" if status is not None and reason else ""
+        snippet = f"; body starts {body[:120]!r}" if body else ""
+        super().__init__(f"{where}{extra}{snippet}; after {attempts} attempt(s)")
+
+
+class RetryableError(Exception):
+    """A failure worth retrying; retry_after (seconds) is the server's own wish when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None, body: str = ""):
+        super().__init__(message)
+        self.retry_after, self.status, self.body = retry_after, status, body
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as delta-seconds or an HTTP date -> seconds to wait (None when absent or unreadable)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter for the given attempt (1-based)."""
+    return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))
+
+
+class RateLimiter:
+    """At most `rate` acquisitions per second, spaced evenly; rate 0 means no limit. Thread- and task-safe."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def _reserve(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+            return start - now
+
+    def acquire(self) -> None:
+        """Block until this caller may send."""
+        if self.interval:
+            wait = self._reserve()
+            if wait > 0:
+                time.sleep(wait)
+
+    async def acquire_async(self) -> None:
+        """Await until this task may send."""
+        if self.interval:
+            wait = self._reserve()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Push every later acquisition back (a 429 with Retry-After slows the whole host)."""
+        with self._lock:
+            self._next = max(self._next, time.monotonic() + seconds)
+
+
+class HostRateLimits:
+    """One RateLimiter per host (scheme://host:port), created on first use."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+
+    def for_url(self, url: str) -> RateLimiter:
+        """The limiter of the host this URL points at."""
+        parts = urlsplit(url)
+        return self.for_host(f"{parts.scheme}://{parts.netloc}")
+
+    def for_host(self, host: str) -> RateLimiter:
+        """The limiter for a host key."""
+        with self._lock:
+            if host not in self._limiters:
+                self._limiters[host] = RateLimiter(self.rate)
+            return self._limiters[host]
+
+
+def _wait_for(retry_state: tenacity.RetryCallState, base: float, cap: float) -> float:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    if isinstance(exc, RetryableError) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_AFTER)
+    return backoff_delay(retry_state.attempt_number, base, cap)
+
+
+def retrying(retries: int, base: float = 0.5, cap: float = 30.0) -> tenacity.Retrying:
+    """A tenacity policy: retry RetryableError up to `retries` more times, Retry-After honoured."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(retries + 1),
+        wait=lambda rs: _wait_for(rs, base, cap),
+        retry=tenacity.retry_if_exception_type(RetryableError),
+        reraise=True,
+    )
+
+
+def async_retrying(retries: int, base: float = 0.5, cap: float = 30.0) -> tenacity.AsyncRetrying:
+    """The asyncio twin of `retrying`."""
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(retries + 1),
+        wait=lambda rs: _wait_for(rs, base, cap),
+        retry=tenacity.retry_if_exception_type(RetryableError),
+        reraise=True,
+    )
+
+
+def new_session() -> requests.Session:
+    """The requests Session every synchronous client uses (keep-alive, our User-Agent)."""
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def get_with_retries(
+    session: requests.Session,
+    url: str,
+    *,
+    limiter: RateLimiter | None = None,
+    retries: int = 4,
+    timeout: float = 10.0,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    ok_statuses: frozenset[int] = frozenset({200}),
+    validate: Callable[[requests.Response], None] | None = None,
+    base_delay: float = 0.5,
+) -> requests.Response:
+    """GET with the rate limit, retries on 429/5xx/timeouts/`validate` raising RetryableError; FetchError at the end."""
+    attempts = 0
+
+    def once() -> requests.Response:
+        nonlocal attempts
+        attempts += 1
+        if limiter is not None:
+            limiter.acquire()
+        try:
+            resp = session.get(url, params=params, headers=headers, timeout=timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code in RETRYABLE_STATUSES:
+            wait = parse_retry_after(resp.headers.get("Retry-After"))
+            if wait is not None and limiter is not None:
+                limiter.pause(min(wait, MAX_RETRY_AFTER))
+            raise RetryableError(f"HTTP {resp.status_code}", wait, resp.status_code, resp.text[:200])
+        if resp.status_code not in ok_statuses:
+            raise FetchError(url, resp.reason or "", resp.status_code, resp.text[:200], attempts)
+        if validate is not None:
+            validate(resp)
+        return resp
+
+    try:
+        return retrying(retries, base=base_delay)(once)
+    except RetryableError as exc:
+        raise FetchError(url, str(exc), exc.status, exc.body, attempts) from exc

@@ -1,0 +1,193 @@
+"""Wires sources -> parse -> enrich -> detect -> report. The CLI and notebooks both call `run`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import Config
+from .detect.names import detect_name_kinds
+from .detect.registration import detect_registered_after_issuance, detect_unregistered
+from .detect.revocation import detect_early_revocation, detect_revoke_reissue
+from .detect.score import build_suspects
+from .detect.typo import detect_typo_neighbours
+from .enrich.domains import PUBLIC, classify_name, name_table
+from .parse import ParseError, collapse_precerts, record_from_raw, records_frame
+from .records import ERROR_COLUMNS, FINDING_COLUMNS, empty_frame, frame_from_rows
+from .revocation.crl import apply_revocations, read_crl_files
+from .sources.base import RawCert, SourceError, SourceItem
+
+log = logging.getLogger(__name__)
+CHUNK = 2000  # certificates parsed between two hand-overs of new domains to the lookups
+
+
+@dataclass
+class ScanResult:
+    """Everything a scan produced, as DataFrames, plus the summary and the report paths."""
+
+    certs: pd.DataFrame
+    findings: pd.DataFrame
+    suspects: pd.DataFrame
+    errors: pd.DataFrame
+    registrations: pd.DataFrame
+    summary: dict[str, Any]
+    reports: dict[str, Path] = field(default_factory=dict)
+
+
+def open_source(config: Config) -> Iterator[SourceItem]:
+    """The items of the configured source."""
+    if config.source == "files":
+        from .sources.files import read_files
+
+        return read_files(config.paths)
+    raise NotImplementedError(f"--source {config.source} is not available yet")
+
+
+def _error_row(stage: str, source: str, provenance: str, error: str, sha256: str = "") -> dict[str, str]:
+    return {"stage": stage, "source": source, "provenance": provenance, "sha256": sha256, "error": error}
+
+
+def _explain_parse_failure(raw: RawCert, exc: Exception) -> str:
+    from cryptography import x509
+
+    try:
+        x509.load_der_x509_crl(raw.der)
+        return "this is a CRL, not a certificate: pass it with --crl"
+    except Exception:
+        pass
+    return f"not a parseable X.509 certificate: {exc}"
+
+
+def parse_items(
+    items: Iterable[SourceItem], errors: list[dict[str, str]], counts: dict[str, int], on_chunk: Any = None
+) -> list[dict[str, Any]]:
+    """Parse source items into records; failures go to `errors`; `on_chunk(rows)` after each chunk."""
+    rows: list[dict[str, Any]] = []
+    it = iter(items)
+    while True:
+        chunk = list(islice(it, CHUNK))
+        if not chunk:
+            break
+        new_rows = []
+        for item in chunk:
+            counts["read"] += 1
+            if isinstance(item, SourceError):
+                errors.append(_error_row(item.stage, item.source, item.provenance, item.error, item.sha256))
+                continue
+            try:
+                new_rows.append(record_from_raw(item))
+            except ParseError as exc:
+                errors.append(_error_row("parse", item.source, item.provenance, _explain_parse_failure(item, exc),
+                                         hashlib.sha256(item.der).hexdigest()))
+        counts["parsed"] += len(new_rows)
+        rows.extend(new_rows)
+        if on_chunk is not None:
+            on_chunk(new_rows)
+    return rows
+
+
+def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
+    """The registrable domains worth a registration lookup in these records."""
+    out: set[str] = set()
+    for row in rows:
+        for name in row["san_dns"][:max_per_cert]:
+            info = classify_name(name)
+            if info.kind == PUBLIC:
+                out.add(info.registrable)
+    return out
+
+
+def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Every detector over the certificate table: one findings table (pure; no network)."""
+    names = name_table(certs, config.max_sans_per_cert)
+    parts = [
+        detect_unregistered(certs, names, registrations),
+        detect_registered_after_issuance(certs, names, registrations),
+        detect_typo_neighbours(certs),
+        detect_revoke_reissue(certs, config.revocation_window, config.reissue_window),
+        detect_early_revocation(certs, config.revocation_window),
+        detect_name_kinds(names),
+    ]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return empty_frame(FINDING_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
+
+
+def run(config: Config, *, write: bool = True) -> ScanResult:
+    """Run one scan end to end and (unless write=False) write its reports into config.out_dir."""
+    from .enrich.registration import RegistrationService
+
+    started = time.monotonic()
+    errors: list[dict[str, str]] = []
+    counts = {"read": 0, "parsed": 0}
+    notices: list[str] = []
+    seen_domains: set[str] = set()
+
+    with RegistrationService(config, progress=config.progress) as registry:
+
+        def hand_over(new_rows: list[dict[str, Any]]) -> None:
+            new = domains_of(new_rows, config.max_sans_per_cert) - seen_domains
+            seen_domains.update(new)
+            if new:
+                registry.submit(sorted(new))
+
+        rows = parse_items(open_source(config), errors, counts, hand_over)
+        rows = collapse_precerts(rows)
+        certs = records_frame(rows)
+        del rows
+
+        crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
+        for line in crl_errors:
+            errors.append(_error_row("crl", "crl", line.split(":")[0], line))
+        certs = apply_revocations(certs, revocations)
+
+        registrations = registry.results()
+        lookup_summary = registry.summary()
+        if registry.notice:
+            notices.append(registry.notice)
+
+    findings = run_detectors(certs, registrations, config)
+    suspects = build_suspects(certs, findings)
+    errors_df = frame_from_rows(errors, ERROR_COLUMNS)
+    revocation_data = [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
+                       for i in crl_infos]
+    from_source = int(certs["revocation_source"].isin(["crtsh"]).sum()) if not certs.empty else 0
+    if from_source:
+        revocation_data.append(f"crt.sh crl_revoked: {from_source} revoked certificates")
+    if not revocation_data:
+        notices.append("No revocation data (no --crl given): revocation-based checks found nothing to check.")
+    summary: dict[str, Any] = {
+        "source": config.source,
+        "read": counts["read"],
+        "parsed": counts["parsed"],
+        "errors": len(errors_df),
+        "certificates": len(certs),
+        "precertificate_pairs_merged": int((certs["precert_sha256"].fillna("") != "").sum()
+                                           - certs["is_precert"].sum()) if not certs.empty else 0,
+        "revoked": int(certs["revoked_at"].notna().sum()) if not certs.empty else 0,
+        "registrable_domains": len(seen_domains),
+        "lookups": lookup_summary,
+        "findings": {k: int(v) for k, v in findings["code"].value_counts().items()} if not findings.empty else {},
+        "suspects": len(suspects),
+        "revocation_data": revocation_data,
+        "notices": notices,
+        "partial": False,
+    }
+    summary["wall_seconds"] = round(time.monotonic() - started, 3)
+    result = ScanResult(certs, findings, suspects, errors_df, registrations, summary)
+    if write:
+        from .report import write_reports
+
+        result.reports = write_reports(config.out_dir, suspects, certs, findings, errors_df, registrations, summary)
+    for n in notices:
+        log.warning(n)
+    return result

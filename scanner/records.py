@@ -1,0 +1,203 @@
+"""The record schemas every stage shares: certificates, registrations, findings and errors.
+
+Every stage reads and writes pandas DataFrames whose columns are exactly these; the helpers
+here build empty frames with the right dtypes so that an empty scan still writes valid reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import pandas as pd
+
+# --- certificates -------------------------------------------------------------------------
+
+#: Column -> pandas dtype of the certificate table. One row per certificate; a precertificate
+#: and its final certificate (same issuer and serial) share one row that keeps both hashes.
+CERT_COLUMNS: dict[str, str] = {
+    "sha256": "string",  # the final certificate's SHA-256 if seen, else the precertificate's
+    "cert_sha256": "string",  # final certificate (empty when only the precertificate was seen)
+    "precert_sha256": "string",  # precertificate (empty when only the final certificate was seen)
+    "is_precert": "bool",  # True when only the precertificate is known
+    "serial": "string",  # lowercase hex of the serial number, even length, no sign byte
+    "issuer_dn": "string",  # RFC 4514
+    "issuer_key_id": "string",  # authorityKeyIdentifier, hex (empty when absent)
+    "issuer_ca_id": "Int64",  # crt.sh ca.id when known
+    "subject_dn": "string",
+    "subject_cn": "string",
+    "subject_o": "string",
+    "subject_ou": "string",
+    "subject_l": "string",
+    "subject_c": "string",
+    "san_dns": "object",  # list[str], lower-cased as in the certificate (A-labels)
+    "san_ip": "object",  # list[str]
+    "san_email": "object",  # list[str]
+    "spki_sha256": "string",  # SHA-256 of the SubjectPublicKeyInfo: tells a re-key from a reissue
+    "not_before": "datetime64[ns, UTC]",
+    "not_after": "datetime64[ns, UTC]",
+    "revoked_at": "datetime64[ns, UTC]",
+    "revocation_reason": "string",  # CRL reasonCode name, e.g. "keyCompromise"; empty if none given
+    "revocation_source": "string",  # crl / crtsh / ocsp
+    "crl_distribution_points": "object",  # list[str]
+    "ocsp_urls": "object",  # list[str]
+    "source": "string",  # files / crtsh-sql / crtsh-json / ct
+    "provenance": "string",  # file path, "crtsh:ID", "log URL#index"
+    "crtsh_id": "Int64",
+    "first_seen": "datetime64[ns, UTC]",  # earliest CT entry timestamp when known
+}
+
+LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls")
+
+# --- errors -------------------------------------------------------------------------------
+
+#: Anything that could not be read, parsed or checked: one row each, never dropped.
+ERROR_COLUMNS: dict[str, str] = {
+    "stage": "string",  # source / parse / crl / registration / report ...
+    "source": "string",
+    "provenance": "string",  # where the item came from (file path, crt.sh id, log#index, URL)
+    "sha256": "string",  # of the raw bytes, when there were bytes
+    "error": "string",  # one readable line
+}
+
+# --- registration ---------------------------------------------------------------------------
+
+
+class RegistrationStatus(str, Enum):
+    """Tri-state registration answer: unknown is never unregistered."""
+
+    REGISTERED = "registered"
+    UNREGISTERED = "unregistered"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the registries said about one registrable domain, with the evidence."""
+
+    domain: str
+    status: RegistrationStatus
+    method: str  # rdap / whois / dns / none
+    server: str = ""  # URL or host:port asked
+    detail: str = ""  # HTTP status and title, WHOIS reply line, DNS rcode, or the error
+    checked_at: datetime | None = None
+    registered_at: datetime | None = None  # RDAP "registration" event / WHOIS creation date
+    attempts: int = 0
+
+    def as_row(self) -> dict[str, Any]:
+        """A dict with REGISTRATION_COLUMNS keys."""
+        row = asdict(self)
+        row["status"] = self.status.value
+        return row
+
+
+REGISTRATION_COLUMNS: dict[str, str] = {
+    "domain": "string",
+    "status": "string",
+    "method": "string",
+    "server": "string",
+    "detail": "string",
+    "checked_at": "datetime64[ns, UTC]",
+    "registered_at": "datetime64[ns, UTC]",
+    "attempts": "Int64",
+}
+
+# --- findings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FindingCode:
+    """A stable finding code with its severity and score weight."""
+
+    code: str
+    severity: str  # high / medium / low / info
+    weight: float
+    title: str  # the sheet / list title
+
+
+#: Every finding code, its severity and its weight in the suspect score, in one place.
+#: Combined evidence ranks first because weights add up per certificate.
+FINDING_CODES: dict[str, FindingCode] = {
+    c.code: c
+    for c in (
+        FindingCode("unregistered_domain", "high", 40.0, "SANs on unregistered domains"),
+        FindingCode("typo_neighbour", "medium", 25.0, "SANs one typo away from a legitimate name"),
+        FindingCode("revoke_reissue", "medium", 20.0, "Revoked and reissued within the window"),
+        FindingCode("registered_after_issuance", "high", 35.0, "Domain registered after notBefore"),
+        FindingCode("early_revocation", "low", 10.0, "Revoked soon after issuance"),
+        FindingCode("ip_san", "info", 2.0, "IP address SANs"),
+        FindingCode("internal_name", "medium", 15.0, "Internal names (no public suffix)"),
+        FindingCode("invalid_dns_name", "medium", 15.0, "SANs that are not valid DNS names"),
+    )
+}
+
+FINDING_COLUMNS: dict[str, str] = {
+    "sha256": "string",  # the certificate the finding is about
+    "code": "string",
+    "severity": "string",
+    "name": "string",  # the SAN / domain concerned, when one is
+    "related_sha256": "string",  # the paired certificate, when one is
+    "evidence": "string",  # one readable sentence
+    "detail": "string",  # machine-readable extras as JSON (neighbour, edit, latency ...)
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of evidence against one certificate."""
+
+    sha256: str
+    code: str
+    evidence: str
+    name: str = ""
+    related_sha256: str = ""
+    detail: str = ""
+    severity: str = field(default="")
+
+    def as_row(self) -> dict[str, Any]:
+        """A dict with FINDING_COLUMNS keys (severity filled from the code table)."""
+        row = asdict(self)
+        if not row["severity"]:
+            row["severity"] = FINDING_CODES[self.code].severity if self.code in FINDING_CODES else "info"
+        return row
+
+
+def register_finding_code(code: str, severity: str, weight: float, title: str) -> None:
+    """Add a finding code (used by later modules such as revocation checks)."""
+    FINDING_CODES.setdefault(code, FindingCode(code, severity, weight, title))
+
+
+# --- frame helpers --------------------------------------------------------------------------
+
+
+def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    """An empty DataFrame with these columns and dtypes."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+
+
+def frame_from_rows(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
+    """A DataFrame with exactly these columns and dtypes from a list of dicts (missing keys empty)."""
+    if not rows:
+        return empty_frame(columns)
+    df = pd.DataFrame.from_records(rows, columns=list(columns))
+    return coerce(df, columns)
+
+
+def coerce(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Cast the columns of df to the schema's dtypes, adding missing ones empty."""
+    out = {}
+    n = len(df)
+    for name, dtype in columns.items():
+        col = df[name] if name in df.columns else pd.Series([None] * n, index=df.index, dtype="object")
+        if dtype.startswith("datetime64"):
+            col = pd.to_datetime(col, utc=True, errors="coerce").astype(dtype)
+        elif dtype == "object":
+            col = col.astype("object")
+        elif dtype == "bool":
+            col = col.fillna(False).astype("bool")
+        else:
+            col = col.astype(dtype)
+        out[name] = col
+    return pd.DataFrame(out, index=df.index)

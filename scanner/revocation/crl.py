@@ -1,0 +1,150 @@
+"""CRLs -> revocation rows (issuer, serial, date, reason) and their join onto certificate records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+from ..parse import serial_hex
+
+REVOCATION_COLUMNS: dict[str, str] = {
+    "issuer_dn": "string",
+    "issuer_key_id": "string",
+    "serial": "string",
+    "revoked_at": "datetime64[ns, UTC]",
+    "revocation_reason": "string",
+    "crl": "string",  # where the CRL came from
+}
+
+
+class CRLError(ValueError):
+    """A CRL that cannot be read; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class CRLInfo:
+    """What a CRL says about itself: issuer, validity and size."""
+
+    source: str
+    issuer_dn: str
+    issuer_key_id: str
+    this_update: pd.Timestamp
+    next_update: pd.Timestamp | None
+    entries: int
+
+
+def load_crl(data: bytes, source: str = "") -> x509.CertificateRevocationList:
+    """Parse a DER or PEM CRL; CRLError names the source when it is neither."""
+    try:
+        if b"-----BEGIN" in data[:100] or data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except Exception as exc:
+        raise CRLError(f"{source or 'CRL'}: not a readable CRL ({type(exc).__name__}: {exc})") from exc
+
+
+def _issuer_key_id(crl: x509.CertificateRevocationList) -> str:
+    try:
+        aki = crl.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value
+        return aki.key_identifier.hex() if aki.key_identifier else ""
+    except x509.ExtensionNotFound:
+        return ""
+
+
+def _reason(entry: x509.RevokedCertificate) -> str:
+    for ext in entry.extensions:
+        if ext.oid == ExtensionOID.CRL_REASON:
+            return ext.value.reason.value
+    return ""
+
+
+def crl_revocations(crl: x509.CertificateRevocationList, source: str) -> tuple[CRLInfo, pd.DataFrame]:
+    """The CRL's header facts and one row per revoked serial (REVOCATION_COLUMNS)."""
+    issuer_dn = crl.issuer.rfc4514_string()
+    key_id = _issuer_key_id(crl)
+    serials, dates, reasons = [], [], []
+    for entry in crl:
+        serials.append(serial_hex(entry.serial_number))
+        dates.append(entry.revocation_date_utc)
+        reasons.append(_reason(entry))
+    n = len(serials)
+    df = pd.DataFrame(
+        {
+            "issuer_dn": pd.Series([issuer_dn] * n, dtype="string"),
+            "issuer_key_id": pd.Series([key_id] * n, dtype="string"),
+            "serial": pd.Series(serials, dtype="string"),
+            "revoked_at": pd.to_datetime(pd.Series(dates, dtype="object"), utc=True),
+            "revocation_reason": pd.Series(reasons, dtype="string"),
+            "crl": pd.Series([source] * n, dtype="string"),
+        }
+    )
+    info = CRLInfo(
+        source,
+        issuer_dn,
+        key_id,
+        pd.Timestamp(crl.last_update_utc),
+        pd.Timestamp(crl.next_update_utc) if crl.next_update_utc else None,
+        n,
+    )
+    return info, df.astype(REVOCATION_COLUMNS)
+
+
+def read_crl_files(paths: Iterable[Path]) -> tuple[list[CRLInfo], pd.DataFrame, list[str]]:
+    """Read CRL files: their infos, all revocation rows, and one error line per unreadable file."""
+    infos, frames, errors = [], [], []
+    for path in paths:
+        try:
+            crl = load_crl(Path(path).read_bytes(), str(path))
+            info, df = crl_revocations(crl, str(path))
+        except (OSError, CRLError) as exc:
+            errors.append(f"{path}: {exc}" if isinstance(exc, OSError) else str(exc))
+            continue
+        infos.append(info)
+        frames.append(df)
+    if frames:
+        revs = pd.concat(frames, ignore_index=True)
+    else:
+        revs = pd.DataFrame({c: pd.Series(dtype=t) for c, t in REVOCATION_COLUMNS.items()})
+    return infos, revs, errors
+
+
+def apply_revocations(certs: pd.DataFrame, revocations: pd.DataFrame, source: str = "crl") -> pd.DataFrame:
+    """Set revoked_at / revocation_reason on certificates a CRL lists (same issuer and serial).
+
+    The issuer is matched by key identifier when both sides carry one, else by DN, so two CAs with
+    one name but different keys never share revocations. A date the certificate already carries
+    (e.g. from crt.sh) is kept; the earliest CRL date wins among several CRLs.
+    """
+    if certs.empty or revocations.empty:
+        return certs
+    revs = revocations.sort_values("revoked_at").drop_duplicates(["issuer_dn", "issuer_key_id", "serial"])
+    by_kid = revs[revs["issuer_key_id"] != ""].drop_duplicates(["issuer_key_id", "serial"])
+    by_dn = revs.drop_duplicates(["issuer_dn", "serial"])
+    out = certs.copy()
+    kid_match = out[["issuer_key_id", "serial"]].merge(
+        by_kid[["issuer_key_id", "serial", "revoked_at", "revocation_reason"]],
+        on=["issuer_key_id", "serial"], how="left",
+    )
+    dn_match = out[["issuer_dn", "serial"]].merge(
+        by_dn[["issuer_dn", "issuer_key_id", "serial", "revoked_at", "revocation_reason"]].rename(
+            columns={"issuer_key_id": "crl_kid"}),
+        on=["issuer_dn", "serial"], how="left",
+    )
+    # A DN match only counts when the key ids cannot contradict it.
+    dn_ok = (dn_match["crl_kid"].fillna("") == "") | (out["issuer_key_id"].fillna("").values == "")
+    dn_ok = dn_ok.values | (dn_match["crl_kid"].fillna("").values == out["issuer_key_id"].fillna("").values)
+    when = kid_match["revoked_at"].where(kid_match["revoked_at"].notna(), dn_match["revoked_at"].where(dn_ok))
+    reason = kid_match["revocation_reason"].where(
+        kid_match["revoked_at"].notna(), dn_match["revocation_reason"].where(dn_ok))
+    when.index = out.index
+    reason.index = out.index
+    take = out["revoked_at"].isna() & when.notna()
+    out.loc[take, "revoked_at"] = when[take]
+    out.loc[take, "revocation_reason"] = reason[take].fillna("")
+    out.loc[take, "revocation_source"] = source
+    return out

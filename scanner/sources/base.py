@@ -1,0 +1,32 @@
+"""What every source yields: raw certificates with provenance, or errors saying what could not be read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class RawCert:
+    """A certificate's DER bytes as a source found them, with where they came from."""
+
+    der: bytes
+    source: str  # files / crtsh-sql / crtsh-json / ct
+    provenance: str  # file path (#n for the n-th PEM block), crtsh:ID, log URL#index
+    #: facts the source knows beyond the DER: crtsh_id, issuer_ca_id, first_seen,
+    #: revoked_at, revocation_reason, revocation_source
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """Something a source could not read: becomes a row of errors.csv."""
+
+    source: str
+    provenance: str
+    error: str
+    sha256: str = ""
+    stage: str = "source"
+
+
+SourceItem = Union[RawCert, SourceError]
