@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
@@ -32,6 +33,27 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crl", action="append", type=Path, default=[], metavar="FILE",
                    help="a CRL (DER or PEM) giving revocation date and reason per serial; repeatable")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the reports (created)")
+
+    c = p.add_argument_group("crt.sh sources (--source crtsh-sql, crtsh-json, store)")
+    c.add_argument("--dsn", default=env_default("dsn", "postgresql://guest@crt.sh:5432/certwatch"),
+                   help="crt.sh PostgreSQL DSN (default: crt.sh's public guest replica)")
+    c.add_argument("--ca-id", action="append", type=int, default=[], metavar="N",
+                   help="crt.sh CA id of the issuer to audit; repeatable")
+    c.add_argument("--ca-name", action="append", default=[], metavar="TEXT",
+                   help="crt.sh CA name (matched in the ca table; what it matched is printed); repeatable")
+    c.add_argument("--since", type=_date, metavar="DATE", help="only certificates with notBefore >= DATE (UTC)")
+    c.add_argument("--until", type=_date, metavar="DATE", help="only certificates with notBefore < DATE (UTC)")
+    c.add_argument("--crtsh-url", default=env_default("crtsh_url", "https://crt.sh"),
+                   help="crt.sh web interface (default: https://crt.sh; a local mirror for tests)")
+    c.add_argument("--identity", action="append", default=[], metavar="TEXT",
+                   help="crt.sh Identity search (q=) for --source crtsh-json; repeatable")
+    c.add_argument("--org", action="append", default=[], metavar="TEXT",
+                   help="crt.sh organisation (O=) search for --source crtsh-json; repeatable")
+    c.add_argument("--exclude-expired", action="store_true", help="crt.sh: leave out expired certificates")
+    c.add_argument("--crtsh-rate", type=float, default=float(env_default("crtsh_rate", "5")), metavar="N",
+                   help="requests per minute to the crt.sh web interface; 0 = no limit (default: 5)")
+    c.add_argument("--store", type=Path, default=None, metavar="FILE",
+                   help="local certificate store (default: <cache>/store.sqlite3)")
 
     g = p.add_argument_group("registration lookups")
     g.add_argument("--registration", choices=REGISTRATION_MODES, default=env_default("registration", "auto"),
@@ -73,6 +95,14 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
                    help="progress bars on stderr (default: only when stderr is a terminal)")
 
 
+def _date(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or an ISO 8601 time)") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ctscan argument parser."""
     parser = argparse.ArgumentParser(
@@ -95,6 +125,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
         source=args.source,
         paths=tuple(args.paths),
         crl_files=tuple(args.crl),
+        dsn=args.dsn,
+        ca_ids=tuple(args.ca_id),
+        ca_names=tuple(args.ca_name),
+        since=args.since,
+        until=args.until,
+        crtsh_url=args.crtsh_url,
+        identities=tuple(args.identity),
+        orgs=tuple(args.org),
+        exclude_expired=args.exclude_expired,
+        crtsh_rate=args.crtsh_rate,
+        store_path=args.store,
         registration=args.registration,
         rdap_bootstrap=args.rdap_bootstrap,
         rdap_rate=args.rdap_rate,
@@ -128,6 +169,10 @@ def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
         missing = [str(p) for p in config.paths if not p.exists()]
         if missing:
             parser.error(f"no such file or directory: {', '.join(missing)}")
+    if config.source == "crtsh-sql" and not (config.ca_ids or config.ca_names):
+        parser.error("--source crtsh-sql needs --ca-id or --ca-name")
+    if config.source == "crtsh-json" and not (config.identities or config.orgs):
+        parser.error("--source crtsh-json needs --identity or --org (crt.sh's JSON cannot list a CA by id)")
     missing_crl = [str(p) for p in config.crl_files if not p.exists()]
     if missing_crl:
         parser.error(f"--crl: no such file: {', '.join(missing_crl)}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 REGISTRATION_MODES = ("auto", "rdap", "whois", "dns", "off")
-SOURCES = ("files", "crtsh-sql", "crtsh-json", "ct")
+SOURCES = ("files", "crtsh-sql", "crtsh-json", "store", "ct")
 
 
 class ConfigError(ValueError):
@@ -32,6 +32,37 @@ class Config:
     source: str = "files"
     paths: tuple[Path, ...] = ()
     crl_files: tuple[Path, ...] = ()
+
+    # crt.sh sources (--source crtsh-sql / crtsh-json)
+    dsn: str = "postgresql://guest@crt.sh:5432/certwatch"
+    ca_ids: tuple[int, ...] = ()
+    ca_names: tuple[str, ...] = ()
+    since: datetime | None = None  # notBefore >= since (UTC)
+    until: datetime | None = None  # notBefore < until (UTC)
+    crtsh_url: str = "https://crt.sh"
+    identities: tuple[str, ...] = ()  # crt.sh Identity (q=) searches
+    orgs: tuple[str, ...] = ()  # crt.sh O= searches
+    exclude_expired: bool = False
+    crtsh_rate: float = 5.0  # requests per minute to the crt.sh web interface; 0 = unlimited
+    store_path: Path | None = None  # the local certificate store; None = <cache_dir>/store.sqlite3
+
+    # CT logs (--source ct)
+    log_list: Path | None = None  # log list v3 JSON; None = required for --logs selection
+    logs: tuple[str, ...] = ()  # log names (description) or URLs / monitoring prefixes
+    log_states: tuple[str, ...] = ()  # e.g. ("usable", "readonly") with --logs
+    for_not_after: tuple[datetime | None, datetime | None] = (None, None)  # keep logs whose interval overlaps
+    issuer_certs: tuple[Path, ...] = ()  # PEM files of the CA(s) under audit
+    log_start: int | None = None
+    log_end: int | None = None  # exclusive
+    ct_batch: int = 256  # entries per get-entries request
+    ct_parallel: int = 4  # get-entries ranges in flight per log
+    ct_rate: float = 0.0  # requests per second per log; 0 = unlimited
+
+    # revocation checks (--check-revocation)
+    check_revocation: bool = False
+    ocsp_sample: int | None = None  # per responder; None = every unexpired certificate
+    ocsp_rate: float = 10.0  # requests per second per responder
+    fetch_crls: bool = True  # with --check-revocation, fetch the CRLs the certificates point at
 
     # registration lookups
     registration: str = "auto"
@@ -68,12 +99,20 @@ class Config:
         for name in ("rdap_rate", "whois_rate", "timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
+        if self.crtsh_rate < 0:
+            raise ConfigError("--crtsh-rate must be >= 0")
         if self.lookup_concurrency < 1:
             raise ConfigError("--lookup-concurrency must be at least 1")
         if self.retries < 0:
             raise ConfigError("--retries must be >= 0")
         if self.revocation_window <= timedelta(0) or self.reissue_window <= timedelta(0):
             raise ConfigError("--window and --reissue-window must be positive durations")
+
+
+    @property
+    def store_file(self) -> Path:
+        """Where the local certificate store lives."""
+        return self.store_path or self.cache_dir / "store.sqlite3"
 
 
 def parse_duration(text: str) -> timedelta:

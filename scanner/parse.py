@@ -9,7 +9,6 @@ from typing import Any
 
 import pandas as pd
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from .records import CERT_COLUMNS, frame_from_rows
@@ -60,20 +59,80 @@ def parse_der(der: bytes, *, source: str = "", provenance: str = "") -> dict[str
         raise ParseError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _tlv(buf: bytes, off: int) -> tuple[int, int, int]:
+    """One DER element at off: (tag, start of its value, end of the element)."""
+    tag = buf[off]
+    length = buf[off + 1]
+    pos = off + 2
+    if length & 0x80:
+        n = length & 0x7F
+        length = int.from_bytes(buf[pos:pos + n], "big")
+        pos += n
+    return tag, pos, pos + length
+
+
+def _tbs_parts(tbs: bytes) -> tuple[bytes, bytes]:
+    """The raw issuer Name and SubjectPublicKeyInfo of a TBSCertificate (DER)."""
+    _, pos, _ = _tlv(tbs, 0)  # into the TBSCertificate SEQUENCE
+    tag, _, end = _tlv(tbs, pos)
+    if tag == 0xA0:  # [0] version
+        pos = end
+    _, _, pos = _tlv(tbs, pos)  # serialNumber
+    _, _, pos = _tlv(tbs, pos)  # signature AlgorithmIdentifier
+    _, _, issuer_end = _tlv(tbs, pos)
+    issuer = tbs[pos:issuer_end]
+    _, _, pos = _tlv(tbs, issuer_end)  # validity
+    _, _, pos = _tlv(tbs, pos)  # subject
+    _, _, spki_end = _tlv(tbs, pos)
+    return issuer, tbs[pos:spki_end]
+
+
+#: rfc4514 strings of issuer Names by their DER: a CA signs with few names, so this is a hot cache.
+_ISSUER_DN: dict[bytes, str] = {}
+_SUBJECT_OIDS = {
+    NameOID.COMMON_NAME: "subject_cn",
+    NameOID.ORGANIZATION_NAME: "subject_o",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "subject_ou",
+    NameOID.LOCALITY_NAME: "subject_l",
+    NameOID.COUNTRY_NAME: "subject_c",
+}
+
+
+def _issuer_dn(cert: x509.Certificate, raw: bytes) -> str:
+    dn = _ISSUER_DN.get(raw)
+    if dn is None:
+        dn = cert.issuer.rfc4514_string()
+        if len(_ISSUER_DN) < 10_000:
+            _ISSUER_DN[raw] = dn
+    return dn
+
+
+def _subject_fields(subject: x509.Name) -> dict[str, str]:
+    values: dict[str, list[str]] = {}
+    for attr in subject:
+        key = _SUBJECT_OIDS.get(attr.oid)
+        if key:
+            values.setdefault(key, []).append(str(attr.value))
+    out = {key: "" for key in _SUBJECT_OIDS.values()}
+    for key, vals in values.items():
+        out[key] = "; ".join(vals) if key == "subject_ou" else vals[0]
+    return out
+
+
 def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) -> dict[str, Any]:
     sha = hashlib.sha256(der).hexdigest()
-    exts = cert.extensions  # forces parsing of every extension: a malformed one fails here
-    is_precert = any(e.oid == CT_POISON_OID for e in exts)
-    san = _ext(cert, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    by_oid = {e.oid: e.value for e in cert.extensions}  # parses every extension: a bad one fails here
+    is_precert = CT_POISON_OID in by_oid
+    san = by_oid.get(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     if san is not None:
         dns = [str(v).lower() for v in san.get_values_for_type(x509.DNSName)]
         ips = [str(v) for v in san.get_values_for_type(x509.IPAddress)]
         emails = [str(v) for v in san.get_values_for_type(x509.RFC822Name)]
     else:
         dns, ips, emails = [], [], []
-    aki = _ext(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
-    cdp = _ext(cert, ExtensionOID.CRL_DISTRIBUTION_POINTS)
-    aia = _ext(cert, ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
+    aki = by_oid.get(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    cdp = by_oid.get(ExtensionOID.CRL_DISTRIBUTION_POINTS)
+    aia = by_oid.get(ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
     crl_urls = []
     if cdp is not None:
         for dp in cdp:
@@ -85,33 +144,22 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) ->
         for d in (aia or [])
         if d.access_method == OCSP_METHOD and isinstance(d.access_location, x509.UniformResourceIdentifier)
     ]
-    try:
-        spki = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        spki_sha = hashlib.sha256(spki).hexdigest()
-    except Exception:  # an unsupported key algorithm must not lose the certificate
-        spki_sha = ""
+    issuer_raw, spki = _tbs_parts(cert.tbs_certificate_bytes)
     subject = cert.subject
-    return {
+    row = {
         "sha256": sha,
         "cert_sha256": "" if is_precert else sha,
         "precert_sha256": sha if is_precert else "",
         "is_precert": is_precert,
         "serial": serial_hex(cert.serial_number),
-        "issuer_dn": cert.issuer.rfc4514_string(),
+        "issuer_dn": _issuer_dn(cert, issuer_raw),
         "issuer_key_id": aki.key_identifier.hex() if aki is not None and aki.key_identifier else "",
         "issuer_ca_id": None,
         "subject_dn": subject.rfc4514_string(),
-        "subject_cn": _attr(subject, NameOID.COMMON_NAME),
-        "subject_o": _attr(subject, NameOID.ORGANIZATION_NAME),
-        "subject_ou": _attr(subject, NameOID.ORGANIZATIONAL_UNIT_NAME, "; "),
-        "subject_l": _attr(subject, NameOID.LOCALITY_NAME),
-        "subject_c": _attr(subject, NameOID.COUNTRY_NAME),
         "san_dns": dns,
         "san_ip": ips,
         "san_email": emails,
-        "spki_sha256": spki_sha,
+        "spki_sha256": hashlib.sha256(spki).hexdigest(),
         "not_before": _utc(cert.not_valid_before_utc),
         "not_after": _utc(cert.not_valid_after_utc),
         "revoked_at": None,
@@ -124,6 +172,8 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) ->
         "crtsh_id": None,
         "first_seen": None,
     }
+    row.update(_subject_fields(subject))
+    return row
 
 
 def record_from_raw(raw: RawCert) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .enrich.domains import PUBLIC, classify_name, name_table
 from .parse import ParseError, collapse_precerts, record_from_raw, records_frame
 from .records import ERROR_COLUMNS, FINDING_COLUMNS, empty_frame, frame_from_rows
 from .revocation.crl import apply_revocations, read_crl_files
-from .sources.base import RawCert, SourceError, SourceItem
+from .sources.base import RawCert, SourceError, SourceItem, SourceNotice
 
 log = logging.getLogger(__name__)
 CHUNK = 2000  # certificates parsed between two hand-overs of new domains to the lookups
@@ -48,6 +48,18 @@ def open_source(config: Config) -> Iterator[SourceItem]:
         from .sources.files import read_files
 
         return read_files(config.paths)
+    if config.source == "crtsh-sql":
+        from .sources.crtsh_sql import read_crtsh_sql
+
+        return read_crtsh_sql(config)
+    if config.source == "crtsh-json":
+        from .sources.crtsh_json import read_crtsh_json
+
+        return read_crtsh_json(config)
+    if config.source == "store":
+        from .store import read_store
+
+        return read_store(config)
     raise NotImplementedError(f"--source {config.source} is not available yet")
 
 
@@ -67,9 +79,13 @@ def _explain_parse_failure(raw: RawCert, exc: Exception) -> str:
 
 
 def parse_items(
-    items: Iterable[SourceItem], errors: list[dict[str, str]], counts: dict[str, int], on_chunk: Any = None
+    items: Iterable[SourceItem],
+    errors: list[dict[str, str]],
+    counts: dict[str, int],
+    on_chunk: Any = None,
+    notices: list[SourceNotice] | None = None,
 ) -> list[dict[str, Any]]:
-    """Parse source items into records; failures go to `errors`; `on_chunk(rows)` after each chunk."""
+    """Parse source items into records; failures go to `errors`, notices to `notices`; `on_chunk(rows)` per chunk."""
     rows: list[dict[str, Any]] = []
     it = iter(items)
     while True:
@@ -78,6 +94,10 @@ def parse_items(
             break
         new_rows = []
         for item in chunk:
+            if isinstance(item, SourceNotice):
+                if notices is not None:
+                    notices.append(item)
+                continue
             counts["read"] += 1
             if isinstance(item, SourceError):
                 errors.append(_error_row(item.stage, item.source, item.provenance, item.error, item.sha256))
@@ -140,7 +160,9 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
             if new:
                 registry.submit(sorted(new))
 
-        rows = parse_items(open_source(config), errors, counts, hand_over)
+        source_notices: list[SourceNotice] = []
+        rows = parse_items(open_source(config), errors, counts, hand_over, source_notices)
+        notices.extend(n.message for n in source_notices)
         rows = collapse_precerts(rows)
         certs = records_frame(rows)
         del rows
@@ -180,7 +202,7 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         "suspects": len(suspects),
         "revocation_data": revocation_data,
         "notices": notices,
-        "partial": False,
+        "partial": any(n.partial for n in source_notices),
     }
     summary["wall_seconds"] = round(time.monotonic() - started, 3)
     result = ScanResult(certs, findings, suspects, errors_df, registrations, summary)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -243,7 +244,7 @@ class RdapClient:
     def _classify(self, url: str, final_url: str, status: int, body: bytes, headers: Any) -> _Answer:
         if status == 404:
             title = _error_title(body)
-            if "bootstrap" in title.lower():
+            if _REDIRECTOR_MISS.search(title):
                 # A redirector (rdap.org) that does not know the TLD says nothing about the domain.
                 return _Answer(
                     RegistrationStatus.UNKNOWN, f"HTTP 404 from a redirector: {title}", server=final_url
@@ -269,6 +270,10 @@ class RdapClient:
         if not isinstance(doc, dict) or str(doc.get("objectClassName", "")).lower() != "domain":
             raise RetryableError(f"{final_url} answered 200 without an RDAP domain object: {_short(body)}")
         return _Answer(RegistrationStatus.REGISTERED, "HTTP 200", _registration_date(doc), final_url)
+
+
+# rdap.org answers 404 "domain X not found in IANA boostrap file" (sic) for a TLD it cannot route.
+_REDIRECTOR_MISS = re.compile(r"boo?t?strap|\biana\b", re.IGNORECASE)
 
 
 def _error_title(body: bytes) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from ..parse import serial_hex
 
@@ -58,7 +58,7 @@ def _issuer_key_id(crl: x509.CertificateRevocationList) -> str:
 
 def _reason(entry: x509.RevokedCertificate) -> str:
     for ext in entry.extensions:
-        if ext.oid == ExtensionOID.CRL_REASON:
+        if ext.oid == CRLEntryExtensionOID.CRL_REASON:
             return ext.value.reason.value
     return ""
 

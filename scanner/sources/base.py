@@ -29,4 +29,12 @@ class SourceError:
     stage: str = "source"
 
 
-SourceItem = Union[RawCert, SourceError]
+@dataclass(frozen=True)
+class SourceNotice:
+    """A sentence the run summary must carry (e.g. a capped crt.sh result); partial=True marks the run partial."""
+
+    message: str
+    partial: bool = False
+
+
+SourceItem = Union[RawCert, SourceError, SourceNotice]

@@ -1,0 +1,70 @@
+"""Parse DER -> record rows, against a bare cryptography parse loop in the same run.
+
+Target: ctscan's parse reaches >= 0.8 of the bare loop's rate.
+Usage: python benchmarks/bench_parse.py [N]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cryptography import x509  # noqa: E402
+from cryptography.x509.oid import ExtensionOID, NameOID  # noqa: E402
+
+from corpus import make_corpus  # noqa: E402
+from scanner.parse import parse_der  # noqa: E402
+
+
+def bare(ders: list[bytes]) -> int:
+    """The baseline: load each certificate and read subject, issuer, serial, validity and SANs; no record."""
+    n = 0
+    for d in ders:
+        c = x509.load_der_x509_certificate(d)
+        c.subject.rfc4514_string()
+        c.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        c.issuer.rfc4514_string()
+        c.serial_number
+        c.not_valid_before_utc, c.not_valid_after_utc
+        try:
+            c.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value.get_values_for_type(
+                x509.DNSName)
+        except x509.ExtensionNotFound:
+            pass
+        n += 1
+    return n
+
+
+def ours(ders: list[bytes]) -> int:
+    """ctscan's parser: the full record per certificate."""
+    for d in ders:
+        parse_der(d, source="files", provenance="bench")
+    return len(ders)
+
+
+def rate(fn, ders: list[bytes], repeat: int = 3) -> float:
+    """Best certificates per second over a few runs."""
+    best = 0.0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(ders)
+        best = max(best, len(ders) / (time.perf_counter() - t))
+    return best
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+    _, ders, _ = make_corpus(n, n // 2)
+    b = rate(bare, ders)
+    o = rate(ours, ders)
+    print(f"certificates: {n}")
+    print(f"bare cryptography loop: {b:,.0f} certs/s")
+    print(f"ctscan parse_der:       {o:,.0f} certs/s")
+    print(f"ratio: {o / b:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()

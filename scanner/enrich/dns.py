@@ -1,0 +1,164 @@
+"""DNS delegation check, the last-resort registration signal (dnspython, asyncio).
+
+The registrable domain is asked of its TLD's authoritative servers: NXDOMAIN = not delegated,
+taken as unregistered; NOERROR (answer, referral or NODATA) = registered; SERVFAIL, REFUSED and
+timeouts are retried, then unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+import dns.asyncquery
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from scanner.config import Config
+from scanner.enrich.rdap import NO_CONNECTION, utc_now
+from scanner.net import RetryableError, async_retrying
+from scanner.records import Registration, RegistrationStatus
+
+METHOD = "dns"
+MAX_SERVERS = 4  # addresses kept per zone: enough to ride out one dead server
+
+
+def parse_address(value: str, default_port: int = 53) -> tuple[str, int]:
+    """'ADDR[:PORT]' or '[v6]:PORT' -> (address, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        addr, _, rest = value[1:].partition("]")
+        return addr, int(rest[1:]) if rest.startswith(":") else default_port
+    if value.count(":") == 1:
+        addr, port = value.split(":")
+        return addr, int(port)
+    return value, default_port
+
+
+@dataclass
+class DnsClient:
+    """Asks DNS whether registrable domains are delegated."""
+
+    config: Config
+    semaphore: asyncio.Semaphore | None = None
+    backoff_base: float = 0.5
+    _zones: dict[str, asyncio.Future[list[tuple[str, int]]]] = field(default_factory=dict, init=False, repr=False)
+    _resolver: dns.asyncresolver.Resolver | None = field(default=None, init=False, repr=False)
+
+    def _get_resolver(self) -> dns.asyncresolver.Resolver:
+        if self._resolver is None:
+            if self.config.dns_server:
+                addr, port = parse_address(self.config.dns_server)
+                resolver = dns.asyncresolver.Resolver(configure=False)
+                resolver.nameservers = [addr]
+                resolver.port = port
+            else:
+                resolver = dns.asyncresolver.Resolver()
+            resolver.lifetime = self.config.timeout or None
+            self._resolver = resolver
+        return self._resolver
+
+    async def servers_for(self, domain: str) -> list[tuple[str, int]]:
+        """(address, port) of the servers to ask about this domain (raises RetryableError)."""
+        if self.config.dns_server:
+            return [parse_address(self.config.dns_server)]
+        zone = domain.lower().strip(".").split(".", 1)[-1]
+        future = self._zones.get(zone)
+        if future is None or (future.done() and future.exception() is not None):
+            future = asyncio.get_running_loop().create_future()
+            self._zones[zone] = future
+            try:
+                future.set_result(await self._zone_servers(zone))
+            except Exception as exc:  # shared with every waiter, then retried by the next caller
+                future.set_exception(exc)
+                future.exception()  # mark retrieved so asyncio does not log it
+                raise
+        return await asyncio.shield(future)
+
+    async def _zone_servers(self, zone: str) -> list[tuple[str, int]]:
+        try:
+            resolver = self._get_resolver()
+        except dns.resolver.NoResolverConfiguration as exc:
+            raise RetryableError(f"{NO_CONNECTION}: no DNS resolver configured ({exc})") from exc
+        candidates = [zone]
+        if "." in zone:
+            candidates.append(zone.rsplit(".", 1)[-1])
+        last_error: Exception | None = None
+        for name in candidates:
+            try:
+                ns = await resolver.resolve(name + ".", "NS")
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as exc:
+                last_error = exc  # e.g. a multi-label suffix that is not a zone of its own
+                continue
+            except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+                raise RetryableError(f"{NO_CONNECTION}: could not resolve the NS of {name}: {exc}") from exc
+            addresses: list[tuple[str, int]] = []
+            hosts = [str(r.target) for r in ns]
+            random.shuffle(hosts)
+            for host in hosts[:MAX_SERVERS]:
+                try:
+                    for rdata in await resolver.resolve(host, "A"):
+                        addresses.append((rdata.address, 53))
+                except dns.exception.DNSException:
+                    continue
+            if addresses:
+                return addresses[:MAX_SERVERS]
+            last_error = RuntimeError(f"no address for the name servers of {name}")
+        raise RetryableError(f"could not find the authoritative servers of {zone}: {last_error}")
+
+    async def _ask(self, domain: str, server: tuple[str, int]) -> tuple[RegistrationStatus, str]:
+        addr, port = server
+        query = dns.message.make_query(domain + ".", dns.rdatatype.SOA)
+        if not self.config.dns_server:
+            query.flags &= ~dns.flags.RD  # authoritative servers: ask for the delegation, not recursion
+        try:
+            if self.semaphore is not None:
+                async with self.semaphore:
+                    response, _ = await dns.asyncquery.udp_with_fallback(
+                        query, addr, timeout=self.config.timeout or None, port=port
+                    )
+            else:
+                response, _ = await dns.asyncquery.udp_with_fallback(
+                    query, addr, timeout=self.config.timeout or None, port=port
+                )
+        except dns.exception.Timeout:
+            raise RetryableError(f"DNS {addr}:{port}: no answer within {self.config.timeout:g}s") from None
+        except ConnectionRefusedError as exc:
+            raise RetryableError(f"{NO_CONNECTION}: DNS {addr}:{port}: {exc}") from exc
+        except (OSError, dns.exception.DNSException) as exc:
+            raise RetryableError(f"DNS {addr}:{port}: {type(exc).__name__}: {exc}") from exc
+        rcode = response.rcode()
+        if rcode == dns.rcode.NXDOMAIN:
+            return (
+                RegistrationStatus.UNREGISTERED,
+                f"NXDOMAIN from {addr}:{port} (not delegated; a registered domain on hold looks the same)",
+            )
+        if rcode == dns.rcode.NOERROR:
+            kind = "answer" if response.answer else ("referral" if response.authority else "NODATA")
+            return RegistrationStatus.REGISTERED, f"NOERROR ({kind}) from {addr}:{port}"
+        raise RetryableError(f"DNS {addr}:{port} answered {dns.rcode.to_text(rcode)}")
+
+    async def lookup(self, domain: str) -> Registration:
+        """The delegation status of one registrable domain (never raises for network trouble)."""
+        attempts = 0
+        server_text = self.config.dns_server or ""
+        try:
+            async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
+                with attempt:
+                    attempts += 1
+                    servers = await self.servers_for(domain)
+                    # Each retry goes to the next server: one dead server should not decide.
+                    server = servers[(attempts - 1) % len(servers)]
+                    server_text = f"{server[0]}:{server[1]}"
+                    status, detail = await self._ask(domain, server)
+        except RetryableError as exc:
+            status, detail = RegistrationStatus.UNKNOWN, f"{exc} (after {attempts} attempt(s))"
+        return Registration(
+            domain, status, METHOD, server=server_text, detail=detail, checked_at=utc_now(), attempts=attempts
+        )

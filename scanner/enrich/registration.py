@@ -1,0 +1,477 @@
+"""Registration status of registrable domains: recorded answers, the cache, then RDAP/WHOIS/DNS.
+
+The pipeline submits names while it parses certificates; lookups run meanwhile on an asyncio
+loop in a worker thread. Every answer is tri-state and carries its evidence; a failure is
+UNKNOWN, never UNREGISTERED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from scanner.cache import Cache
+from scanner.config import Config
+from scanner.enrich.dns import DnsClient
+from scanner.enrich.rdap import NO_CONNECTION, RdapClient, utc_now
+from scanner.enrich.whois import WhoisClient
+from scanner.records import REGISTRATION_COLUMNS, Registration, RegistrationStatus, coerce
+
+log = logging.getLogger(__name__)
+
+CACHE_NAMESPACE = "registration"
+#: How long an answer is trusted: registrations rarely end, but a free name can be taken any day.
+CACHE_TTL = {
+    RegistrationStatus.REGISTERED.value: timedelta(days=30),
+    RegistrationStatus.UNREGISTERED.value: timedelta(days=1),
+}
+_DATE_COLUMNS = [name for name, dtype in REGISTRATION_COLUMNS.items() if dtype.startswith("datetime")]
+_KNOWN = (RegistrationStatus.REGISTERED.value, RegistrationStatus.UNREGISTERED.value)
+_FLUSH_EVERY = 256  # cache writes are batched: one transaction per this many network answers
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _row(reg: Registration) -> dict[str, Any]:
+    return {
+        "domain": reg.domain,
+        "status": reg.status.value,
+        "method": reg.method,
+        "server": reg.server,
+        "detail": reg.detail,
+        "checked_at": _iso(reg.checked_at),
+        "registered_at": _iso(reg.registered_at),
+        "attempts": reg.attempts,
+    }
+
+
+def normalise_domain(name: str) -> str:
+    """Lower case, no surrounding spaces or trailing dot."""
+    return name.strip().lower().rstrip(".")
+
+
+def load_registry_answers(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Known answers (registered / unregistered) from registrations.csv files of earlier runs."""
+    answers: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read recorded registry answers {path}: {exc}") from exc
+        missing = {"domain", "status"} - set(df.columns)
+        if missing:
+            raise ValueError(
+                f"{path} is not a registrations.csv (missing columns {', '.join(sorted(missing))}); "
+                f"expected the columns {', '.join(REGISTRATION_COLUMNS)}"
+            )
+        for rec in df.to_dict("records"):
+            status = str(rec.get("status", "")).strip().lower()
+            if status not in _KNOWN:
+                continue  # a recorded unknown is no answer: ask again
+            row = {name: (rec.get(name) or None) for name in REGISTRATION_COLUMNS}
+            row["domain"] = normalise_domain(str(rec["domain"]))
+            row["status"] = status
+            row["attempts"] = int(rec["attempts"]) if str(rec.get("attempts", "")).strip().isdigit() else 0
+            answers[row["domain"]] = row
+    return answers
+
+
+def registration_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (dicts with ISO date strings) -> a frame with exactly REGISTRATION_COLUMNS."""
+    df = pd.DataFrame.from_records(rows, columns=list(REGISTRATION_COLUMNS))
+    for name in _DATE_COLUMNS:
+        df[name] = pd.to_datetime(df[name], utc=True, format="ISO8601", errors="coerce")
+    for name in ("server", "detail", "method"):
+        df[name] = df[name].fillna("")
+    return coerce(df, REGISTRATION_COLUMNS)
+
+
+@dataclass
+class _Counts:
+    recorded: int = 0
+    cache_hits: int = 0
+    network: int = 0
+    network_failures: int = 0
+    offline: int = 0
+    switched_off: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _Lane:
+    """Domains waiting for one registry service; its own workers so a slow registry starves no other."""
+
+    queue: collections.deque[tuple[str, asyncio.Future[None]]] = field(default_factory=collections.deque)
+    workers: int = 0
+
+
+class RegistrationService:
+    """Looks up registrable domains in the background; results() waits and returns the table."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        progress: bool | None = None,
+        cache: Cache | None = None,
+        backoff_base: float = 0.5,
+    ):
+        self.config = config
+        self.mode = config.registration
+        self._backoff_base = backoff_base
+        if cache is not None:
+            self._cache: Cache | None = cache
+        elif config.use_cache and self.mode != "off":
+            self._cache = Cache.from_config(config)
+        else:
+            self._cache = None
+        self._recorded = load_registry_answers(config.registry_answers)
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._order: dict[str, None] = {}
+        self._pending: list[concurrent.futures.Future[None]] = []
+        self._counts = _Counts()
+        self._to_cache: list[dict[str, Any]] = []
+        self._lanes: dict[str, _Lane] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._rdap: RdapClient | None = None
+        self._whois: WhoisClient | None = None
+        self._dns: DnsClient | None = None
+        self._notice: str | None = None
+        self._warned = False
+        self._closed = False
+        show = progress if progress is not None else config.progress
+        if show is None:
+            show = sys.stderr.isatty() and not config.quiet
+        self._bar = tqdm(total=0, unit="domain", desc="registration", file=sys.stderr, disable=not show)
+
+    # --- public API -----------------------------------------------------------------------
+
+    def submit(self, domains: Iterable[str]) -> None:
+        """Queue registrable domains for lookup (duplicates ignored); returns at once."""
+        if self._closed:
+            raise RuntimeError("RegistrationService is closed")
+        fresh: list[str] = []
+        with self._lock:
+            for raw in domains:
+                name = normalise_domain(raw)
+                if name and name not in self._order:
+                    self._order[name] = None
+                    fresh.append(name)
+        if not fresh:
+            return
+        self._bar.total += len(fresh)
+        self._bar.refresh()
+        loop = self._ensure_loop()
+        self._pending.append(asyncio.run_coroutine_threadsafe(self._process(fresh), loop))
+
+    def results(self) -> pd.DataFrame:
+        """Wait for every submitted lookup; one row per domain, columns REGISTRATION_COLUMNS."""
+        self._wait()
+        rows = [self._rows[name] for name in self._order if name in self._rows]
+        self._check_network()
+        return registration_frame(rows)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts: lookups by status and by method, cache hits, recorded answers, network failures."""
+        self._wait()
+        by_status: collections.Counter[str] = collections.Counter()
+        by_method: collections.Counter[str] = collections.Counter()
+        for row in self._rows.values():
+            by_status[row["status"]] += 1
+            by_method[row["method"] or "none"] += 1
+        c = self._counts
+        return {
+            "domains": len(self._rows),
+            "by_status": {s.value: by_status.get(s.value, 0) for s in RegistrationStatus},
+            "by_method": dict(by_method),
+            "recorded_answers": c.recorded,
+            "cache_hits": c.cache_hits,
+            "network_lookups": c.network,
+            "network_failures": c.network_failures,
+            "offline_unknown": c.offline,
+            "internal_errors": c.errors,
+        }
+
+    @property
+    def notice(self) -> str | None:
+        """One plain sentence when the network was unreachable, else None."""
+        return self._notice
+
+    def close(self) -> None:
+        """Finish, stop the worker thread and close the cache."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._wait()
+        finally:
+            if self._loop is not None and self._thread is not None:
+                asyncio.run_coroutine_threadsafe(self._close_clients(), self._loop).result()
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join()
+                self._loop.close()
+                self._loop = self._thread = None
+            self._bar.close()
+            if self._cache is not None:
+                self._cache.close()
+
+    def __enter__(self) -> RegistrationService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the worker thread ----------------------------------------------------------------
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=self._run_loop, args=(loop,), name="ctscan-registration", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+
+    def _wait(self) -> None:
+        while self._pending:
+            pending, self._pending = self._pending, []
+            for future in pending:
+                future.result()
+        if self._loop is not None and self._to_cache:
+            asyncio.run_coroutine_threadsafe(self._flush_soon(), self._loop).result()
+
+    async def _flush_soon(self) -> None:
+        self._flush_cache()
+
+    async def _close_clients(self) -> None:
+        self._flush_cache()
+        if self._rdap is not None:
+            await self._rdap.close()
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._rows[row["domain"]] = row
+        self._bar.update(len(rows))
+
+    async def _process(self, names: list[str]) -> None:
+        """Answer one submitted batch: recorded answers, then the cache, then the network."""
+        if self.mode == "off":
+            now = utc_now().isoformat()
+            self._store(
+                [
+                    _row_of(name, RegistrationStatus.UNKNOWN, "none", "registration lookups switched off", now)
+                    for name in names
+                ]
+            )
+            self._counts.switched_off += len(names)
+            return
+        rest = names
+        if self._recorded:
+            hits = [self._recorded[n] for n in rest if n in self._recorded]
+            self._store(hits)
+            self._counts.recorded += len(hits)
+            rest = [n for n in rest if n not in self._recorded]
+        if self._cache is not None and rest:
+            rest = self._from_cache(rest)
+        if not rest:
+            return
+        if self.config.offline:
+            now = utc_now().isoformat()
+            detail = "offline: not in the cache or the recorded answers"
+            self._store([_row_of(n, RegistrationStatus.UNKNOWN, "none", detail, now) for n in rest])
+            self._counts.offline += len(rest)
+            return
+        loop = asyncio.get_running_loop()
+        futures = []
+        for name in rest:
+            future: asyncio.Future[None] = loop.create_future()
+            futures.append(future)
+            self._enqueue(self._lane_of(name), name, future)
+        await asyncio.gather(*futures)
+
+    def _from_cache(self, names: list[str]) -> list[str]:
+        assert self._cache is not None
+        cached = self._cache.get_many(CACHE_NAMESPACE, names)
+        hits: list[dict[str, Any]] = []
+        rest: list[str] = []
+        for name in names:
+            value = cached.get(name)
+            if (
+                isinstance(value, dict)
+                and value.get("status") in _KNOWN
+                and (self.mode == "auto" or value.get("method") == self.mode)
+            ):
+                value["domain"] = name
+                hits.append(value)
+            else:
+                rest.append(name)
+        self._store(hits)
+        self._counts.cache_hits += len(hits)
+        return rest
+
+    def _flush_cache(self) -> None:
+        if self._cache is None or not self._to_cache:
+            return
+        batch, self._to_cache = self._to_cache, []
+        by_status: dict[str, dict[str, Any]] = collections.defaultdict(dict)
+        for row in batch:
+            value = {k: v for k, v in row.items() if k != "domain"}
+            by_status[row["status"]][row["domain"]] = value
+        for status, items in by_status.items():
+            self._cache.put_many(CACHE_NAMESPACE, items, CACHE_TTL[status])
+
+    # --- lanes and lookups ----------------------------------------------------------------
+
+    def _clients(self) -> tuple[RdapClient, WhoisClient, DnsClient]:
+        if self._rdap is None or self._whois is None or self._dns is None:
+            semaphore = asyncio.Semaphore(self.config.lookup_concurrency)
+            base = self._backoff_base
+            self._rdap = RdapClient(self.config, semaphore=semaphore, backoff_base=base)
+            self._whois = WhoisClient(self.config, semaphore=semaphore, backoff_base=base)
+            self._dns = DnsClient(self.config, semaphore=semaphore, backoff_base=base)
+        return self._rdap, self._whois, self._dns
+
+    def _lane_of(self, name: str) -> str:
+        rdap, _, _ = self._clients()
+        tld = name.rsplit(".", 1)[-1]
+        if self.mode == "dns":
+            return "dns"
+        if self.mode == "whois" or (self.mode == "auto" and not rdap.covers(name)):
+            return "whois:" + tld
+        assert rdap.bootstrap is not None
+        bases = rdap.bootstrap.base_urls(name)
+        return "rdap:" + (bases[0] if bases else tld)
+
+    def _enqueue(self, lane_key: str, name: str, future: asyncio.Future[None]) -> None:
+        lane = self._lanes.setdefault(lane_key, _Lane())
+        lane.queue.append((name, future))
+        if lane.workers < self.config.lookup_concurrency:
+            lane.workers += 1
+            task = asyncio.get_running_loop().create_task(self._worker(lane))
+            # The loop keeps only weak references to tasks: hold them until they end.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _worker(self, lane: _Lane) -> None:
+        try:
+            while lane.queue:
+                name, future = lane.queue.popleft()
+                try:
+                    reg, no_connection = await self._lookup(name)
+                except Exception as exc:  # one odd domain must not stop the batch
+                    log.warning("registration lookup of %s failed unexpectedly: %s", name, exc, exc_info=True)
+                    self._counts.errors += 1
+                    reg = Registration(
+                        name,
+                        RegistrationStatus.UNKNOWN,
+                        self.mode if self.mode != "auto" else "none",
+                        detail=f"internal error: {type(exc).__name__}: {exc}",
+                        checked_at=utc_now(),
+                    )
+                    no_connection = False
+                self._finish(reg, no_connection)
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            lane.workers -= 1
+
+    def _finish(self, reg: Registration, no_connection: bool) -> None:
+        row = _row(reg)
+        self._store([row])
+        self._counts.network += 1
+        if no_connection:
+            self._counts.network_failures += 1
+        if row["status"] in _KNOWN:
+            self._to_cache.append(row)
+            if len(self._to_cache) >= _FLUSH_EVERY:
+                self._flush_cache()
+
+    async def _lookup(self, name: str) -> tuple[Registration, bool]:
+        """One domain through the mode's methods; also says whether every method failed to connect."""
+        rdap, whois, dns = self._clients()
+        if self.mode == "rdap":
+            reg = await rdap.lookup(name)
+            return reg, _no_connection(reg)
+        if self.mode == "whois":
+            reg = await whois.lookup(name)
+            return reg, _no_connection(reg)
+        if self.mode == "dns":
+            reg = await dns.lookup(name)
+            return reg, _no_connection(reg)
+        first = await (rdap.lookup(name) if rdap.covers(name) else whois.lookup(name))
+        if first.status is not RegistrationStatus.UNKNOWN:
+            return first, False
+        last = await dns.lookup(name)
+        if last.status is not RegistrationStatus.UNKNOWN:
+            return (
+                Registration(
+                    name,
+                    last.status,
+                    last.method,
+                    last.server,
+                    f"{last.detail}; {first.method} gave no answer: {first.detail}",
+                    last.checked_at,
+                    last.registered_at,
+                    first.attempts + last.attempts,
+                ),
+                False,
+            )
+        combined = Registration(
+            name,
+            RegistrationStatus.UNKNOWN,
+            first.method,
+            first.server,
+            f"{first.method}: {first.detail}; dns: {last.detail}",
+            last.checked_at,
+            None,
+            first.attempts + last.attempts,
+        )
+        return combined, _no_connection(first) and _no_connection(last)
+
+    def _check_network(self) -> None:
+        c = self._counts
+        if c.network and c.network_failures == c.network and self._notice is None:
+            self._notice = (
+                f"No network: {c.network} domain(s) could not be checked and are marked unknown"
+            )
+        if self._notice and not self._warned:
+            log.warning("%s; check the connection or a proxy, or use --offline with a cache.", self._notice)
+            self._warned = True
+
+
+def _no_connection(reg: Registration) -> bool:
+    return reg.status is RegistrationStatus.UNKNOWN and reg.detail.startswith(NO_CONNECTION)
+
+
+def _row_of(name: str, status: RegistrationStatus, method: str, detail: str, now: str) -> dict[str, Any]:
+    return {
+        "domain": name,
+        "status": status.value,
+        "method": method,
+        "server": "",
+        "detail": detail,
+        "checked_at": now,
+        "registered_at": None,
+        "attempts": 0,
+    }

@@ -1,0 +1,278 @@
+"""WHOIS (port 43) lookups for TLDs without RDAP: a thin asyncio client and a careful reader.
+
+A domain is called unregistered only when the registry's own no-match phrase is recognised;
+rate-limit replies, empty answers, timeouts and refused connections are retried, then unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from scanner.config import Config
+from scanner.enrich.rdap import NO_CONNECTION, parse_date, utc_now
+from scanner.net import HostRateLimits, RetryableError, async_retrying
+from scanner.records import Registration, RegistrationStatus
+
+METHOD = "whois"
+PORT = 43
+IANA_SERVER = "whois.iana.org"
+MAX_ANSWER = 1 << 20  # no registry answer is anywhere near 1 MiB; more is a misbehaving server
+
+#: Registry WHOIS servers of common TLDs, so most lookups need no referral through IANA.
+REGISTRY_SERVERS: dict[str, str] = {
+    "com": "whois.verisign-grs.com",
+    "net": "whois.verisign-grs.com",
+    "org": "whois.publicinterestregistry.org",
+    "info": "whois.nic.info",
+    "biz": "whois.nic.biz",
+    "io": "whois.nic.io",
+    "co": "whois.nic.co",
+    "me": "whois.nic.me",
+    "us": "whois.nic.us",
+    "uk": "whois.nic.uk",
+    "de": "whois.denic.de",
+    "eu": "whois.eu",
+    "fr": "whois.nic.fr",
+    "it": "whois.nic.it",
+    "nl": "whois.domain-registry.nl",
+    "be": "whois.dns.be",
+    "ch": "whois.nic.ch",
+    "li": "whois.nic.li",
+    "at": "whois.nic.at",
+    "pl": "whois.dns.pl",
+    "se": "whois.iis.se",
+    "dk": "whois.punktum.dk",
+    "no": "whois.norid.no",
+    "fi": "whois.fi",
+    "cz": "whois.nic.cz",
+    "ru": "whois.tcinet.ru",
+    "jp": "whois.jprs.jp",
+    "cn": "whois.cnnic.cn",
+    "kr": "whois.kr",
+    "au": "whois.auda.org.au",
+    "nz": "whois.irs.net.nz",
+    "ca": "whois.cira.ca",
+    "br": "whois.registro.br",
+    "mx": "whois.mx",
+    "in": "whois.registry.in",
+}
+
+_NOT_FOUND = re.compile(
+    r"^(?:"
+    r"no match\b"  # Verisign, Nominet, JPRS "No match!!", registro.br
+    r"|(?:the )?domain (?:name )?not found\b"  # PIR, Google, CentralNic
+    r"|not found\b"  # Identity Digital, auDA, CIRA "Not found: x.ca"
+    r"|no data found\b"  # .us / .biz
+    r"|no entries found\b"  # AFNIC (as a %% comment), TCI, Punktum
+    r"|no matching record\b"  # CNNIC
+    r"|nothing found\b"  # nic.at
+    r"|status:\s*(?:free|available)\b"  # DENIC, EURid, nic.it, DNS Belgium
+    r"|no information available about domain name\b"  # NASK
+    r"|the queried object does not exist\b"
+    r"|we do not have an entry in our database matching your query\b"  # SWITCH
+    r"|this domain name has not been registered\b"  # Nominet
+    r"|the requested domain was not found\b"  # KISA
+    r"|domain \S+ not found\b"  # Internetstiftelsen
+    r"|\S+ is free\b"  # SIDN
+    r")",
+    re.IGNORECASE,
+)
+_RATE_LIMITED = re.compile(
+    r"exceeded|quota|try again later|too many (?:requests|queries|connections)|rate limit|access denied",
+    re.IGNORECASE,
+)
+_CREATED = re.compile(
+    r"^\s*(?:creation date|created(?: on| date)?|registered(?: on)?|registration (?:date|time)|domain registration date"
+    r"|registered date)\s*:\s*(.+?)\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_STRONG_KEYS = re.compile(r"^\s*(?:registry domain id|creation date|domain id)\s*:\s*\S", re.IGNORECASE | re.MULTILINE)
+_REFER = re.compile(r"^\s*(?:refer|whois)\s*:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def _content_lines(text: str) -> list[str]:
+    lines = []
+    for raw in text.splitlines():
+        line = raw.strip().lstrip("%#").strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+def _creation_date(text: str) -> datetime | None:
+    match = _CREATED.search(text)
+    if not match:
+        return None
+    value = match.group(1)
+    when = parse_date(value)
+    if when is not None:
+        return when
+    for fmt in ("%d-%b-%Y %H:%M:%S UTC", "%d-%b-%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%d.%m.%Y", "%Y.%m.%d", "%Y/%m/%d"):
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None
+
+
+def classify_whois(text: str, domain: str) -> tuple[RegistrationStatus, str, datetime | None]:
+    """Read one registry WHOIS answer: (status, the deciding line, creation date)."""
+    lines = _content_lines(text)
+    if not lines:
+        return RegistrationStatus.UNKNOWN, "empty WHOIS answer", None
+    for line in lines:
+        if _NOT_FOUND.match(line):
+            return RegistrationStatus.UNREGISTERED, line[:160], None
+    created = _creation_date(text)
+    strong = _STRONG_KEYS.search(text)
+    if strong or created is not None:
+        return RegistrationStatus.REGISTERED, (strong.group(0).strip() if strong else "creation date given"), created
+    for line in lines:
+        if _RATE_LIMITED.search(line):
+            return RegistrationStatus.UNKNOWN, f"rate limited: {line[:160]}", None
+    name = domain.lower()
+    # Comment lines are skipped because some registries echo the question there (AFNIC).
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped and stripped[0] not in "%#" and name in stripped.lower():
+            return RegistrationStatus.REGISTERED, stripped[:160], created
+    return RegistrationStatus.UNKNOWN, f"unrecognised WHOIS answer starting {lines[0][:80]!r}", None
+
+
+def parse_server(value: str, default_port: int = PORT) -> tuple[str, int]:
+    """'host[:port]' (or '[v6]:port') -> (host, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if value.count(":") == 1:
+        host, port = value.split(":")
+        return host, int(port)
+    return value, default_port
+
+
+@dataclass
+class WhoisClient:
+    """Asks registry WHOIS servers about domains, one rate limit per server."""
+
+    config: Config
+    limits: HostRateLimits | None = None
+    semaphore: asyncio.Semaphore | None = None
+    backoff_base: float = 0.5
+    servers: dict[str, str] = field(default_factory=lambda: dict(REGISTRY_SERVERS))
+    _referrals: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    _referral_lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = HostRateLimits(self.config.whois_rate)
+
+    async def server_for(self, domain: str) -> tuple[str, int] | None:
+        """The WHOIS server for this domain's TLD (None when the TLD has none)."""
+        if self.config.whois_server:
+            return parse_server(self.config.whois_server)
+        tld = domain.lower().rstrip(".").rsplit(".", 1)[-1]
+        if tld in self.servers:
+            return self.servers[tld], PORT
+        if self._referral_lock is None:
+            self._referral_lock = asyncio.Lock()
+        async with self._referral_lock:
+            if tld not in self._referrals:
+                self._referrals[tld] = await self._ask_iana(tld)
+        host = self._referrals[tld]
+        return (host, PORT) if host else None
+
+    async def _ask_iana(self, tld: str) -> str | None:
+        try:
+            text = await self._query_with_retries(IANA_SERVER, PORT, tld)
+        except RetryableError:
+            return None
+        match = _REFER.search(text)
+        return match.group(1).lower() if match else None
+
+    async def query(self, host: str, port: int, question: str) -> str:
+        """Send one question, read the answer to the end of the connection (raises RetryableError)."""
+        assert self.limits is not None
+        await self.limits.for_host(f"whois://{host}:{port}").acquire_async()
+        try:
+            if self.semaphore is not None:
+                async with self.semaphore:
+                    return await asyncio.wait_for(self._exchange(host, port, question), self.config.timeout or None)
+            return await asyncio.wait_for(self._exchange(host, port, question), self.config.timeout or None)
+        except asyncio.TimeoutError:
+            raise RetryableError(f"whois {host}:{port}: no answer within {self.config.timeout:g}s") from None
+        except (ConnectionRefusedError, OSError) as exc:
+            if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                raise RetryableError(f"whois {host}:{port}: connection dropped: {exc}") from exc
+            raise RetryableError(f"{NO_CONNECTION}: whois {host}:{port}: {exc}") from exc
+
+    @staticmethod
+    async def _exchange(host: str, port: int, question: str) -> str:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(question.encode("idna" if not question.isascii() else "ascii") + b"\r\n")
+            await writer.drain()
+            chunks: list[bytes] = []
+            size = 0
+            while size < MAX_ANSWER:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+        raw = b"".join(chunks)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
+
+    async def _query_with_retries(self, host: str, port: int, question: str) -> str:
+        async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
+            with attempt:
+                return await self.query(host, port, question)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def lookup(self, domain: str) -> Registration:
+        """The registration status of one registrable domain (never raises for network trouble)."""
+        target = await self.server_for(domain)
+        if target is None:
+            return Registration(
+                domain,
+                RegistrationStatus.UNKNOWN,
+                METHOD,
+                detail="no WHOIS server known for this TLD (IANA gave no referral)",
+                checked_at=utc_now(),
+            )
+        host, port = target
+        server = f"{host}:{port}"
+        attempts = 0
+        status, detail, created = RegistrationStatus.UNKNOWN, "", None
+        try:
+            async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
+                with attempt:
+                    attempts += 1
+                    text = await self.query(host, port, domain)
+                    status, detail, created = classify_whois(text, domain)
+                    if status is RegistrationStatus.UNKNOWN:
+                        raise RetryableError(f"whois {server}: {detail}")
+        except RetryableError as exc:
+            status, detail, created = RegistrationStatus.UNKNOWN, f"{exc} (after {attempts} attempt(s))", None
+        return Registration(
+            domain,
+            status,
+            METHOD,
+            server=server,
+            detail=detail,
+            checked_at=utc_now(),
+            registered_at=created,
+            attempts=attempts,
+        )

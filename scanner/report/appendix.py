@@ -1,0 +1,180 @@
+"""The CCADB incident-report appendix (Incident Reporting Guidelines v3.0, effective 2025-03-01).
+
+Per problem (finding code) a ``<code>.csv`` whose first columns are exactly APPENDIX_COLUMNS, our
+own columns only to the right of "Revocation reason" so that automated parsers keep working; a
+``<code>.crtsh.txt`` with one ``https://crt.sh/?sha256=<lowercase hex>`` per line (the form the
+guidelines allow for 10,000 or more certificates); and ``incident-summary.md`` for a Bugzilla comment.
+
+"Is revoked?" is filled as far as CT and the CRL can tell: "Yes" when a revocation is recorded,
+"N/A" when the certificate expired unrevoked, otherwise "Planned" -- a placeholder the CA must
+edit (to "Delayed" where it applies) together with the planned "Revocation date", which this
+tool cannot know and writes as "N/A". The crt.sh link and hashes name the final certificate when
+one was seen, else the precertificate; the "Certificate SHA-256 hash" column stays empty when no
+final certificate was seen, as the guidelines allow.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from scanner.report.atomic import write_text_atomic
+from scanner.report.csv_report import format_time, write_frame
+from scanner.report.problems import (
+    EXPIRED,
+    REVOKED,
+    certificate_facts,
+    crtsh_url,
+    revocation_states,
+    suspect_frame,
+)
+
+#: The appendix's mandatory columns, first and in this order (CCADB guidelines v3.0).
+APPENDIX_COLUMNS: tuple[str, ...] = (
+    "Precertificate SHA-256 hash",
+    "Certificate SHA-256 hash",
+    "Subject",
+    "Issuer",
+    "Not before",
+    "Not after",
+    "Serial #",
+    "dNSNames",
+    "Is revoked?",
+    "Revocation date",
+    "Revocation reason",
+)
+
+#: Our own columns, only ever to the right of APPENDIX_COLUMNS.
+EXTRA_COLUMNS: tuple[str, ...] = ("Signals", "Score", "Evidence", "crt.sh URL")
+
+_IS_REVOKED = {REVOKED: "Yes", EXPIRED: "N/A"}
+_PLANNED = "Planned"
+_NOT_APPLICABLE = "N/A"
+_FILENAME_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def appendix_filename(code: str, used: set[str]) -> str:
+    """A file-name stem for a finding code: only [A-Za-z0-9_.-], never hidden, unique in used."""
+    stem = _FILENAME_BAD.sub("_", code).lstrip(".") or "code"
+    name, n = stem, 1
+    while name.lower() in used:
+        n += 1
+        name = f"{stem}_{n}"
+    used.add(name.lower())
+    return name
+
+
+def appendix_frame(
+    code: str, findings: pd.DataFrame, facts: pd.DataFrame, suspects: pd.DataFrame, now: datetime
+) -> pd.DataFrame:
+    """One row per certificate with this finding code, in suspect order, CCADB columns first."""
+    picked = findings.loc[findings["code"] == code, ["sha256", "evidence"]]
+    picked = picked[picked["sha256"].notna()]
+    evidence = picked.groupby("sha256", sort=False)["evidence"].agg(
+        lambda s: " | ".join(dict.fromkeys(str(e) for e in s.dropna() if str(e)))
+    )
+    s = suspect_frame(suspects).drop_duplicates("sha256").set_index("sha256", drop=False)
+    order = [h for h in s.index if h in evidence.index] + [h for h in evidence.index if h not in s.index]
+    if missing := [h for h in order if h not in facts.index]:
+        facts = pd.concat([facts, certificate_facts(pd.DataFrame(), pd.DataFrame({"sha256": missing}))])
+    f = facts.loc[order]
+    states = revocation_states(f, now)
+    revoked = states == REVOKED
+    frame = pd.DataFrame(
+        {
+            "Precertificate SHA-256 hash": f["precert_sha256"].tolist(),
+            "Certificate SHA-256 hash": f["cert_sha256"].tolist(),
+            "Subject": f["subject_dn"].tolist(),
+            "Issuer": f["issuer_dn"].tolist(),
+            "Not before": f["not_before"].tolist(),
+            "Not after": f["not_after"].tolist(),
+            "Serial #": f["serial"].tolist(),
+            "dNSNames": f["dns_names"].tolist(),
+            "Is revoked?": [_IS_REVOKED.get(state, _PLANNED) for state in states],
+            "Revocation date": [
+                format_time(t) if r else _NOT_APPLICABLE for t, r in zip(f["revoked_at"], revoked)
+            ],
+            "Revocation reason": [
+                reason if r and isinstance(reason, str) else "" for reason, r in zip(f["revocation_reason"], revoked)
+            ],
+            "Signals": [s.at[h, "signals"] if h in s.index else code for h in order],
+            "Score": [s.at[h, "score"] if h in s.index else None for h in order],
+            "Evidence": [evidence[h] for h in order],
+            "crt.sh URL": [crtsh_url(h) for h in order],
+        }
+    )
+    for name in ("Not before", "Not after"):
+        frame[name] = pd.to_datetime(frame[name], utc=True)
+    return frame[list(APPENDIX_COLUMNS + EXTRA_COLUMNS)]
+
+
+def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetime) -> str:
+    """Markdown for a Bugzilla comment: per problem the count, first/last notBefore, revoked/expired/valid."""
+    lines = [
+        f"## Summary of the problematic certificates (figures as of {format_time(now)})",
+        "",
+    ]
+    if stats.empty:
+        lines += ["No problematic certificates were found.", ""]
+        return "\n".join(lines)
+    lines += [
+        "| Problem | Code | Certificates | First notBefore (UTC) | Last notBefore (UTC) "
+        "| Revoked | Expired, not revoked | Still valid, not revoked | Listing |",
+        "|---|---|---:|---|---|---:|---:|---:|---|",
+    ]
+    for row in stats.itertuples(index=False):
+        cells = [
+            _md(row.title),
+            f"`{_md(row.code)}`",
+            str(row.certificates),
+            "" if pd.isna(row.first_not_before) else format_time(row.first_not_before),
+            "" if pd.isna(row.last_not_before) else format_time(row.last_not_before),
+            str(row.revoked),
+            str(row.expired),
+            str(row.valid),
+            f"`{files.get(row.code, '')}`",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each listing's first columns follow the CCADB Incident Reporting Guidelines v3.0 appendix. "
+        '"Is revoked?" says "Yes" where a revocation is recorded, "N/A" where the certificate expired '
+        'unrevoked, and "Planned" otherwise; the CA must confirm each "Planned" row (or change it to '
+        '"Delayed") and fill in the planned revocation date. The matching `.crtsh.txt` file lists one '
+        "crt.sh link per certificate.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _md(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+def write_appendix(
+    out_dir: Path,
+    stats: pd.DataFrame,
+    findings: pd.DataFrame,
+    facts: pd.DataFrame,
+    suspects: pd.DataFrame,
+    now: datetime,
+) -> dict[str, Path]:
+    """Write appendix/<code>.csv, appendix/<code>.crtsh.txt and appendix/incident-summary.md atomically."""
+    directory = out_dir / "appendix"
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    listed: dict[str, str] = {}
+    used: set[str] = {"incident-summary"}
+    for code in stats["code"]:
+        stem = appendix_filename(code, used)
+        frame = appendix_frame(code, findings, facts, suspects, now)
+        written[f"appendix/{stem}.csv"] = write_frame(directory / f"{stem}.csv", frame)
+        urls = "".join(f"{u}\n" for u in frame["crt.sh URL"] if u)
+        written[f"appendix/{stem}.crtsh.txt"] = write_text_atomic(directory / f"{stem}.crtsh.txt", urls)
+        listed[code] = f"appendix/{stem}.csv"
+    summary = incident_summary_md(stats, listed, now)
+    written["appendix/incident-summary.md"] = write_text_atomic(directory / "incident-summary.md", summary)
+    return written
