@@ -169,6 +169,17 @@ def register_finding_code(code: str, severity: str, weight: float, title: str) -
     FINDING_CODES.setdefault(code, FindingCode(code, severity, weight, title))
 
 
+def crtsh_url(sha256: str) -> str:
+    """The crt.sh page of a certificate by SHA-256 (upper-case hex, as crt.sh writes it).
+
+    Empty unless sha256 is 64 hex digits, so no value from a certificate can become a link.
+    """
+    value = (sha256 or "").strip().upper()
+    if len(value) != 64 or any(c not in "0123456789ABCDEF" for c in value):
+        return ""
+    return f"https://crt.sh/?sha256={value}"
+
+
 # --- frame helpers --------------------------------------------------------------------------
 
 
@@ -196,7 +207,7 @@ def coerce(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
         elif dtype == "object":
             col = col.astype("object")
         elif dtype == "bool":
-            col = col.fillna(False).astype("bool")
+            col = col.astype("object").where(col.notna(), False).astype("bool")
         else:
             col = col.astype(dtype)
         out[name] = col

@@ -13,6 +13,7 @@ import openpyxl
 import pandas as pd
 import pytest
 
+from scanner.detect.score import build_suspects
 from scanner.records import (
     CERT_COLUMNS,
     ERROR_COLUMNS,
@@ -26,8 +27,7 @@ from scanner.records import (
     empty_frame,
     frame_from_rows,
 )
-from scanner.report import write_reports
-from scanner.report import xlsx_report
+from scanner.report import write_reports, xlsx_report
 from scanner.report.appendix import APPENDIX_COLUMNS
 from scanner.report.csv_report import read_frame
 from scanner.report.problems import SUSPECT_COLUMNS
@@ -36,6 +36,11 @@ NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
 TYPO, FIXED, EXPIRED, VALID = "a1" * 32, "b2" * 32, "c3" * 32, "d4" * 32
 PRE_TYPO = "e5" * 32
 FORMULA_SAN = '=HYPERLINK("http://evil.example","click")'
+
+
+def crtsh(sha: str) -> str:
+    """The crt.sh link as crt.sh and the scorer spell it (upper-case hex)."""
+    return "https://crt.sh/?sha256=" + sha.upper()
 
 
 def cert(sha: str, **fields: object) -> dict[str, object]:
@@ -66,7 +71,7 @@ def suspect_rows(certs: pd.DataFrame, findings: pd.DataFrame, order: list[str]) 
         rows.append(
             {
                 "sha256": sha,
-                "crtsh_url": f"https://crt.sh/?sha256={sha}",
+                "crtsh_url": crtsh(sha),
                 "serial": c["serial"],
                 "subject_o": c["subject_o"],
                 "subject_cn": c["subject_cn"],
@@ -120,29 +125,77 @@ def scan() -> dict[str, pd.DataFrame]:
     )
     findings = frame_from_rows(
         [
-            Finding(TYPO, "unregistered_domain", "cuatis.net is not registered (RDAP 404)", name="mail.cuatis.net").as_row(),
-            Finding(TYPO, "typo_neighbour", "cuatis.net is one omission from cualtis.net", name="mail.cuatis.net").as_row(),
-            Finding(TYPO, "revoke_reissue", "revoked 4.5 h after issue, reissued 23 min later", related_sha256=FIXED).as_row(),
-            Finding(EXPIRED, "unregistered_domain", "nxdomain-test.example is not registered", name="old.nxdomain-test.example").as_row(),
-            Finding(VALID, "unregistered_domain", "nxdomain-test.example is not registered", name="new.nxdomain-test.example").as_row(),
+            Finding(
+                TYPO, "unregistered_domain", "cuatis.net is not registered (RDAP 404)", name="mail.cuatis.net"
+            ).as_row(),
+            Finding(
+                TYPO, "typo_neighbour", "cuatis.net is one omission from cualtis.net", name="mail.cuatis.net"
+            ).as_row(),
+            Finding(
+                TYPO,
+                "revoke_reissue",
+                "revoked 4.5 h after issue, reissued 23 min later",
+                related_sha256=FIXED,
+            ).as_row(),
+            Finding(
+                EXPIRED,
+                "unregistered_domain",
+                "nxdomain-test.example is not registered",
+                name="old.nxdomain-test.example",
+            ).as_row(),
+            Finding(
+                VALID,
+                "unregistered_domain",
+                "nxdomain-test.example is not registered",
+                name="new.nxdomain-test.example",
+            ).as_row(),
         ],
         FINDING_COLUMNS,
     )
     registrations = frame_from_rows(
         [
-            Registration("cuatis.net", RegistrationStatus.UNREGISTERED, "rdap", "https://rdap.verisign.com/net/v1/",
-                         "404 Not Found", datetime(2025, 5, 1, tzinfo=timezone.utc), None, 1).as_row(),
-            Registration("-foo.example", RegistrationStatus.UNKNOWN, "whois", "whois.example:43",
-                         "'quoted reply", None, None, 2).as_row(),
+            Registration(
+                "cuatis.net",
+                RegistrationStatus.UNREGISTERED,
+                "rdap",
+                "https://rdap.verisign.com/net/v1/",
+                "404 Not Found",
+                datetime(2025, 5, 1, tzinfo=timezone.utc),
+                None,
+                1,
+            ).as_row(),
+            Registration(
+                "-foo.example",
+                RegistrationStatus.UNKNOWN,
+                "whois",
+                "whois.example:43",
+                "'quoted reply",
+                None,
+                None,
+                2,
+            ).as_row(),
         ],
         REGISTRATION_COLUMNS,
     )
     errors = frame_from_rows(
-        [{"stage": "parse", "source": "files", "provenance": "certs/bad.pem#2", "error": "=cmd|' /C calc'!A0"}],
+        [
+            {
+                "stage": "parse",
+                "source": "files",
+                "provenance": "certs/bad.pem#2",
+                "error": "=cmd|' /C calc'!A0",
+            }
+        ],
         ERROR_COLUMNS,
     )
     suspects = suspect_rows(certs, findings, [TYPO, VALID, EXPIRED])
-    return {"certs": certs, "findings": findings, "registrations": registrations, "errors": errors, "suspects": suspects}
+    return {
+        "certs": certs,
+        "findings": findings,
+        "registrations": registrations,
+        "errors": errors,
+        "suspects": suspects,
+    }
 
 
 def write(out: Path, scan: dict[str, pd.DataFrame], summary: dict | None = None) -> dict[str, Path]:
@@ -153,7 +206,9 @@ def write(out: Path, scan: dict[str, pd.DataFrame], summary: dict | None = None)
         scan["findings"],
         scan["errors"],
         scan["registrations"],
-        summary if summary is not None else {"read": 4, "parsed": 4, "errors": 1, "notices": ["crt.sh was slow"]},
+        summary
+        if summary is not None
+        else {"read": 4, "parsed": 4, "errors": 1, "notices": ["crt.sh was slow"]},
         now=NOW,
     )
 
@@ -177,11 +232,25 @@ def all_cells(path: Path) -> list[tuple[str, str, object]]:
 
 
 def test_suspects_csv_puts_the_suspect_columns_first_in_rank_order_with_iso_utc_times(tmp_path, scan):
+    scan["suspects"].insert(0, "reviewer_note", "checked")  # an extra column, given first
     write(tmp_path, scan)
     header = csv_header(tmp_path / "suspects.csv")
     rows = read_csv(tmp_path / "suspects.csv")
-    assert header[: len(SUSPECT_COLUMNS)] == list(SUSPECT_COLUMNS)
-    assert "provenance" in header[len(SUSPECT_COLUMNS) :]
+    assert header[:12] == [
+        "sha256",
+        "crtsh_url",
+        "serial",
+        "subject_o",
+        "subject_cn",
+        "sans",
+        "not_before",
+        "not_after",
+        "revoked_at",
+        "signals",
+        "score",
+        "evidence",
+    ]
+    assert header == [*SUSPECT_COLUMNS, "reviewer_note"]
     assert [r["sha256"] for r in rows] == [TYPO, VALID, EXPIRED]
     assert rows[0]["not_before"] == "2019-11-12T12:17:00Z"
     assert rows[0]["revoked_at"] == "2019-11-12T16:47:00Z"
@@ -238,13 +307,22 @@ def test_xlsx_has_summary_then_one_sheet_per_problem_then_the_full_lists(tmp_pat
 def test_every_data_sheet_has_a_frozen_header_and_an_autofilter_over_its_rows(tmp_path, scan):
     write(tmp_path, scan)
     book = openpyxl.load_workbook(tmp_path / "suspects.xlsx")
-    expected_rows = {"unregistered_domain": 3, "typo_neighbour": 1, "All suspects": 3, "Registrations": 2, "Errors": 1}
+    expected_rows = {
+        "unregistered_domain": 3,
+        "typo_neighbour": 1,
+        "All suspects": 3,
+        "Registrations": 2,
+        "Errors": 1,
+    }
     for name, rows in expected_rows.items():
         ws = book[name]
         assert ws.freeze_panes == "A2", name
         last_col = openpyxl.utils.get_column_letter(ws.max_column)
         assert ws.auto_filter.ref == f"A1:{last_col}{rows + 1}", name
-        widths = [ws.column_dimensions[openpyxl.utils.get_column_letter(i)].width for i in range(1, ws.max_column + 1)]
+        widths = [
+            ws.column_dimensions[openpyxl.utils.get_column_letter(i)].width
+            for i in range(1, ws.max_column + 1)
+        ]
         assert all(8 <= w <= xlsx_report.MAX_COLUMN_WIDTH + 1 for w in widths), (name, widths)
 
 
@@ -254,10 +332,10 @@ def test_crtsh_cells_link_to_the_certificate_and_related_cells_to_the_paired_one
     ws = book["All suspects"]
     header = [c.value for c in ws[1]]
     link = ws.cell(2, header.index("crtsh_url") + 1)
-    assert link.hyperlink.target == f"https://crt.sh/?sha256={TYPO}"
+    assert link.hyperlink.target == crtsh(TYPO)
     pair = book["revoke_reissue"]
     header = [c.value for c in pair[1]]
-    assert pair.cell(2, header.index("related_sha256") + 1).hyperlink.target == f"https://crt.sh/?sha256={FIXED}"
+    assert pair.cell(2, header.index("related_sha256") + 1).hyperlink.target == crtsh(FIXED)
     summary = book["Summary"]
     assert summary.cell(2, 2).value == "unregistered_domain"
     assert summary.cell(2, 2).hyperlink.location == "'unregistered_domain'!A1"
@@ -318,7 +396,7 @@ def test_links_past_excels_per_sheet_cap_are_written_as_plain_text(tmp_path, sca
     ws = openpyxl.load_workbook(tmp_path / "suspects.xlsx")["All suspects"]
     col = list(SUSPECT_COLUMNS).index("crtsh_url") + 1
     assert [ws.cell(r, col).hyperlink is not None for r in (2, 3, 4)] == [True, True, False]
-    assert ws.cell(4, col).value == f"https://crt.sh/?sha256={EXPIRED}"
+    assert ws.cell(4, col).value == crtsh(EXPIRED)
 
 
 def test_the_summary_sheet_shows_the_run_figures(tmp_path, scan):
@@ -332,17 +410,21 @@ def test_the_summary_sheet_shows_the_run_figures(tmp_path, scan):
 
 
 def test_sheet_names_for_odd_finding_codes_are_legal_short_and_unique(tmp_path, scan, monkeypatch):
-    odd = ["ocsp/unauthorized:[responder]*?", "a" * 40 + "_x", "a" * 40 + "_y", "summary"]
+    odd = ["ocsp/unauthorized:[responder]*?", "a" * 40 + "_x", "a" * 40 + "_y", "summary", "it's odd"]
     for code in odd:
         monkeypatch.setitem(FINDING_CODES, code, FindingCode(code, "low", 1.0, f"odd {code}"))
     extra = frame_from_rows([Finding(TYPO, code, "odd").as_row() for code in odd], FINDING_COLUMNS)
     scan["findings"] = pd.concat([scan["findings"], extra], ignore_index=True)
     write(tmp_path, scan)
-    names = openpyxl.load_workbook(tmp_path / "suspects.xlsx").sheetnames
+    book = openpyxl.load_workbook(tmp_path / "suspects.xlsx")
+    names = book.sheetnames
     assert len({n.lower() for n in names}) == len(names) == 3 + len(odd) + 4
     for name in names:
         assert len(name) <= 31 and not re.search(r"[\[\]:*?/\\]", name), name
     assert (tmp_path / "appendix" / "ocsp_unauthorized__responder___.csv").exists()
+    summary = book["Summary"]
+    link = next(c.hyperlink for c in summary["B"] if c.value == "it's odd")
+    assert link.location == "'it''s odd'!A1"
 
 
 # --- appendix -------------------------------------------------------------------------------
@@ -370,7 +452,9 @@ def test_appendix_starts_with_exactly_the_ccadb_columns_and_ours_come_after_revo
 
 def test_is_revoked_says_yes_for_revoked_na_for_expired_and_planned_for_valid(tmp_path, scan):
     write(tmp_path, scan)
-    rows = {r["Certificate SHA-256 hash"]: r for r in read_csv(tmp_path / "appendix" / "unregistered_domain.csv")}
+    rows = {
+        r["Certificate SHA-256 hash"]: r for r in read_csv(tmp_path / "appendix" / "unregistered_domain.csv")
+    }
     assert rows[TYPO]["Is revoked?"] == "Yes"
     assert rows[TYPO]["Revocation date"] == "2019-11-12T16:47:00Z"
     assert rows[TYPO]["Revocation reason"] == "superseded"
@@ -384,18 +468,28 @@ def test_is_revoked_says_yes_for_revoked_na_for_expired_and_planned_for_valid(tm
 
 
 def test_the_same_certificate_becomes_expired_once_now_passes_its_not_after(tmp_path, scan):
-    write_reports(tmp_path, scan["suspects"], scan["certs"], scan["findings"], scan["errors"],
-                  scan["registrations"], {}, now=datetime(2027, 1, 1, tzinfo=timezone.utc))
-    rows = {r["Certificate SHA-256 hash"]: r for r in read_csv(tmp_path / "appendix" / "unregistered_domain.csv")}
+    write_reports(
+        tmp_path,
+        scan["suspects"],
+        scan["certs"],
+        scan["findings"],
+        scan["errors"],
+        scan["registrations"],
+        {},
+        now=datetime(2027, 1, 1, tzinfo=timezone.utc),
+    )
+    rows = {
+        r["Certificate SHA-256 hash"]: r for r in read_csv(tmp_path / "appendix" / "unregistered_domain.csv")
+    }
     assert rows[VALID]["Is revoked?"] == "N/A"
 
 
-def test_crtsh_lists_hold_one_lowercase_link_per_certificate(tmp_path, scan):
+def test_crtsh_lists_hold_one_uppercase_link_per_certificate(tmp_path, scan):
     write(tmp_path, scan)
     lines = (tmp_path / "appendix" / "unregistered_domain.crtsh.txt").read_text().splitlines()
-    assert lines == [f"https://crt.sh/?sha256={h}" for h in (TYPO, VALID, EXPIRED)]
+    assert lines == [crtsh(h) for h in (TYPO, VALID, EXPIRED)]
     typo = (tmp_path / "appendix" / "typo_neighbour.crtsh.txt").read_text()
-    assert typo == f"https://crt.sh/?sha256={TYPO}\n"
+    assert typo == crtsh(TYPO) + "\n"
 
 
 def test_incident_summary_figures_match_the_xlsx_summary_sheet(tmp_path, scan):
@@ -406,7 +500,14 @@ def test_incident_summary_figures_match_the_xlsx_summary_sheet(tmp_path, scan):
         cells[1].strip("`"): cells
         for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table)
     }
-    assert md_rows["unregistered_domain"][2:8] == ["3", "2019-11-12T12:17:00Z", "2025-01-01T00:00:00Z", "1", "1", "1"]
+    assert md_rows["unregistered_domain"][2:8] == [
+        "3",
+        "2019-11-12T12:17:00Z",
+        "2025-01-01T00:00:00Z",
+        "1",
+        "1",
+        "1",
+    ]
     ws = openpyxl.load_workbook(tmp_path / "suspects.xlsx")["Summary"]
     for row in ws.iter_rows(min_row=2, max_row=4, values_only=True):
         title, code, _severity, count, first, last, revoked, expired, valid = row
@@ -447,7 +548,9 @@ def test_errors_csv_has_exactly_the_error_columns(tmp_path, scan):
 
 
 def test_summary_json_keeps_the_run_figures_and_lists_every_report_file(tmp_path, scan):
-    files = write(tmp_path, scan, {"read": 4, "wall_time_seconds": 1.5, "notices": ["x"], "ratio": float("nan")})
+    files = write(
+        tmp_path, scan, {"read": 4, "wall_time_seconds": 1.5, "notices": ["x"], "ratio": float("nan")}
+    )
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert (doc["read"], doc["wall_time_seconds"], doc["notices"], doc["ratio"]) == (4, 1.5, ["x"], None)
     assert sorted(doc["report_files"]) == sorted(files)
@@ -498,6 +601,32 @@ def test_an_empty_scan_still_writes_every_file_with_headers(tmp_path):
     assert "No problematic certificates" in (tmp_path / "appendix" / "incident-summary.md").read_text()
     assert json.loads((tmp_path / "summary.json").read_text())["problems"] == []
     assert set(files) == {
-        "suspects.csv", "suspects.xlsx", "errors.csv", "registrations.csv", "summary.json",
+        "suspects.csv",
+        "suspects.xlsx",
+        "errors.csv",
+        "registrations.csv",
+        "summary.json",
         "appendix/incident-summary.md",
+    }
+
+
+def test_suspects_built_by_the_real_scorer_are_written_first_with_iso_times_and_links(tmp_path, scan):
+    scan["suspects"] = build_suspects(scan["certs"], scan["findings"])
+    write(tmp_path, scan)
+    assert csv_header(tmp_path / "suspects.csv") == list(SUSPECT_COLUMNS)
+    first = read_csv(tmp_path / "suspects.csv")[0]
+    assert (first["sha256"], first["crtsh_url"], first["not_before"]) == (
+        TYPO,
+        crtsh(TYPO),
+        "2019-11-12T12:17:00Z",
+    )
+    assert first["subject_o"] == "'=1+1"
+    ws = openpyxl.load_workbook(tmp_path / "suspects.xlsx")["All suspects"]
+    assert ws.cell(2, list(SUSPECT_COLUMNS).index("crtsh_url") + 1).hyperlink.target == crtsh(TYPO)
+    appendix = read_csv(tmp_path / "appendix" / "revoke_reissue.csv")
+    assert [r["Certificate SHA-256 hash"] for r in appendix] == [TYPO]
+    assert set(appendix[0]["Signals"].split(";")) == {
+        "unregistered_domain",
+        "typo_neighbour",
+        "revoke_reissue",
     }

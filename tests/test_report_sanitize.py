@@ -36,7 +36,10 @@ def test_the_formula_escape_is_undone_exactly(value):
 
 
 def test_xml_illegal_characters_become_replacement_characters_but_tab_and_newlines_stay():
-    assert clean_control_chars("a\x00b\x08c\x0bd\x1fe\x7ff\ud800g\uffff") == "a\ufffdb\ufffdc\ufffdd\ufffde\ufffdf\ufffdg\ufffd"
+    assert (
+        clean_control_chars("a\x00b\x08c\x0bd\x1fe\x7ff\ud800g\uffff")
+        == "a\ufffdb\ufffdc\ufffdd\ufffde\ufffdf\ufffdg\ufffd"
+    )
     assert clean_control_chars("one\ttwo\nthree\rfour") == "one\ttwo\nthree\rfour"
 
 
@@ -53,8 +56,8 @@ def test_truncation_stays_within_excels_limit_and_says_how_much_was_cut():
     assert truncate("short") == "short"
 
 
-def test_crtsh_links_are_lowercase_and_only_for_real_sha256_hashes():
-    assert crtsh_url("AB" * 32) == "https://crt.sh/?sha256=" + "ab" * 32
+def test_crtsh_links_are_uppercase_and_only_for_real_sha256_hashes():
+    assert crtsh_url("ab" * 32) == "https://crt.sh/?sha256=" + "AB" * 32
     assert crtsh_url("javascript:alert(1)") == ""
     assert crtsh_url("ab" * 31) == ""
 
@@ -91,7 +94,9 @@ def test_problem_figures_count_each_certificate_once_however_many_findings_it_ha
         ],
         FINDING_COLUMNS,
     )
-    stats = problem_stats(findings, certificate_facts(certs, pd.DataFrame()), datetime(2025, 1, 1, tzinfo=timezone.utc))
+    stats = problem_stats(
+        findings, certificate_facts(certs, pd.DataFrame()), datetime(2025, 1, 1, tzinfo=timezone.utc)
+    )
     assert stats["code"].tolist() == ["unregistered_domain", "early_revocation"]  # high severity first
     row = stats.iloc[0]
     assert (row.certificates, row.revoked, row.expired, row.valid) == (2, 0, 1, 1)

@@ -142,3 +142,32 @@ def test_the_whois_rate_limit_spaces_queries_to_one_server(tmp_path, real_whois)
     times = [t for t, _ in real_whois.queries[before:]]
     assert len(times) == 4
     assert max(times) - start >= 0.25
+
+
+def test_a_tld_missing_from_the_map_is_referred_by_iana(tmp_path):
+    iana_answer = b"% IANA WHOIS server\n\ndomain:       ZZ\n\nwhois:        127.0.0.1\n\nstatus:       ACTIVE\n"
+    script = {"zz": [iana_answer], "free.zz": [b"No match for \"FREE.ZZ\".\r\n"]}
+    with WhoisServer(script) as server:
+        config = Config(out_dir=tmp_path, whois_rate=0, retries=0, timeout=2)
+
+        async def run() -> Registration:
+            client = WhoisClient(config, servers={}, iana_server=server.address, registry_port=server.port)
+            return await client.lookup("free.zz")
+
+        reg = asyncio.run(run())
+        questions = [q for _, q in server.queries]
+    assert questions == ["zz", "free.zz"]
+    assert reg.status is RegistrationStatus.UNREGISTERED
+    assert reg.server == server.address
+
+
+def test_an_unreachable_iana_makes_the_lookup_unknown_with_no_connection(tmp_path):
+    config = Config(out_dir=tmp_path, whois_rate=0, retries=0, timeout=1)
+
+    async def run() -> Registration:
+        client = WhoisClient(config, servers={}, iana_server=f"127.0.0.1:{free_port()}")
+        return await client.lookup("x.zz")
+
+    reg = asyncio.run(run())
+    assert reg.status is RegistrationStatus.UNKNOWN
+    assert reg.detail.startswith(NO_CONNECTION)

@@ -94,6 +94,11 @@ def _subscriber_keys(row: pd.Series) -> set[str]:
     return keys
 
 
+def _naive_utc(col: pd.Series) -> pd.Series:
+    """A tz-aware UTC column as naive datetime64 (what numpy's searchsorted can compare)."""
+    return col.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}
 
 
@@ -109,13 +114,13 @@ def detect_revoke_reissue(certs: pd.DataFrame, window: timedelta, reissue_window
     if early.empty:
         return findings_frame([])
     ordered = certs.sort_values("not_before", kind="stable").reset_index(drop=True)
-    nb = ordered["not_before"].to_numpy()
+    nb = _naive_utc(ordered["not_before"]).to_numpy()
     rw = pd.Timedelta(reissue_window)
     key_cache: dict[int, set[str]] = {}
     found = []
     for _, a in early.iterrows():
-        lo = np.searchsorted(nb, (a["revoked_at"] - rw).to_datetime64(), side="left")
-        hi = np.searchsorted(nb, (a["revoked_at"] + rw).to_datetime64(), side="right")
+        lo = np.searchsorted(nb, (a["revoked_at"] - rw).tz_convert(None).to_datetime64(), side="left")
+        hi = np.searchsorted(nb, (a["revoked_at"] + rw).tz_convert(None).to_datetime64(), side="right")
         a_keys = _subscriber_keys(a)
         a_names = list(a["san_dns"] or [])
         best = None

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from ..records import FINDING_CODES
+from ..records import FINDING_CODES, crtsh_url
 from .findings import iso
 
 #: Extra weight when a signal's detail shows the strongest form of that evidence.
@@ -23,11 +23,6 @@ SUSPECT_COLUMNS = [
     "revoked_at", "signals", "score", "evidence",
     "cert_sha256", "precert_sha256", "issuer_dn", "subject_dn", "revocation_reason", "provenance",
 ]
-
-
-def crtsh_url(sha256: str) -> str:
-    """The crt.sh page of a certificate by SHA-256."""
-    return f"https://crt.sh/?sha256={sha256.upper()}"
 
 
 def _bonus(code: str, detail: str) -> float:

@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from scanner.net import (
     USER_AGENT,
     HostRateLimits,
     RetryableError,
-    async_retrying,
+    backoff_delay,
     parse_retry_after,
 )
 from scanner.records import Registration, RegistrationStatus
@@ -103,6 +104,7 @@ def domain_url(base: str, domain: str) -> str:
     return (base if base.endswith("/") else base + "/") + "domain/" + domain
 
 
+@lru_cache(maxsize=4096)
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
@@ -180,14 +182,24 @@ class RdapClient:
                 checked_at=utc_now(),
             )
         url = domain_url(bases[0], domain)
+        origin = _origin(bases[0])
         attempts = 0
-        try:
-            async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
-                with attempt:
-                    attempts += 1
-                    answer = await self._ask(url)
-        except RetryableError as exc:
-            answer = _Answer(RegistrationStatus.UNKNOWN, f"{exc} (after {attempts} attempt(s))", server=url)
+        # A plain loop rather than tenacity: the first attempt is the hot path of a large scan,
+        # and the policy is the same (backoff with jitter, Retry-After honoured, capped).
+        while True:
+            attempts += 1
+            try:
+                answer = await self._ask(url, origin)
+                break
+            except RetryableError as exc:
+                if attempts > self.config.retries:
+                    detail = f"{exc} (after {attempts} attempt(s))"
+                    answer = _Answer(RegistrationStatus.UNKNOWN, detail, server=url)
+                    break
+                if exc.retry_after is not None:
+                    await asyncio.sleep(min(exc.retry_after, MAX_RETRY_AFTER))
+                else:
+                    await asyncio.sleep(backoff_delay(attempts, self.backoff_base))
         return Registration(
             domain,
             answer.status,
@@ -215,8 +227,7 @@ class RdapClient:
         self._paused_until[origin] = max(self._paused_until.get(origin, 0.0), time.monotonic() + seconds)
         self.limits.for_host(origin).pause(seconds)
 
-    async def _ask(self, url: str) -> _Answer:
-        origin = _origin(url)
+    async def _ask(self, url: str, origin: str) -> _Answer:
         await self._wait_for_host(origin)
         session = self._get_session()
         try:
@@ -239,7 +250,7 @@ class RdapClient:
     async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes, Any, str]:
         async with session.get(url) as resp:
             body = await resp.read()
-            return resp.status, body, resp.headers, str(resp.url)
+            return resp.status, body, resp.headers, (str(resp.url) if resp.history else url)
 
     def _classify(self, url: str, final_url: str, status: int, body: bytes, headers: Any) -> _Answer:
         if status == 404:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
+import gc
 import logging
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -46,17 +48,28 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _row(reg: Registration) -> dict[str, Any]:
-    return {
-        "domain": reg.domain,
-        "status": reg.status.value,
-        "method": reg.method,
-        "server": reg.server,
-        "detail": reg.detail,
-        "checked_at": _iso(reg.checked_at),
-        "registered_at": _iso(reg.registered_at),
-        "attempts": reg.attempts,
-    }
+#: A result row: the values of REGISTRATION_COLUMNS in order, dates as ISO strings. Tuples, because
+#: a 100k-row table is built column-wise with zip(*rows), and the cache stores row[1:] as a JSON array.
+Row = tuple[Any, ...]
+_STATUS, _METHOD = 1, 2
+
+
+def _row(reg: Registration) -> Row:
+    return (
+        reg.domain,
+        reg.status.value,
+        reg.method,
+        reg.server,
+        reg.detail,
+        _iso(reg.checked_at),
+        _iso(reg.registered_at),
+        reg.attempts,
+    )
+
+
+def cache_value(reg: Registration) -> list[Any]:
+    """The JSON value the cache keeps for one answer (its row without the domain)."""
+    return list(_row(reg)[1:])
 
 
 def normalise_domain(name: str) -> str:
@@ -64,9 +77,9 @@ def normalise_domain(name: str) -> str:
     return name.strip().lower().rstrip(".")
 
 
-def load_registry_answers(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
+def load_registry_answers(paths: Iterable[Path]) -> dict[str, Row]:
     """Known answers (registered / unregistered) from registrations.csv files of earlier runs."""
-    answers: dict[str, dict[str, Any]] = {}
+    answers: dict[str, Row] = {}
     for path in paths:
         try:
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -82,22 +95,31 @@ def load_registry_answers(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
             status = str(rec.get("status", "")).strip().lower()
             if status not in _KNOWN:
                 continue  # a recorded unknown is no answer: ask again
-            row = {name: (rec.get(name) or None) for name in REGISTRATION_COLUMNS}
-            row["domain"] = normalise_domain(str(rec["domain"]))
-            row["status"] = status
-            row["attempts"] = int(rec["attempts"]) if str(rec.get("attempts", "")).strip().isdigit() else 0
-            answers[row["domain"]] = row
+            values = {name: (rec.get(name) or None) for name in REGISTRATION_COLUMNS}
+            values["domain"] = normalise_domain(str(rec["domain"]))
+            values["status"] = status
+            attempts = str(rec.get("attempts", "")).strip()
+            values["attempts"] = int(attempts) if attempts.isdigit() else 0
+            answers[values["domain"]] = tuple(values[name] for name in REGISTRATION_COLUMNS)
     return answers
 
 
-def registration_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows (dicts with ISO date strings) -> a frame with exactly REGISTRATION_COLUMNS."""
-    df = pd.DataFrame.from_records(rows, columns=list(REGISTRATION_COLUMNS))
-    for name in _DATE_COLUMNS:
-        df[name] = pd.to_datetime(df[name], utc=True, format="ISO8601", errors="coerce")
-    for name in ("server", "detail", "method"):
-        df[name] = df[name].fillna("")
-    return coerce(df, REGISTRATION_COLUMNS)
+def registration_frame(rows: list[Row]) -> pd.DataFrame:
+    """Row tuples (dates as ISO strings) -> a frame with exactly REGISTRATION_COLUMNS."""
+    names = list(REGISTRATION_COLUMNS)
+    transposed = list(zip(*rows)) if rows else [()] * len(names)
+    columns: dict[str, Any] = {}
+    for name, values in zip(names, transposed):
+        dtype = REGISTRATION_COLUMNS[name]
+        if dtype.startswith("datetime"):
+            series = pd.Series(values, dtype="object")
+            columns[name] = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce").astype(dtype)
+        elif name in ("server", "detail", "method"):
+            columns[name] = pd.Series(["" if v is None else v for v in values], dtype=dtype)
+        else:
+            # Built in the schema's dtype at once: a second cast of 100k strings costs as much again.
+            columns[name] = pd.Series(list(values), dtype=dtype)
+    return coerce(pd.DataFrame(columns), REGISTRATION_COLUMNS)
 
 
 @dataclass
@@ -140,11 +162,11 @@ class RegistrationService:
         else:
             self._cache = None
         self._recorded = load_registry_answers(config.registry_answers)
-        self._rows: dict[str, dict[str, Any]] = {}
+        self._rows: dict[str, Row] = {}
         self._order: dict[str, None] = {}
         self._pending: list[concurrent.futures.Future[None]] = []
         self._counts = _Counts()
-        self._to_cache: list[dict[str, Any]] = []
+        self._to_cache: list[Row] = []
         self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
@@ -184,9 +206,10 @@ class RegistrationService:
     def results(self) -> pd.DataFrame:
         """Wait for every submitted lookup; one row per domain, columns REGISTRATION_COLUMNS."""
         self._wait()
-        rows = [self._rows[name] for name in self._order if name in self._rows]
         self._check_network()
-        return registration_frame(rows)
+        with _gc_paused():
+            rows = [self._rows[name] for name in self._order if name in self._rows]
+            return registration_frame(rows)
 
     def summary(self) -> dict[str, Any]:
         """Counts: lookups by status and by method, cache hits, recorded answers, network failures."""
@@ -194,8 +217,8 @@ class RegistrationService:
         by_status: collections.Counter[str] = collections.Counter()
         by_method: collections.Counter[str] = collections.Counter()
         for row in self._rows.values():
-            by_status[row["status"]] += 1
-            by_method[row["method"] or "none"] += 1
+            by_status[row[_STATUS]] += 1
+            by_method[row[_METHOD] or "none"] += 1
         c = self._counts
         return {
             "domains": len(self._rows),
@@ -269,9 +292,9 @@ class RegistrationService:
         if self._rdap is not None:
             await self._rdap.close()
 
-    def _store(self, rows: list[dict[str, Any]]) -> None:
+    def _store(self, rows: list[Row]) -> None:
         for row in rows:
-            self._rows[row["domain"]] = row
+            self._rows[row[0]] = row
         self._bar.update(len(rows))
 
     async def _process(self, names: list[str]) -> None:
@@ -312,18 +335,24 @@ class RegistrationService:
 
     def _from_cache(self, names: list[str]) -> list[str]:
         assert self._cache is not None
-        cached = self._cache.get_many(CACHE_NAMESPACE, names)
-        hits: list[dict[str, Any]] = []
+        with _gc_paused():
+            return self._split_cached(names, self._cache.get_many(CACHE_NAMESPACE, names))
+
+    def _split_cached(self, names: list[str], cached: dict[str, Any]) -> list[str]:
+        hits: list[Row] = []
         rest: list[str] = []
+        width = len(REGISTRATION_COLUMNS) - 1
+        any_method = self.mode == "auto"
         for name in names:
             value = cached.get(name)
+            # value = the row without its domain; anything else (an older layout) is a miss
             if (
-                isinstance(value, dict)
-                and value.get("status") in _KNOWN
-                and (self.mode == "auto" or value.get("method") == self.mode)
+                isinstance(value, list)
+                and len(value) == width
+                and value[0] in _KNOWN
+                and (any_method or value[1] == self.mode)
             ):
-                value["domain"] = name
-                hits.append(value)
+                hits.append((name, *value))
             else:
                 rest.append(name)
         self._store(hits)
@@ -334,10 +363,9 @@ class RegistrationService:
         if self._cache is None or not self._to_cache:
             return
         batch, self._to_cache = self._to_cache, []
-        by_status: dict[str, dict[str, Any]] = collections.defaultdict(dict)
+        by_status: dict[str, dict[str, list[Any]]] = collections.defaultdict(dict)
         for row in batch:
-            value = {k: v for k, v in row.items() if k != "domain"}
-            by_status[row["status"]][row["domain"]] = value
+            by_status[row[_STATUS]][row[0]] = list(row[1:])
         for status, items in by_status.items():
             self._cache.put_many(CACHE_NAMESPACE, items, CACHE_TTL[status])
 
@@ -402,7 +430,7 @@ class RegistrationService:
         self._counts.network += 1
         if no_connection:
             self._counts.network_failures += 1
-        if row["status"] in _KNOWN:
+        if row[_STATUS] in _KNOWN:
             self._to_cache.append(row)
             if len(self._to_cache) >= _FLUSH_EVERY:
                 self._flush_cache()
@@ -447,7 +475,8 @@ class RegistrationService:
             None,
             first.attempts + last.attempts,
         )
-        return combined, _no_connection(first) and _no_connection(last)
+        # The DNS fallback only times out when offline (UDP has no "refused"): the first method decides.
+        return combined, _no_connection(first)
 
     def _check_network(self) -> None:
         c = self._counts
@@ -460,18 +489,21 @@ class RegistrationService:
             self._warned = True
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold the cyclic GC while building 100k-row tables: it rescans them and finds nothing to free."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def _no_connection(reg: Registration) -> bool:
     return reg.status is RegistrationStatus.UNKNOWN and reg.detail.startswith(NO_CONNECTION)
 
 
-def _row_of(name: str, status: RegistrationStatus, method: str, detail: str, now: str) -> dict[str, Any]:
-    return {
-        "domain": name,
-        "status": status.value,
-        "method": method,
-        "server": "",
-        "detail": detail,
-        "checked_at": now,
-        "registered_at": None,
-        "attempts": 0,
-    }
+def _row_of(name: str, status: RegistrationStatus, method: str, detail: str, now: str) -> Row:
+    return (name, status.value, method, "", detail, now, None, 0)

@@ -163,7 +163,9 @@ class WhoisClient:
     semaphore: asyncio.Semaphore | None = None
     backoff_base: float = 0.5
     servers: dict[str, str] = field(default_factory=lambda: dict(REGISTRY_SERVERS))
-    _referrals: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    iana_server: str = f"{IANA_SERVER}:{PORT}"  # where TLD referrals come from
+    registry_port: int = PORT  # port of the registry servers found by map or referral
+    _referrals: dict[str, tuple[str | None, str]] = field(default_factory=dict, init=False, repr=False)
     _referral_lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -172,26 +174,33 @@ class WhoisClient:
 
     async def server_for(self, domain: str) -> tuple[str, int] | None:
         """The WHOIS server for this domain's TLD (None when the TLD has none)."""
+        target, _ = await self._server_and_reason(domain)
+        return target
+
+    async def _server_and_reason(self, domain: str) -> tuple[tuple[str, int] | None, str]:
         if self.config.whois_server:
-            return parse_server(self.config.whois_server)
+            return parse_server(self.config.whois_server), ""
         tld = domain.lower().rstrip(".").rsplit(".", 1)[-1]
         if tld in self.servers:
-            return self.servers[tld], PORT
+            return (self.servers[tld], self.registry_port), ""
         if self._referral_lock is None:
             self._referral_lock = asyncio.Lock()
         async with self._referral_lock:
             if tld not in self._referrals:
                 self._referrals[tld] = await self._ask_iana(tld)
-        host = self._referrals[tld]
-        return (host, PORT) if host else None
+        host, reason = self._referrals[tld]
+        return ((host, self.registry_port) if host else None), reason
 
-    async def _ask_iana(self, tld: str) -> str | None:
+    async def _ask_iana(self, tld: str) -> tuple[str | None, str]:
+        host, port = parse_server(self.iana_server)
         try:
-            text = await self._query_with_retries(IANA_SERVER, PORT, tld)
-        except RetryableError:
-            return None
+            text = await self._query_with_retries(host, port, tld)
+        except RetryableError as exc:
+            return None, str(exc)
         match = _REFER.search(text)
-        return match.group(1).lower() if match else None
+        if match:
+            return match.group(1).lower(), ""
+        return None, f"{host}:{port} knows no WHOIS server for .{tld}"
 
     async def query(self, host: str, port: int, question: str) -> str:
         """Send one question, read the answer to the end of the connection (raises RetryableError)."""
@@ -243,13 +252,14 @@ class WhoisClient:
 
     async def lookup(self, domain: str) -> Registration:
         """The registration status of one registrable domain (never raises for network trouble)."""
-        target = await self.server_for(domain)
+        target, reason = await self._server_and_reason(domain)
         if target is None:
             return Registration(
                 domain,
                 RegistrationStatus.UNKNOWN,
                 METHOD,
-                detail="no WHOIS server known for this TLD (IANA gave no referral)",
+                server=self.iana_server,
+                detail=reason or "no WHOIS server known for this TLD",
                 checked_at=utc_now(),
             )
         host, port = target

@@ -2,7 +2,7 @@
 
 Per problem (finding code) a ``<code>.csv`` whose first columns are exactly APPENDIX_COLUMNS, our
 own columns only to the right of "Revocation reason" so that automated parsers keep working; a
-``<code>.crtsh.txt`` with one ``https://crt.sh/?sha256=<lowercase hex>`` per line (the form the
+``<code>.crtsh.txt`` with one ``https://crt.sh/?sha256=<UPPERCASE hex>`` per line (the form the
 guidelines allow for 10,000 or more certificates); and ``incident-summary.md`` for a Bugzilla comment.
 
 "Is revoked?" is filled as far as CT and the CRL can tell: "Yes" when a revocation is recorded,
@@ -72,17 +72,22 @@ def appendix_frame(
 ) -> pd.DataFrame:
     """One row per certificate with this finding code, in suspect order, CCADB columns first."""
     picked = findings.loc[findings["code"] == code, ["sha256", "evidence"]]
-    picked = picked[picked["sha256"].notna()]
-    evidence = picked.groupby("sha256", sort=False)["evidence"].agg(
-        lambda s: " | ".join(dict.fromkeys(str(e) for e in s.dropna() if str(e)))
-    )
+    # A plain loop beats groupby with a Python aggregate by an order of magnitude on 100k findings.
+    evidence: dict[str, dict[str, None]] = {}
+    for sha, text in zip(picked["sha256"].tolist(), picked["evidence"].tolist()):
+        if isinstance(sha, str):
+            sentences = evidence.setdefault(sha, {})
+            if isinstance(text, str) and text:
+                sentences[text] = None
     s = suspect_frame(suspects).drop_duplicates("sha256").set_index("sha256", drop=False)
-    order = [h for h in s.index if h in evidence.index] + [h for h in evidence.index if h not in s.index]
+    ranked = s.index[s.index.isin(list(evidence))].tolist()
+    order = ranked + sorted(set(evidence) - set(ranked))
     if missing := [h for h in order if h not in facts.index]:
         facts = pd.concat([facts, certificate_facts(pd.DataFrame(), pd.DataFrame({"sha256": missing}))])
     f = facts.loc[order]
+    ours = s.reindex(order)
     states = revocation_states(f, now)
-    revoked = states == REVOKED
+    revoked = (states == REVOKED).tolist()
     frame = pd.DataFrame(
         {
             "Precertificate SHA-256 hash": f["precert_sha256"].tolist(),
@@ -98,11 +103,12 @@ def appendix_frame(
                 format_time(t) if r else _NOT_APPLICABLE for t, r in zip(f["revoked_at"], revoked)
             ],
             "Revocation reason": [
-                reason if r and isinstance(reason, str) else "" for reason, r in zip(f["revocation_reason"], revoked)
+                reason if r and isinstance(reason, str) else ""
+                for reason, r in zip(f["revocation_reason"], revoked)
             ],
-            "Signals": [s.at[h, "signals"] if h in s.index else code for h in order],
-            "Score": [s.at[h, "score"] if h in s.index else None for h in order],
-            "Evidence": [evidence[h] for h in order],
+            "Signals": ours["signals"].fillna(code).tolist(),
+            "Score": ours["score"].tolist(),
+            "Evidence": [" | ".join(evidence[h]) for h in order],
             "crt.sh URL": [crtsh_url(h) for h in order],
         }
     )
@@ -121,8 +127,10 @@ def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetim
         lines += ["No problematic certificates were found.", ""]
         return "\n".join(lines)
     lines += [
-        "| Problem | Code | Certificates | First notBefore (UTC) | Last notBefore (UTC) "
-        "| Revoked | Expired, not revoked | Still valid, not revoked | Listing |",
+        (
+            "| Problem | Code | Certificates | First notBefore (UTC) | Last notBefore (UTC) "
+            "| Revoked | Expired, not revoked | Still valid, not revoked | Listing |"
+        ),
         "|---|---|---:|---|---|---:|---:|---:|---|",
     ]
     for row in stats.itertuples(index=False):
@@ -140,11 +148,13 @@ def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetim
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Each listing's first columns follow the CCADB Incident Reporting Guidelines v3.0 appendix. "
-        '"Is revoked?" says "Yes" where a revocation is recorded, "N/A" where the certificate expired '
-        'unrevoked, and "Planned" otherwise; the CA must confirm each "Planned" row (or change it to '
-        '"Delayed") and fill in the planned revocation date. The matching `.crtsh.txt` file lists one '
-        "crt.sh link per certificate.",
+        (
+            "Each listing's first columns follow the CCADB Incident Reporting Guidelines v3.0 appendix. "
+            '"Is revoked?" says "Yes" where a revocation is recorded, "N/A" where the certificate expired '
+            'unrevoked, and "Planned" otherwise; the CA must confirm each "Planned" row (or change it to '
+            '"Delayed") and fill in the planned revocation date. The matching `.crtsh.txt` file lists one '
+            "crt.sh link per certificate."
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,20 +59,15 @@ def column_cells(series: pd.Series) -> list[str]:
     return [format_cell(v) for v in series.tolist()]
 
 
-def write_rows(path: Path, header: Sequence[str], columns: Iterable[list[str]]) -> Path:
-    """Write a header and already-formatted columns to path atomically."""
-    rows = zip(*columns)
-    with atomic_path(path) as tmp:
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow([safe_text(h) for h in header])
-            writer.writerows(rows)
+def write_frame(path: Path, frame: pd.DataFrame, chunk_rows: int = 10_000) -> Path:
+    """Write a DataFrame as CSV to path atomically, every cell made safe, a chunk of rows at a time."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow([safe_text(str(c)) for c in frame.columns])
+        for start in range(0, len(frame), chunk_rows):
+            chunk = frame.iloc[start : start + chunk_rows]
+            writer.writerows(zip(*(column_cells(chunk[c]) for c in chunk.columns)))
     return path
-
-
-def write_frame(path: Path, frame: pd.DataFrame) -> Path:
-    """Write a DataFrame as CSV to path atomically, every cell made safe."""
-    return write_rows(path, [str(c) for c in frame.columns], [column_cells(frame[c]) for c in frame.columns])
 
 
 def read_frame(path: Path, columns: dict[str, str]) -> pd.DataFrame:

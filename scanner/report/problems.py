@@ -9,23 +9,11 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from scanner.records import FINDING_CODES
+from scanner.detect.score import SUSPECT_COLUMNS as _SCORER_COLUMNS
+from scanner.records import FINDING_CODES, crtsh_url
 
-#: The suspects frame's columns, in order; the CSV and every sheet put them first.
-SUSPECT_COLUMNS: tuple[str, ...] = (
-    "sha256",
-    "crtsh_url",
-    "serial",
-    "subject_o",
-    "subject_cn",
-    "sans",
-    "not_before",
-    "not_after",
-    "revoked_at",
-    "signals",
-    "score",
-    "evidence",
-)
+#: The suspects frame's columns, in order (the scorer's schema); the CSV and every sheet put them first.
+SUSPECT_COLUMNS: tuple[str, ...] = tuple(_SCORER_COLUMNS)
 
 #: Columns a per-problem list adds from the finding to the suspect's columns.
 FINDING_EXTRA_COLUMNS: dict[str, str] = {
@@ -64,14 +52,6 @@ _FACT_COLUMNS = (
     "revocation_reason",
 )
 _SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
-
-
-def crtsh_url(sha256: str) -> str:
-    """The crt.sh page of a certificate, lowercase hex; empty unless sha256 is 64 hex digits."""
-    value = (sha256 or "").strip().lower()
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        return ""
-    return f"https://crt.sh/?sha256={value}"
 
 
 def now_utc(now: datetime | None = None) -> pd.Timestamp:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from scanner.records import ERROR_COLUMNS, REGISTRATION_COLUMNS, coerce
+from scanner.records import ERROR_COLUMNS, FINDING_COLUMNS, REGISTRATION_COLUMNS, coerce
 from scanner.report.appendix import write_appendix
 from scanner.report.atomic import write_text_atomic
 from scanner.report.csv_report import format_time, write_frame
@@ -45,11 +45,11 @@ def write_reports(
     out_dir.mkdir(parents=True, exist_ok=True)
     ref = now_utc(now)
     suspects = suspect_frame(suspects)
+    findings = coerce(findings, FINDING_COLUMNS)
     errors = coerce(errors, ERROR_COLUMNS)
     registrations = coerce(registrations, REGISTRATION_COLUMNS)
     facts = certificate_facts(certs, suspects)
     stats = problem_stats(findings, facts, ref)
-    tables = {code: code_table(code, findings, suspects) for code in stats["code"]}
 
     files: dict[str, Path] = {
         "suspects.csv": write_frame(out_dir / "suspects.csv", suspects),
@@ -61,7 +61,7 @@ def write_reports(
         out_dir / "suspects.xlsx",
         summary=summary,
         stats=stats,
-        problem_tables=tables,
+        problem_table=lambda code: code_table(code, findings, suspects),
         suspects=suspects,
         registrations=registrations,
         errors=errors,

@@ -10,6 +10,7 @@ order, which is how every sheet here is written.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -32,6 +33,7 @@ MAX_LINKS_PER_SHEET = 65_530
 MAX_COLUMN_WIDTH = 60
 MIN_COLUMN_WIDTH = 8
 _WIDTH_SAMPLE_ROWS = 2_000
+_CHUNK_ROWS = 10_000
 _DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 _SHEET_NAME_BAD = re.compile(r"[\[\]:*?/\\]")
 _SHEET_NAME_MAX = 31
@@ -117,7 +119,7 @@ class _SheetWriter:
             self.ws.write_boolean(row, col, value)
         elif isinstance(value, (int, float)) or hasattr(value, "dtype"):
             number = float(value)
-            if number != number or number in (float("inf"), float("-inf")):
+            if not math.isfinite(number):
                 self.ws.write_string(row, col, str(number))
             else:
                 self.ws.write_number(row, col, number)
@@ -144,7 +146,9 @@ def _widths(frame: pd.DataFrame, headers: Sequence[str]) -> list[int]:
         if _is_time_column(series):
             longest = 19
         else:
-            lengths = series.map(lambda v: 0 if is_missing(v) else len(str(v)) if not isinstance(v, list) else 30)
+            lengths = series.map(
+                lambda v: 0 if is_missing(v) else len(str(v)) if not isinstance(v, list) else 30
+            )
             longest = int(lengths.max()) if len(lengths) else 0
         widths.append(max(MIN_COLUMN_WIDTH, min(MAX_COLUMN_WIDTH, max(longest, len(header)) + 2)))
     return widths
@@ -172,17 +176,21 @@ def write_table(
     for col, (header, width) in enumerate(zip(headers, _widths(frame, headers))):
         ws.set_column(col, col, width)
         ws.write_string(0, col, safe_text(header), fmt.header)
-    values: list[list[Any]] = [
-        _naive_utc(frame[c]) if _is_time_column(frame[c]) else frame[c].tolist() for c in frame.columns
-    ]
     links = crtsh_links(frame) if links is None else links
     by_col = {i: links[str(name)] for i, name in enumerate(frame.columns) if str(name) in links}
-    for i in range(len(frame)):
-        for col, column_values in enumerate(values):
-            if col in by_col:
-                out.link(i + 1, col, by_col[col][i], column_values[i])
-            else:
-                out.cell(i + 1, col, column_values[i])
+    # Chunks bound the Python objects alive at once; constant_memory already streams the XML.
+    for start in range(0, len(frame), _CHUNK_ROWS):
+        chunk = frame.iloc[start : start + _CHUNK_ROWS]
+        values = [
+            _naive_utc(chunk[c]) if _is_time_column(chunk[c]) else chunk[c].tolist() for c in chunk.columns
+        ]
+        for offset in range(len(chunk)):
+            i = start + offset
+            for col, column_values in enumerate(values):
+                if col in by_col:
+                    out.link(i + 1, col, by_col[col][i], column_values[offset])
+                else:
+                    out.cell(i + 1, col, column_values[offset])
     if out.links >= MAX_LINKS_PER_SHEET:
         log.warning("sheet %s: more than %d links; the rest are plain text", ws.name, MAX_LINKS_PER_SHEET)
     ws.freeze_panes(1, 0)
@@ -193,7 +201,11 @@ def write_table(
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """Nested dicts and lists as (dotted key, scalar) pairs: one summary-sheet row each."""
     if isinstance(value, dict):
-        return [pair for key, sub in value.items() for pair in _flatten(sub, f"{prefix}.{key}" if prefix else str(key))]
+        return [
+            pair
+            for key, sub in value.items()
+            for pair in _flatten(sub, f"{prefix}.{key}" if prefix else str(key))
+        ]
     if isinstance(value, (list, tuple)):
         if not value:
             return [(prefix, "")]
@@ -201,11 +213,22 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
+def _internal_link(sheet: str) -> str:
+    """A link to cell A1 of a sheet; inside the quoted sheet name an apostrophe is written twice."""
+    quoted = sheet.replace("'", "''")
+    return f"internal:'{quoted}'!A1"
+
+
 def _write_summary(
-    ws: Worksheet, fmt: _Formats, summary: dict[str, Any], stats: pd.DataFrame, sheets: dict[str, str], now: datetime
+    ws: Worksheet,
+    fmt: _Formats,
+    summary: dict[str, Any],
+    stats: pd.DataFrame,
+    sheets: dict[str, str],
+    now: datetime,
 ) -> None:
     problems = stats[list(PROBLEM_COLUMNS)].rename(columns=_PROBLEM_HEADERS)
-    code_links = [f"internal:'{sheets[c]}'!A1" if c in sheets else "" for c in stats["code"]]
+    code_links = [_internal_link(sheets[c]) if c in sheets else "" for c in stats["code"]]
     row = write_table(ws, fmt, problems, links={_PROBLEM_HEADERS["code"]: code_links}) + 1
     out = _SheetWriter(ws, fmt)
     ws.write_string(row, 0, "Run figures", fmt.title)
@@ -223,15 +246,18 @@ def write_xlsx(
     *,
     summary: dict[str, Any],
     stats: pd.DataFrame,
-    problem_tables: dict[str, pd.DataFrame],
+    problem_table: Callable[[str], pd.DataFrame],
     suspects: pd.DataFrame,
     registrations: pd.DataFrame,
     errors: pd.DataFrame,
     now: datetime,
 ) -> Path:
-    """Write suspects.xlsx atomically: Summary, one sheet per problem code, All suspects, Registrations, Errors."""
+    """Write suspects.xlsx atomically: Summary, a sheet per problem, All suspects, Registrations, Errors.
+
+    problem_table(code) builds one problem's list when its sheet is written, so only one is in memory.
+    """
     used = {name.lower() for name in RESERVED_SHEETS}
-    sheets = {code: sheet_name(code, used) for code in problem_tables}
+    sheets = {code: sheet_name(code, used) for code in stats["code"]}
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(
             str(tmp),
@@ -248,8 +274,8 @@ def write_xlsx(
             jobs: list[tuple[str, Callable[[Worksheet], object]]] = [
                 ("Summary", lambda ws: _write_summary(ws, fmt, summary, stats, sheets, now))
             ]
-            for code, table in problem_tables.items():
-                jobs.append((sheets[code], lambda ws, t=table: write_table(ws, fmt, t)))
+            for code, name in sheets.items():
+                jobs.append((name, lambda ws, c=code: write_table(ws, fmt, problem_table(c))))
             jobs += [
                 ("All suspects", lambda ws: write_table(ws, fmt, suspects)),
                 ("Registrations", lambda ws: write_table(ws, fmt, registrations)),

@@ -1,0 +1,140 @@
+"""OCSP checks per second against a loopback responder, and CRL parse rate for a 1,000,000-entry CRL.
+
+    python benchmarks/bench_ocsp.py [--certs 400] [--limited-certs 40] [--crl-entries 1000000]
+
+OCSP: check_revocation over certificates whose AIA points at tests/loopback/ocsp_server.py, with
+the default per-responder rate limit (Config.ocsp_rate), with the limit lifted, and (baseline)
+lifted but one worker. Each certificate costs two requests (SHA-1 GET and SHA-256 POST).
+CRL: scanner/revocation/crl.py's load_crl + crl_revocations on a synthetic CRL built once into
+/tmp (building takes a few minutes), in a child process so peak RSS is the parse alone; the
+real 20,685-entry InCommon CRL is the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CRL_CACHE = Path("/tmp/ctscan-bench-crl-{n}.der")
+REAL_CRL = REPO.parent / "shared" / "data" / "real" / "crl" / "InCommon-RSA-Server-CA_2018-08-20.crl"
+
+
+def bench_ocsp(n_certs: int, n_limited: int) -> None:
+    import pandas as pd
+
+    from scanner.config import Config
+    from scanner.parse import parse_der
+    from scanner.revocation.checks import check_revocation, issuers_by_key_id
+    from scanner.synth import TestCA, der
+    from tests.loopback.ocsp_server import OcspServer
+
+    ca = TestCA(name="ctscan Bench OCSP CA")
+    now = datetime.now(timezone.utc)
+    with OcspServer(ca.cert, ca.key) as server:
+        rows = [parse_der(der(ca.issue(serial=s, not_before=now - timedelta(days=5), ocsp_url=server.url)))
+                for s in range(1, n_certs + 1)]
+        certs = pd.DataFrame(rows)
+        issuers = issuers_by_key_id([ca.cert])
+        default_rate = Config(out_dir=Path(".")).ocsp_rate
+
+        def run(frame, **kw) -> float:
+            cfg = Config(out_dir=Path("."), check_revocation=True, fetch_crls=False, retries=1, **kw)
+            start = time.perf_counter()
+            result = check_revocation(frame, cfg, issuers=issuers, now=now)
+            elapsed = time.perf_counter() - start
+            assert int(result.responders["good"].iloc[0]) == 2 * len(frame), result.responders
+            return len(frame) / elapsed
+
+        base = run(certs.head(max(1, n_certs // 4)), ocsp_rate=0, lookup_concurrency=1)
+        lifted = run(certs, ocsp_rate=0)
+        limited = run(certs.head(n_limited), ocsp_rate=default_rate)
+    print(f"OCSP baseline (no limit, 1 worker):       {base:8.1f} certificates/s ({2 * base:.1f} requests/s)")
+    print(f"OCSP no limit, 32 workers ({n_certs} certs):   {lifted:8.1f} certificates/s "
+          f"({2 * lifted:.1f} requests/s), x{lifted / base:.1f} the baseline")
+    print(f"OCSP default limit {default_rate:g} req/s/responder ({n_limited} certs): {limited:8.1f} certificates/s "
+          f"({2 * limited:.1f} requests/s), x{limited / base:.2f} the baseline")
+
+
+def build_crl(n: int) -> Path:
+    path = Path(str(CRL_CACHE).format(n=n))
+    if path.exists():
+        return path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from scanner.synth import TestCA, der
+
+    ca = TestCA(name="ctscan Bench CRL CA")
+    when = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    start = time.perf_counter()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject).last_update(when)
+               .next_update(when + timedelta(days=7)).add_extension(ca.aki, critical=False))
+    reason = x509.CRLReason(x509.ReasonFlags.superseded)
+    for i in range(n):
+        entry = (x509.RevokedCertificateBuilder().serial_number(0x1000_0000_0000_0000 + i * 7919)
+                 .revocation_date(when - timedelta(seconds=i)))
+        if i % 4 == 0:
+            entry = entry.add_extension(reason, critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    crl = builder.sign(ca.key, hashes.SHA256())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(der(crl))
+    tmp.replace(path)
+    print(f"built a {n:,}-entry CRL ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s -> {path}")
+    return path
+
+
+def crl_child(path: str) -> None:
+    """Runs in a fresh process: parse one CRL file and print entries, seconds and peak RSS (MB)."""
+    from scanner.revocation.crl import crl_revocations, load_crl
+
+    data = Path(path).read_bytes()
+    start = time.perf_counter()
+    info, _frame = crl_revocations(load_crl(data, path), path)
+    elapsed = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{info.entries} {elapsed} {peak_mb}")
+
+
+def bench_crl(n: int) -> None:
+    def measure(path: Path) -> tuple[int, float, float]:
+        out = subprocess.run([sys.executable, __file__, "--crl-child", str(path)], capture_output=True, text=True,
+                             check=True).stdout.split()
+        return int(out[0]), float(out[1]), float(out[2])
+
+    if REAL_CRL.exists():
+        e0, t0, m0 = measure(REAL_CRL)
+        print(f"CRL baseline (real InCommon, {e0:,} entries): {e0 / t0:,.0f} entries/s, peak RSS {m0:.0f} MB")
+    else:
+        e0, t0 = 0, 0.0
+    e, t, m = measure(build_crl(n))
+    ratio = f", x{(e / t) / (e0 / t0):.2f} the baseline rate" if e0 else ""
+    print(f"CRL {e:,} entries: {t:.1f} s, {e / t:,.0f} entries/s, peak RSS {m:.0f} MB{ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--certs", type=int, default=400)
+    parser.add_argument("--limited-certs", type=int, default=40)
+    parser.add_argument("--crl-entries", type=int, default=1_000_000)
+    parser.add_argument("--skip-crl", action="store_true")
+    parser.add_argument("--crl-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.crl_child:
+        crl_child(args.crl_child)
+        return
+    bench_ocsp(args.certs, args.limited_certs)
+    if not args.skip_crl:
+        bench_crl(args.crl_entries)
+
+
+if __name__ == "__main__":
+    main()

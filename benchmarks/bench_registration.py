@@ -1,0 +1,176 @@
+"""Registration lookups: RegistrationService against a bare aiohttp client, and cached throughput.
+
+Starts a loopback RDAP server (aiohttp web, separate process) replaying the real Verisign
+google.com answer for names starting with "r" and Verisign's empty 404 otherwise, then prints:
+  (a) bare aiohttp client, keep-alive, 64 in flight: names/s (the baseline)
+  (b) RegistrationService, no cache, rdap_rate 0, concurrency 64: names/s and ratio to (a) (target >= 0.8)
+  (c) RegistrationService answering from the cache: names/s (target >= 100k/s)
+
+Run: python benchmarks/bench_registration.py [--names 20000] [--cached 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import aiohttp  # noqa: E402
+
+from scanner.cache import Cache  # noqa: E402
+from scanner.config import Config  # noqa: E402
+from scanner.enrich.registration import CACHE_NAMESPACE, CACHE_TTL, RegistrationService, cache_value  # noqa: E402
+from scanner.records import Registration, RegistrationStatus  # noqa: E402
+
+BODY_FILE = REPO.parent / "shared" / "data" / "real" / "rdap" / "verisign_google.com_2021-12-17.json"
+IN_FLIGHT = 64
+
+
+def serve(port_queue: mp.Queue) -> None:
+    """The loopback RDAP registry (runs in a child process)."""
+    from aiohttp import web
+
+    body = BODY_FILE.read_bytes()
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.match_info["name"].startswith("r"):
+            return web.Response(body=body, content_type="application/rdap+json")
+        return web.Response(status=404, content_type="application/rdap+json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/{prefix:.*}domain/{name}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port_queue.put(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
+
+
+def names_for(n: int, tag: str) -> list[str]:
+    """Half registered ("r..."), half not, all distinct."""
+    return [f"{'r' if i % 2 else 'u'}{tag}{i}.com" for i in range(n)]
+
+
+async def bare_client(base: str, names: list[str]) -> float:
+    """Baseline: one aiohttp session, keep-alive, IN_FLIGHT requests at a time, bodies read."""
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    headers = {"Accept": "application/rdap+json, application/json"}
+    queue = iter(names)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def worker() -> None:
+            for name in queue:
+                async with session.get(f"{base}domain/{name}") as resp:
+                    await resp.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+        return time.perf_counter() - start
+
+
+def service_run(config: Config, names: list[str]) -> tuple[float, dict]:
+    start = time.perf_counter()
+    with RegistrationService(config, progress=False) as service:
+        service.submit(names)
+        df = service.results()
+        elapsed = time.perf_counter() - start
+        summary = service.summary()
+    assert len(df) == len(names), "every submitted name must have a row"
+    return elapsed, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--names", type=int, default=20000, help="names per uncached run")
+    parser.add_argument("--cached", type=int, default=100000, help="names in the cached run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (a) and (b); best of each")
+    args = parser.parse_args()
+
+    ctx = mp.get_context("spawn")
+    port_queue: mp.Queue = ctx.Queue()
+    server = ctx.Process(target=serve, args=(port_queue,), daemon=True)
+    server.start()
+    try:
+        port = port_queue.get(timeout=30)
+        base = f"http://127.0.0.1:{port}/com/v1/"
+        tmp = Path(tempfile.mkdtemp(prefix="ctscan-bench-"))
+        boot = tmp / "dns.json"
+        boot.write_text('{"version":"1.0","publication":"bench","services":[[["com"],["%s"]]]}' % base)
+
+        asyncio.run(bare_client(base, names_for(2000, "warm")))  # warm up both sides
+        config = Config(
+            out_dir=tmp,
+            rdap_bootstrap=boot,
+            rdap_rate=0,
+            lookup_concurrency=IN_FLIGHT,
+            use_cache=False,
+            cache_dir=tmp / "cache",
+            registration="rdap",
+        )
+        service_run(config, names_for(2000, "warmsvc"))
+
+        bare_times, svc_times = [], []
+        for round_ in range(args.rounds):  # interleaved so drift hits both alike; best of each
+            bare_times.append(asyncio.run(bare_client(base, names_for(args.names, f"b{round_}x"))))
+            elapsed, summary = service_run(config, names_for(args.names, f"s{round_}x"))
+            svc_times.append(elapsed)
+        bare_rate = args.names / min(bare_times)
+        svc_rate = args.names / min(svc_times)
+        print(f"(a) bare aiohttp client, {IN_FLIGHT} in flight:      {bare_rate:10,.0f} names/s")
+        print(
+            f"(b) RegistrationService uncached, rate 0: {svc_rate:10,.0f} names/s  "
+            f"ratio to (a) = {svc_rate / bare_rate:.2f} (target >= 0.8)"
+        )
+        print(f"    last run: {summary['by_status']}")
+
+        cached_config = Config(
+            out_dir=tmp, rdap_bootstrap=boot, cache_dir=tmp / "cache", registration="rdap", use_cache=True
+        )
+        names = names_for(args.cached, "c")
+        value = cache_value(
+            Registration(
+                "x.com",
+                RegistrationStatus.REGISTERED,
+                "rdap",
+                base + "domain/x.com",
+                "HTTP 200",
+                datetime(2026, 6, 27, 10, 11, 12, 123456, tzinfo=timezone.utc),
+                datetime(1997, 9, 15, 4, tzinfo=timezone.utc),
+                1,
+            )
+        )
+        with Cache(tmp / "cache") as cache:
+            cache.put_many(CACHE_NAMESPACE, {n: value for n in names}, CACHE_TTL["registered"])
+            start = time.perf_counter()
+            got = cache.get_many(CACHE_NAMESPACE, names)
+            raw = time.perf_counter() - start
+        assert len(got) == len(names)
+        elapsed, summary = service_run(cached_config, names)
+        assert summary["cache_hits"] == len(names), summary
+        print(f"(c) RegistrationService cached:            {len(names) / elapsed:10,.0f} names/s (target >= 100,000)")
+        print(f"    Cache.get_many alone:                  {len(names) / raw:10,.0f} names/s")
+    finally:
+        server.terminate()
+        server.join(5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""Typo SANs: a registrable domain one edit away from the subscriber's own name or other names.
+
+The Camerfirma case: a certificate for ``mail.cuatis.net`` (subject O "CUALTIS S.L.U") was revoked
+and reissued for ``mail.cualtis.net``. Each SAN's registrable label is compared with
+
+* the subject O, normalised (``subject_o``),
+* the other SANs of the same certificate (``same_cert``),
+* the names in the CA's other certificates for the same subscriber: same normalised O, or sharing
+  a registrable domain (``other_cert``);
+
+and, for suffix typos (``cualtis.ne`` for ``cualtis.net``), the same label under a public suffix one
+edit away. Pairs come from the symmetric-deletion index, so the cross-certificate search scales.
+
+Of a pair, the name flagged is the one that looks like the typo: not the O's label, then the rarer
+across the CA's issuance (``cuatis.net`` once, ``cualtis.net`` in several certificates), then the
+revoked one; on the same certificate a full tie goes against the later SAN (the first is usually
+the intended name), across certificates both are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import idna
+import numpy as np
+import pandas as pd
+
+from ..enrich.domains import PUBLIC, classify_name
+from ..enrich.organisation import fold, normalise_organisation, organisation_labels
+from ..enrich.typo_index import edit_between, one_edit_pairs
+from ..records import FINDING_COLUMNS, Finding, empty_frame
+from .findings import as_json, findings_frame
+
+CODE = "typo_neighbour"
+SOURCES = ("subject_o", "same_cert", "other_cert")
+
+#: A certificate naming more registrable domains than this is treated as a bundle of different
+#: subscribers (shared hosting, CDN): its names are neither compared with each other nor used to
+#: link certificates to one subscriber.
+MAX_REGISTRABLES = 20
+
+
+def comparison_key(label: str) -> str:
+    """The form of a registrable label that is compared: U-label, folded, hyphens removed."""
+    text = label
+    if label.startswith("xn--"):
+        try:
+            text = idna.decode(label)
+        except (idna.IDNAError, UnicodeError):
+            text = label
+    return fold(text).replace("-", "")
+
+
+def _clip(text: object, limit: int = 80) -> str:
+    """Attacker-controlled text shortened for a one-line evidence sentence."""
+    s = str(text)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _registrables(certs: pd.DataFrame, min_label_len: int, max_registrables: int) -> pd.DataFrame:
+    """One row per (certificate, registrable domain) with a label long enough to compare."""
+    sans = pd.DataFrame({"cert": np.arange(len(certs)), "san": certs["san_dns"].to_numpy()})
+    sans = sans.explode("san")
+    sans = sans[[isinstance(s, str) and bool(s) for s in sans["san"]]]
+    if sans.empty:
+        return pd.DataFrame()
+    sans["order"] = sans.groupby("cert").cumcount()
+    info = {s: classify_name(s) for s in pd.unique(sans["san"])}
+    sans["registrable"] = [info[s].registrable if info[s].kind == PUBLIC else "" for s in sans["san"]]
+    sans = sans[sans["registrable"] != ""]
+    if sans.empty:
+        return pd.DataFrame()
+    sans["label"] = [info[s].label for s in sans["san"]]
+    sans["suffix"] = [info[s].suffix for s in sans["san"]]
+    keys = {label: comparison_key(label) for label in pd.unique(sans["label"])}
+    sans["key"] = sans["label"].map(keys)
+    sans = sans[[len(k) >= min_label_len for k in sans["key"]]]
+    if sans.empty:
+        return pd.DataFrame()
+    regs = sans.drop_duplicates(["cert", "registrable"]).copy()
+    all_sans = sans.groupby(["cert", "registrable"], sort=False)["san"].agg(list)
+    regs["sans"] = [all_sans[(c, r)] for c, r in zip(regs["cert"], regs["registrable"])]
+    per_cert = regs.groupby("cert")["registrable"].transform("size")
+    regs["bundle"] = per_cert > max_registrables
+    regs["reg_count"] = regs["registrable"].map(regs["registrable"].value_counts())
+    regs["key_count"] = regs["key"].map(regs.drop_duplicates(["cert", "key"])["key"].value_counts())
+    return regs.reset_index(drop=True)
+
+
+def _symmetric(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Columns x, y holding each unordered pair in both orders."""
+    return pd.concat(
+        [pairs[["a", "b"]].set_axis(["x", "y"], axis=1), pairs[["b", "a"]].set_axis(["x", "y"], axis=1)],
+        ignore_index=True,
+    ).astype(object)
+
+
+def _label_pairs(keys: Iterable[str], min_label_len: int) -> pd.DataFrame:
+    """Keys one edit apart, without digit-for-digit substitutions ("web1" / "web2" are siblings)."""
+    pairs = one_edit_pairs(list(keys), min_len=min_label_len)
+    if pairs.empty:
+        return pd.DataFrame(columns=["x", "y"])
+    digit_swap = [
+        kind == "substitution" and a[p].isdigit() and b[p].isdigit()
+        for a, b, kind, p in zip(pairs["a"], pairs["b"], pairs["edit"], pairs["position"])
+    ]
+    return _symmetric(pairs[~np.array(digit_swap, dtype=bool)])
+
+
+def _suffix_pairs(suffixes: Iterable[str]) -> pd.DataFrame:
+    """Public suffixes one edit apart ("co"/"com", "ne"/"net"); two-letter swaps like de/dk are countries."""
+    pairs = one_edit_pairs(list(suffixes), min_len=2)
+    if pairs.empty:
+        return pd.DataFrame(columns=["x", "y"])
+    keep = (pairs["edit"] != "substitution") | (pairs["a"].str.len() >= 3)
+    return _symmetric(pairs[keep.to_numpy(dtype=bool)])
+
+
+def _registrable_pairs(regs: pd.DataFrame, labels: pd.DataFrame, suffixes: pd.DataFrame) -> pd.DataFrame:
+    """Distinct (registrable, registrable_n, scope): label one edit apart, or same label and suffix one edit."""
+    reg = regs[["registrable", "key", "suffix"]].drop_duplicates("registrable").astype(object)
+    other = reg.add_suffix("_n")
+    by_label = reg.merge(labels, left_on="key", right_on="x").merge(other, left_on="y", right_on="key_n")
+    by_label["scope"] = "label"
+    by_suffix = reg.merge(suffixes, left_on="suffix", right_on="x").merge(
+        other, left_on=["key", "y"], right_on=["key_n", "suffix_n"]
+    )
+    by_suffix["scope"] = "suffix"
+    cols = ["registrable", "registrable_n", "scope"]
+    return pd.concat([by_label[cols], by_suffix[cols]], ignore_index=True).drop_duplicates(["registrable", "registrable_n"])
+
+
+_RANK_COLUMNS = ("is_o", "reg_count", "key_count", "not_revoked")
+
+
+def _less_legitimate(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(strictly less legitimate than the neighbour, tied) comparing _RANK_COLUMNS in order."""
+    less = np.zeros(len(rows), dtype=bool)
+    tied = np.ones(len(rows), dtype=bool)
+    for col in _RANK_COLUMNS:
+        mine = rows[col].to_numpy(dtype=np.int64)
+        theirs = rows[col + "_n"].to_numpy(dtype=np.int64)
+        less |= tied & (mine < theirs)
+        tied &= mine == theirs
+    return less, tied
+
+
+def _nearest_witness(left: pd.DataFrame, right: pd.DataFrame, by: list[str], right_by: list[str]) -> pd.DataFrame:
+    """For each left row, the right row with the same `by` values nearest in notBefore."""
+    if left.empty or right.empty:
+        return left.iloc[0:0].assign(cert_n=pd.Series(dtype="int64"), nb_n=pd.Series(dtype="int64"))
+    left = left.sort_values("nb", kind="stable")
+    right = right.sort_values("nb_n", kind="stable")
+    for col in by:  # merge_asof wants identical key dtypes on both sides
+        left[col] = left[col].astype(object)
+    for col in right_by:
+        right[col] = right[col].astype(object)
+    out = pd.merge_asof(
+        left, right, left_on="nb", right_on="nb_n", left_by=by, right_by=right_by, direction="nearest"
+    )
+    out = out.dropna(subset=["cert_n"])
+    out["cert_n"] = out["cert_n"].astype("int64")
+    return out
+
+
+def detect_typo_neighbours(
+    certs: pd.DataFrame, *, min_label_len: int = 4, max_registrables: int = MAX_REGISTRABLES
+) -> pd.DataFrame:
+    """Findings "typo_neighbour" for SANs one edit away from the subject O, another SAN or the subscriber's names."""
+    if certs is None or certs.empty or "san_dns" not in certs.columns:
+        return empty_frame(FINDING_COLUMNS)
+    certs = certs.reset_index(drop=True)
+    regs = _registrables(certs, min_label_len, max_registrables)
+    if regs.empty:
+        return empty_frame(FINDING_COLUMNS)
+
+    n = len(certs)
+    subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
+    raw_o = [o if isinstance(o, str) else "" for o in subject_o]
+    okey = np.array([normalise_organisation(o) for o in raw_o], dtype=object)
+    olabels = [organisation_labels(o, min_len=min_label_len) for o in raw_o]
+    not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
+    nb = not_before.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
+    revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
+    sha = certs["sha256"].astype(object).to_numpy()
+
+    ol = pd.DataFrame(
+        [(cert, label) for cert, labels in enumerate(olabels) for label in labels], columns=["cert", "olabel"]
+    )
+    regs["okey"] = okey[regs["cert"].to_numpy()]
+    regs["nb"] = nb[regs["cert"].to_numpy()]
+    regs["not_revoked"] = revoked.isna().to_numpy()[regs["cert"].to_numpy()]
+    own = set(zip(ol["cert"], ol["olabel"]))
+    regs["is_o"] = [(c, k) in own for c, k in zip(regs["cert"], regs["key"])]
+
+    labels = _label_pairs(set(regs["key"]) | set(ol["olabel"]), min_label_len)
+    suffixes = _suffix_pairs(set(regs["suffix"]))
+    candidates: list[pd.DataFrame] = []
+
+    # (a) the subject O
+    from_o = regs[~regs["is_o"]][["cert", "registrable", "key"]].merge(ol, on="cert")
+    from_o = from_o.astype({"key": object, "olabel": object}).merge(labels, left_on=["key", "olabel"], right_on=["x", "y"])
+    if not from_o.empty:
+        candidates.append(from_o.assign(source="subject_o", scope="label", neighbour=from_o["olabel"]))
+
+    pairs = _registrable_pairs(regs, labels, suffixes)
+    if not pairs.empty:
+        keep = ["cert", "registrable", "order", "nb", "okey", "bundle", *_RANK_COLUMNS]
+        side = regs[keep].astype({"registrable": object})
+        mine = side.merge(pairs, on="registrable")
+        theirs = side.add_suffix("_n")
+
+        # (b) another SAN of the same certificate
+        same = mine[~mine["bundle"]].merge(
+            theirs, left_on=["cert", "registrable_n"], right_on=["cert_n", "registrable_n"]
+        )
+        less, tied = _less_legitimate(same)
+        same = same[less | (tied & (same["order"].to_numpy() > same["order_n"].to_numpy()))]
+        if not same.empty:
+            candidates.append(same.assign(source="same_cert", neighbour=same["registrable_n"]))
+
+        # (c) the subscriber's other certificates: same organisation, or a shared registrable domain
+        holders = regs[["cert", "registrable", "nb", "okey"]].astype({"registrable": object}).add_suffix("_n")
+        by_org = _nearest_witness(
+            mine[mine["okey"] != ""], holders[holders["okey_n"] != ""],
+            ["registrable_n", "okey"], ["registrable_n", "okey_n"],
+        )
+        by_org["link"] = "organisation " + by_org["okey"].astype(str)
+        linkable = regs[~regs["bundle"]][["cert", "registrable"]].astype({"registrable": object})
+        shared = mine[~mine["bundle"]].merge(linkable.rename(columns={"registrable": "shared"}), on="cert")
+        shared = shared[(shared["shared"] != shared["registrable"]) & (shared["shared"] != shared["registrable_n"])]
+        holders_shared = holders.merge(
+            linkable.rename(columns={"cert": "cert_n", "registrable": "shared"}), on="cert_n"
+        )
+        holders_shared = holders_shared[holders_shared["shared"] != holders_shared["registrable_n"]]
+        by_domain = _nearest_witness(shared, holders_shared, ["registrable_n", "shared"], ["registrable_n", "shared"])
+        by_domain["link"] = "shared domain " + by_domain["shared"].astype(str)
+        other = pd.concat([by_org, by_domain], ignore_index=True)
+        other = other[other["cert"] != other["cert_n"]]
+        if not other.empty:
+            other["gap"] = (other["nb"] - other["nb_n"]).abs()
+            other = other.sort_values(["gap", "link"]).drop_duplicates(["cert", "registrable", "registrable_n"])
+            other = other.drop(columns=[c for c in other.columns if c.endswith("_n") and c != "registrable_n"
+                                        and c not in ("cert_n", "nb_n")])
+            ranks = regs[["cert", "registrable", *_RANK_COLUMNS]].astype({"registrable": object}).add_suffix("_n")
+            other = other.merge(ranks, on=["cert_n", "registrable_n"])
+            less, tied = _less_legitimate(other)
+            other = other[less | tied]
+            if not other.empty:
+                candidates.append(other.assign(source="other_cert", neighbour=other["registrable_n"]))
+
+    if not candidates:
+        return empty_frame(FINDING_COLUMNS)
+    return _findings(candidates, regs, certs, raw_o, sha)
+
+
+def _findings(
+    candidates: list[pd.DataFrame], regs: pd.DataFrame, certs: pd.DataFrame, raw_o: list[str], sha: np.ndarray
+) -> pd.DataFrame:
+    """One finding per (certificate, suspect registrable), from its best evidence."""
+    cols = ["cert", "registrable", "source", "scope", "neighbour", "cert_n", "link"]
+    found = pd.concat([c.reindex(columns=cols) for c in candidates], ignore_index=True)
+    found["priority"] = found["source"].map({s: i for i, s in enumerate(SOURCES)})
+    found = found.sort_values(["cert", "registrable", "priority", "neighbour"], kind="stable")
+    witness = found[found["source"] == "other_cert"].drop_duplicates(["cert", "registrable"])
+    witness = witness.set_index(["cert", "registrable"])
+    best = found.drop_duplicates(["cert", "registrable"])
+    info = regs.set_index(["cert", "registrable"])
+    by_reg = regs.drop_duplicates("registrable").set_index("registrable")
+
+    out = []
+    for row in best.itertuples(index=False):
+        me = info.loc[(row.cert, row.registrable)]
+        san = me["sans"][0]
+        if row.scope == "suffix":
+            theirs = by_reg.loc[row.neighbour]
+            edit = edit_between(me["suffix"], theirs["suffix"])
+            shown, shown_n = row.registrable, row.neighbour
+            where = " in the public suffix"
+        else:
+            neighbour_key = row.neighbour if row.source == "subject_o" else by_reg.loc[row.neighbour]["key"]
+            edit = edit_between(me["key"], neighbour_key)
+            shown, shown_n = me["key"], neighbour_key
+            where = ""
+        if edit is None:  # cannot happen for verified pairs; never report an unexplained pair
+            continue
+        sentence = f"{san}: '{shown}' is '{shown_n}' with {edit.detail}{where}; "
+        related = ""
+        neighbour_name = ""
+        if row.source == "subject_o":
+            neighbour_name = raw_o[row.cert]
+            sentence += f"'{shown_n}' is the subject O '{_clip(neighbour_name)}'"
+        elif row.source == "same_cert":
+            neighbour_name = by_reg.loc[row.neighbour]["sans"][0]
+            neighbour_name = next(
+                (s for s in info.loc[(row.cert, row.neighbour)]["sans"]), neighbour_name
+            )
+            sentence += f"'{row.neighbour}' is also on this certificate ({neighbour_name})"
+        has_witness = (row.cert, row.registrable) in witness.index
+        if has_witness:
+            w = witness.loc[(row.cert, row.registrable)]
+            related = str(sha[int(w["cert_n"])])
+            w_names = info.loc[(int(w["cert_n"]), w["neighbour"])]["sans"]
+            if row.source == "other_cert":
+                neighbour_name = w_names[0]
+                sentence += (
+                    f"'{w['neighbour']}' ({neighbour_name}) is on certificate {related[:16]}… "
+                    f"of the same subscriber ({_clip(w['link'])})"
+                )
+            else:
+                sentence += (
+                    f"; '{w['neighbour']}' ({w_names[0]}) is on certificate {related[:16]}… "
+                    f"of the same subscriber ({_clip(w['link'])})"
+                )
+        count_n = int(by_reg.loc[row.neighbour]["reg_count"]) if row.source != "subject_o" else None
+        count = int(me["reg_count"])
+        if count_n is not None:
+            sentence += f"; {row.neighbour} is named in {count_n} of the CA's certificates, {row.registrable} in {count}"
+        sentence += "."
+        detail = {
+            "neighbour": row.neighbour,
+            "neighbour_name": neighbour_name,
+            "neighbour_source": row.source,
+            "edit": edit.kind,
+            "edit_detail": edit.detail,
+            "position": edit.position,
+            "scope": row.scope,
+            "suspect_label": shown,
+            "neighbour_label": shown_n,
+            "sans": list(me["sans"]),
+            "suspect_certificates": count,
+            "neighbour_certificates": count_n,
+        }
+        if has_witness:
+            detail["related_link"] = str(witness.loc[(row.cert, row.registrable)]["link"])
+        out.append(
+            Finding(
+                sha256=str(sha[row.cert]),
+                code=CODE,
+                evidence=sentence,
+                name=san,
+                related_sha256=related,
+                detail=as_json(detail),
+            )
+        )
+    frame = findings_frame(out)
+    return frame.sort_values(["sha256", "name"], ignore_index=True)
+
+

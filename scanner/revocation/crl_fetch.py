@@ -1,0 +1,203 @@
+"""Fetch CRLs over HTTP (from certificates' CRL distribution points or CCADB), check them, and read their entries.
+
+Each CRL gets one row in the per-CRL table (url, status, times, entries, error). Its status is
+`ok`, `unverified` (read, but no issuer certificate to check the signature against), `stale`
+(nextUpdate passed), `bad_signature`, `unparseable` or `unreachable`. Only CRLs we could read
+(ok, unverified, stale) contribute revocation rows; a CRL with a bad signature is not evidence.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import requests
+from cryptography import x509
+
+from ..net import FetchError, HostRateLimits, get_with_retries
+from ..records import empty_frame, frame_from_rows
+from .crl import REVOCATION_COLUMNS, CRLError, crl_revocations, load_crl
+
+CRL_TABLE_COLUMNS: dict[str, str] = {
+    "url": "string",
+    "status": "string",  # ok / unverified / stale / bad_signature / unparseable / unreachable
+    "issuer_dn": "string",
+    "issuer_key_id": "string",
+    "this_update": "datetime64[ns, UTC]",
+    "next_update": "datetime64[ns, UTC]",
+    "entries": "Int64",
+    "bytes": "Int64",
+    "http_status": "Int64",
+    "signature": "string",  # ok / bad / unchecked
+    "error": "string",
+    "source": "string",  # certificates / ccadb:<CA name>
+}
+#: Statuses whose entries are used as revocation evidence.
+READABLE = frozenset({"ok", "unverified", "stale"})
+MAX_CRL_BYTES = 1 << 30  # a 1M-entry CRL is ~40 MB; anything past 1 GiB is not a CRL we want
+
+
+@dataclass
+class CrlFetch:
+    """The per-CRL table, the revocation rows of the readable ones, and error rows (ERROR_COLUMNS keys)."""
+
+    crls: pd.DataFrame
+    revocations: pd.DataFrame
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def status_of(self, url: str) -> str:
+        """The status of one fetched CRL URL ('' when it was not fetched)."""
+        hit = self.crls.loc[self.crls["url"] == url, "status"]
+        return str(hit.iloc[0]) if len(hit) else ""
+
+
+def find_issuer(
+    crl_or_cert: x509.CertificateRevocationList | x509.Certificate,
+    key_id: str,
+    issuers: dict[str, x509.Certificate],
+) -> x509.Certificate | None:
+    """The issuer certificate by authority key id (hex), else by subject name equal to the issuer name."""
+    if key_id and key_id in issuers:
+        return issuers[key_id]
+    for cert in issuers.values():
+        if cert.subject == crl_or_cert.issuer:
+            return cert
+    return None
+
+
+def check_crl(
+    data: bytes,
+    url: str,
+    issuers: dict[str, x509.Certificate],
+    now: datetime,
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Parse, verify and date-check one CRL's bytes: (table row, revocation rows or None)."""
+    row: dict[str, Any] = {"url": url, "bytes": len(data), "signature": "unchecked"}
+    try:
+        crl = load_crl(data, url)
+        info, revs = crl_revocations(crl, url)
+    except (CRLError, ValueError) as exc:
+        row.update(status="unparseable", error=str(exc)[:300])
+        return row, None
+    row.update(issuer_dn=info.issuer_dn, issuer_key_id=info.issuer_key_id, this_update=info.this_update,
+               next_update=info.next_update, entries=info.entries)
+    issuer = find_issuer(crl, info.issuer_key_id, issuers)
+    status = "unverified"
+    if issuer is not None:
+        try:
+            good = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            good = False
+        row["signature"] = "ok" if good else "bad"
+        if not good:
+            row.update(status="bad_signature",
+                       error=f"signature does not verify with {issuer.subject.rfc4514_string()}")
+            return row, None
+        status = "ok"
+    if info.next_update is not None and info.next_update < pd.Timestamp(now):
+        status = "stale"
+        row["error"] = f"nextUpdate {info.next_update:%Y-%m-%d %H:%M:%S}Z has passed"
+    elif issuer is None:
+        row["error"] = "no issuer certificate known: signature not checked (pass it with --issuer-cert)"
+    row["status"] = status
+    return row, revs
+
+
+def fetch_crls(
+    urls: Iterable[str | tuple[str, str]],
+    *,
+    issuers: dict[str, x509.Certificate] | None = None,
+    session: requests.Session | None = None,
+    timeout: float = 30.0,
+    retries: int = 2,
+    rate: float = 0.0,
+    workers: int = 8,
+    now: datetime | None = None,
+    backoff_base: float = 0.5,
+) -> CrlFetch:
+    """Fetch each CRL URL once (http/https only), check it, and collect its revocations.
+
+    urls may be (url, source) pairs; the source (e.g. "ccadb:<CA name>") lands in the table.
+    """
+    from ..net import new_session
+
+    now = now or datetime.now(timezone.utc)
+    issuers = issuers or {}
+    session = session or new_session()
+    limits = HostRateLimits(rate)
+    wanted: dict[str, str] = {}
+    for item in urls:
+        url, source = (item, "certificates") if isinstance(item, str) else item
+        wanted.setdefault(url.strip(), source)
+
+    def one(url: str) -> tuple[dict[str, Any], pd.DataFrame | None, dict[str, Any] | None]:
+        if not url.lower().startswith(("http://", "https://")):
+            row = {"url": url, "status": "unreachable", "error": "not an http(s) URL (LDAP and others are not fetched)"}
+            return row, None, None
+        try:
+            resp = get_with_retries(session, url, limiter=limits.for_url(url), retries=retries, timeout=timeout,
+                                    base_delay=backoff_base)
+        except FetchError as exc:
+            row = {"url": url, "status": "unreachable", "http_status": exc.status, "error": str(exc)[:300]}
+            return row, None, _error(url, f"CRL unreachable: {exc}; check the URL or pass the file with --crl")
+        row, revs = check_crl(resp.content[:MAX_CRL_BYTES], url, issuers, now)
+        row["http_status"] = resp.status_code
+        err = None
+        if row["status"] in ("unparseable", "bad_signature"):
+            err = _error(url, f"CRL {row['status']}: {row.get('error', '')}")
+        return row, revs, err
+
+    rows, frames, errors = [], [], []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for (url, source), (row, revs, err) in zip(wanted.items(), pool.map(one, list(wanted))):
+            row["source"] = source
+            rows.append(row)
+            if revs is not None and row["status"] in READABLE:
+                frames.append(revs)
+            if err is not None:
+                errors.append(err)
+    revocations = pd.concat(frames, ignore_index=True) if frames else empty_frame(REVOCATION_COLUMNS)
+    return CrlFetch(frame_from_rows(rows, CRL_TABLE_COLUMNS), revocations.astype(REVOCATION_COLUMNS), errors)
+
+
+def _error(url: str, message: str) -> dict[str, Any]:
+    return {"stage": "crl", "source": "crl-fetch", "provenance": url, "sha256": "", "error": message}
+
+
+# --- CCADB ------------------------------------------------------------------------------------
+
+CCADB_FULL_CRL = "Full CRL Issued By This CA"
+CCADB_PARTITIONED = "JSON Array of Partitioned CRLs"
+
+
+def ccadb_crl_urls(path: Path, ca_owner: str | None = None) -> list[tuple[str, str]]:
+    """(CRL URL, "ccadb:<certificate name>") pairs from a CCADB AllCertificateRecords CSV.
+
+    Reads "Full CRL Issued By This CA" and the JSON array in "JSON Array of Partitioned CRLs";
+    a malformed JSON cell is skipped (its text is not a URL list we can trust).
+    """
+    out: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for rec in csv.DictReader(fh):
+            owner = (rec.get("CA Owner") or rec.get("Owner") or "").strip()
+            if ca_owner and owner.casefold() != ca_owner.casefold():
+                continue
+            label = "ccadb:" + (rec.get("Certificate Name") or rec.get("SHA-256 Fingerprint") or owner)
+            full = (rec.get(CCADB_FULL_CRL) or "").strip()
+            if full:
+                out.append((full, label))
+            part = (rec.get(CCADB_PARTITIONED) or "").strip()
+            if part:
+                try:
+                    values = json.loads(part)
+                except json.JSONDecodeError:
+                    continue
+                out.extend((str(v).strip(), label) for v in values if isinstance(v, str) and v.strip())
+    return out

@@ -1,0 +1,259 @@
+"""Source: crt.sh's web JSON interface (Identity / O= searches), then each certificate's DER via `?d=ID`.
+
+crt.sh tolerates a few requests a minute, caps a search at 10,000 rows, and under load answers 502s,
+HTML pages and truncated bodies. Requests are rate-limited per host and retried with backoff
+(Retry-After honoured); what still fails becomes an error that says to use --source crtsh-sql.
+Certificates already in the local store are never downloaded again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import requests
+
+from .. import net
+from ..store import CertStore
+from .base import RawCert, SourceError, SourceItem, SourceNotice
+
+log = logging.getLogger(__name__)
+
+SOURCE = "crtsh-json"
+RESULT_CAP = 10_000  # crt.sh's c_resultLimit: a search returning this many rows was cut short
+CACHE_NAMESPACE = "crtsh-json"
+CACHE_TTL = timedelta(hours=6)
+ISSUER_NOT_FOUND = -1
+ADVICE = "retry later or use --source crtsh-sql"
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.DOTALL)
+
+
+class _BadBody(Exception):
+    """An answer that is neither retryable nor usable."""
+
+
+def looks_like_html(content_type: str, body: bytes | str) -> bool:
+    """True when an answer is an HTML page (crt.sh's error pages come with status 200 or 502)."""
+    head = (body[:512].decode("latin-1") if isinstance(body, bytes) else body[:512]).lstrip().lower()
+    return "text/html" in content_type.lower() or head.startswith(("<!doctype", "<html", "<head", "<body"))
+
+
+def crtsh_time(value: Any) -> datetime | None:
+    """crt.sh's '2024-03-10T20:13:50.549' (UTC, no zone) -> aware datetime; None for null or junk."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def decode_download(body: bytes) -> bytes:
+    """The DER of a `?d=` answer: crt.sh sends PEM (application/pkix-cert); a DER body is accepted too."""
+    if b"-----BEGIN" in body[:200]:
+        match = _PEM_CERT.search(body)
+        if match is None:
+            raise _BadBody("PEM answer holds no CERTIFICATE block")
+        try:
+            return base64.b64decode(re.sub(rb"\s+", b"", match.group(1)), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _BadBody(f"PEM answer is not valid base64: {exc}") from exc
+    if body[:1] == b"\x30":
+        return body
+    raise _BadBody(f"answer is neither PEM nor DER (starts {body[:40]!r})")
+
+
+def _fetch_failure(kind: str, url: str, exc: net.FetchError) -> str:
+    if exc.body and looks_like_html("", exc.body):
+        return f"crt.sh answered HTML instead of {kind} ({exc.status}) for {url}; {ADVICE} (after {exc.attempts} attempt(s))"
+    if "truncated" in exc.reason:
+        return f"crt.sh answered truncated or invalid JSON for {url} ({exc.reason}); {ADVICE} (after {exc.attempts} attempt(s))"
+    return f"{exc}; {ADVICE}"
+
+
+class _Client:
+    """The HTTP side of one crtsh-json run: session, per-host rate limit, retries, optional page cache."""
+
+    def __init__(self, config: Any, base_delay: float, session: requests.Session | None):
+        self.config = config
+        self.base = config.crtsh_url.rstrip("/") + "/"
+        self.session = session or net.new_session()
+        self.limiter = net.HostRateLimits(config.crtsh_rate / 60.0).for_url(self.base)  # flag is per MINUTE
+        self.base_delay = base_delay
+        self.cache = _open_cache(config)
+
+    def get(self, params: dict[str, str], validate: Any) -> requests.Response:
+        return net.get_with_retries(
+            self.session, self.base, params=params, limiter=self.limiter, retries=self.config.retries,
+            timeout=self.config.timeout, validate=validate, base_delay=self.base_delay,
+        )
+
+    def search(self, params: dict[str, str]) -> list[Any]:
+        """One JSON search; raises net.FetchError (with the reason) when crt.sh never answers usable JSON."""
+        key = requests.Request("GET", self.base, params=params).prepare().url or self.base
+        if self.cache is not None:
+            cached = self.cache.get(CACHE_NAMESPACE, key)
+            if isinstance(cached, list):
+                return cached
+        if self.config.offline:
+            raise net.FetchError(key, "offline and no cached answer (run once without --offline)")
+        parsed: list[Any] = []
+
+        def validate(resp: requests.Response) -> None:
+            if looks_like_html(resp.headers.get("Content-Type", ""), resp.content):
+                raise net.RetryableError("HTML instead of JSON", status=resp.status_code, body=resp.text[:200])
+            try:
+                data = resp.json()
+            except ValueError as exc:
+                raise net.RetryableError(f"truncated or invalid JSON: {exc}", status=resp.status_code,
+                                         body=resp.text[-120:]) from exc
+            if not isinstance(data, list):
+                raise net.RetryableError("JSON is not a list of certificates", status=resp.status_code,
+                                         body=resp.text[:200])
+            parsed[:] = data
+
+        self.get(params, validate)
+        if self.cache is not None:
+            self.cache.put(CACHE_NAMESPACE, key, parsed, ttl=CACHE_TTL)
+        return parsed
+
+    def download(self, crtsh_id: int) -> bytes:
+        """The DER of one crt.sh certificate (`?d=ID`)."""
+        def validate(resp: requests.Response) -> None:
+            if looks_like_html(resp.headers.get("Content-Type", ""), resp.content):
+                raise net.RetryableError("HTML instead of a certificate", status=resp.status_code,
+                                         body=resp.text[:200])
+
+        return decode_download(self.get({"d": str(crtsh_id)}, validate).content)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
+def _open_cache(config: Any) -> Any:
+    if not getattr(config, "use_cache", False):
+        return None
+    try:
+        from ..cache import Cache
+    except ImportError:
+        return None
+    return Cache.from_config(config)
+
+
+def _searches(config: Any) -> list[tuple[str, str]]:
+    return [("q", v) for v in config.identities] + [("O", v) for v in config.orgs]
+
+
+def _row_facts(row: Any) -> tuple[int, dict[str, Any]]:
+    """(crt.sh id, extra facts) of one JSON row; ValueError when the row has no usable id."""
+    if not isinstance(row, dict):
+        raise ValueError(f"row is not an object: {str(row)[:80]!r}")  # noqa: TRY004  (one bad-row error type)
+    raw_id = row.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)) or not str(raw_id).isdigit():
+        raise ValueError(f"row has no numeric id: {str(row)[:120]!r}")
+    crtsh_id = int(raw_id)
+    ca_id = row.get("issuer_ca_id")
+    extra: dict[str, Any] = {"crtsh_id": crtsh_id}
+    # -1 is crt.sh's "Issuer Not Found", not a CA: the certificate is kept without an issuer id.
+    if isinstance(ca_id, int) and not isinstance(ca_id, bool) and ca_id != ISSUER_NOT_FOUND:
+        extra["issuer_ca_id"] = ca_id
+    first_seen = crtsh_time(row.get("entry_timestamp"))
+    if first_seen is not None:
+        extra["first_seen"] = first_seen
+    return crtsh_id, extra
+
+
+def read_crtsh_json(
+    config: Any, *, base_delay: float = 2.0, session: requests.Session | None = None
+) -> Iterator[SourceItem]:
+    """Yield the certificates crt.sh's JSON searches find for config.identities / config.orgs, of config.ca_ids."""
+    searches = _searches(config)
+    if not searches:
+        yield SourceError(SOURCE, config.crtsh_url, "--source crtsh-json needs --identity or --org to search for")
+        yield SourceNotice("crt.sh JSON fetch did not run: nothing to search for", partial=True)
+        return
+    wanted_cas = {int(i) for i in config.ca_ids}
+    if not wanted_cas:
+        yield SourceNotice("no --ca-id given: keeping certificates of every issuer the crt.sh searches return")
+    client = _Client(config, base_delay, session)
+    store = CertStore(config.store_file)
+    try:
+        found: dict[int, dict[str, Any]] = {}  # crt.sh id -> facts, deduplicated across searches
+        for param, value in searches:
+            yield from _run_search(client, param, value, wanted_cas, found)
+        yield from _certificates(client, store, found)
+    finally:
+        client.close()
+        store.close()
+
+
+def _run_search(client: _Client, param: str, value: str, wanted_cas: set[int],
+                found: dict[int, dict[str, Any]]) -> Iterator[SourceItem]:
+    params = {param: value, "output": "json"}
+    if client.config.exclude_expired:
+        params["exclude"] = "expired"
+    where = f"{client.base}?{param}={value}"
+    try:
+        rows = client.search(params)
+    except net.FetchError as exc:
+        message = _fetch_failure("JSON", where, exc)
+        yield SourceError(SOURCE, where, message)
+        yield SourceNotice(f"crt.sh search {param}={value!r} failed: {message}", partial=True)
+        return
+    if len(rows) >= RESULT_CAP:
+        yield SourceNotice(
+            f"crt.sh capped the search {param}={value!r} at {RESULT_CAP} rows, so certificates are missing; "
+            "use --source crtsh-sql --ca-id N for the complete list (or a narrower --identity/--org)",
+            partial=True,
+        )
+    kept = 0
+    for row in rows:
+        try:
+            crtsh_id, extra = _row_facts(row)
+        except ValueError as exc:
+            yield SourceError(SOURCE, where, f"unusable crt.sh JSON row: {exc}")
+            continue
+        ca_id = row.get("issuer_ca_id")
+        if wanted_cas and ca_id not in wanted_cas:
+            continue
+        if crtsh_id not in found:
+            found[crtsh_id] = extra
+            kept += 1
+    log.info("crt.sh search %s=%r: %d row(s), %d new certificate(s) of the chosen CAs", param, value, len(rows), kept)
+
+
+def _certificates(client: _Client, store: CertStore, found: dict[int, dict[str, Any]]) -> Iterator[SourceItem]:
+    known = store.known_crtsh_ids(found)
+    for raw in store.iter_raw(crtsh_ids=sorted(known)):
+        # the store's facts first, the fresh search's first_seen/issuer over them when it has them
+        yield RawCert(raw.der, raw.source, raw.provenance, {**raw.extra, **found[raw.extra["crtsh_id"]]})
+    missing = [i for i in found if i not in known]
+    log.info("crt.sh: %d certificate(s) from the store, %d to download", len(known), len(missing))
+    failed = 0
+    for crtsh_id in missing:
+        where = f"crtsh:{crtsh_id}"
+        try:
+            if client.config.offline:
+                raise _BadBody("offline and not in the local store; run without --offline")
+            der = client.download(crtsh_id)
+        except net.FetchError as exc:
+            failed += 1
+            yield SourceError(SOURCE, where, _fetch_failure("a certificate", f"{client.base}?d={crtsh_id}", exc))
+            continue
+        except _BadBody as exc:
+            failed += 1
+            yield SourceError(SOURCE, where, f"crt.sh ?d={crtsh_id}: {exc}")
+            continue
+        raw = RawCert(der, SOURCE, where, dict(found[crtsh_id]))
+        store.put_many([raw])  # stored before it is handed on: a killed run never downloads it again
+        yield raw
+    if failed:
+        yield SourceNotice(f"{failed} of {len(found)} crt.sh certificate(s) could not be downloaded "
+                           "(see errors.csv); rerun to fetch only those", partial=True)

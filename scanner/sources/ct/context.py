@@ -1,0 +1,106 @@
+"""What every CT log reader shares: the HTTP session, retries, rate limit, issuer filter, resume and progress."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+from tqdm import tqdm
+
+from ... import net
+from ...config import Config
+from .checkpoint_state import LogState, load_state, save_state, state_path
+from .issuers import IssuerFilter
+from .loglist import LogInfo
+
+SOURCE = "ct"
+
+
+class _CTSession(requests.Session):
+    """A session that reports a body cut short as a connection error, which net.get_with_retries retries."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        try:
+            return super().request(*args, **kwargs)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            raise requests.ConnectionError(f"body cut short or undecodable: {exc}") from exc
+
+
+def new_session() -> requests.Session:
+    """A keep-alive session like net.new_session, that also retries truncated bodies."""
+    session = _CTSession()
+    session.headers["User-Agent"] = net.USER_AGENT
+    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def maybe_gunzip(body: bytes, expected_len: int | None = None) -> bytes:
+    """Undo gzip on a tile stored compressed (served without Content-Encoding)."""
+    if body[:2] != b"\x1f\x8b" or (expected_len is not None and len(body) == expected_len):
+        return body
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError, zlib.error):
+        return body
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """A CT timestamp (ms since the epoch) as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+@dataclass
+class Context:
+    """One run's shared machinery; readers take one per log."""
+
+    config: Config
+    filter: IssuerFilter
+    session: requests.Session = field(default_factory=new_session)
+    progress: bool = False
+    verify: bool = True
+    resume: bool = True
+
+    def limiter(self) -> net.RateLimiter:
+        """A fresh per-log rate limiter (Config.ct_rate requests per second)."""
+        return net.RateLimiter(self.config.ct_rate)
+
+    def get(self, url: str, limiter: net.RateLimiter, **kwargs: Any) -> requests.Response:
+        """GET with the run's timeout, retries and the log's rate limit; FetchError when it gives up."""
+        return net.get_with_retries(self.session, url, limiter=limiter, retries=self.config.retries,
+                                    timeout=self.config.timeout, **kwargs)
+
+    def load_state(self, log: LogInfo) -> tuple[LogState, Any]:
+        """The log's resume state (fresh when resuming is off) and its file."""
+        path = state_path(self.config.cache_dir, log.url)
+        return (load_state(path, log.url) if self.resume else LogState(log.url)), path
+
+    def save_state(self, path: Any, state: LogState) -> None:
+        """Persist the resume point."""
+        if self.resume:
+            save_state(path, state)
+
+    def bar(self, log: LogInfo, total: int, initial: int) -> tqdm:
+        """A per-log progress bar (entries/s, ETA) on stderr; silent unless progress is on."""
+        return tqdm(total=total, initial=initial, desc=log.name[:40], unit=" entries", unit_scale=True,
+                    disable=not self.progress, file=sys.stderr, leave=True, dynamic_ncols=True)
+
+    def index_range(self, tree_size: int, state: LogState) -> tuple[int, int, int, bool]:
+        """(first index asked for, first index still to read, end, whether the saved state applies).
+
+        The saved state covers [extra.first, next_index); it only counts when that span holds the
+        first index asked for, so a run asking for earlier entries is never skipped past them.
+        """
+        cfg = self.config
+        first = max(0, cfg.log_start or 0)
+        end = tree_size if cfg.log_end is None else max(first, min(tree_size, cfg.log_end))
+        saved_first = int(state.extra.get("first", 0))
+        reuse = state.next_index > 0 and saved_first <= first <= state.next_index
+        start = min(end, max(first, state.next_index)) if reuse else first
+        return first, start, end, reuse

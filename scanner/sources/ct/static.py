@@ -1,0 +1,249 @@
+"""Read a static-ct-api (tiled) log: verified checkpoint, data tiles checked against hash tiles and the root."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+
+from ...net import FetchError, RateLimiter, RetryableError
+from ..base import RawCert, SourceError, SourceItem, SourceNotice
+from .checkpoint_state import LogState
+from .context import SOURCE, Context, maybe_gunzip, ms_to_datetime
+from .leaf import LeafError, LogEntry, iter_tile_leaves
+from .loglist import LogInfo
+from .merkle import TILE_HEIGHT, TILE_WIDTH, CompactRange, aligned_pieces, perfect_root, tile_path, tile_width
+from .verify import VerifyError, parse_checkpoint, verify_checkpoint
+
+HASH = 32
+
+
+def tile_url(prefix: str, level: int | str, n: int, width: int) -> str:
+    """URL of a hash tile (level 0-5) or data tile (level 'data'), with `.p/W` for partial tiles."""
+    return f"{prefix}tile/{level}/{tile_path(n)}" + (f".p/{width}" if width < TILE_WIDTH else "")
+
+
+class TileReader:
+    """Hash tiles (LRU-cached), data tiles and issuers (cached for good) of one log at one tree size."""
+
+    def __init__(self, ctx: Context, log: LogInfo, tree_size: int, limiter: RateLimiter, cache_tiles: int = 64):
+        self.ctx, self.log, self.size, self.limiter = ctx, log, tree_size, limiter
+        self._tiles: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
+        self._max = cache_tiles
+        self._lock = threading.Lock()
+        self.issuers: dict[bytes, bytes | None] = {}
+        self.failed_issuers: list[tuple[bytes, str]] = []  # reported by the reader, then cleared
+
+    def hash_tile(self, level: int, n: int) -> list[bytes]:
+        """The hashes of tile (level, n) at this tree size."""
+        key = (level, n)
+        with self._lock:
+            if key in self._tiles:
+                self._tiles.move_to_end(key)
+                return self._tiles[key]
+        width = tile_width(level, n, self.size)
+        expected = width * HASH
+
+        def check(resp: requests.Response) -> None:
+            if len(maybe_gunzip(resp.content, expected)) != expected:
+                raise RetryableError(f"{resp.url}: hash tile of {len(resp.content)} bytes, expected {expected}")
+
+        body = maybe_gunzip(self.ctx.get(tile_url(self.log.url, level, n, width), self.limiter,
+                                         validate=check).content, expected)
+        hashes = [body[i:i + HASH] for i in range(0, expected, HASH)]
+        with self._lock:
+            self._tiles[key] = hashes
+            while len(self._tiles) > self._max:
+                self._tiles.popitem(last=False)
+        return hashes
+
+    def node(self, height: int, index: int) -> bytes:
+        """Hash of the perfect subtree of 2^height leaves at `index`, from the tile level just below it."""
+        level, rest = divmod(height, TILE_HEIGHT)
+        first = index << rest
+        tile, off = divmod(first, TILE_WIDTH)
+        return perfect_root(self.hash_tile(level, tile)[off:off + (1 << rest)])
+
+    def data_tile(self, n: int) -> bytes:
+        """Raw TileLeaf bytes of data tile n (gzip undone, whether by Content-Encoding or as stored)."""
+        width = tile_width(0, n, self.size)
+        return maybe_gunzip(self.ctx.get(tile_url(self.log.url, "data", n, width), self.limiter).content)
+
+    def issuer(self, fingerprint: bytes) -> bytes | None:
+        """The issuer certificate with this SHA-256, fetched once per run; None (and noted) if unavailable."""
+        if fingerprint in self.issuers:
+            return self.issuers[fingerprint]
+
+        def check(resp: requests.Response) -> None:
+            if hashlib.sha256(resp.content).digest() != fingerprint:
+                raise RetryableError(f"{resp.url}: issuer certificate does not hash to its name")
+
+        try:
+            der: bytes | None = self.ctx.get(f"{self.log.url}issuer/{fingerprint.hex()}", self.limiter,
+                                             validate=check).content
+        except FetchError as exc:
+            der = None
+            self.failed_issuers.append((fingerprint, str(exc)))
+        self.issuers[fingerprint] = der
+        return der
+
+
+@dataclass
+class TileResult:
+    """One fetched data tile with its level-0 hashes: entries, or where decoding broke."""
+
+    n: int
+    hashes: list[bytes]
+    entries: list[LogEntry]
+    decode_error: str = ""  # entries past len(entries) could not be decoded
+    mismatch: int | None = None  # first entry index whose leaf hash differs from the hash tile
+
+
+def fetch_tile(reader: TileReader, n: int) -> TileResult:
+    """Data tile n and its level-0 hash tile, each leaf checked against its hash."""
+    hashes = reader.hash_tile(0, n)
+    data = reader.data_tile(n)
+    entries: list[LogEntry] = []
+    error = ""
+    try:
+        for entry in iter_tile_leaves(data):
+            entries.append(entry)
+    except LeafError as exc:
+        error = str(exc)
+    if not error and len(entries) != len(hashes):
+        error = f"data tile holds {len(entries)} entries, its hash tile {len(hashes)}"
+    result = TileResult(n, hashes, entries[:len(hashes)], error)
+    for i, entry in enumerate(result.entries):
+        if entry.leaf_hash != hashes[i]:
+            result.mismatch = n * TILE_WIDTH + i
+            break
+    return result
+
+
+def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
+    """Yield the audited CA's certificates (and unreadable entries) of one static-ct-api log."""
+    limiter = ctx.limiter()
+    try:
+        text = ctx.get(log.url + "checkpoint", limiter).content
+        if ctx.verify:
+            cp, _ = verify_checkpoint(text, log.key, log.origin, log.name)
+        else:
+            cp = parse_checkpoint(text, log.name)
+    except FetchError as exc:
+        yield SourceError(SOURCE, log.url, f"cannot read the checkpoint of {log.name}: {exc}; "
+                          "the log is skipped, rerun later to read it")
+        yield SourceNotice(f"CT log {log.name} ({log.url}) was not read: its checkpoint is unreachable", True)
+        return
+    except VerifyError as exc:
+        yield SourceError(SOURCE, log.url, f"{exc}; nothing from this log is trusted, so it was skipped",
+                          stage="verify")
+        yield SourceNotice(f"CT log {log.name}: checkpoint signature check failed; the log was skipped", True)
+        return
+
+    size = cp.tree_size
+    state, path = ctx.load_state(log)
+    first, start, end, reuse = ctx.index_range(size, state)
+    if reuse and start > first:
+        yield SourceNotice(f"CT log {log.name}: resumed at entry {start} (entries {first}..{start - 1} were "
+                           f"read by an earlier run; delete {path} to read them again)")
+    state = LogState(log.url, start, None, size, {"first": first})
+    if start >= end:
+        return
+
+    reader = TileReader(ctx, log, size, limiter)
+    parallel = max(1, ctx.config.ct_parallel)
+    first_tile, last_tile = start // TILE_WIDTH, (end - 1) // TILE_WIDTH
+    bar = ctx.bar(log, end - first, start - first)
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="ct-tiles")
+    where = f"{log.name} at tree size {size}"
+    try:
+        prefix = CompactRange()
+        if ctx.verify:
+            for h, i in aligned_pieces(0, first_tile * TILE_WIDTH):
+                prefix.push(h, reader.node(h, i))
+        n = first_tile
+        while n <= last_tile:
+            batch = list(range(n, min(last_tile + 1, n + parallel)))
+            n = batch[-1] + 1
+            try:
+                results = list(pool.map(lambda t: fetch_tile(reader, t), batch))
+            except FetchError as exc:
+                lo = max(start, batch[0] * TILE_WIDTH)
+                yield SourceError(SOURCE, f"{log.url}#{lo}", f"cannot read tiles {batch[0]}..{batch[-1]} of "
+                                  f"{log.name}: {exc}; rerun to resume at entry {lo}")
+                yield SourceNotice(f"CT log {log.name}: stopped at entry {lo} of {end} (log unreachable); "
+                                   "rerun to resume", True)
+                return
+            bad = next((r for r in results if r.mismatch is not None), None)
+            if bad is not None and ctx.verify:
+                yield SourceError(SOURCE, f"{log.url}#{bad.mismatch}", f"{where}: entry {bad.mismatch} of data "
+                                  f"tile {bad.n} does not hash to its level-0 tile entry; the log serves "
+                                  "entries it did not commit to", stage="verify")
+                yield SourceNotice(f"CT log {log.name}: data tile {bad.n} does not match its hash tile; "
+                                   f"stopped at entry {max(start, bad.n * TILE_WIDTH)}", True)
+                return
+            if ctx.verify:
+                grown = prefix.copy()
+                for r in results:
+                    grown.extend(r.hashes)
+                check = grown.copy()
+                for h, i in aligned_pieces(grown.size, size):
+                    check.push(h, reader.node(h, i))
+                if check.root() != cp.root_hash:
+                    yield SourceError(SOURCE, f"{log.url}#{batch[0] * TILE_WIDTH}", f"{where}: tiles "
+                                      f"{batch[0]}..{batch[-1]} do not hash to the checkpoint root "
+                                      f"({check.root().hex()} != {cp.root_hash.hex()}); the log serves tiles "
+                                      "it did not sign", stage="verify")
+                    yield SourceNotice(f"CT log {log.name}: hash tiles do not match the signed checkpoint of "
+                                       f"size {size}; stopped at entry {max(start, batch[0] * TILE_WIDTH)}", True)
+                    return
+                prefix = grown
+            for r in results:
+                yield from _tile_items(ctx, log, reader, r, start, end, path, state)
+                done = min(end, (r.n + 1) * TILE_WIDTH)
+                bar.update(done - max(start, r.n * TILE_WIDTH))
+                state.next_index = done
+                ctx.save_state(path, state)
+    except FetchError as exc:  # a hash tile or issuer outside a batch fetch
+        yield SourceError(SOURCE, f"{log.url}#{state.next_index}", f"cannot read {log.name}: {exc}; "
+                          f"rerun to resume at entry {state.next_index}")
+        yield SourceNotice(f"CT log {log.name}: stopped at entry {state.next_index} of {end} (log "
+                           "unreachable); rerun to resume", True)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+
+
+def _tile_items(ctx: Context, log: LogInfo, reader: TileReader, r: TileResult, start: int, end: int,
+                path: object, state: LogState) -> Iterator[SourceItem]:
+    base = r.n * TILE_WIDTH
+    for i in range(len(r.hashes)):
+        index = base + i
+        if index < start or index >= end:
+            continue
+        where = f"{log.url}#{index}"
+        item: SourceItem | None
+        if i < len(r.entries):
+            entry = r.entries[i]
+            item = RawCert(entry.cert_der, SOURCE, where, {"first_seen": ms_to_datetime(entry.timestamp)}) \
+                if ctx.filter.keep(entry, reader.issuer) else None
+        else:
+            # The issuer of an undecodable entry is unknown: report it rather than risk missing the CA's.
+            item = SourceError(SOURCE, where, f"data tile {r.n} of {log.name} cannot be decoded from entry "
+                               f"{base + len(r.entries)} on: {r.decode_error}", stage="parse")
+        for fp, why in reader.failed_issuers:
+            yield SourceError(SOURCE, f"{log.url}issuer/{fp.hex()}", f"{log.name}: issuer certificate {fp.hex()} "
+                              f"is unavailable ({why}); entries it issued (from entry {index} on) cannot be "
+                              "attributed to a CA and were not kept")
+            yield SourceNotice(f"CT log {log.name}: an issuer certificate could not be fetched; some entries "
+                               "could not be attributed", True)
+        reader.failed_issuers.clear()
+        if item is not None:
+            yield item
+            state.next_index = index + 1
+            ctx.save_state(path, state)

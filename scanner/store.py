@@ -1,0 +1,295 @@
+"""The one local store of fetched certificates (SQLite, keyed by SHA-256) and the resume points of long fetches.
+
+A second scan reads what is already here instead of asking crt.sh again; a fetch killed half way
+resumes from the windows it had finished. Writes are committed in batches (WAL), so `kill -9`
+loses at most the batch in flight, and a certificate stored twice is one row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from .sources.base import RawCert, SourceItem, SourceNotice
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_CHUNK = 900  # stay under SQLite's historical 999 bound-parameter limit
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # fixed width, so text order is time order
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS certs (
+    sha256            TEXT PRIMARY KEY,
+    der               BLOB NOT NULL,
+    source            TEXT NOT NULL,
+    provenance        TEXT NOT NULL,
+    crtsh_id          INTEGER,
+    issuer_ca_id      INTEGER,
+    not_before        TEXT,
+    first_seen        TEXT,
+    revoked_at        TEXT,
+    revocation_reason TEXT,
+    revocation_source TEXT,
+    fetched_at        TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS certs_crtsh_id ON certs (crtsh_id);
+CREATE INDEX IF NOT EXISTS certs_ca_not_before ON certs (issuer_ca_id, not_before);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    key        TEXT NOT NULL,
+    win_start  TEXT NOT NULL,
+    win_end    TEXT NOT NULL,
+    rows       INTEGER NOT NULL,
+    done_at    TEXT NOT NULL,
+    PRIMARY KEY (key, win_start)
+);
+"""
+
+# A later fetch fills in what an earlier one did not know, and never forgets a revocation.
+_UPSERT = """
+INSERT INTO certs (sha256, der, source, provenance, crtsh_id, issuer_ca_id, not_before, first_seen,
+                   revoked_at, revocation_reason, revocation_source, fetched_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (sha256) DO UPDATE SET
+    crtsh_id = coalesce(excluded.crtsh_id, certs.crtsh_id),
+    issuer_ca_id = coalesce(excluded.issuer_ca_id, certs.issuer_ca_id),
+    not_before = coalesce(excluded.not_before, certs.not_before),
+    first_seen = CASE WHEN certs.first_seen IS NULL OR excluded.first_seen < certs.first_seen
+                      THEN coalesce(excluded.first_seen, certs.first_seen) ELSE certs.first_seen END,
+    revoked_at = coalesce(excluded.revoked_at, certs.revoked_at),
+    revocation_reason = CASE WHEN excluded.revoked_at IS NOT NULL THEN excluded.revocation_reason
+                             ELSE certs.revocation_reason END,
+    revocation_source = CASE WHEN excluded.revoked_at IS NOT NULL THEN excluded.revocation_source
+                             ELSE certs.revocation_source END
+"""
+
+_EXTRA_KEYS = ("crtsh_id", "issuer_ca_id", "first_seen", "revoked_at", "revocation_reason", "revocation_source")
+
+
+def time_text(value: datetime | None) -> str | None:
+    """A datetime as the store's fixed-width UTC text (naive values are taken as UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.strftime(_TIME_FORMAT)
+
+
+def text_time(value: str | None) -> datetime | None:
+    """The store's UTC text back to an aware datetime."""
+    if not value:
+        return None
+    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def der_not_before(der: bytes) -> datetime | None:
+    """notBefore of a DER certificate, or None when even that cannot be read."""
+    try:
+        return x509.load_der_x509_certificate(der).not_valid_before_utc
+    except Exception:  # noqa: BLE001  a certificate we cannot read is still stored; only its date is unknown
+        return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+class CertStore:
+    """Fetched certificates keyed by SHA-256, plus checkpoints of completed fetch windows."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (only a power cut can lose the last commits).
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise RuntimeError(
+                f"{self.path} is a certificate store of layout {version}, this ctscan reads {SCHEMA_VERSION}; "
+                "move it aside or point --store elsewhere"
+            )
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # --- certificates -------------------------------------------------------------------
+
+    def _row(self, raw: RawCert, now: str) -> tuple[Any, ...]:
+        extra = raw.extra
+        return (
+            hashlib.sha256(raw.der).hexdigest(),
+            raw.der,
+            raw.source,
+            raw.provenance,
+            _int_or_none(extra.get("crtsh_id")),
+            _int_or_none(extra.get("issuer_ca_id")),
+            time_text(der_not_before(raw.der)),
+            time_text(extra.get("first_seen")),
+            time_text(extra.get("revoked_at")),
+            extra.get("revocation_reason") or None,
+            extra.get("revocation_source") or None,
+            now,
+        )
+
+    def put_many(self, raws: Iterable[RawCert], *, done_window: tuple[str, datetime, datetime, int] | None = None) -> int:
+        """Store certificates in one transaction (upsert by SHA-256); optionally mark a window done in it too.
+
+        Returns how many certificates were written. done_window is (key, start, end, rows).
+        """
+        now = time_text(datetime.now(timezone.utc))
+        rows = [self._row(raw, now) for raw in raws]  # type: ignore[arg-type]
+        with self._transaction():
+            if rows:
+                self._conn.executemany(_UPSERT, rows)
+            if done_window is not None:
+                self._mark(*done_window)
+        return len(rows)
+
+    def has(self, sha256: str) -> bool:
+        """True when a certificate with this SHA-256 (hex) is stored."""
+        return self._conn.execute("SELECT 1 FROM certs WHERE sha256 = ?", (sha256.lower(),)).fetchone() is not None
+
+    def known_crtsh_ids(self, ids: Iterable[int]) -> set[int]:
+        """Those of the given crt.sh ids whose certificate is already stored."""
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        found: set[int] = set()
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0] for r in self._conn.execute(f"SELECT crtsh_id FROM certs WHERE crtsh_id IN ({marks})", chunk)
+            )
+        return found
+
+    def count(self) -> int:
+        """How many certificates are stored."""
+        return int(self._conn.execute("SELECT count(*) FROM certs").fetchone()[0])
+
+    def iter_raw(
+        self,
+        *,
+        ca_ids: Sequence[int] = (),
+        not_before_from: datetime | None = None,
+        not_before_to: datetime | None = None,
+        crtsh_ids: Sequence[int] = (),
+        batch: int = 1000,
+    ) -> Iterator[RawCert]:
+        """Stored certificates as RawCerts (with their extra facts), filtered by issuer CA, notBefore range, crt.sh id."""
+        if crtsh_ids:
+            ids = list(crtsh_ids)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                yield from self._select(f"crtsh_id IN ({marks})", chunk, batch)
+            return
+        where, params = [], []
+        if ca_ids:
+            where.append(f"issuer_ca_id IN ({','.join('?' * len(ca_ids))})")
+            params.extend(int(c) for c in ca_ids)
+        if not_before_from is not None:
+            where.append("not_before >= ?")
+            params.append(time_text(not_before_from))
+        if not_before_to is not None:
+            where.append("not_before < ?")
+            params.append(time_text(not_before_to))
+        yield from self._select(" AND ".join(where) or "1", params, batch)
+
+    def _select(self, where: str, params: Sequence[Any], batch: int) -> Iterator[RawCert]:
+        # A separate cursor read in batches keeps memory flat however large the store is.
+        cur = self._conn.cursor()
+        cur.execute(
+            "SELECT der, source, provenance, crtsh_id, issuer_ca_id, first_seen, revoked_at, "
+            f"revocation_reason, revocation_source FROM certs WHERE {where}",
+            list(params),
+        )
+        try:
+            while True:
+                rows = cur.fetchmany(batch)
+                if not rows:
+                    return
+                for der, source, provenance, *facts in rows:
+                    extra: dict[str, Any] = {}
+                    for key, value in zip(_EXTRA_KEYS, facts):
+                        if key in ("first_seen", "revoked_at"):
+                            value = text_time(value)
+                        if value is not None and value != "":
+                            extra[key] = value
+                    yield RawCert(bytes(der), source, provenance, extra)
+        finally:
+            cur.close()
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def _mark(self, key: str, start: datetime, end: datetime, rows: int) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO checkpoints (key, win_start, win_end, rows, done_at) VALUES (?, ?, ?, ?, ?)",
+            (key, time_text(start), time_text(end), rows, time_text(datetime.now(timezone.utc))),
+        )
+
+    def mark_window_done(self, key: str, window: tuple[datetime, datetime], rows: int = 0) -> None:
+        """Record that every certificate of this window (start inclusive, end exclusive) is stored."""
+        with self._transaction():
+            self._mark(key, window[0], window[1], rows)
+
+    def done_windows(self, key: str) -> list[tuple[datetime, datetime]]:
+        """The windows of this fetch already completed, in start order."""
+        rows = self._conn.execute(
+            "SELECT win_start, win_end FROM checkpoints WHERE key = ? ORDER BY win_start", (key,)
+        ).fetchall()
+        return [(text_time(s), text_time(e)) for s, e in rows]  # type: ignore[misc]
+
+    def clear_windows(self, key: str) -> None:
+        """Forget this fetch's checkpoints (the next run fetches everything again, e.g. to refresh revocations)."""
+        with self._transaction():
+            self._conn.execute("DELETE FROM checkpoints WHERE key = ?", (key,))
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()
+
+    def __enter__(self) -> CertStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def read_store(config: Any) -> Iterator[SourceItem]:
+    """Every stored certificate (only those of config.ca_ids when given): re-run detectors without the network."""
+    path = Path(config.store_file)
+    if not path.exists():
+        yield SourceNotice(f"the certificate store {path} does not exist yet: nothing to read", partial=True)
+        return
+    with CertStore(path) as store:
+        # Materialise nothing: the cursor streams, and the store closes when the consumer is done.
+        yield from store.iter_raw(
+            ca_ids=tuple(config.ca_ids),
+            not_before_from=getattr(config, "since", None),
+            not_before_to=getattr(config, "until", None),
+        )

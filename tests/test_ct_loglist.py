@@ -1,0 +1,60 @@
+"""Log list v3: RFC 6962 and tiled logs, chosen by name, URL, state and notAfter interval."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from scanner.sources.ct.loglist import RFC6962, STATIC, LogListError, load_log_list, select_logs
+
+LIST = "google_ct_all_logs_list_v3_2025-05-05.json"
+
+
+def utc(y: int, m: int, d: int) -> datetime:
+    return datetime(y, m, d, tzinfo=timezone.utc)
+
+
+def test_the_real_log_list_has_rfc6962_and_tiled_logs(real_data):
+    logs = load_log_list(real_data / LIST)
+    assert len(logs) == 181
+    tiled = [lg for lg in logs if lg.api == STATIC]
+    assert len(tiled) == 6 and all(lg.url.startswith("https://") and lg.url.endswith("/") for lg in tiled)
+    twig = next(lg for lg in tiled if "Twig2025h1b" in lg.name)
+    assert twig.origin == "twig.ct.letsencrypt.org/2025h1b"
+
+
+def test_logs_are_chosen_by_description_or_url(real_data):
+    logs = load_log_list(real_data / LIST)
+    chosen = select_logs(logs, ["Google 'Pilot' log", "https://sycamore.ct.letsencrypt.org/2025h2b"])
+    assert [(lg.name, lg.api) for lg in chosen] == [("Google 'Pilot' log", RFC6962),
+                                                     ("Let's Encrypt Sycamore2025h2b", STATIC)]
+
+
+def test_an_unknown_log_name_fails_loudly(real_data):
+    with pytest.raises(LogListError, match="not in the log list"):
+        select_logs(load_log_list(real_data / LIST), ["Google 'Nope' log"])
+
+
+def test_states_and_not_after_range_keep_logs_whose_interval_overlaps(real_data):
+    logs = load_log_list(real_data / LIST)
+    chosen = select_logs(logs, states=["usable", "readonly"], for_not_after=(utc(2026, 2, 1), utc(2026, 3, 1)))
+    assert chosen and all(lg.state in ("usable", "readonly") for lg in chosen)
+    for lg in chosen:
+        start, end = lg.temporal_interval
+        assert (start is None or start < utc(2026, 3, 1)) and (end is None or end > utc(2026, 2, 1))
+    assert "Google 'Argon2026h1' log" in [lg.name for lg in chosen]
+    assert "Google 'Argon2025h2' log" not in [lg.name for lg in chosen]
+
+
+def test_a_single_log_object_is_accepted_as_a_list(real_data):
+    (log,) = load_log_list(real_data / "static-ct-api_rome2026h1_checkpoint" / "log.v3.json")
+    assert (log.api, log.state, log.origin) == (STATIC, "readonly", "rome2026h1.example.org")
+
+
+def test_no_selection_and_unknown_states_are_refused(real_data):
+    logs = load_log_list(real_data / LIST)
+    with pytest.raises(LogListError, match="choose the logs"):
+        select_logs(logs)
+    with pytest.raises(LogListError, match="unknown log state"):
+        select_logs(logs, states=["usabel"])

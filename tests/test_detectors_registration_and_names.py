@@ -1,0 +1,76 @@
+"""unregistered_domain, registered_after_issuance, name-kind detectors and the score, over real certificates."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from scanner.detect.names import detect_name_kinds
+from scanner.detect.registration import detect_registered_after_issuance, detect_unregistered
+from scanner.detect.score import build_suspects
+from scanner.enrich.domains import name_table
+from scanner.parse import parse_der, records_frame
+from scanner.records import FINDING_COLUMNS, REGISTRATION_COLUMNS, Finding, frame_from_rows
+from scanner.synth import der, utc
+
+
+def _certs(test_ca, specs):
+    return records_frame([parse_der(der(test_ca.issue(serial=s, not_before=utc(nb), dns=dns, ips=ips)))
+                          for s, nb, dns, ips in specs])
+
+
+def _regs(rows):
+    return frame_from_rows([dict(domain=d, status=s, method="rdap", server="http://127.0.0.1/", detail="",
+                                 checked_at=utc("2024-01-01T00:00"), registered_at=r) for d, s, r in rows],
+                           REGISTRATION_COLUMNS)
+
+
+def test_only_registry_confirmed_unregistered_domains_are_flagged_never_unknown(test_ca):
+    certs = _certs(test_ca, [(1, "2020-01-01T00:00", ["mail.cuatis.net", "www.unknown-status.com"], [])])
+    regs = _regs([("cuatis.net", "unregistered", None), ("unknown-status.com", "unknown", None)])
+    f = detect_unregistered(certs, name_table(certs), regs)
+    assert list(f["name"]) == ["mail.cuatis.net"]
+    assert "cuatis.net is not registered" in f.iloc[0]["evidence"]
+
+
+def test_domain_registered_after_notbefore_is_flagged_and_one_registered_before_is_not(test_ca):
+    certs = _certs(test_ca, [(1, "2020-05-04T09:00", ["www.new-brand-shop.com"], []),
+                             (2, "2020-05-04T09:00", ["www.old-brand.com"], [])])
+    regs = _regs([("new-brand-shop.com", "registered", utc("2020-05-20T16:41")),
+                  ("old-brand.com", "registered", utc("2001-01-01T00:00"))])
+    f = detect_registered_after_issuance(certs, name_table(certs), regs)
+    assert list(f["name"]) == ["www.new-brand-shop.com"]
+    assert json.loads(f.iloc[0]["detail"])["registered_at"] == "2020-05-20T16:41:00Z"
+
+
+def test_ip_in_dnsname_internal_and_invalid_names_each_get_their_own_code(test_ca):
+    certs = _certs(test_ca, [(1, "2020-04-01T12:00", ["vpn.contoso-corp.com", "10.20.30.40", "vpn.contoso.internal",
+                                                       "bad_label-.example.com"], ["192.0.2.10"])])
+    f = detect_name_kinds(name_table(certs))
+    got = dict(zip(f["name"], f["code"]))
+    assert got == {"10.20.30.40": "ip_san", "192.0.2.10": "ip_san", "vpn.contoso.internal": "internal_name",
+                   "bad_label-.example.com": "invalid_dns_name"}
+
+
+def test_combined_evidence_outranks_a_lone_weak_signal(test_ca):
+    certs = _certs(test_ca, [(1, "2020-01-01T00:00", ["a.example.com"], []), (2, "2020-01-01T00:00", ["b.example.com"], [])])
+    a, b = certs["sha256"]
+    findings = frame_from_rows([
+        Finding(b, "early_revocation", "revoked early").as_row(),
+        Finding(a, "unregistered_domain", "x unregistered").as_row(),
+        Finding(a, "typo_neighbour", "x typo", detail=json.dumps({"neighbour_source": "subject_o"})).as_row(),
+        Finding(a, "early_revocation", "revoked early").as_row(),
+    ], FINDING_COLUMNS)
+    s = build_suspects(certs, findings)
+    assert list(s["sha256"]) == [a, b]
+    assert s.iloc[0]["signals"].split(";")[0] == "unregistered_domain"
+    assert s.iloc[0]["score"] == 40 + 25 + 10 + 10  # weights + the own-name typo bonus
+    assert s.iloc[1]["score"] == 10
+
+
+def test_no_findings_means_no_suspects_but_the_right_columns(test_ca):
+    certs = _certs(test_ca, [(1, "2020-01-01T00:00", ["a.example.com"], [])])
+    s = build_suspects(certs, frame_from_rows([], FINDING_COLUMNS))
+    assert s.empty and list(s.columns)[:12] == ["sha256", "crtsh_url", "serial", "subject_o", "subject_cn", "sans",
+                                                "not_before", "not_after", "revoked_at", "signals", "score", "evidence"]

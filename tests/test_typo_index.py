@@ -1,0 +1,146 @@
+"""The one-edit index finds exactly the pairs a brute-force OSA comparison finds, and names the edit."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+from scanner.enrich.typo_index import TypoIndex, classify_edit, edit_between, one_edit_pairs
+
+
+def brute_force(names: list[str], min_len: int = 1) -> set[tuple[str, str]]:
+    """Pairs at OSA distance exactly 1, by comparing every name with every other."""
+    names = sorted({n for n in names if len(n) >= min_len})
+    found = set()
+    for start in range(0, len(names), 2000):
+        block = process.cdist(names[start : start + 2000], names, scorer=OSA.distance, score_cutoff=1,
+                              dtype=np.uint8, workers=-1)
+        for r, c in zip(*np.nonzero(block == 1)):
+            a, b = names[start + int(r)], names[int(c)]
+            if a < b:
+                found.add((a, b))
+    return found
+
+
+def random_names(count: int, seed: int, alphabet: str, lengths: tuple[int, int], typo_share: float) -> list[str]:
+    """Random names with planted omissions, insertions, substitutions and transpositions."""
+    rng = random.Random(seed)
+    names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(*lengths))) for _ in range(count)]
+    for _ in range(int(count * typo_share)):
+        s = rng.choice(names)
+        if not s:
+            continue
+        p = rng.randrange(len(s))
+        kind = rng.randrange(4)
+        if kind == 0:
+            s = s[:p] + s[p + 1 :]
+        elif kind == 1:
+            s = s[:p] + rng.choice(alphabet) + s[p:]
+        elif kind == 2:
+            s = s[:p] + rng.choice(alphabet) + s[p + 1 :]
+        elif p + 1 < len(s):
+            s = s[:p] + s[p + 1] + s[p] + s[p + 2 :]
+        names.append(s)
+    return names
+
+
+def pair_set(frame) -> set[tuple[str, str]]:
+    return set(zip(frame["a"].tolist(), frame["b"].tolist()))
+
+
+def test_a_dense_small_alphabet_gives_exactly_the_brute_force_pairs_of_every_edit_kind():
+    names = random_names(4000, seed=1, alphabet="abcd", lengths=(1, 7), typo_share=0.2)
+    pairs = one_edit_pairs(names, min_len=1)
+    assert pair_set(pairs) == brute_force(names)
+    assert set(pairs["edit"]) == {"omission", "insertion", "substitution", "transposition"}
+
+
+def test_twenty_thousand_registrable_names_give_exactly_the_brute_force_pairs():
+    rng = random.Random(7)
+    labels = random_names(19_000, seed=7, alphabet="etaoinsrhldcumfpgwyb0123-", lengths=(4, 12), typo_share=0)
+    names = [f"{label}.{rng.choice(['com', 'net', 'es', 'co', 'ne', 'com.es'])}" for label in labels]
+    planted = []
+    for name in rng.sample(names, 1000):  # plant typos anywhere, the suffix included
+        p = rng.randrange(len(name))
+        planted.append(name[:p] + name[p + 1 :] if p % 2 else name[:p] + rng.choice("aeio.") + name[p:])
+    names = (names + planted)[:20_000]
+    assert len(set(names)) > 19_000
+    pairs = one_edit_pairs(names, min_len=1)
+    expected = brute_force(names)
+    assert len(expected) > 1000
+    assert pair_set(pairs) == expected
+
+
+def test_non_ascii_and_long_names_are_compared_by_character_not_by_byte():
+    long_a = "x" * 300 + "abc"
+    long_b = "x" * 300 + "acb"
+    names = ["münchen", "munchen", "münchen-1", "東京タワー", "東京タワ", "ab\u00e9cd", "abecd", long_a, long_b]
+    assert pair_set(one_edit_pairs(names, min_len=1)) == brute_force(names)
+
+
+def test_each_unordered_pair_appears_once_with_the_edit_that_turns_a_into_b():
+    pairs = one_edit_pairs(["cualtis", "cuatis", "cualtis", "cuaitis", "cualits"])
+    rows = {(r.a, r.b): (r.edit, r.position, r.detail) for r in pairs.itertuples()}
+    assert rows == {
+        ("cualtis", "cuatis"): ("omission", 3, "'l' omitted"),
+        ("cuaitis", "cualtis"): ("substitution", 3, "'i' replaced by 'l'"),
+        ("cuaitis", "cuatis"): ("omission", 3, "'i' omitted"),
+        ("cualits", "cualtis"): ("transposition", 4, "'it' swapped to 'ti'"),
+    }
+
+
+def test_names_shorter_than_the_minimum_are_ignored():
+    pairs = one_edit_pairs(["abc", "abd", "abcd", "abce"], min_len=4)
+    assert pair_set(pairs) == {("abcd", "abce")}
+    assert pair_set(one_edit_pairs(["abc", "abd"], min_len=3)) == {("abc", "abd")}
+
+
+def test_missing_values_and_duplicates_do_not_break_the_search():
+    pairs = one_edit_pairs(["example", None, float("nan"), "exampel", "example"])
+    assert pair_set(pairs) == {("exampel", "example")}
+    assert one_edit_pairs([]).empty
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reference", "kind", "detail"),
+    [
+        ("cuatis", "cualtis", "omission", "'l' omitted"),
+        ("cualltis", "cualtis", "insertion", "'l' inserted"),
+        ("cuoltis", "cualtis", "substitution", "'a' replaced by 'o'"),
+        ("cuatlis", "cualtis", "transposition", "'lt' swapped to 'tl'"),
+        ("ne", "net", "omission", "'t' omitted"),
+    ],
+)
+def test_classify_edit_names_the_edit_that_turns_the_reference_into_the_candidate(candidate, reference, kind, detail):
+    assert classify_edit(candidate, reference) == kind
+    assert edit_between(candidate, reference).detail == detail
+
+
+def test_names_two_edits_apart_or_equal_are_not_one_edit():
+    assert classify_edit("cualtis", "cualtis") is None
+    assert classify_edit("ctuails", "cualtis") is None
+    assert classify_edit("cualtisxx", "cualtis") is None
+    assert classify_edit("abc", "cab") is None  # a rotation is two edits under OSA
+
+
+def test_the_reference_index_answers_the_same_as_brute_force_for_queries():
+    names = random_names(3000, seed=3, alphabet="abcde", lengths=(4, 8), typo_share=0.3)
+    reference, queries = names[:1500], names[1500:]
+    index = TypoIndex(reference)
+    found = index.lookup(queries)
+    expected = {
+        (q, r) for q in set(queries) for r in set(reference) if OSA.distance(q, r) == 1 and min(len(q), len(r)) >= 4
+    }
+    assert set(zip(found["name"], found["neighbour"])) == expected
+    assert all(classify_edit(n, r) == e for n, r, e in zip(found["name"], found["neighbour"], found["edit"]))
+
+
+def test_a_single_query_lists_its_neighbours_with_the_edit():
+    index = TypoIndex(["cualtis", "camerfirma", "santander"])
+    assert index.neighbours("cuatis") == [("cualtis", "'l' omitted")]
+    assert index.neighbours("santnader") == [("santander", "'an' swapped to 'na'")]
+    assert index.neighbours("unrelated") == []
