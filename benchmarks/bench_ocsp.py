@@ -6,7 +6,7 @@ OCSP: check_revocation over certificates whose AIA points at tests/loopback/ocsp
 the default per-responder rate limit (Config.ocsp_rate), with the limit lifted, and (baseline)
 lifted but one worker. Each certificate costs two requests (SHA-1 GET and SHA-256 POST).
 CRL: scanner/revocation/crl.py's load_crl + crl_revocations on a synthetic CRL built once into
-/tmp (building takes a few minutes), in a child process so peak RSS is the parse alone; the
+/tmp (about a second; see build_crl), in a child process so peak RSS is the parse alone; the
 real 20,685-entry InCommon CRL is the baseline.
 """
 
@@ -63,32 +63,76 @@ def bench_ocsp(n_certs: int, n_limited: int) -> None:
           f"({2 * limited:.1f} requests/s), x{limited / base:.2f} the baseline")
 
 
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _elements(buf: bytes) -> list[bytes]:
+    """The DER elements laid end to end in buf."""
+    out, pos = [], 0
+    while pos < len(buf):
+        length, hdr = buf[pos + 1], 2
+        if length & 0x80:
+            k = length & 0x7F
+            length, hdr = int.from_bytes(buf[pos + 2:pos + 2 + k], "big"), 2 + k
+        out.append(buf[pos:pos + hdr + length])
+        pos += hdr + length
+    return out
+
+
+def _body(element: bytes) -> bytes:
+    length, hdr = element[1], 2
+    if length & 0x80:
+        hdr = 2 + (length & 0x7F)
+    return element[hdr:]
+
+
 def build_crl(n: int) -> Path:
+    """A signed n-entry CRL, cached in /tmp.
+
+    CertificateRevocationListBuilder copies its entry list on every add (quadratic), so a
+    two-entry CRL is built with cryptography and its entries are used as templates: the
+    revokedCertificates list is filled by hand, then the TBS is signed with the CA key.
+    """
     path = Path(str(CRL_CACHE).format(n=n))
     if path.exists():
         return path
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     from scanner.synth import TestCA, der
 
     ca = TestCA(name="ctscan Bench CRL CA")
     when = datetime(2025, 1, 1, tzinfo=timezone.utc)
     start = time.perf_counter()
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject).last_update(when)
-               .next_update(when + timedelta(days=7)).add_extension(ca.aki, critical=False))
-    reason = x509.CRLReason(x509.ReasonFlags.superseded)
+    first = 0x1000_0000_0000_0000
+    template = ca.crl([(first, when, x509.ReasonFlags.superseded), (first + 1, when, None)], this_update=when)
+    tbs_fields = _elements(_body(template.tbs_certlist_bytes))
+    revoked_at = next(i for i, f in enumerate(tbs_fields) if f[0] == 0x30 and _body(f)[:1] == b"\x30"
+                      and i >= 4)  # version, signature, issuer, thisUpdate, nextUpdate, revokedCertificates
+    with_reason, plain = _elements(_body(tbs_fields[revoked_at]))
+    serial_der = _elements(_body(with_reason))[0]
+    entries = bytearray()
     for i in range(n):
-        entry = (x509.RevokedCertificateBuilder().serial_number(0x1000_0000_0000_0000 + i * 7919)
-                 .revocation_date(when - timedelta(seconds=i)))
-        if i % 4 == 0:
-            entry = entry.add_extension(reason, critical=False)
-        builder = builder.add_revoked_certificate(entry.build())
-    crl = builder.sign(ca.key, hashes.SHA256())
+        serial = first + i * 7919
+        tmpl = with_reason if i % 4 == 0 else plain
+        entries += _der(0x30, serial.to_bytes(8, "big").join([serial_der[:2], b""]) + _body(tmpl)[len(serial_der):])
+    tbs_fields[revoked_at] = _der(0x30, bytes(entries))
+    tbs = _der(0x30, b"".join(tbs_fields))
+    signature = ca.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    outer = _elements(_body(der(template)))
+    data = _der(0x30, tbs + outer[1] + _der(0x03, b"\x00" + signature))
+    crl = x509.load_der_x509_crl(data)
+    assert crl.is_signature_valid(ca.key.public_key()) and len(crl) == n
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(der(crl))
+    tmp.write_bytes(data)
     tmp.replace(path)
-    print(f"built a {n:,}-entry CRL ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s -> {path}")
+    print(f"built a {n:,}-entry CRL ({len(data) / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s -> {path}")
     return path
 
 

@@ -23,12 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from scanner.cache import Cache  # noqa: E402
-from scanner.config import Config  # noqa: E402
-from scanner.enrich.registration import CACHE_NAMESPACE, CACHE_TTL, RegistrationService, cache_value  # noqa: E402
-from scanner.records import Registration, RegistrationStatus  # noqa: E402
+from scanner.cache import Cache
+from scanner.config import Config
+from scanner.enrich.registration import CACHE_NAMESPACE, CACHE_TTL, RegistrationService, cache_value
+from scanner.records import Registration, RegistrationStatus
 
 BODY_FILE = REPO.parent / "shared" / "data" / "real" / "rdap" / "verisign_google.com_2021-12-17.json"
 IN_FLIGHT = 64
@@ -101,7 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", type=int, default=20000, help="names per uncached run")
     parser.add_argument("--cached", type=int, default=100000, help="names in the cached run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (a) and (b); best of each")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of (a) and (b); best of each"
+    )
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -113,7 +115,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}/com/v1/"
         tmp = Path(tempfile.mkdtemp(prefix="ctscan-bench-"))
         boot = tmp / "dns.json"
-        boot.write_text('{"version":"1.0","publication":"bench","services":[[["com"],["%s"]]]}' % base)
+        boot.write_text(f'{{"version":"1.0","publication":"bench","services":[[["com"],["{base}"]]]}}')
 
         asyncio.run(bare_client(base, names_for(2000, "warm")))  # warm up both sides
         config = Config(
@@ -165,7 +167,9 @@ def main() -> None:
         assert len(got) == len(names)
         elapsed, summary = service_run(cached_config, names)
         assert summary["cache_hits"] == len(names), summary
-        print(f"(c) RegistrationService cached:            {len(names) / elapsed:10,.0f} names/s (target >= 100,000)")
+        print(
+            f"(c) RegistrationService cached:            {len(names) / elapsed:10,.0f} names/s (target >= 100,000)"
+        )
         print(f"    Cache.get_many alone:                  {len(names) / raw:10,.0f} names/s")
     finally:
         server.terminate()

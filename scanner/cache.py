@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Self
+
 log = logging.getLogger(__name__)
 
 CACHE_FILENAME = "ctscan-cache.sqlite3"
@@ -226,7 +228,7 @@ class Cache:
                 except sqlite3.Error:
                     pass
 
-    def __enter__(self) -> Cache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,8 +8,21 @@ import json
 
 import pytest
 
-from scanner.sources.ct.leaf import PRECERT_ENTRY, X509_ENTRY, LeafError, iter_tile_leaves, parse_rfc6962_entry
-from scanner.sources.ct.merkle import CompactRange, aligned_pieces, perfect_root, root_of, tile_path, tile_width
+from scanner.sources.ct.leaf import (
+    PRECERT_ENTRY,
+    X509_ENTRY,
+    LeafError,
+    iter_tile_leaves,
+    parse_rfc6962_entry,
+)
+from scanner.sources.ct.merkle import (
+    CompactRange,
+    aligned_pieces,
+    perfect_root,
+    root_of,
+    tile_path,
+    tile_width,
+)
 from tests.loopback.ct_server import mth
 
 NAVIGLI = "static-ct-api_navigli2025h2/tile"

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,15 @@ from scanner.sources.ct import read_ct
 from scanner.sources.ct.issuers import PRECERT_SIGNING_EKU, spki_sha256
 from scanner.synth import TestCA, der, pem, utc
 from tests.loopback.ct_server import (
-    CTServer, Faults, LogEntrySpec, LogKey, RFC6962Log, TiledLog, log_list, mth, rfc6962_log_entries,
+    CTServer,
+    Faults,
+    LogEntrySpec,
+    LogKey,
+    RFC6962Log,
+    TiledLog,
+    log_list,
+    mth,
+    rfc6962_log_entries,
     tiled_log_leaves,
 )
 
@@ -335,12 +342,39 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path, world)
                         if n == kill_at:
                             os.kill(os.getpid(), signal.SIGKILL)  # handed over, not yet recorded
                         f.write(item.provenance + "\\n")
-                        f.flush()
+                    elif getattr(item, "partial", False) or hasattr(item, "stage"):
+                        f.write("PROBLEM " + repr(item).replace(" ", "_") + "\\n")
+                    f.flush()
         """)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        first = subprocess.run([sys.executable, "-c", script, "37"], env=env, cwd=REPO)
-        assert first.returncode == -signal.SIGKILL
-        second = subprocess.run([sys.executable, "-c", script, "0"], env=env, cwd=REPO)
-        assert second.returncode == 0
+        # Killed in the RFC 6962 log, then in the tiled log, then left to finish.
+        for kill_at, code in (("37", -signal.SIGKILL), ("70", -signal.SIGKILL), ("0", 0)):
+            run = subprocess.run([sys.executable, "-c", script, kill_at], env=env, cwd=REPO, check=False)
+            assert run.returncode == code
     seen = out.read_text().split()
+    assert not [s for s in seen if s.startswith("PROBLEM")]
     assert len(seen) == len(set(seen)) == 2 * 10 * len(world["mine"])
+    assert {s.split("#")[0] for s in seen} == {a.url, b.url}
+
+
+def test_progress_bar_shows_the_log_name_rate_and_eta_only_when_asked(tmp_path, world, capsys):
+    key = LogKey()
+    with rfc6962_server(key, world["specs"]) as srv:
+        cfg = config(tmp_path, log_list([key.log_json("Progress log", url=srv.url)]), (world["ca"],),
+                     ct_batch=10)
+        list(read_ct(cfg, progress=False))
+        assert "Progress log" not in capsys.readouterr().err
+        list(read_ct(cfg, progress=True, resume=False))
+    err = capsys.readouterr().err
+    assert "Progress log" in err and "entries/s" in err and "100%" in err and "<00:00" in err
+
+
+def test_a_rerun_after_a_finished_run_resumes_and_says_so(tmp_path, world):
+    key = LogKey()
+    with rfc6962_server(key, world["specs"]) as srv:
+        cfg = config(tmp_path, log_list([key.log_json("Resume log", url=srv.url)]), (world["ca"],))
+        first, _, _ = split(list(read_ct(cfg, progress=False)))
+        again, errors, notices = split(list(read_ct(cfg, progress=False)))
+        fresh, _, _ = split(list(read_ct(cfg, progress=False, resume=False)))
+    assert len(first) == len(fresh) == len(world["mine"]) and again == [] and errors == []
+    assert any("resumed at entry 40" in n.message for n in notices)

@@ -11,7 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scanner.sources.ct.loglist import load_log_list
 from scanner.sources.ct.verify import (
-    TreeHead, VerifyError, sth_from_json, tree_head_input, verify_checkpoint, verify_tree_head,
+    TreeHead,
+    VerifyError,
+    sth_from_json,
+    tree_head_input,
+    verify_checkpoint,
+    verify_tree_head,
 )
 from tests.loopback.ct_server import LogKey
 

@@ -42,7 +42,12 @@ def lookup(config: Config, *names: str) -> list[Registration]:
 def make_config(tmp_path: Path, server: RdapServer, **kw) -> Config:
     boot = write_bootstrap(
         tmp_path / "dns.json",
-        {"com": server.url + "com/v1/", "net": server.url + "net/v1/", "fr": server.url + "fr/", "design": server.url},
+        {
+            "com": server.url + "com/v1/",
+            "net": server.url + "net/v1/",
+            "fr": server.url + "fr/",
+            "design": server.url,
+        },
     )
     kw.setdefault("timeout", 2.0)
     kw.setdefault("retries", 2)
@@ -59,7 +64,9 @@ def test_bundled_bootstrap_matches_the_longest_suffix_and_knows_com_and_uk():
 
 
 def test_a_more_specific_bootstrap_entry_wins_over_the_tld(tmp_path):
-    path = write_bootstrap(tmp_path / "b.json", {"uk": "https://uk.example/", "co.uk": "https://co-uk.example/"})
+    path = write_bootstrap(
+        tmp_path / "b.json", {"uk": "https://uk.example/", "co.uk": "https://co-uk.example/"}
+    )
     boot = RdapBootstrap.load(path)
     assert boot.base_urls("shop.co.uk") == ("https://co-uk.example/",)
     assert boot.base_urls("gov.uk") == ("https://uk.example/",)
@@ -221,7 +228,10 @@ def test_the_per_registry_rate_limit_spaces_requests(tmp_path):
 
 @pytest.mark.parametrize("name", ["speedtest.net", "themarquetry.com"])
 def test_other_real_verisign_answers_are_registered(tmp_path, name):
-    files = {"speedtest.net": "verisign_speedtest.net_2024-09-19.json", "themarquetry.com": "verisign_themarquetry.com_2022-01-20.json"}
+    files = {
+        "speedtest.net": "verisign_speedtest.net_2024-09-19.json",
+        "themarquetry.com": "verisign_themarquetry.com_2022-01-20.json",
+    }
     with RdapServer({name: [rdap_file(files[name])]}) as server:
         (reg,) = lookup(make_config(tmp_path, server), name)
     assert reg.status is RegistrationStatus.REGISTERED

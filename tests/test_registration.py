@@ -130,7 +130,7 @@ def test_unknown_answers_are_not_cached(tmp_path, servers):
     config = make_config(tmp_path, servers)
     run(config, ["alsodown.com"])
     before = len(rdap.requests_for("alsodown.com"))
-    df, summary, _ = run(config, ["alsodown.com"])
+    _df, summary, _ = run(config, ["alsodown.com"])
     assert summary["cache_hits"] == 0
     assert len(rdap.requests_for("alsodown.com")) > before
 
@@ -149,7 +149,9 @@ def test_offline_mode_answers_from_the_cache_and_never_touches_the_network(tmp_p
 
 def test_recorded_answers_of_an_earlier_run_are_used_before_cache_and_network(tmp_path, servers):
     rdap = servers[0]
-    first, _, _ = run(make_config(tmp_path, servers, use_cache=False), ["google.com", "free2.com", "alsodown.com"])
+    first, _, _ = run(
+        make_config(tmp_path, servers, use_cache=False), ["google.com", "free2.com", "alsodown.com"]
+    )
     recorded = tmp_path / "registrations.csv"
     first.to_csv(recorded, index=False)
     asked = len(rdap.requests)
@@ -164,7 +166,7 @@ def test_recorded_answers_of_an_earlier_run_are_used_before_cache_and_network(tm
 
 def test_mode_off_marks_everything_unknown_without_asking(tmp_path, servers):
     rdap, whois, dns = servers
-    df, summary, _ = run(make_config(tmp_path, servers, registration="off"), ["google.com", "x.de"])
+    df, _summary, _ = run(make_config(tmp_path, servers, registration="off"), ["google.com", "x.de"])
     assert set(df["status"]) == {"unknown"} and set(df["method"]) == {"none"}
     assert rdap.requests == [] and whois.queries == [] and dns.queries == []
 
@@ -196,7 +198,7 @@ def test_no_network_gives_one_plain_notice_and_unknowns(tmp_path, caplog):
         use_cache=False,
     )
     with caplog.at_level(logging.WARNING):
-        df, summary, notice = run(config, ["a.com", "b.com", "c.de"])
+        df, _summary, notice = run(config, ["a.com", "b.com", "c.de"])
     assert set(df["status"]) == {"unknown"}
     assert notice is not None and notice.startswith("No network: 3 domain")
     assert caplog.text.count("No network") == 1
@@ -229,6 +231,31 @@ def test_an_empty_run_gives_an_empty_table_with_the_schema(tmp_path, servers):
 def test_default_404_is_unregistered_only_from_the_registry_itself(tmp_path):
     with RdapServer(default=NOT_FOUND_EMPTY) as rdap:
         boot = write_bootstrap(tmp_path / "dns.json", {"com": rdap.url})
-        config = Config(out_dir=tmp_path, rdap_bootstrap=boot, rdap_rate=0, use_cache=False, registration="rdap")
+        config = Config(
+            out_dir=tmp_path, rdap_bootstrap=boot, rdap_rate=0, use_cache=False, registration="rdap"
+        )
         df, _, _ = run(config, ["free4.com", "x.zz"])
     assert statuses(df) == {"free4.com": ("unregistered", "rdap"), "x.zz": ("unknown", "rdap")}
+
+
+def test_registered_answers_are_kept_30_days_and_unregistered_ones_1_day(tmp_path, servers):
+    import sqlite3
+
+    from scanner.cache import CACHE_FILENAME
+
+    config = make_config(tmp_path, servers)
+    run(config, ["google.com", "free5.com", "alsodown.com"])
+    conn = sqlite3.connect(str(config.cache_dir / CACHE_FILENAME))
+    rows = dict(conn.execute("SELECT key, (expires_at - stored_at) / 86400.0 FROM entries").fetchall())
+    conn.close()
+    assert rows["google.com"] == pytest.approx(30)
+    assert rows["free5.com"] == pytest.approx(1)
+    assert "alsodown.com" not in rows
+
+
+def test_progress_bar_goes_to_stderr_when_asked(tmp_path, servers, capsys):
+    with RegistrationService(make_config(tmp_path, servers), progress=True) as service:
+        service.submit(["google.com"])
+        service.results()
+    err = capsys.readouterr().err
+    assert "registration" in err and "1/1" in err

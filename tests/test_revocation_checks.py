@@ -188,3 +188,9 @@ def test_ocsp_sample_limits_requests_per_responder_and_asks_revoked_certificates
         assert s.count() == 4
         assert s.count(4) == 2  # the known-revoked certificate is in the sample
     assert set(result.findings["code"]) == {"ocsp_good_but_revoked"}
+
+
+def test_an_empty_certificate_table_gives_empty_tables_with_the_right_columns():
+    result = check_revocation(pd.DataFrame(), config())
+    assert list(result.findings.columns) == list(FINDING_COLUMNS)
+    assert result.responders.empty and result.crls.empty and result.revocations.empty and not result.errors

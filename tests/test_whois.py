@@ -24,7 +24,10 @@ NOT_FOUND_FILES = {
 }
 REGISTERED_FILES = {
     "urlowl.com": ("com_urlowl.com.txt", datetime(2013, 2, 21, 19, 24, 57, tzinfo=timezone.utc)),
-    "rockcreekcc.com": ("com_rockcreekcc.com_registry+registrar.txt", datetime(2002, 7, 12, 15, 48, 26, tzinfo=timezone.utc)),
+    "rockcreekcc.com": (
+        "com_rockcreekcc.com_registry+registrar.txt",
+        datetime(2002, 7, 12, 15, 48, 26, tzinfo=timezone.utc),
+    ),
     "google.eu": ("eu_google.eu.txt", None),
     "google.fr": ("fr_google.fr.txt", datetime(2000, 7, 26, 22, tzinfo=timezone.utc)),
     "slashdot.org": ("org_slashdot.org_2008.txt", datetime(1997, 10, 5, 4, tzinfo=timezone.utc)),
@@ -74,7 +77,9 @@ def test_verisign_no_match_line_is_kept_as_evidence(tmp_path, real_whois):
 
 
 def test_a_rate_limit_reply_is_retried_then_answered(tmp_path):
-    script = {"urlowl.com": [b"Query rate limit exceeded. Try again later.\r\n", whois_file("com_urlowl.com.txt")]}
+    script = {
+        "urlowl.com": [b"Query rate limit exceeded. Try again later.\r\n", whois_file("com_urlowl.com.txt")]
+    }
     with WhoisServer(script) as server:
         (reg,) = lookup(config_for(tmp_path, server.address), "urlowl.com")
     assert reg.status is RegistrationStatus.REGISTERED
@@ -145,8 +150,10 @@ def test_the_whois_rate_limit_spaces_queries_to_one_server(tmp_path, real_whois)
 
 
 def test_a_tld_missing_from_the_map_is_referred_by_iana(tmp_path):
-    iana_answer = b"% IANA WHOIS server\n\ndomain:       ZZ\n\nwhois:        127.0.0.1\n\nstatus:       ACTIVE\n"
-    script = {"zz": [iana_answer], "free.zz": [b"No match for \"FREE.ZZ\".\r\n"]}
+    iana_answer = (
+        b"% IANA WHOIS server\n\ndomain:       ZZ\n\nwhois:        127.0.0.1\n\nstatus:       ACTIVE\n"
+    )
+    script = {"zz": [iana_answer], "free.zz": [b'No match for "FREE.ZZ".\r\n']}
     with WhoisServer(script) as server:
         config = Config(out_dir=tmp_path, whois_rate=0, retries=0, timeout=2)
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from ..enrich.domains import classify_name
@@ -83,20 +84,84 @@ def classify_change(a: pd.Series, b: pd.Series) -> tuple[str, str]:
     return "same_content", "same names, subject and key"
 
 
-def _subscriber_keys(row: pd.Series) -> set[str]:
-    keys = {"d:" + d for d in _labels(list(row["san_dns"] or [])).values()}
-    org = normalise_organisation(row["subject_o"] or "")
-    if org:
-        keys.add("o:" + org)
-    cn = classify_name(row["subject_cn"] or "")
-    if cn.registrable:
-        keys.add("d:" + cn.registrable)
-    return keys
-
-
 def _naive_utc(col: pd.Series) -> pd.Series:
     """A tz-aware UTC column as naive datetime64 (what numpy's searchsorted can compare)."""
     return col.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+class _Subscribers:
+    """Certificates sorted by notBefore with what links two of them to one subscriber.
+
+    Built once per scan: organisation and domain keys index the rows, and the flat label list lets
+    one rapidfuzz call find names one edit away among the certificates of a time window.
+    """
+
+    def __init__(self, certs: pd.DataFrame):
+        self.rows = certs.sort_values("not_before", kind="stable").reset_index(drop=True)
+        self.nb = _naive_utc(self.rows["not_before"]).to_numpy()
+        self.sha = self.rows["sha256"].tolist()
+        self.names = [list(v) if isinstance(v, (list, tuple)) else [] for v in self.rows["san_dns"]]
+        orgs = {o: normalise_organisation(o) for o in self.rows["subject_o"].fillna("").unique()}
+        self.org = [orgs[o] for o in self.rows["subject_o"].fillna("")]
+        self.domains: list[set[str]] = []
+        index: dict[str, list[int]] = {}
+        flat_labels: list[str] = []
+        self.flat_start = np.zeros(len(self.rows) + 1, dtype=np.int64)
+        for i, (names, cn) in enumerate(zip(self.names, self.rows["subject_cn"].fillna(""))):
+            infos = [classify_name(n) for n in [*names, cn]]
+            doms = {x.registrable for x in infos if x.registrable}
+            labels = sorted({x.label for x in infos if x.registrable})
+            self.domains.append(doms)
+            keys = {"d:" + d for d in doms} | {"l:" + lab for lab in labels}
+            if self.org[i]:
+                keys.add("o:" + self.org[i])
+            for k in keys:
+                index.setdefault(k, []).append(i)
+            flat_labels.extend(labels)
+            self.flat_start[i + 1] = len(flat_labels)
+        self.index = {k: np.asarray(v, dtype=np.int64) for k, v in index.items()}
+        self.flat_labels = flat_labels
+        self.flat_row = np.repeat(np.arange(len(self.rows)), np.diff(self.flat_start))
+
+    def window(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int]:
+        """Row positions [lo, hi) with notBefore in [start, end]."""
+        lo = int(np.searchsorted(self.nb, start.tz_convert(None).to_datetime64(), side="left"))
+        hi = int(np.searchsorted(self.nb, end.tz_convert(None).to_datetime64(), side="right"))
+        return lo, hi
+
+    def candidates(self, i: int, lo: int, hi: int) -> set[int]:
+        """Rows in [lo, hi) sharing a key with row i, or holding a label one edit from one of its labels."""
+        out: set[int] = set()
+        keys = {"d:" + d for d in self.domains[i]} | {"l:" + lab for lab in self._labels(i)}
+        if self.org[i]:
+            keys.add("o:" + self.org[i])
+        for k in keys:
+            rows = self.index.get(k)
+            if rows is not None:
+                a, b = np.searchsorted(rows, lo), np.searchsorted(rows, hi)
+                out.update(rows[a:b].tolist())
+        mine = [lab for lab in self._labels(i) if len(lab) >= MIN_TYPO_LABEL]
+        f0, f1 = int(self.flat_start[lo]), int(self.flat_start[hi])
+        if mine and f1 > f0:
+            dist = process.cdist(mine, self.flat_labels[f0:f1], scorer=OSA.distance, score_cutoff=1,
+                                 dtype=np.int32, workers=1)
+            hits = np.nonzero((dist <= 1).any(axis=0))[0]
+            out.update(self.flat_row[f0 + hits].tolist())
+        out.discard(i)
+        return out
+
+    def _labels(self, i: int) -> list[str]:
+        return self.flat_labels[self.flat_start[i]:self.flat_start[i + 1]]
+
+    def relation(self, a: int, b: int) -> str | None:
+        """How row b is linked to row a: typo, organisation, domain, or None."""
+        if _typo_link(self.names[a], self.names[b]):
+            return "typo"
+        if self.org[a] and self.org[a] == self.org[b]:
+            return "organisation"
+        if self.domains[a] & self.domains[b]:
+            return "domain"
+        return None
 
 
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}
@@ -113,51 +178,38 @@ def detect_revoke_reissue(certs: pd.DataFrame, window: timedelta, reissue_window
     early = early_revocations(certs, window)
     if early.empty:
         return findings_frame([])
-    ordered = certs.sort_values("not_before", kind="stable").reset_index(drop=True)
-    nb = _naive_utc(ordered["not_before"]).to_numpy()
+    subs = _Subscribers(certs)
+    position = {sha: i for i, sha in enumerate(subs.sha)}
+    rows = subs.rows
     rw = pd.Timedelta(reissue_window)
-    key_cache: dict[int, set[str]] = {}
     found = []
-    for _, a in early.iterrows():
-        lo = np.searchsorted(nb, (a["revoked_at"] - rw).tz_convert(None).to_datetime64(), side="left")
-        hi = np.searchsorted(nb, (a["revoked_at"] + rw).tz_convert(None).to_datetime64(), side="right")
-        a_keys = _subscriber_keys(a)
-        a_names = list(a["san_dns"] or [])
+    for sha, revoked_at in zip(early["sha256"], early["revoked_at"]):
+        i = position[sha]
+        lo, hi = subs.window(revoked_at - rw, revoked_at + rw)
         best = None
-        for i in range(lo, hi):
-            b = ordered.iloc[i]
-            if b["sha256"] == a["sha256"]:
-                continue
-            if i not in key_cache:
-                key_cache[i] = _subscriber_keys(b)
-            shared = a_keys & key_cache[i]
-            relation = None
-            if _typo_link(a_names, list(b["san_dns"] or [])):
-                relation = "typo"
-            elif any(k.startswith("o:") for k in shared):
-                relation = "organisation"
-            elif shared:
-                relation = "domain"
+        for j in subs.candidates(i, lo, hi):
+            relation = subs.relation(i, j)
             if relation is None:
                 continue
-            gap = abs(b["not_before"] - a["revoked_at"])
-            rank = (_RELATION_RANK[relation], gap)
+            gap = abs(subs.nb[j] - revoked_at.tz_convert(None).to_datetime64())
+            rank = (_RELATION_RANK[relation], gap, subs.sha[j])
             if best is None or rank < best[0]:
-                best = (rank, b, relation)
+                best = (rank, j, relation)
         if best is None:
             continue
-        _, b, relation = best
+        _, j, relation = best
+        a, b = rows.iloc[i], rows.iloc[j]
         kind, change = classify_change(a, b)
-        offset = b["not_before"] - a["revoked_at"]
+        offset = b["not_before"] - revoked_at
         order = (f"reissued {human_duration(offset)} after the revocation" if offset >= pd.Timedelta(0)
                  else f"the replacement was issued {human_duration(-offset)} before the revocation")
         found.append(Finding(
-            a["sha256"], "revoke_reissue",
-            f"Revoked {human_duration(a['revoked_at'] - a['not_before'])} after notBefore; {order} as "
-            f"{b['sha256'][:16]}… ({', '.join(list(b['san_dns'] or [])[:3]) or b['subject_cn']}): {change}.",
+            sha, "revoke_reissue",
+            f"Revoked {human_duration(revoked_at - a['not_before'])} after notBefore; {order} as "
+            f"{b['sha256'][:16]}… ({', '.join(subs.names[j][:3]) or b['subject_cn']}): {change}.",
             related_sha256=b["sha256"],
             detail=as_json({"change": kind, "relation": relation,
-                            "latency_seconds": (a["revoked_at"] - a["not_before"]).total_seconds(),
+                            "latency_seconds": (revoked_at - a["not_before"]).total_seconds(),
                             "reissue_offset_seconds": offset.total_seconds(),
                             "reissue_not_before": iso(b["not_before"])}),
         ))

@@ -57,34 +57,50 @@ def _clip(text: object, limit: int = 80) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def _registrables(certs: pd.DataFrame, min_label_len: int, max_registrables: int) -> pd.DataFrame:
-    """One row per (certificate, registrable domain) with a label long enough to compare."""
-    sans = pd.DataFrame({"cert": np.arange(len(certs)), "san": certs["san_dns"].to_numpy()})
-    sans = sans.explode("san")
-    sans = sans[[isinstance(s, str) and bool(s) for s in sans["san"]]]
-    if sans.empty:
-        return pd.DataFrame()
-    sans["order"] = sans.groupby("cert").cumcount()
-    info = {s: classify_name(s) for s in pd.unique(sans["san"])}
-    sans["registrable"] = [info[s].registrable if info[s].kind == PUBLIC else "" for s in sans["san"]]
-    sans = sans[sans["registrable"] != ""]
-    if sans.empty:
-        return pd.DataFrame()
-    sans["label"] = [info[s].label for s in sans["san"]]
-    sans["suffix"] = [info[s].suffix for s in sans["san"]]
-    keys = {label: comparison_key(label) for label in pd.unique(sans["label"])}
-    sans["key"] = sans["label"].map(keys)
-    sans = sans[[len(k) >= min_label_len for k in sans["key"]]]
-    if sans.empty:
-        return pd.DataFrame()
-    regs = sans.drop_duplicates(["cert", "registrable"]).copy()
-    all_sans = sans.groupby(["cert", "registrable"], sort=False)["san"].agg(list)
-    regs["sans"] = [all_sans[(c, r)] for c, r in zip(regs["cert"], regs["registrable"])]
+def _registrables(
+    certs: pd.DataFrame, min_label_len: int, max_registrables: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per certificate and registrable domain, one row per SAN) for labels long enough to compare."""
+    lists = certs["san_dns"].tolist()
+    cert_ids, names, order = [], [], []
+    for cert, sans in enumerate(lists):
+        if isinstance(sans, (list, tuple, np.ndarray)):
+            kept = [s for s in sans if isinstance(s, str) and s]
+            cert_ids.extend([cert] * len(kept))
+            names.extend(kept)
+            order.extend(range(len(kept)))
+    info = {s: classify_name(s) for s in set(names)}
+    keys = {}
+    rows = []
+    for cert, name, position in zip(cert_ids, names, order):
+        d = info[name]
+        if d.kind != PUBLIC:
+            continue
+        key = keys.get(d.label)
+        if key is None:
+            key = keys[d.label] = comparison_key(d.label)
+        if len(key) >= min_label_len:
+            rows.append((cert, name, position, d.registrable, d.label, d.suffix, key))
+    if not rows:
+        return pd.DataFrame(), pd.DataFrame()
+    sans = pd.DataFrame(rows, columns=["cert", "san", "order", "registrable", "label", "suffix", "key"], dtype=object)
+    sans = sans.astype({"cert": "int64", "order": "int64"})
+    regs = sans.drop_duplicates(["cert", "registrable"]).reset_index(drop=True)
     per_cert = regs.groupby("cert")["registrable"].transform("size")
-    regs["bundle"] = per_cert > max_registrables
-    regs["reg_count"] = regs["registrable"].map(regs["registrable"].value_counts())
-    regs["key_count"] = regs["key"].map(regs.drop_duplicates(["cert", "key"])["key"].value_counts())
-    return regs.reset_index(drop=True)
+    regs["bundle"] = (per_cert > max_registrables).to_numpy()
+    regs["reg_count"] = regs["registrable"].map(regs["registrable"].value_counts()).to_numpy()
+    regs["key_count"] = regs["key"].map(regs.drop_duplicates(["cert", "key"])["key"].value_counts()).to_numpy()
+    return regs, sans[["cert", "registrable", "san"]]
+
+
+def _sans_of(sans: pd.DataFrame, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], list[str]]:
+    """All SANs of the wanted (certificate, registrable) pairs, in certificate order."""
+    sans = sans[sans["cert"].isin({c for c, _ in wanted})]
+    out: dict[tuple[int, str], list[str]] = {}
+    for cert, reg, san in zip(sans["cert"].tolist(), sans["registrable"].tolist(), sans["san"].tolist()):
+        if (cert, reg) in wanted:
+            out.setdefault((cert, reg), []).append(san)
+    return out
 
 
 def _symmetric(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -170,13 +186,13 @@ def detect_typo_neighbours(
     if certs is None or certs.empty or "san_dns" not in certs.columns:
         return empty_frame(FINDING_COLUMNS)
     certs = certs.reset_index(drop=True)
-    regs = _registrables(certs, min_label_len, max_registrables)
+    regs, sans = _registrables(certs, min_label_len, max_registrables)
     if regs.empty:
         return empty_frame(FINDING_COLUMNS)
 
     n = len(certs)
     subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
-    raw_o = [o if isinstance(o, str) else "" for o in subject_o]
+    raw_o = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
     okey = np.array([normalise_organisation(o) for o in raw_o], dtype=object)
     olabels = [organisation_labels(o, min_len=min_label_len) for o in raw_o]
     not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
@@ -190,8 +206,8 @@ def detect_typo_neighbours(
     regs["okey"] = okey[regs["cert"].to_numpy()]
     regs["nb"] = nb[regs["cert"].to_numpy()]
     regs["not_revoked"] = revoked.isna().to_numpy()[regs["cert"].to_numpy()]
-    own = set(zip(ol["cert"], ol["olabel"]))
-    regs["is_o"] = [(c, k) in own for c, k in zip(regs["cert"], regs["key"])]
+    own = set(zip(ol["cert"].tolist(), ol["olabel"].tolist()))
+    regs["is_o"] = [(c, k) in own for c, k in zip(regs["cert"].tolist(), regs["key"].tolist())]
 
     labels = _label_pairs(set(regs["key"]) | set(ol["olabel"]), min_label_len)
     suffixes = _suffix_pairs(set(regs["suffix"]))
@@ -251,72 +267,72 @@ def detect_typo_neighbours(
 
     if not candidates:
         return empty_frame(FINDING_COLUMNS)
-    return _findings(candidates, regs, certs, raw_o, sha)
+    return _findings(candidates, regs, sans, raw_o, sha)
 
 
 def _findings(
-    candidates: list[pd.DataFrame], regs: pd.DataFrame, certs: pd.DataFrame, raw_o: list[str], sha: np.ndarray
+    candidates: list[pd.DataFrame], regs: pd.DataFrame, sans: pd.DataFrame, raw_o: list[str], sha: np.ndarray
 ) -> pd.DataFrame:
     """One finding per (certificate, suspect registrable), from its best evidence."""
     cols = ["cert", "registrable", "source", "scope", "neighbour", "cert_n", "link"]
-    found = pd.concat([c.reindex(columns=cols) for c in candidates], ignore_index=True)
+    found = pd.concat([c.reindex(columns=cols) for c in candidates], ignore_index=True).astype(
+        {"registrable": object, "source": object, "scope": object, "neighbour": object, "link": object}
+    )
     found["priority"] = found["source"].map({s: i for i, s in enumerate(SOURCES)})
     found = found.sort_values(["cert", "registrable", "priority", "neighbour"], kind="stable")
-    witness = found[found["source"] == "other_cert"].drop_duplicates(["cert", "registrable"])
-    witness = witness.set_index(["cert", "registrable"])
-    best = found.drop_duplicates(["cert", "registrable"])
-    info = regs.set_index(["cert", "registrable"])
-    by_reg = regs.drop_duplicates("registrable").set_index("registrable")
+    witnesses = {
+        (int(r.cert), r.registrable): (int(r.cert_n), r.neighbour, str(r.link))
+        for r in found[found["source"] == "other_cert"].drop_duplicates(["cert", "registrable"]).itertuples()
+    }
+    best = list(found.drop_duplicates(["cert", "registrable"]).itertuples(index=False))
+    wanted = {(int(r.cert), r.registrable) for r in best}
+    wanted |= {(int(r.cert), r.neighbour) for r in best if r.source == "same_cert"}
+    wanted |= {(c, n) for c, n, _ in witnesses.values()}
+    names = _sans_of(sans, wanted)
+    first = regs.drop_duplicates("registrable")
+    key_of = dict(zip(first["registrable"].tolist(), first["key"].tolist()))
+    suffix_of = dict(zip(first["registrable"].tolist(), first["suffix"].tolist()))
+    count_of = dict(zip(first["registrable"].tolist(), first["reg_count"].tolist()))
 
     out = []
-    for row in best.itertuples(index=False):
-        me = info.loc[(row.cert, row.registrable)]
-        san = me["sans"][0]
+    for row in best:
+        cert = int(row.cert)
+        mine = names[(cert, row.registrable)]
+        san = mine[0]
         if row.scope == "suffix":
-            theirs = by_reg.loc[row.neighbour]
-            edit = edit_between(me["suffix"], theirs["suffix"])
-            shown, shown_n = row.registrable, row.neighbour
-            where = " in the public suffix"
+            edit = edit_between(suffix_of[row.registrable], suffix_of[row.neighbour])
+            shown, shown_n, where = row.registrable, row.neighbour, " in the public suffix"
         else:
-            neighbour_key = row.neighbour if row.source == "subject_o" else by_reg.loc[row.neighbour]["key"]
-            edit = edit_between(me["key"], neighbour_key)
-            shown, shown_n = me["key"], neighbour_key
+            shown = key_of[row.registrable]
+            shown_n = row.neighbour if row.source == "subject_o" else key_of[row.neighbour]
+            edit = edit_between(shown, shown_n)
             where = ""
         if edit is None:  # cannot happen for verified pairs; never report an unexplained pair
             continue
         sentence = f"{san}: '{shown}' is '{shown_n}' with {edit.detail}{where}; "
-        related = ""
         neighbour_name = ""
         if row.source == "subject_o":
-            neighbour_name = raw_o[row.cert]
+            neighbour_name = raw_o[cert]
             sentence += f"'{shown_n}' is the subject O '{_clip(neighbour_name)}'"
         elif row.source == "same_cert":
-            neighbour_name = by_reg.loc[row.neighbour]["sans"][0]
-            neighbour_name = next(
-                (s for s in info.loc[(row.cert, row.neighbour)]["sans"]), neighbour_name
-            )
+            neighbour_name = names[(cert, row.neighbour)][0]
             sentence += f"'{row.neighbour}' is also on this certificate ({neighbour_name})"
-        has_witness = (row.cert, row.registrable) in witness.index
-        if has_witness:
-            w = witness.loc[(row.cert, row.registrable)]
-            related = str(sha[int(w["cert_n"])])
-            w_names = info.loc[(int(w["cert_n"]), w["neighbour"])]["sans"]
+        related, link = "", ""
+        if (cert, row.registrable) in witnesses:
+            w_cert, w_reg, link = witnesses[(cert, row.registrable)]
+            related = str(sha[w_cert])
+            w_name = names[(w_cert, w_reg)][0]
             if row.source == "other_cert":
-                neighbour_name = w_names[0]
-                sentence += (
-                    f"'{w['neighbour']}' ({neighbour_name}) is on certificate {related[:16]}… "
-                    f"of the same subscriber ({_clip(w['link'])})"
-                )
+                neighbour_name = w_name
             else:
-                sentence += (
-                    f"; '{w['neighbour']}' ({w_names[0]}) is on certificate {related[:16]}… "
-                    f"of the same subscriber ({_clip(w['link'])})"
-                )
-        count_n = int(by_reg.loc[row.neighbour]["reg_count"]) if row.source != "subject_o" else None
-        count = int(me["reg_count"])
+                sentence += "; "
+            sentence += (
+                f"'{w_reg}' ({w_name}) is on certificate {related[:16]}… of the same subscriber ({_clip(link)})"
+            )
+        count = int(count_of[row.registrable])
+        count_n = None if row.source == "subject_o" else int(count_of[row.neighbour])
         if count_n is not None:
             sentence += f"; {row.neighbour} is named in {count_n} of the CA's certificates, {row.registrable} in {count}"
-        sentence += "."
         detail = {
             "neighbour": row.neighbour,
             "neighbour_name": neighbour_name,
@@ -327,23 +343,19 @@ def _findings(
             "scope": row.scope,
             "suspect_label": shown,
             "neighbour_label": shown_n,
-            "sans": list(me["sans"]),
+            "sans": mine,
             "suspect_certificates": count,
             "neighbour_certificates": count_n,
+            "related_link": link,
         }
-        if has_witness:
-            detail["related_link"] = str(witness.loc[(row.cert, row.registrable)]["link"])
         out.append(
             Finding(
-                sha256=str(sha[row.cert]),
+                sha256=str(sha[cert]),
                 code=CODE,
-                evidence=sentence,
+                evidence=sentence + ".",
                 name=san,
                 related_sha256=related,
                 detail=as_json(detail),
             )
         )
-    frame = findings_frame(out)
-    return frame.sort_values(["sha256", "name"], ignore_index=True)
-
-
+    return findings_frame(out).sort_values(["sha256", "name"], ignore_index=True)

@@ -48,7 +48,9 @@ class DnsClient:
     config: Config
     semaphore: asyncio.Semaphore | None = None
     backoff_base: float = 0.5
-    _zones: dict[str, asyncio.Future[list[tuple[str, int]]]] = field(default_factory=dict, init=False, repr=False)
+    _zones: dict[str, asyncio.Future[list[tuple[str, int]]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _resolver: dns.asyncresolver.Resolver | None = field(default=None, init=False, repr=False)
 
     def _get_resolver(self) -> dns.asyncresolver.Resolver:

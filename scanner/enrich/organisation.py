@@ -33,24 +33,29 @@ LEGAL_FORMS: tuple[str, ...] = (
 
 #: Words too common in organisation names to identify a subscriber on their own.
 GENERIC_WORDS: frozenset[str] = frozenset(
-    """
-    bank banco banca banque bancaria caja credit credito trust capital finance financial insurance
-    seguros group grupo groupe gruppe gruppo holding holdings services servicios service servicio
-    solutions soluciones systems sistemas international internacional global company compania
-    consulting consultores technologies technology tecnologia tecnologias digital networks network
-    software media energy energia partners management gestion investments inversiones comercial
-    sociedad association asociacion foundation fundacion university universidad universitat
-    universite instituto institute institut center centre centro hospital health salud public
-    publica publico national nacional government gobierno ministerio ministry department
-    ayuntamiento council consejo general colegio europe europa espana iberia america americas
-    deutschland france italia the and los las del
-    """.split()
+    (
+        "bank", "banco", "banca", "banque", "bancaria", "caja", "credit", "credito", "trust",
+        "capital", "finance", "financial", "insurance", "seguros", "group", "grupo", "groupe",
+        "gruppe", "gruppo", "holding", "holdings", "services", "servicios", "service", "servicio",
+        "solutions", "soluciones", "systems", "sistemas", "international", "internacional",
+        "global", "company", "compania", "consulting", "consultores", "technologies", "technology",
+        "tecnologia", "tecnologias", "digital", "networks", "network", "software", "media",
+        "energy", "energia", "partners", "management", "gestion", "investments", "inversiones",
+        "comercial", "sociedad", "association", "asociacion", "foundation", "fundacion",
+        "university", "universidad", "universitat", "universite", "instituto", "institute",
+        "institut", "center", "centre", "centro", "hospital", "health", "salud", "public",
+        "publica", "publico", "national", "nacional", "government", "gobierno", "ministerio",
+        "ministry", "department", "ayuntamiento", "council", "consejo", "general", "colegio",
+        "europe", "europa", "espana", "iberia", "america", "americas", "deutschland", "france",
+        "italia", "the", "and", "los", "las", "del"
+    )
 )
 
 _MAX_INPUT = 256  # longer O values are truncated: real names are far shorter
-_FORM_PATTERNS = tuple(
-    re.compile(r"(?:(?<=[\s,&(/])|^)" + r"[.\s]*".join(map(re.escape, form)) + r"\.?$")
-    for form in sorted(set(LEGAL_FORMS), key=len, reverse=True)
+_FORM_AT_END = re.compile(
+    r"(?<=[\s,&(/])(?:"
+    + "|".join(r"[.\s]*".join(map(re.escape, form)) for form in sorted(set(LEGAL_FORMS), key=len, reverse=True))
+    + r")\.?$"
 )
 _TRIM = " \t,.;:-&/()'\"+"
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -68,15 +73,13 @@ def strip_legal_forms(text: str) -> str:
     """Drop trailing legal forms, repeatedly ("foo gmbh & co. kg" -> "foo"); never to nothing."""
     current = text.strip(_TRIM)
     while True:
-        for pattern in _FORM_PATTERNS:
-            match = pattern.search(current)
-            if match and match.start() > 0:
-                shorter = current[: match.start()].strip(_TRIM)
-                if _NOT_ALNUM.sub("", shorter):
-                    current = shorter
-                    break
-        else:
+        match = _FORM_AT_END.search(current)
+        if not match:
             return current
+        shorter = current[: match.start()].strip(_TRIM)
+        if not _NOT_ALNUM.sub("", shorter):
+            return current
+        current = shorter
 
 
 @lru_cache(maxsize=100_000)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
+from typing_extensions import Self
 
 from scanner.cache import Cache
 from scanner.config import Config
@@ -206,7 +207,6 @@ class RegistrationService:
     def results(self) -> pd.DataFrame:
         """Wait for every submitted lookup; one row per domain, columns REGISTRATION_COLUMNS."""
         self._wait()
-        self._check_network()
         with _gc_paused():
             rows = [self._rows[name] for name in self._order if name in self._rows]
             return registration_frame(rows)
@@ -255,7 +255,7 @@ class RegistrationService:
             if self._cache is not None:
                 self._cache.close()
 
-    def __enter__(self) -> RegistrationService:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -266,7 +266,9 @@ class RegistrationService:
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=self._run_loop, args=(loop,), name="ctscan-registration", daemon=True)
+            thread = threading.Thread(
+                target=self._run_loop, args=(loop,), name="ctscan-registration", daemon=True
+            )
             thread.start()
             self._loop, self._thread = loop, thread
         return self._loop
@@ -283,6 +285,7 @@ class RegistrationService:
                 future.result()
         if self._loop is not None and self._to_cache:
             asyncio.run_coroutine_threadsafe(self._flush_soon(), self._loop).result()
+        self._check_network()
 
     async def _flush_soon(self) -> None:
         self._flush_cache()
@@ -303,7 +306,9 @@ class RegistrationService:
             now = utc_now().isoformat()
             self._store(
                 [
-                    _row_of(name, RegistrationStatus.UNKNOWN, "none", "registration lookups switched off", now)
+                    _row_of(
+                        name, RegistrationStatus.UNKNOWN, "none", "registration lookups switched off", now
+                    )
                     for name in names
                 ]
             )
@@ -382,14 +387,13 @@ class RegistrationService:
 
     def _lane_of(self, name: str) -> str:
         rdap, _, _ = self._clients()
-        tld = name.rsplit(".", 1)[-1]
         if self.mode == "dns":
             return "dns"
-        if self.mode == "whois" or (self.mode == "auto" and not rdap.covers(name)):
-            return "whois:" + tld
         assert rdap.bootstrap is not None
-        bases = rdap.bootstrap.base_urls(name)
-        return "rdap:" + (bases[0] if bases else tld)
+        bases = rdap.bootstrap.base_urls(name) if self.mode != "whois" else ()
+        if bases:
+            return "rdap:" + bases[0]
+        return ("whois:" if self.mode != "rdap" else "rdap:") + name.rsplit(".", 1)[-1]
 
     def _enqueue(self, lane_key: str, name: str, future: asyncio.Future[None]) -> None:
         lane = self._lanes.setdefault(lane_key, _Lane())
@@ -480,13 +484,13 @@ class RegistrationService:
 
     def _check_network(self) -> None:
         c = self._counts
-        if c.network and c.network_failures == c.network and self._notice is None:
-            self._notice = (
-                f"No network: {c.network} domain(s) could not be checked and are marked unknown"
-            )
-        if self._notice and not self._warned:
-            log.warning("%s; check the connection or a proxy, or use --offline with a cache.", self._notice)
-            self._warned = True
+        if c.network and c.network_failures == c.network:
+            self._notice = f"No network: {c.network} domain(s) could not be checked and are marked unknown"
+            if not self._warned:
+                log.warning("%s; check the connection or proxy, or use --offline with a cache.", self._notice)
+                self._warned = True
+        else:
+            self._notice = None
 
 
 @contextlib.contextmanager

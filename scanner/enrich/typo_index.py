@@ -106,8 +106,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 _TABLE_POSITIONS = 256  # all-ASCII names shorter than this use a lookup table instead of _mix
 _TABLE = _mix(
-    ((np.arange(-1, _TABLE_POSITIONS + 1, dtype=np.int64).astype(_U64) << _SHIFT)[:, None]
-     | np.arange(128, dtype=_U64)[None, :])
+    (np.arange(-1, _TABLE_POSITIONS + 1, dtype=np.int64).astype(_U64) << _SHIFT)[:, None]
+     | np.arange(128, dtype=_U64)[None, :]
 ).ravel()  # row r holds position r-1, so the shifted lookups below never index below zero
 
 

@@ -89,7 +89,9 @@ _CREATED = re.compile(
     r"|registered date)\s*:\s*(.+?)\s*$",
     re.IGNORECASE | re.MULTILINE,
 )
-_STRONG_KEYS = re.compile(r"^\s*(?:registry domain id|creation date|domain id)\s*:\s*\S", re.IGNORECASE | re.MULTILINE)
+_STRONG_KEYS = re.compile(
+    r"^\s*(?:registry domain id|creation date|domain id)\s*:\s*\S", re.IGNORECASE | re.MULTILINE
+)
 _REFER = re.compile(r"^\s*(?:refer|whois)\s*:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -110,7 +112,15 @@ def _creation_date(text: str) -> datetime | None:
     when = parse_date(value)
     if when is not None:
         return when
-    for fmt in ("%d-%b-%Y %H:%M:%S UTC", "%d-%b-%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%d.%m.%Y", "%Y.%m.%d", "%Y/%m/%d"):
+    for fmt in (
+        "%d-%b-%Y %H:%M:%S UTC",
+        "%d-%b-%Y",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d",
+        "%d.%m.%Y",
+        "%Y.%m.%d",
+        "%Y/%m/%d",
+    ):
         try:
             return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
         except ValueError:
@@ -129,7 +139,11 @@ def classify_whois(text: str, domain: str) -> tuple[RegistrationStatus, str, dat
     created = _creation_date(text)
     strong = _STRONG_KEYS.search(text)
     if strong or created is not None:
-        return RegistrationStatus.REGISTERED, (strong.group(0).strip() if strong else "creation date given"), created
+        return (
+            RegistrationStatus.REGISTERED,
+            (strong.group(0).strip() if strong else "creation date given"),
+            created,
+        )
     for line in lines:
         if _RATE_LIMITED.search(line):
             return RegistrationStatus.UNKNOWN, f"rate limited: {line[:160]}", None
@@ -209,7 +223,9 @@ class WhoisClient:
         try:
             if self.semaphore is not None:
                 async with self.semaphore:
-                    return await asyncio.wait_for(self._exchange(host, port, question), self.config.timeout or None)
+                    return await asyncio.wait_for(
+                        self._exchange(host, port, question), self.config.timeout or None
+                    )
             return await asyncio.wait_for(self._exchange(host, port, question), self.config.timeout or None)
         except asyncio.TimeoutError:
             raise RetryableError(f"whois {host}:{port}: no answer within {self.config.timeout:g}s") from None

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from dnslib import QTYPE, RCODE, RR, SOA, DNSRecord
+from dnslib import QTYPE, RCODE, RR, SOA, DNSError, DNSRecord
+from typing_extensions import Self
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 RDAP_DIR = REAL / "rdap"
@@ -52,7 +53,9 @@ def not_found_json() -> Reply:
 
 def too_many(retry_after: str) -> Reply:
     """429 with a Retry-After header."""
-    return Reply(429, b'{"errorCode":429,"title":"Too Many Requests"}', headers=(("Retry-After", retry_after),))
+    return Reply(
+        429, b'{"errorCode":429,"title":"Too Many Requests"}', headers=(("Retry-After", retry_after),)
+    )
 
 
 HTML_200 = Reply(200, b"<html><body><h1>Service maintenance</h1></body></html>", "text/html")
@@ -134,7 +137,7 @@ class RdapServer:
             self._thread.join(10)
             self._loop = None
 
-    def __enter__(self) -> RdapServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -222,7 +225,7 @@ class WhoisServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> WhoisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -236,7 +239,14 @@ def whois_file(name: str) -> bytes:
 
 # --- DNS ----------------------------------------------------------------------------------
 
-NOERROR, NXDOMAIN, NODATA, SERVFAIL, REFUSED, DROP = "NOERROR", "NXDOMAIN", "NODATA", "SERVFAIL", "REFUSED", "DROP"
+NOERROR, NXDOMAIN, NODATA, SERVFAIL, REFUSED, DROP = (
+    "NOERROR",
+    "NXDOMAIN",
+    "NODATA",
+    "SERVFAIL",
+    "REFUSED",
+    "DROP",
+)
 
 
 @dataclass
@@ -264,13 +274,13 @@ class DnsServer:
         while not self._stop.is_set():
             try:
                 data, peer = self._sock.recvfrom(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
             try:
                 request = DNSRecord.parse(data)
-            except Exception:  # a test server ignores garbage, like a real one
+            except DNSError:  # a test server ignores garbage, like a real one
                 continue
             qname = str(request.q.qname).rstrip(".").lower()
             self.queries.append((qname, QTYPE[request.q.qtype]))
@@ -280,7 +290,12 @@ class DnsServer:
             reply = request.reply()
             if behaviour == NOERROR:
                 reply.add_answer(
-                    RR(qname + ".", QTYPE.SOA, rdata=SOA("ns1." + qname, "hostmaster." + qname, (1, 7200, 900, 1209600, 86400)), ttl=300)
+                    RR(
+                        qname + ".",
+                        QTYPE.SOA,
+                        rdata=SOA("ns1." + qname, "hostmaster." + qname, (1, 7200, 900, 1209600, 86400)),
+                        ttl=300,
+                    )
                 )
             elif behaviour == NODATA:
                 pass
@@ -301,7 +316,7 @@ class DnsServer:
             self._thread.join(2)
         self._sock.close()
 
-    def __enter__(self) -> DnsServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,7 @@ from .loglist import RFC6962, LogInfo, LogListError, load_log_list, select_logs
 from .rfc6962 import read_rfc6962_log
 from .static import read_static_log
 
-__all__ = ["read_ct", "read_log", "choose_logs", "LogInfo", "LogListError", "IssuerError"]
+__all__ = ["IssuerError", "LogInfo", "LogListError", "choose_logs", "read_ct", "read_log"]
 
 
 def choose_logs(config: Config) -> list[LogInfo]:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ... import net
 from ...config import Config
-from .checkpoint_state import LogState, load_state, save_state, state_path
+from .checkpoint_state import LogState, StateFile, load_state, state_path
 from .issuers import IssuerFilter
 from .loglist import LogInfo
 
@@ -76,15 +76,20 @@ class Context:
         return net.get_with_retries(self.session, url, limiter=limiter, retries=self.config.retries,
                                     timeout=self.config.timeout, **kwargs)
 
-    def load_state(self, log: LogInfo) -> tuple[LogState, Any]:
-        """The log's resume state (fresh when resuming is off) and its file."""
+    def load_state(self, log: LogInfo) -> tuple[LogState, StateFile]:
+        """The log's resume state (fresh when resuming is off) and the file that keeps it."""
         path = state_path(self.config.cache_dir, log.url)
-        return (load_state(path, log.url) if self.resume else LogState(log.url)), path
+        return (load_state(path, log.url) if self.resume else LogState(log.url)), StateFile(path)
 
-    def save_state(self, path: Any, state: LogState) -> None:
+    def start_state(self, sf: StateFile, state: LogState) -> None:
+        """Begin this run's state for a log (where it starts, what it covers)."""
+        if self.resume:
+            sf.reset(state)
+
+    def save_state(self, sf: StateFile, state: LogState) -> None:
         """Persist the resume point."""
         if self.resume:
-            save_state(path, state)
+            sf.advance(state)
 
     def bar(self, log: LogInfo, total: int, initial: int) -> tqdm:
         """A per-log progress bar (entries/s, ETA) on stderr; silent unless progress is on."""

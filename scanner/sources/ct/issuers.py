@@ -65,7 +65,7 @@ def _describe(der: bytes) -> _ChainCert:
         except x509.ExtensionNotFound:
             signer = False
         return _ChainCert(key_hash, signer)
-    except Exception:  # an unreadable chain certificate just cannot vouch for the entry
+    except Exception:  # noqa: BLE001 - an unreadable chain certificate just cannot vouch for the entry
         return _ChainCert(None, False)
 
 

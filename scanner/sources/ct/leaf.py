@@ -29,7 +29,7 @@ class LogEntry:
 class _Reader:
     """A cursor over TLS-encoded bytes that names the field it failed on."""
 
-    __slots__ = ("buf", "pos", "end")
+    __slots__ = ("buf", "end", "pos")
 
     def __init__(self, buf: bytes, pos: int = 0, end: int | None = None):
         self.buf, self.pos, self.end = buf, pos, len(buf) if end is None else end

@@ -13,7 +13,7 @@ import requests
 
 from ...net import FetchError, RateLimiter, RetryableError
 from ..base import RawCert, SourceError, SourceItem, SourceNotice
-from .checkpoint_state import LogState
+from .checkpoint_state import LogState, StateFile
 from .context import SOURCE, Context, ms_to_datetime
 from .leaf import LeafError, parse_rfc6962_entry
 from .loglist import LogInfo
@@ -88,9 +88,11 @@ def read_rfc6962_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
         tree = CompactRange()
     if reuse and start > first:
         yield SourceNotice(f"CT log {log.name}: resumed at entry {start} (entries {first}..{start - 1} were "
-                           f"read by an earlier run; delete {path} to read them again)")
+                           f"read by an earlier run; delete {path.path} to read them again)")
     state = LogState(log.url, start, tree.to_json() if tree else None, head.tree_size, {"first": first})
+    ctx.start_state(path, state)
     if start >= end:
+        path.close()
         return
 
     bar = ctx.bar(log, end - first, start - first)
@@ -146,18 +148,20 @@ def read_rfc6962_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
+        path.close()
 
-    if tree is not None and ctx.verify and end == head.tree_size and tree.size == end:
-        if tree.root() != head.root_hash:
-            yield SourceError(SOURCE, log.url, f"{log.name}: the {end} entries served do not hash to the signed "
-                              f"root for tree size {head.tree_size} ({tree.root().hex()} != "
-                              f"{head.root_hash.hex()}); the log served entries it did not commit to",
-                              stage="verify")
-            yield SourceNotice(f"CT log {log.name}: entries do not match the signed tree head of size "
-                               f"{head.tree_size}", True)
+    if tree is not None and ctx.verify and end == head.tree_size and tree.size == end \
+            and tree.root() != head.root_hash:
+        yield SourceError(SOURCE, log.url, f"{log.name}: the {end} entries served do not hash to the signed "
+                          f"root for tree size {head.tree_size} ({tree.root().hex()} != "
+                          f"{head.root_hash.hex()}); the log served entries it did not commit to",
+                          stage="verify")
+        yield SourceNotice(f"CT log {log.name}: entries do not match the signed tree head of size "
+                           f"{head.tree_size}", True)
 
 
-def _advance(ctx: Context, path: object, state: LogState, next_index: int, tree: CompactRange | None) -> None:
+def _advance(ctx: Context, path: StateFile, state: LogState, next_index: int,
+             tree: CompactRange | None) -> None:
     state.next_index = next_index
     state.stack = tree.to_json() if tree is not None and tree.size == next_index else None
     ctx.save_state(path, state)

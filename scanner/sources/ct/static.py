@@ -13,7 +13,7 @@ import requests
 
 from ...net import FetchError, RateLimiter, RetryableError
 from ..base import RawCert, SourceError, SourceItem, SourceNotice
-from .checkpoint_state import LogState
+from .checkpoint_state import LogState, StateFile
 from .context import SOURCE, Context, maybe_gunzip, ms_to_datetime
 from .leaf import LeafError, LogEntry, iter_tile_leaves
 from .loglist import LogInfo
@@ -111,8 +111,7 @@ def fetch_tile(reader: TileReader, n: int) -> TileResult:
     entries: list[LogEntry] = []
     error = ""
     try:
-        for entry in iter_tile_leaves(data):
-            entries.append(entry)
+        entries.extend(iter_tile_leaves(data))  # keeps the entries decoded before a break
     except LeafError as exc:
         error = str(exc)
     if not error and len(entries) != len(hashes):
@@ -150,9 +149,11 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     first, start, end, reuse = ctx.index_range(size, state)
     if reuse and start > first:
         yield SourceNotice(f"CT log {log.name}: resumed at entry {start} (entries {first}..{start - 1} were "
-                           f"read by an earlier run; delete {path} to read them again)")
+                           f"read by an earlier run; delete {path.path} to read them again)")
     state = LogState(log.url, start, None, size, {"first": first})
+    ctx.start_state(path, state)
     if start >= end:
+        path.close()
         return
 
     reader = TileReader(ctx, log, size, limiter)
@@ -217,10 +218,11 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
+        path.close()
 
 
 def _tile_items(ctx: Context, log: LogInfo, reader: TileReader, r: TileResult, start: int, end: int,
-                path: object, state: LogState) -> Iterator[SourceItem]:
+                path: StateFile, state: LogState) -> Iterator[SourceItem]:
     base = r.n * TILE_WIDTH
     for i in range(len(r.hashes)):
         index = base + i
