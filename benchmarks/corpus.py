@@ -26,13 +26,20 @@ def random_label(rng: random.Random) -> str:
     return label
 
 
-def make_corpus(n_certs: int, n_domains: int, seed: int = 1) -> tuple[TestCA, list[bytes], x509.CertificateRevocationList]:
-    """n_certs DER certificates over about n_domains registrable domains, and a CRL revoking ~2%."""
+def make_corpus(
+    n_certs: int, n_domains: int, seed: int = 1, unregistered_share: float = 0.01
+) -> tuple[TestCA, list[bytes], x509.CertificateRevocationList]:
+    """n_certs DER certificates over about n_domains registrable domains, and a CRL revoking ~2%.
+
+    Labels of domains meant to be registered start with "r", the others (unregistered_share of them)
+    with "u": the loopback RDAP registry of bench_registration answers 200 and 404 by that letter.
+    """
     rng = random.Random(seed)
     ca = TestCA(name="ctscan Benchmark CA")
     keys = [new_key() for _ in range(32)]
     tlds = ["com", "net", "org", "es", "de", "co.uk", "fr", "io"]
-    domains = [f"{random_label(rng)}.{rng.choice(tlds)}" for _ in range(n_domains)]
+    domains = [f"{'u' if rng.random() < unregistered_share else 'r'}{random_label(rng)}.{rng.choice(tlds)}"
+               for _ in range(n_domains)]
     start = utc("2023-01-01T00:00")
     ders: list[bytes] = []
     revoked = []

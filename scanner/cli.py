@@ -55,6 +55,33 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--store", type=Path, default=None, metavar="FILE",
                    help="local certificate store (default: <cache>/store.sqlite3)")
 
+    t = p.add_argument_group("CT logs (--source ct)")
+    t.add_argument("--log-list", type=Path, metavar="FILE", default=env_default("log_list"),
+                   help="CT log list v3 JSON (Google's all_logs_list.json format)")
+    t.add_argument("--log", action="append", default=[], metavar="NAME_OR_URL",
+                   help="a log to read, by description or URL / monitoring prefix; repeatable")
+    t.add_argument("--logs", default="", metavar="STATES",
+                   help="pick logs from --log-list by state, e.g. usable,readonly")
+    t.add_argument("--for-not-after", default="", metavar="RANGE",
+                   help="with --logs: only logs whose notAfter interval overlaps RANGE (DATE..DATE, either side open)")
+    t.add_argument("--start", type=int, default=None, metavar="INDEX", help="first log entry index to read")
+    t.add_argument("--end", type=int, default=None, metavar="INDEX", help="log entry index to stop before")
+    t.add_argument("--no-verify", action="store_true",
+                   help="do not check tree head signatures and roots (never for an audit you will report)")
+    t.add_argument("--restart", action="store_true", help="read each log from --start again instead of resuming")
+
+    r = p.add_argument_group("revocation checks")
+    r.add_argument("--issuer-cert", action="append", type=Path, default=[], metavar="PEM",
+                   help="the CA certificate(s) under audit: filter CT log entries, verify CRLs and OCSP; repeatable")
+    r.add_argument("--check-revocation", action="store_true",
+                   help="ask OCSP responders and fetch CRLs for unexpired certificates; disagreements become findings")
+    r.add_argument("--ocsp-sample", type=int, default=None, metavar="N",
+                   help="with --check-revocation: at most N certificates per OCSP responder (default: all)")
+    r.add_argument("--ocsp-rate", type=float, default=float(env_default("ocsp_rate", "10")), metavar="N",
+                   help="OCSP requests per second per responder; 0 = no limit (default: 10)")
+    r.add_argument("--ccadb", type=Path, metavar="FILE",
+                   help="CCADB AllCertificateRecords or Mozilla report CSV: the CA's published CRLs")
+
     g = p.add_argument_group("registration lookups")
     g.add_argument("--registration", choices=REGISTRATION_MODES, default=env_default("registration", "auto"),
                    help="auto = RDAP, then WHOIS for TLDs without RDAP, then DNS; off = no lookups (default: auto)")
@@ -103,6 +130,54 @@ def _date(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def _range(text: str) -> tuple[datetime | None, datetime | None]:
+    if not text:
+        return (None, None)
+    start, _, end = text.partition("..")
+    try:
+        return (_date(start) if start else None, _date(end) if end else None)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--for-not-after: {exc}") from None
+
+
+def _add_test_websites_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "test-websites",
+        help="check the CA's CCADB test websites over TLS, every address of every name",
+        description="Connect to each address of each CCADB test website and check that the valid site serves an "
+                    "unexpired, unrevoked certificate chaining to its root, the expired site an expired one and "
+                    "the revoked site a revoked one.",
+    )
+    p.add_argument("--ccadb", type=Path, required=True, metavar="FILE",
+                   help="Mozilla's IncludedCACertificateWithPEMReport or CCADB's AllCertificateRecords CSV")
+    p.add_argument("--ca-owner", metavar="NAME", help="only this CA owner's roots")
+    p.add_argument("--dns-server", metavar="ADDR[:PORT]", help="send every DNS question to this server")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="connect/read timeout (default: 10)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for test-websites.csv and .xlsx")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+
+
+def _test_websites(args: argparse.Namespace) -> int:
+    from .testsites import run_test_websites
+
+    if not args.ccadb.is_file():
+        print(f"ctscan: error: --ccadb: no such file: {args.ccadb}", file=sys.stderr)
+        return 2
+    try:
+        frame = run_test_websites(args.ccadb, args.out, ca_owner=args.ca_owner, dns_server=args.dns_server,
+                                  timeout=args.timeout)
+    except Exception as exc:
+        logging.getLogger(__name__).debug("test-websites failed", exc_info=True)
+        print(f"ctscan: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        bad = int((frame["finding"].fillna("") != "").sum()) if "finding" in frame else 0
+        print(f"ctscan: {len(frame)} site addresses checked, {bad} with findings; reports in {args.out}",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ctscan argument parser."""
     parser = argparse.ArgumentParser(
@@ -112,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctscan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_scan_parser(sub)
+    _add_test_websites_parser(sub)
     return parser
 
 
@@ -136,6 +212,19 @@ def config_from_args(args: argparse.Namespace) -> Config:
         exclude_expired=args.exclude_expired,
         crtsh_rate=args.crtsh_rate,
         store_path=args.store,
+        log_list=args.log_list,
+        logs=tuple(args.log),
+        log_states=tuple(x.strip() for x in args.logs.split(",") if x.strip()),
+        for_not_after=_range(args.for_not_after),
+        issuer_certs=tuple(args.issuer_cert),
+        log_start=args.start,
+        log_end=args.end,
+        ct_verify=not args.no_verify,
+        ct_resume=not args.restart,
+        check_revocation=args.check_revocation,
+        ocsp_sample=args.ocsp_sample,
+        ocsp_rate=args.ocsp_rate,
+        ccadb=args.ccadb,
         registration=args.registration,
         rdap_bootstrap=args.rdap_bootstrap,
         rdap_rate=args.rdap_rate,
@@ -169,6 +258,21 @@ def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
         missing = [str(p) for p in config.paths if not p.exists()]
         if missing:
             parser.error(f"no such file or directory: {', '.join(missing)}")
+    if config.source == "ct" and not (config.logs or config.log_states):
+        parser.error("--source ct needs --log NAME_OR_URL or --logs STATES (with --log-list)")
+    if config.source == "ct" and not config.issuer_certs:
+        parser.error("--source ct needs --issuer-cert PEM: the CA whose entries to keep")
+    if config.source == "ct":
+        from .sources.ct import LogListError, choose_logs
+
+        try:
+            choose_logs(config)
+        except LogListError as exc:
+            parser.error(str(exc))
+    if config.check_revocation and not config.issuer_certs:
+        logging.getLogger(__name__).warning(
+            "--check-revocation without --issuer-cert: CRL signatures and OCSP requests need the issuer; "
+            "ctscan will try the certificates' caIssuers URLs")
     if config.source == "crtsh-sql" and not (config.ca_ids or config.ca_names):
         parser.error("--source crtsh-sql needs --ca-id or --ca-name")
     if config.source == "crtsh-json" and not (config.identities or config.orgs):
@@ -183,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.quiet, args.verbose)
+    if args.command == "test-websites":
+        return _test_websites(args)
     try:
         config = config_from_args(args)
     except ConfigError as exc:

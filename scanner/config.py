@@ -57,12 +57,15 @@ class Config:
     ct_batch: int = 256  # entries per get-entries request
     ct_parallel: int = 4  # get-entries ranges in flight per log
     ct_rate: float = 0.0  # requests per second per log; 0 = unlimited
+    ct_verify: bool = True  # check STH / checkpoint signatures and tree roots
+    ct_resume: bool = True  # continue each log where the last run stopped
 
     # revocation checks (--check-revocation)
     check_revocation: bool = False
     ocsp_sample: int | None = None  # per responder; None = every unexpired certificate
     ocsp_rate: float = 10.0  # requests per second per responder
     fetch_crls: bool = True  # with --check-revocation, fetch the CRLs the certificates point at
+    ccadb: Path | None = None  # CCADB / Mozilla report CSV: CRL URLs of the CA (and test websites)
 
     # registration lookups
     registration: str = "auto"

@@ -182,7 +182,8 @@ def get_with_retries(
             limiter.acquire()
         try:
             resp = session.get(url, params=params, headers=headers, timeout=timeout)
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:  # a body cut short is worth another try
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
         if resp.status_code in RETRYABLE_STATUSES:
             wait = parse_retry_after(resp.headers.get("Retry-After"))

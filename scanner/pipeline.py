@@ -56,6 +56,10 @@ def open_source(config: Config) -> Iterator[SourceItem]:
         from .sources.crtsh_json import read_crtsh_json
 
         return read_crtsh_json(config)
+    if config.source == "ct":
+        from .sources.ct import read_ct
+
+        return read_ct(config, progress=config.progress, verify=config.ct_verify, resume=config.ct_resume)
     if config.source == "store":
         from .store import read_store
 
@@ -142,6 +146,25 @@ def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Conf
     return pd.concat(parts, ignore_index=True)
 
 
+def load_issuers(paths: Iterable[Path]) -> list[Any]:
+    """The CA certificates given with --issuer-cert (PEM bundles or DER)."""
+    from cryptography import x509
+
+    out = []
+    for path in paths:
+        data = Path(path).read_bytes()
+        out.extend(x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
+                   else [x509.load_der_x509_certificate(data)])
+    return out
+
+
+def _check_revocation(certs: pd.DataFrame, config: Config) -> Any:
+    from .revocation.checks import check_revocation, issuers_by_key_id
+
+    issuers = issuers_by_key_id(load_issuers(config.issuer_certs))
+    return check_revocation(certs, config, issuers=issuers, ccadb=config.ccadb)
+
+
 def run(config: Config, *, write: bool = True) -> ScanResult:
     """Run one scan end to end and (unless write=False) write its reports into config.out_dir."""
     from .enrich.registration import RegistrationService
@@ -172,19 +195,43 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
             errors.append(_error_row("crl", "crl", line.split(":")[0], line))
         certs = apply_revocations(certs, revocations)
 
+        # OCSP and CRL fetches run while the registration lookups finish in the background.
+        extra_tables: dict[str, tuple[str, pd.DataFrame]] = {}
+        revocation_findings: pd.DataFrame | None = None
+        revocation_checks: dict[str, Any] | None = None
+        if config.check_revocation and config.offline:
+            notices.append("Offline: OCSP and CRL checks (--check-revocation) were not run.")
+        elif config.check_revocation:
+            check = _check_revocation(certs, config)
+            certs = apply_revocations(certs, check.revocations, source="crl")
+            revocation_findings = check.findings
+            errors.extend(check.errors)
+            extra_tables["ocsp-responders.csv"] = ("OCSP responders", check.responders)
+            extra_tables["crls.csv"] = ("CRLs", check.crls)
+            revocation_checks = {
+                "responders": len(check.responders),
+                "crls": {k: int(v) for k, v in check.crls["status"].value_counts().items()}
+                if not check.crls.empty else {},
+                "errors": len(check.errors),
+            }
+
         registrations = registry.results()
         lookup_summary = registry.summary()
         if registry.notice:
             notices.append(registry.notice)
 
     findings = run_detectors(certs, registrations, config)
+    if revocation_findings is not None and not revocation_findings.empty:
+        findings = pd.concat([findings, revocation_findings], ignore_index=True)
     suspects = build_suspects(certs, findings)
     errors_df = frame_from_rows(errors, ERROR_COLUMNS)
-    revocation_data = [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
+    revocation_data: list[str] = [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
                        for i in crl_infos]
     from_source = int(certs["revocation_source"].isin(["crtsh"]).sum()) if not certs.empty else 0
     if from_source:
         revocation_data.append(f"crt.sh crl_revoked: {from_source} revoked certificates")
+    if config.check_revocation and not config.offline:
+        revocation_data.append("OCSP and fetched CRLs (--check-revocation)")
     if not revocation_data:
         notices.append("No revocation data (no --crl given): revocation-based checks found nothing to check.")
     summary: dict[str, Any] = {
@@ -203,13 +250,15 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         "revocation_data": revocation_data,
         "notices": notices,
         "partial": any(n.partial for n in source_notices),
+        "revocation_checks": revocation_checks,
     }
     summary["wall_seconds"] = round(time.monotonic() - started, 3)
     result = ScanResult(certs, findings, suspects, errors_df, registrations, summary)
     if write:
         from .report import write_reports
 
-        result.reports = write_reports(config.out_dir, suspects, certs, findings, errors_df, registrations, summary)
+        result.reports = write_reports(config.out_dir, suspects, certs, findings, errors_df, registrations, summary,
+                                       extra_tables=extra_tables)
     for n in notices:
         log.warning(n)
     return result

@@ -42,6 +42,9 @@ def config_for(tmp_path: Path, server: DnsServer, **kw) -> Config:
 
 def test_nxdomain_means_unregistered(tmp_path, dns_server):
     (reg,) = lookup(config_for(tmp_path, dns_server), "nobody-registered-this.com")
+    assert (
+        dns_server.recursion_desired["nobody-registered-this.com"] is True
+    )  # a fixed server may be a resolver
     assert reg.status is RegistrationStatus.UNREGISTERED
     assert reg.method == "dns" and "NXDOMAIN" in reg.detail
     assert ("nobody-registered-this.com", "SOA") in dns_server.queries
@@ -79,3 +82,26 @@ def test_dns_server_addresses_parse_with_and_without_port():
     assert parse_address("127.0.0.1:5353") == ("127.0.0.1", 5353)
     assert parse_address("9.9.9.9") == ("9.9.9.9", 53)
     assert parse_address("[::1]:5300") == ("::1", 5300)
+
+
+def test_without_a_fixed_server_the_tld_servers_are_found_and_asked_without_recursion(tmp_path):
+    records = {
+        ("com", "NS"): ["com. 300 IN NS a.gtld-test.", "com. 300 IN NS b.gtld-test."],
+        ("a.gtld-test", "A"): ["a.gtld-test. 300 IN A 127.0.0.1"],
+        ("b.gtld-test", "A"): ["b.gtld-test. 300 IN A 127.0.0.1"],
+    }
+    with DnsServer({"google.com": NOERROR}, default=NXDOMAIN, records=records) as server:
+        config = Config(out_dir=tmp_path, timeout=1.0, retries=0)
+
+        async def run() -> list[Registration]:
+            client = DnsClient(config, resolver_address=server.address, authority_port=server.port)
+            return [await client.lookup("google.com"), await client.lookup("free-name.com")]
+
+        registered, free = asyncio.run(run())
+        asked = [q for q, _ in server.queries]
+        rd = dict(server.recursion_desired)
+    assert rd["google.com"] is False and rd["com"] is True
+    assert registered.status is RegistrationStatus.REGISTERED
+    assert free.status is RegistrationStatus.UNREGISTERED
+    assert asked.count("com") == 1  # the TLD's servers are looked up once per run
+    assert registered.server == f"127.0.0.1:{server.port}"

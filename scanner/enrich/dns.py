@@ -48,6 +48,10 @@ class DnsClient:
     config: Config
     semaphore: asyncio.Semaphore | None = None
     backoff_base: float = 0.5
+    resolver_address: str | None = (
+        None  # ADDR[:PORT] of the resolver that finds TLD servers (None = system's)
+    )
+    authority_port: int = 53  # port the TLD servers are asked on
     _zones: dict[str, asyncio.Future[list[tuple[str, int]]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -55,8 +59,8 @@ class DnsClient:
 
     def _get_resolver(self) -> dns.asyncresolver.Resolver:
         if self._resolver is None:
-            if self.config.dns_server:
-                addr, port = parse_address(self.config.dns_server)
+            if self.config.dns_server or self.resolver_address:
+                addr, port = parse_address(self.config.dns_server or self.resolver_address or "")
                 resolver = dns.asyncresolver.Resolver(configure=False)
                 resolver.nameservers = [addr]
                 resolver.port = port
@@ -106,7 +110,7 @@ class DnsClient:
             for host in hosts[:MAX_SERVERS]:
                 try:
                     for rdata in await resolver.resolve(host, "A"):
-                        addresses.append((rdata.address, 53))
+                        addresses.append((rdata.address, self.authority_port))
                 except dns.exception.DNSException:
                     continue
             if addresses:

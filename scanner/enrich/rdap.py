@@ -26,6 +26,7 @@ from scanner.net import (
     RETRYABLE_STATUSES,
     USER_AGENT,
     HostRateLimits,
+    RateLimiter,
     RetryableError,
     backoff_delay,
     parse_retry_after,
@@ -61,6 +62,7 @@ class RdapBootstrap:
     services: dict[str, tuple[str, ...]]
     publication: str = ""
     source: str = ""
+    _memo: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> RdapBootstrap:
@@ -87,12 +89,19 @@ class RdapBootstrap:
 
     def base_urls(self, domain: str) -> tuple[str, ...]:
         """Base URLs of the RDAP service for this domain's TLD (empty when it has none)."""
-        labels = domain.lower().strip(".").split(".")
-        for i in range(1, len(labels)):
-            urls = self.services.get(".".join(labels[i:]))
-            if urls:
-                return urls
-        return ()
+        parent = domain.lower().strip(".").partition(".")[2]
+        found = self._memo.get(parent)
+        if found is None:
+            found = ()
+            labels = parent.split(".") if parent else []
+            for i in range(len(labels)):
+                urls = self.services.get(".".join(labels[i:]))
+                if urls:
+                    found = urls
+                    break
+            if len(self._memo) < 100_000:
+                self._memo[parent] = found
+        return found
 
     def covers(self, domain: str) -> bool:
         """True when the TLD of this domain has an RDAP service."""
@@ -141,6 +150,7 @@ class RdapClient:
     backoff_base: float = 0.5
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _paused_until: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _limiters: dict[str, RateLimiter] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.bootstrap is None:
@@ -211,31 +221,40 @@ class RdapClient:
             attempts=attempts,
         )
 
-    async def _wait_for_host(self, origin: str) -> None:
-        assert self.limits is not None
-        # A 429's Retry-After holds back every request to that host, even with no rate limit set.
-        paused = self._paused_until.get(origin)
-        if paused is not None:
-            delay = paused - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await self.limits.for_host(origin).acquire_async()
+    def _limiter(self, origin: str) -> RateLimiter:
+        limiter = self._limiters.get(origin)
+        if limiter is None:
+            assert self.limits is not None
+            limiter = self._limiters[origin] = self.limits.for_host(origin)
+        return limiter
 
     def _pause_host(self, origin: str, seconds: float) -> None:
-        assert self.limits is not None
         seconds = min(seconds, MAX_RETRY_AFTER)
         self._paused_until[origin] = max(self._paused_until.get(origin, 0.0), time.monotonic() + seconds)
-        self.limits.for_host(origin).pause(seconds)
+        self._limiter(origin).pause(seconds)
 
     async def _ask(self, url: str, origin: str) -> _Answer:
-        await self._wait_for_host(origin)
-        session = self._get_session()
+        # One flat coroutine: this runs once per name of a large scan, so every layer costs.
+        paused = self._paused_until.get(origin)
+        if paused is not None and paused > time.monotonic():
+            # A 429's Retry-After holds back every request to that host, even with no rate limit set.
+            await asyncio.sleep(paused - time.monotonic())
+        limiter = self._limiter(origin)
+        if limiter.interval:
+            await limiter.acquire_async()
+        session = self._session if self._session is not None else self._get_session()
+        semaphore = self.semaphore
         try:
-            if self.semaphore is not None:
-                async with self.semaphore:
-                    status, body, headers, final_url = await self._get(session, url)
-            else:
-                status, body, headers, final_url = await self._get(session, url)
+            if semaphore is not None:
+                await semaphore.acquire()
+            try:
+                async with session.get(url) as resp:
+                    body = await resp.read()
+                    status, headers = resp.status, resp.headers
+                    final_url = str(resp.url) if resp.history else url
+            finally:
+                if semaphore is not None:
+                    semaphore.release()
         except asyncio.TimeoutError:
             raise RetryableError(f"{url}: no answer within {self.config.timeout:g}s") from None
         except aiohttp.ClientSSLError as exc:
@@ -245,12 +264,6 @@ class RdapClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise RetryableError(f"{url}: {type(exc).__name__}: {exc}") from exc
         return self._classify(url, final_url, status, body, headers)
-
-    @staticmethod
-    async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes, Any, str]:
-        async with session.get(url) as resp:
-            body = await resp.read()
-            return resp.status, body, resp.headers, (str(resp.url) if resp.history else url)
 
     def _classify(self, url: str, final_url: str, status: int, body: bytes, headers: Any) -> _Answer:
         if status == 404:

@@ -36,10 +36,12 @@ def write_reports(
     summary: dict[str, Any],
     *,
     now: datetime | None = None,
+    extra_tables: dict[str, tuple[str, pd.DataFrame]] | None = None,
 ) -> dict[str, Path]:
     """Write suspects.csv/.xlsx, errors.csv, registrations.csv, appendix/ and summary.json; name -> path.
 
     now is the reference time for "expired" versus "still valid" (default: the current UTC time).
+    extra_tables maps a CSV file name to (sheet title, frame), e.g. the OCSP responder table.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +58,9 @@ def write_reports(
         "errors.csv": write_frame(out_dir / "errors.csv", errors),
         "registrations.csv": write_frame(out_dir / "registrations.csv", registrations),
     }
+    extra = extra_tables or {}
+    for filename, (_, frame) in extra.items():
+        files[filename] = write_frame(out_dir / filename, frame)
     files.update(write_appendix(out_dir, stats, findings, facts, suspects, ref))
     files["suspects.xlsx"] = write_xlsx(
         out_dir / "suspects.xlsx",
@@ -66,6 +71,7 @@ def write_reports(
         registrations=registrations,
         errors=errors,
         now=ref.to_pydatetime(),
+        extra_sheets=[(title, frame) for title, frame in extra.values()],
     )
     files["summary.json"] = out_dir / "summary.json"
     document = dict(summary)

@@ -251,6 +251,7 @@ def write_xlsx(
     registrations: pd.DataFrame,
     errors: pd.DataFrame,
     now: datetime,
+    extra_sheets: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> Path:
     """Write suspects.xlsx atomically: Summary, a sheet per problem, All suspects, Registrations, Errors.
 
@@ -279,8 +280,10 @@ def write_xlsx(
             jobs += [
                 ("All suspects", lambda ws: write_table(ws, fmt, suspects)),
                 ("Registrations", lambda ws: write_table(ws, fmt, registrations)),
-                ("Errors", lambda ws: write_table(ws, fmt, errors)),
             ]
+            for title, frame in extra_sheets:
+                jobs.append((sheet_name(title, used), lambda ws, f=frame: write_table(ws, fmt, f)))
+            jobs.append(("Errors", lambda ws: write_table(ws, fmt, errors)))
             for name, job in jobs:
                 job(book.add_worksheet(name))
         finally:

@@ -254,8 +254,11 @@ class DnsServer:
     """A UDP DNS server (dnslib packets) on 127.0.0.1:<free port>; `answers[name]` is the behaviour."""
 
     answers: dict[str, str] = field(default_factory=dict)
+    #: (name, qtype) -> zone-file lines answered with NOERROR, e.g. ("com", "NS"): ["com. 300 IN NS ns1.test."]
+    records: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     default: str = NXDOMAIN
     queries: list[tuple[str, str]] = field(default_factory=list)  # (qname, qtype)
+    recursion_desired: dict[str, bool] = field(default_factory=dict)  # qname -> RD flag of its last query
 
     def __post_init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -284,6 +287,14 @@ class DnsServer:
                 continue
             qname = str(request.q.qname).rstrip(".").lower()
             self.queries.append((qname, QTYPE[request.q.qtype]))
+            self.recursion_desired[qname] = bool(request.header.rd)
+            zone_lines = self.records.get((qname, QTYPE[request.q.qtype]))
+            if zone_lines is not None:
+                reply = request.reply()
+                for line in zone_lines:
+                    reply.add_answer(*RR.fromZone(line))
+                self._sock.sendto(reply.pack(), peer)
+                continue
             behaviour = self.answers.get(qname, self.default)
             if behaviour == DROP:
                 continue

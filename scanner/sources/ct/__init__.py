@@ -9,7 +9,8 @@ import requests
 
 from ...config import Config
 from ..base import SourceError, SourceItem, SourceNotice
-from .context import SOURCE, Context, new_session
+from ...net import new_session
+from .context import SOURCE, Context
 from .issuers import IssuerError, IssuerFilter, load_issuer_certs
 from .loglist import RFC6962, LogInfo, LogListError, load_log_list, select_logs
 from .rfc6962 import read_rfc6962_log

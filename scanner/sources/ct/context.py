@@ -21,26 +21,6 @@ from .loglist import LogInfo
 SOURCE = "ct"
 
 
-class _CTSession(requests.Session):
-    """A session that reports a body cut short as a connection error, which net.get_with_retries retries."""
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        try:
-            return super().request(*args, **kwargs)
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
-            raise requests.ConnectionError(f"body cut short or undecodable: {exc}") from exc
-
-
-def new_session() -> requests.Session:
-    """A keep-alive session like net.new_session, that also retries truncated bodies."""
-    session = _CTSession()
-    session.headers["User-Agent"] = net.USER_AGENT
-    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 def maybe_gunzip(body: bytes, expected_len: int | None = None) -> bytes:
     """Undo gzip on a tile stored compressed (served without Content-Encoding)."""
     if body[:2] != b"\x1f\x8b" or (expected_len is not None and len(body) == expected_len):
@@ -62,7 +42,7 @@ class Context:
 
     config: Config
     filter: IssuerFilter
-    session: requests.Session = field(default_factory=new_session)
+    session: requests.Session = field(default_factory=net.new_session)
     progress: bool = False
     verify: bool = True
     resume: bool = True
