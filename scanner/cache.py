@@ -19,6 +19,11 @@ from typing import Any
 
 from typing_extensions import Self
 
+try:  # orjson reads a bulk of cached values about twice as fast; json does the same job without it
+    from orjson import loads as json_loads
+except ImportError:  # pragma: no cover - depends on the environment
+    json_loads = json.loads
+
 log = logging.getLogger(__name__)
 
 CACHE_FILENAME = "ctscan-cache.sqlite3"
@@ -138,7 +143,7 @@ class Cache:
     def _decode(self, found: list[tuple[str, str]]) -> dict[str, Any]:
         try:
             # One json.loads over all values is several times faster than one call per value.
-            values = json.loads("[" + ",".join(value for _, value in found) + "]")
+            values = json_loads("[" + ",".join(value for _, value in found) + "]")
             return dict(zip((key for key, _ in found), values))
         except ValueError:
             out: dict[str, Any] = {}

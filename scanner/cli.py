@@ -115,7 +115,17 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--reissue-window", default="2d", metavar="DURATION",
                    help="a reissue this close to the revocation, before or after, makes a pair (default: 2d)")
 
+    e = p.add_argument_group("scale")
+    e.add_argument("--engine", choices=("pandas", "dask"), default=env_default("engine", "pandas"),
+                   help="run the detectors with pandas on this machine, or on Dask (default: pandas)")
+    e.add_argument("--scheduler", metavar="ADDRESS", default=env_default("scheduler"),
+                   help="with --engine dask: an existing Dask scheduler (default: a local cluster)")
+    e.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes that parse certificates (default: one per core)")
+
     o = p.add_argument_group("output")
+    o.add_argument("--plots", action="store_true",
+                   help="also write PNG plots (issuance timeline, revocation latency, findings per month)")
     o.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr, no progress bars")
     o.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-vv for debug)")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -239,6 +249,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         registry_answers=tuple(args.registry_answers),
         revocation_window=parse_duration(args.window),
         reissue_window=parse_duration(args.reissue_window),
+        engine=args.engine,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        plots=args.plots,
         quiet=args.quiet,
         verbose=args.verbose,
         progress=False if args.quiet else args.progress,
@@ -283,20 +297,20 @@ def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `ctscan` command."""
+    """Entry point of the `ctscan` command: returns the exit status (usage errors and --help included)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.quiet, args.verbose)
-    if args.command == "test-websites":
-        return _test_websites(args)
     try:
-        config = config_from_args(args)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    try:
+        args = parser.parse_args(argv)
+        _setup_logging(args.quiet, args.verbose)
+        if args.command == "test-websites":
+            return _test_websites(args)
+        try:
+            config = config_from_args(args)
+        except ConfigError as exc:
+            parser.error(str(exc))
         _validate(config, parser)
-    except SystemExit as exc:
-        return int(exc.code or 2)
+    except SystemExit as exc:  # argparse's way of saying "usage error" (2) or "--help done" (0)
+        return exc.code if isinstance(exc.code, int) else 2
     from .pipeline import run
 
     try:

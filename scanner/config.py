@@ -87,7 +87,13 @@ class Config:
     reissue_window: timedelta = timedelta(days=2)  # B issued within this of A's revocation = a pair
     max_sans_per_cert: int = 5000  # beyond this, a certificate's extra SANs are not looked up
 
+    # scale
+    engine: str = "pandas"  # pandas / dask: where the detectors run
+    scheduler: str | None = None  # dask scheduler address; None = a LocalCluster
+    workers: int = 0  # parsing processes; 0 = one per core
+
     # output
+    plots: bool = False  # PNG plots into the report folder
     quiet: bool = False
     verbose: int = 0
     progress: bool | None = None  # None = only when stderr is a TTY
@@ -106,6 +112,8 @@ class Config:
             raise ConfigError("--crtsh-rate must be >= 0")
         if self.lookup_concurrency < 1:
             raise ConfigError("--lookup-concurrency must be at least 1")
+        if self.engine not in ("pandas", "dask"):
+            raise ConfigError(f"--engine must be pandas or dask, not {self.engine!r}")
         if self.retries < 0:
             raise ConfigError("--retries must be >= 0")
         if self.revocation_window <= timedelta(0) or self.reissue_window <= timedelta(0):

@@ -14,14 +14,11 @@ from typing import Any
 import pandas as pd
 
 from .config import Config
-from .detect.names import detect_name_kinds
-from .detect.registration import detect_registered_after_issuance, detect_unregistered
-from .detect.revocation import detect_early_revocation, detect_revoke_reissue
+from .detect.run import run_detectors, sort_findings
 from .detect.score import build_suspects
-from .detect.typo import detect_typo_neighbours
-from .enrich.domains import PUBLIC, classify_name, name_table
+from .enrich.domains import PUBLIC, classify_name
 from .parse import ParseError, collapse_precerts, record_from_raw, records_frame
-from .records import ERROR_COLUMNS, FINDING_COLUMNS, empty_frame, frame_from_rows
+from .records import ERROR_COLUMNS, frame_from_rows
 from .revocation.crl import apply_revocations, read_crl_files
 from .sources.base import RawCert, SourceError, SourceItem, SourceNotice
 
@@ -129,23 +126,6 @@ def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
     return out
 
 
-def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Every detector over the certificate table: one findings table (pure; no network)."""
-    names = name_table(certs, config.max_sans_per_cert)
-    parts = [
-        detect_unregistered(certs, names, registrations),
-        detect_registered_after_issuance(certs, names, registrations),
-        detect_typo_neighbours(certs),
-        detect_revoke_reissue(certs, config.revocation_window, config.reissue_window),
-        detect_early_revocation(certs, config.revocation_window),
-        detect_name_kinds(names),
-    ]
-    parts = [p for p in parts if not p.empty]
-    if not parts:
-        return empty_frame(FINDING_COLUMNS)
-    return pd.concat(parts, ignore_index=True)
-
-
 def load_issuers(paths: Iterable[Path]) -> list[Any]:
     """The CA certificates given with --issuer-cert (PEM bundles or DER)."""
     from cryptography import x509
@@ -217,12 +197,20 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
 
         registrations = registry.results()
         lookup_summary = registry.summary()
+        already_said = set()
         if registry.notice:
             notices.append(registry.notice)
+            already_said.add(registry.notice)  # the registration service said it once already
 
-    findings = run_detectors(certs, registrations, config)
+    if config.engine == "dask":
+        from .engine_dask import run_detectors_dask
+
+        findings = run_detectors_dask(certs, registrations, config)
+    else:
+        findings = run_detectors(certs, registrations, config)
     if revocation_findings is not None and not revocation_findings.empty:
         findings = pd.concat([findings, revocation_findings], ignore_index=True)
+    findings = sort_findings(findings)
     suspects = build_suspects(certs, findings)
     errors_df = frame_from_rows(errors, ERROR_COLUMNS)
     revocation_data: list[str] = [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
@@ -260,5 +248,6 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         result.reports = write_reports(config.out_dir, suspects, certs, findings, errors_df, registrations, summary,
                                        extra_tables=extra_tables)
     for n in notices:
-        log.warning(n)
+        if n not in already_said:
+            log.warning(n)
     return result

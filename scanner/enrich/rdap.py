@@ -33,6 +33,21 @@ from scanner.net import (
 )
 from scanner.records import Registration, RegistrationStatus
 
+try:  # orjson parses RDAP bodies about twice as fast; the standard library does the same job without it
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _fast_loads = json.loads
+
+
+def json_loads(body: bytes | str) -> Any:
+    """Parse JSON (orjson when installed); raises ValueError only when the standard library would too."""
+    try:
+        return _fast_loads(body)
+    except ValueError:
+        # orjson is stricter (integers beyond 64 bits, NaN): let the standard parser decide.
+        return json.loads(body)
+
+
 METHOD = "rdap"
 ACCEPT = "application/rdap+json, application/json"
 #: Detail prefix of answers that failed because nothing could be reached (no route, refused, no DNS).
@@ -288,7 +303,7 @@ class RdapClient:
                 server=final_url,
             )
         try:
-            doc = json.loads(body)
+            doc = json_loads(body)
         except ValueError:
             raise RetryableError(f"{final_url} answered 200 with a non-JSON body: {_short(body)}") from None
         if not isinstance(doc, dict) or str(doc.get("objectClassName", "")).lower() != "domain":
@@ -304,7 +319,7 @@ def _error_title(body: bytes) -> str:
     if not body.strip():
         return ""
     try:
-        doc = json.loads(body)
+        doc = json_loads(body)
     except ValueError:
         return ""
     if isinstance(doc, dict):

@@ -135,10 +135,23 @@ class _Counts:
 
 
 @dataclass
+class _Batch:
+    """One submitted batch: done is set when its last name is answered."""
+
+    remaining: int
+    done: asyncio.Future[None]
+
+    def one_finished(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+@dataclass
 class _Lane:
     """Domains waiting for one registry service; its own workers so a slow registry starves no other."""
 
-    queue: collections.deque[tuple[str, asyncio.Future[None]]] = field(default_factory=collections.deque)
+    queue: collections.deque[tuple[str, _Batch]] = field(default_factory=collections.deque)
     workers: int = 0
 
 
@@ -331,12 +344,10 @@ class RegistrationService:
             self._counts.offline += len(rest)
             return
         loop = asyncio.get_running_loop()
-        futures = []
+        batch = _Batch(len(rest), loop.create_future())
         for name in rest:
-            future: asyncio.Future[None] = loop.create_future()
-            futures.append(future)
-            self._enqueue(self._lane_of(name), name, future)
-        await asyncio.gather(*futures)
+            self._enqueue(self._lane_of(name), name, batch)
+        await batch.done
 
     def _from_cache(self, names: list[str]) -> list[str]:
         assert self._cache is not None
@@ -395,9 +406,11 @@ class RegistrationService:
             return "rdap:" + bases[0]
         return ("whois:" if self.mode != "rdap" else "rdap:") + name.rsplit(".", 1)[-1]
 
-    def _enqueue(self, lane_key: str, name: str, future: asyncio.Future[None]) -> None:
-        lane = self._lanes.setdefault(lane_key, _Lane())
-        lane.queue.append((name, future))
+    def _enqueue(self, lane_key: str, name: str, batch: _Batch) -> None:
+        lane = self._lanes.get(lane_key)
+        if lane is None:
+            lane = self._lanes[lane_key] = _Lane()
+        lane.queue.append((name, batch))
         if lane.workers < self.config.lookup_concurrency:
             lane.workers += 1
             task = asyncio.get_running_loop().create_task(self._worker(lane))
@@ -408,7 +421,7 @@ class RegistrationService:
     async def _worker(self, lane: _Lane) -> None:
         try:
             while lane.queue:
-                name, future = lane.queue.popleft()
+                name, batch = lane.queue.popleft()
                 try:
                     reg, no_connection = await self._lookup(name)
                 except Exception as exc:  # one odd domain must not stop the batch
@@ -423,8 +436,7 @@ class RegistrationService:
                     )
                     no_connection = False
                 self._finish(reg, no_connection)
-                if not future.done():
-                    future.set_result(None)
+                batch.one_finished()
         finally:
             lane.workers -= 1
 

@@ -1,0 +1,54 @@
+"""Every detector in one place: the per-certificate ones and those that compare certificates."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..config import Config
+from ..enrich.domains import name_table
+from ..records import FINDING_COLUMNS, empty_frame
+from .names import detect_name_kinds
+from .registration import detect_registered_after_issuance, detect_unregistered
+from .revocation import detect_early_revocation, detect_revoke_reissue
+from .typo import detect_typo_neighbours
+
+
+def per_certificate_findings(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Findings that look at one certificate at a time (any partition of the rows gives the same union)."""
+    names = name_table(certs, config.max_sans_per_cert)
+    return concat_findings([
+        detect_unregistered(certs, names, registrations),
+        detect_registered_after_issuance(certs, names, registrations),
+        detect_early_revocation(certs, config.revocation_window),
+        detect_name_kinds(names),
+    ])
+
+
+def cross_certificate_findings(certs: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Findings that compare certificates of one subscriber (a partition must hold whole subscribers)."""
+    return concat_findings([
+        detect_typo_neighbours(certs),
+        detect_revoke_reissue(certs, config.revocation_window, config.reissue_window),
+    ])
+
+
+def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """Every detector over the certificate table: one findings table (pure; no network)."""
+    return concat_findings([
+        per_certificate_findings(certs, registrations, config),
+        cross_certificate_findings(certs, config),
+    ])
+
+
+def concat_findings(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """One findings table from several (empty ones dropped, schema kept)."""
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return empty_frame(FINDING_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
+
+
+def sort_findings(findings: pd.DataFrame) -> pd.DataFrame:
+    """A canonical order, so two engines' outputs compare equal row for row."""
+    return findings.sort_values(["sha256", "code", "name", "related_sha256", "evidence"],
+                                kind="stable").reset_index(drop=True)
