@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,7 +10,7 @@ import pandas as pd
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from .records import CERT_COLUMNS, frame_from_rows
+from .records import CERT_COLUMNS, coerce, frame_from_rows
 from .sources.base import RawCert
 
 CT_POISON_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.3")
@@ -185,50 +184,45 @@ def record_from_raw(raw: RawCert) -> dict[str, Any]:
     return row
 
 
-def _merge_pair(final: dict[str, Any], pre: dict[str, Any]) -> dict[str, Any]:
-    """One row for a final certificate and its precertificate, keeping both hashes."""
-    merged = dict(final)
-    merged["precert_sha256"] = pre["precert_sha256"]
-    for key in ("revoked_at", "revocation_reason", "revocation_source", "crtsh_id", "issuer_ca_id"):
-        if merged.get(key) in (None, "") and pre.get(key) not in (None, ""):
-            merged[key] = pre[key]
-    seen = [t for t in (final.get("first_seen"), pre.get("first_seen")) if t is not None and not pd.isna(t)]
-    merged["first_seen"] = min(seen) if seen else None
-    if pre["provenance"] and pre["provenance"] != final["provenance"]:
-        merged["provenance"] = f"{final['provenance']} + precert {pre['provenance']}"
-    return merged
+_FILL_FROM_PRECERT = ("revoked_at", "revocation_reason", "revocation_source", "crtsh_id", "issuer_ca_id")
 
 
-def pair_key(row: dict[str, Any]) -> tuple[str, str]:
-    """The unit a precertificate and its certificate share: issuer and serial."""
-    return (row["issuer_key_id"] or row["issuer_dn"], row["serial"])
+def pair_key(certs: pd.DataFrame) -> pd.Series:
+    """The unit a precertificate and its certificate share: issuer (key id, else DN) and serial."""
+    issuer = certs["issuer_key_id"].fillna("")
+    issuer = issuer.where(issuer != "", "dn:" + certs["issuer_dn"].fillna(""))
+    return issuer + "|" + certs["serial"].fillna("")
 
 
-def collapse_precerts(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Collapse precertificate/certificate twins and exact duplicates (same SHA-256) into one row each.
+def collapse_precerts(certs: pd.DataFrame) -> pd.DataFrame:
+    """One row per certificate: precertificate/certificate twins merged (both hashes kept), exact duplicates dropped.
 
     Two different final certificates (or two precertificates) with one issuer and serial are both
     kept: that is a defect worth seeing, not a twin.
     """
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    seen_sha: set[str] = set()
-    for row in rows:
-        if row["sha256"] in seen_sha:
-            continue
-        seen_sha.add(row["sha256"])
-        groups.setdefault(pair_key(row), []).append(row)
-    out: list[dict[str, Any]] = []
-    for group in groups.values():
-        if len(group) == 1:
-            out.extend(group)
-            continue
-        finals = [r for r in group if not r["is_precert"]]
-        precerts = [r for r in group if r["is_precert"]]
-        if len(finals) == 1 and len(precerts) == 1:
-            out.append(_merge_pair(finals[0], precerts[0]))
-        else:
-            out.extend(group)
-    return out
+    if certs.empty:
+        return certs
+    df = certs.drop_duplicates("sha256").reset_index(drop=True)
+    key = pair_key(df)
+    size = key.map(key.value_counts())
+    precerts_in_group = df["is_precert"].astype(int).groupby(key).transform("sum")
+    twin = (size == 2) & (precerts_in_group == 1)
+    if not twin.any():
+        return df
+    pre = df[twin & df["is_precert"]].set_index(key[twin & df["is_precert"]])
+    final = df[twin & ~df["is_precert"]].copy()
+    fkey = key[final.index]
+    p = pre.loc[fkey.values]
+    p.index = final.index
+    final["precert_sha256"] = p["precert_sha256"]
+    for col in _FILL_FROM_PRECERT:
+        missing = final[col].isna() | (final[col].astype("string").fillna("") == "")
+        final.loc[missing, col] = p.loc[missing, col]
+    final["first_seen"] = pd.concat([final["first_seen"], p["first_seen"]], axis=1).min(axis=1)
+    other = (p["provenance"].fillna("") != "") & (p["provenance"] != final["provenance"])
+    final.loc[other, "provenance"] = final.loc[other, "provenance"] + " + precert " + p.loc[other, "provenance"]
+    out = pd.concat([df[~twin], final]).sort_index(kind="stable")
+    return coerce(out.reset_index(drop=True), CERT_COLUMNS)
 
 
 def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +14,13 @@ import pandas as pd
 from .config import Config
 from .detect.run import run_detectors, sort_findings
 from .detect.score import build_suspects
-from .enrich.domains import PUBLIC, classify_name
-from .parse import ParseError, collapse_precerts, record_from_raw, records_frame
+from .ingest import error_row, parse_in_chunks
+from .parse import collapse_precerts, records_frame
 from .records import ERROR_COLUMNS, frame_from_rows
 from .revocation.crl import apply_revocations, read_crl_files
-from .sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from .sources.base import SourceItem, SourceNotice
 
 log = logging.getLogger(__name__)
-CHUNK = 2000  # certificates parsed between two hand-overs of new domains to the lookups
 
 
 @dataclass
@@ -64,68 +61,6 @@ def open_source(config: Config) -> Iterator[SourceItem]:
     raise NotImplementedError(f"--source {config.source} is not available yet")
 
 
-def _error_row(stage: str, source: str, provenance: str, error: str, sha256: str = "") -> dict[str, str]:
-    return {"stage": stage, "source": source, "provenance": provenance, "sha256": sha256, "error": error}
-
-
-def _explain_parse_failure(raw: RawCert, exc: Exception) -> str:
-    from cryptography import x509
-
-    try:
-        x509.load_der_x509_crl(raw.der)
-        return "this is a CRL, not a certificate: pass it with --crl"
-    except Exception:
-        pass
-    return f"not a parseable X.509 certificate: {exc}"
-
-
-def parse_items(
-    items: Iterable[SourceItem],
-    errors: list[dict[str, str]],
-    counts: dict[str, int],
-    on_chunk: Any = None,
-    notices: list[SourceNotice] | None = None,
-) -> list[dict[str, Any]]:
-    """Parse source items into records; failures go to `errors`, notices to `notices`; `on_chunk(rows)` per chunk."""
-    rows: list[dict[str, Any]] = []
-    it = iter(items)
-    while True:
-        chunk = list(islice(it, CHUNK))
-        if not chunk:
-            break
-        new_rows = []
-        for item in chunk:
-            if isinstance(item, SourceNotice):
-                if notices is not None:
-                    notices.append(item)
-                continue
-            counts["read"] += 1
-            if isinstance(item, SourceError):
-                errors.append(_error_row(item.stage, item.source, item.provenance, item.error, item.sha256))
-                continue
-            try:
-                new_rows.append(record_from_raw(item))
-            except ParseError as exc:
-                errors.append(_error_row("parse", item.source, item.provenance, _explain_parse_failure(item, exc),
-                                         hashlib.sha256(item.der).hexdigest()))
-        counts["parsed"] += len(new_rows)
-        rows.extend(new_rows)
-        if on_chunk is not None:
-            on_chunk(new_rows)
-    return rows
-
-
-def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
-    """The registrable domains worth a registration lookup in these records."""
-    out: set[str] = set()
-    for row in rows:
-        for name in row["san_dns"][:max_per_cert]:
-            info = classify_name(name)
-            if info.kind == PUBLIC:
-                out.add(info.registrable)
-    return out
-
-
 def load_issuers(paths: Iterable[Path]) -> list[Any]:
     """The CA certificates given with --issuer-cert (PEM bundles or DER)."""
     from cryptography import x509
@@ -157,22 +92,27 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
 
     with RegistrationService(config, progress=config.progress) as registry:
 
-        def hand_over(new_rows: list[dict[str, Any]]) -> None:
-            new = domains_of(new_rows, config.max_sans_per_cert) - seen_domains
-            seen_domains.update(new)
-            if new:
-                registry.submit(sorted(new))
-
         source_notices: list[SourceNotice] = []
-        rows = parse_items(open_source(config), errors, counts, hand_over, source_notices)
+        frames: list[pd.DataFrame] = []
+        for chunk in parse_in_chunks(open_source(config), workers=config.workers,
+                                     max_sans_per_cert=config.max_sans_per_cert):
+            new = chunk.domains - seen_domains
+            if new:  # lookups start while later chunks are still being parsed
+                seen_domains.update(new)
+                registry.submit(sorted(new))
+            counts["read"] += chunk.read
+            counts["parsed"] += len(chunk.certs)
+            errors.extend(chunk.errors)
+            source_notices.extend(chunk.notices)
+            if not chunk.certs.empty:
+                frames.append(chunk.certs)
         notices.extend(n.message for n in source_notices)
-        rows = collapse_precerts(rows)
-        certs = records_frame(rows)
-        del rows
+        certs = collapse_precerts(pd.concat(frames, ignore_index=True) if frames else records_frame([]))
+        del frames
 
         crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
         for line in crl_errors:
-            errors.append(_error_row("crl", "crl", line.split(":")[0], line))
+            errors.append(error_row("crl", "crl", line.split(":")[0], line))
         certs = apply_revocations(certs, revocations)
 
         # OCSP and CRL fetches run while the registration lookups finish in the background.

@@ -40,7 +40,7 @@ def test_crl_revocation_is_applied_only_to_the_issuer_that_signed_it(test_ca):
     other = TestCA(name=test_ca.name)  # same name, different key: must not share revocations
     mine = test_ca.issue(serial=0x1002, not_before=utc("2019-11-12T12:17"), dns=["mail.cuatis.net"])
     theirs = other.issue(serial=0x1002, not_before=utc("2019-11-12T12:00"), dns=["x.example.com"])
-    certs = records_frame(collapse_precerts([parse_der(der(mine)), parse_der(der(theirs))]))
+    certs = collapse_precerts(records_frame([parse_der(der(mine)), parse_der(der(theirs))]))
     crl = test_ca.crl([(0x1002, utc("2019-11-12T16:55"), x509.ReasonFlags.key_compromise)],
                       this_update=utc("2019-11-13T00:00"))
     _, revs = crl_revocations(load_crl(pem(crl)), "ca.crl")

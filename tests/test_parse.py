@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from scanner.parse import ParseError, collapse_precerts, parse_der, serial_hex
+from scanner.parse import ParseError, collapse_precerts, parse_der, records_frame, serial_hex
 from scanner.sources.files import read_files
 from scanner.sources.base import RawCert, SourceError
 from scanner.synth import der, pem, utc
@@ -48,18 +48,19 @@ def test_serial_hex_is_even_length_lowercase():
 def test_precertificate_and_final_certificate_collapse_into_one_row_with_both_hashes(test_ca):
     kw = dict(serial=77, not_before=utc("2019-11-12T12:17"), cn="mail.cuatis.net", dns=["mail.cuatis.net"])
     pre, final = der(test_ca.issue(precert=True, **kw)), der(test_ca.issue(**kw))
-    rows = collapse_precerts([parse_der(pre, provenance="p"), parse_der(final, provenance="f")])
+    rows = collapse_precerts(records_frame([parse_der(pre, provenance="p"), parse_der(final, provenance="f")])).to_dict("records")
     assert len(rows) == 1
     row = rows[0]
+    assert row["provenance"] == "f + precert p"
     assert row["sha256"] == hashlib.sha256(final).hexdigest() == row["cert_sha256"]
     assert row["precert_sha256"] == hashlib.sha256(pre).hexdigest()
-    assert row["is_precert"] is False
+    assert not row["is_precert"]
 
 
 def test_two_different_final_certificates_with_one_serial_are_both_kept(test_ca):
     a = der(test_ca.issue(serial=78, not_before=utc("2020-01-01T00:00"), dns=["a.example.com"]))
     b = der(test_ca.issue(serial=78, not_before=utc("2020-01-02T00:00"), dns=["b.example.com"]))
-    rows = collapse_precerts([parse_der(a), parse_der(b), parse_der(a)])
+    rows = collapse_precerts(records_frame([parse_der(a), parse_der(b), parse_der(a)])).to_dict("records")
     assert sorted(r["san_dns"][0] for r in rows) == ["a.example.com", "b.example.com"]
 
 

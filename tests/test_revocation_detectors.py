@@ -23,7 +23,7 @@ def _frame(test_ca, specs):
         if revoked:
             row["revoked_at"] = utc(revoked)
         rows.append(row)
-    return records_frame(collapse_precerts(rows))
+    return collapse_precerts(records_frame(rows))
 
 
 def _by_serial(df):

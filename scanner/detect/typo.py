@@ -58,7 +58,7 @@ def _clip(text: object, limit: int = 80) -> str:
 
 
 def _registrables(
-    certs: pd.DataFrame, min_label_len: int, max_registrables: int
+    certs: pd.DataFrame, min_label_len: int, max_registrables: int, counts: "IssuanceCounts | None" = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per certificate and registrable domain, one row per SAN) for labels long enough to compare."""
     lists = certs["san_dns"].tolist()
@@ -88,9 +88,27 @@ def _registrables(
     regs = sans.drop_duplicates(["cert", "registrable"]).reset_index(drop=True)
     per_cert = regs.groupby("cert")["registrable"].transform("size")
     regs["bundle"] = (per_cert > max_registrables).to_numpy()
-    regs["reg_count"] = regs["registrable"].map(regs["registrable"].value_counts()).to_numpy()
-    regs["key_count"] = regs["key"].map(regs.drop_duplicates(["cert", "key"])["key"].value_counts()).to_numpy()
+    by_registrable, by_key = counts if counts is not None else _counts(regs)
+    regs["reg_count"] = regs["registrable"].map(by_registrable).to_numpy()
+    regs["key_count"] = regs["key"].map(by_key).to_numpy()
     return regs, sans[["cert", "registrable", "san"]]
+
+
+#: (certificates naming each registrable domain, certificates naming each comparison key).
+IssuanceCounts = tuple[pd.Series, pd.Series]
+
+
+def _counts(regs: pd.DataFrame) -> IssuanceCounts:
+    return regs["registrable"].value_counts(), regs.drop_duplicates(["cert", "key"])["key"].value_counts()
+
+
+def issuance_counts(certs: pd.DataFrame, *, min_label_len: int = 4) -> IssuanceCounts:
+    """The CA-wide counts the ranking compares; they add up over disjoint sets of certificates."""
+    empty = pd.Series(dtype="int64")
+    if certs is None or certs.empty or "san_dns" not in certs.columns:
+        return empty, empty
+    regs, _ = _registrables(certs.reset_index(drop=True), min_label_len, MAX_REGISTRABLES)
+    return _counts(regs) if not regs.empty else (empty, empty)
 
 
 def _sans_of(sans: pd.DataFrame, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], list[str]]:
@@ -180,13 +198,18 @@ def _nearest_witness(left: pd.DataFrame, right: pd.DataFrame, by: list[str], rig
 
 
 def detect_typo_neighbours(
-    certs: pd.DataFrame, *, min_label_len: int = 4, max_registrables: int = MAX_REGISTRABLES
+    certs: pd.DataFrame, *, min_label_len: int = 4, max_registrables: int = MAX_REGISTRABLES,
+    counts: IssuanceCounts | None = None,
 ) -> pd.DataFrame:
-    """Findings "typo_neighbour" for SANs one edit away from the subject O, another SAN or the subscriber's names."""
+    """Findings "typo_neighbour" for SANs one edit away from the subject O, another SAN or the subscriber's names.
+
+    `counts` (issuance_counts of every certificate of the CA) replaces the counts over `certs` when
+    `certs` is only a part of the issuance, e.g. one partition of whole subscribers.
+    """
     if certs is None or certs.empty or "san_dns" not in certs.columns:
         return empty_frame(FINDING_COLUMNS)
     certs = certs.reset_index(drop=True)
-    regs, sans = _registrables(certs, min_label_len, max_registrables)
+    regs, sans = _registrables(certs, min_label_len, max_registrables, counts)
     if regs.empty:
         return empty_frame(FINDING_COLUMNS)
 

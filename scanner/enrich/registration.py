@@ -419,11 +419,18 @@ class RegistrationService:
             task.add_done_callback(self._tasks.discard)
 
     async def _worker(self, lane: _Lane) -> None:
+        rdap, whois, dns = self._clients()
+        # With one method there is no chain to walk: call it directly (this loop is the hot path).
+        single = {"rdap": rdap.lookup, "whois": whois.lookup, "dns": dns.lookup}.get(self.mode)
         try:
             while lane.queue:
                 name, batch = lane.queue.popleft()
                 try:
-                    reg, no_connection = await self._lookup(name)
+                    if single is not None:
+                        reg = await single(name)
+                        no_connection = _no_connection(reg)
+                    else:
+                        reg, no_connection = await self._lookup(name)
                 except Exception as exc:  # one odd domain must not stop the batch
                     log.warning("registration lookup of %s failed unexpectedly: %s", name, exc, exc_info=True)
                     self._counts.errors += 1
@@ -452,17 +459,8 @@ class RegistrationService:
                 self._flush_cache()
 
     async def _lookup(self, name: str) -> tuple[Registration, bool]:
-        """One domain through the mode's methods; also says whether every method failed to connect."""
+        """One domain through auto mode's chain; also says whether it failed for want of a connection."""
         rdap, whois, dns = self._clients()
-        if self.mode == "rdap":
-            reg = await rdap.lookup(name)
-            return reg, _no_connection(reg)
-        if self.mode == "whois":
-            reg = await whois.lookup(name)
-            return reg, _no_connection(reg)
-        if self.mode == "dns":
-            reg = await dns.lookup(name)
-            return reg, _no_connection(reg)
         first = await (rdap.lookup(name) if rdap.covers(name) else whois.lookup(name))
         if first.status is not RegistrationStatus.UNKNOWN:
             return first, False

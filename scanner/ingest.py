@@ -1,0 +1,112 @@
+"""Source items -> certificate frames, chunk by chunk, parsed across processes with bounded read-ahead."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import pandas as pd
+
+from .enrich.domains import PUBLIC, classify_name
+from .parse import ParseError, record_from_raw, records_frame
+from .sources.base import RawCert, SourceError, SourceItem, SourceNotice
+
+CHUNK = 2000  # certificates per unit of work: between two hand-overs of new domains to the lookups
+PARALLEL_FROM = 2 * CHUNK  # smaller inputs are parsed in-process: starting workers costs more
+
+
+@dataclass
+class Chunk:
+    """What one chunk of source items became."""
+
+    certs: pd.DataFrame
+    errors: list[dict[str, str]] = field(default_factory=list)
+    notices: list[SourceNotice] = field(default_factory=list)
+    read: int = 0  # items that were certificates or errors (notices are not counted)
+    domains: set[str] = field(default_factory=set)  # registrable domains worth a lookup
+
+
+def error_row(stage: str, source: str, provenance: str, error: str, sha256: str = "") -> dict[str, str]:
+    """A dict with records.ERROR_COLUMNS keys."""
+    return {"stage": stage, "source": source, "provenance": provenance, "sha256": sha256, "error": error}
+
+
+def _explain_parse_failure(raw: RawCert, exc: Exception) -> str:
+    from cryptography import x509
+
+    try:
+        x509.load_der_x509_crl(raw.der)
+        return "this is a CRL, not a certificate: pass it with --crl"
+    except ValueError:
+        return f"not a parseable X.509 certificate: {exc}"
+
+
+def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
+    """The registrable domains worth a registration lookup in these records."""
+    out: set[str] = set()
+    for row in rows:
+        for name in row["san_dns"][:max_per_cert]:
+            info = classify_name(name)
+            if info.kind == PUBLIC:
+                out.add(info.registrable)
+    return out
+
+
+def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
+    """Parse one chunk: certificates to a frame, failures to error rows, notices kept. Runs in workers."""
+    rows: list[dict[str, Any]] = []
+    chunk = Chunk(certs=pd.DataFrame())
+    for item in items:
+        if isinstance(item, SourceNotice):
+            chunk.notices.append(item)
+            continue
+        chunk.read += 1
+        if isinstance(item, SourceError):
+            chunk.errors.append(error_row(item.stage, item.source, item.provenance, item.error, item.sha256))
+            continue
+        try:
+            rows.append(record_from_raw(item))
+        except ParseError as exc:
+            chunk.errors.append(error_row("parse", item.source, item.provenance, _explain_parse_failure(item, exc),
+                                          hashlib.sha256(item.der).hexdigest()))
+    chunk.domains = domains_of(rows, max_sans_per_cert)
+    chunk.certs = records_frame(rows)
+    return chunk
+
+
+def _chunks(items: Iterable[SourceItem]) -> Iterator[list[SourceItem]]:
+    it = iter(items)
+    while chunk := list(islice(it, CHUNK)):
+        yield chunk
+
+
+def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_per_cert: int = 5000) -> Iterator[Chunk]:
+    """Parse source items chunk by chunk, in order; with workers > 1 (0 = one per core) across processes.
+
+    At most 2 x workers chunks are in flight, so a huge source is never read far ahead of the parsers.
+    """
+    n_workers = workers or os.cpu_count() or 1
+    chunks = _chunks(items)
+    first = list(islice(chunks, 2))
+    if n_workers <= 1 or len(first) < 2 or sum(len(c) for c in first) < PARALLEL_FROM:
+        for chunk in first:
+            yield parse_chunk(chunk, max_sans_per_cert)
+        for chunk in chunks:
+            yield parse_chunk(chunk, max_sans_per_cert)
+        return
+    # spawn, not fork: the registration lookups run in a thread of this process
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+        pending: list[Future[Chunk]] = []
+        for chunk in [*first, *chunks]:
+            pending.append(pool.submit(parse_chunk, chunk, max_sans_per_cert))
+            if len(pending) >= 2 * n_workers:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
