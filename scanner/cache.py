@@ -17,8 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from typing_extensions import Self
-
 try:  # orjson reads a bulk of cached values about twice as fast; json does the same job without it
     from orjson import loads as json_loads
 except ImportError:  # pragma: no cover - depends on the environment
@@ -233,7 +231,7 @@ class Cache:
                 except sqlite3.Error:
                     pass
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Cache:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:

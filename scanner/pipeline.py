@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from .columnar import read_tables, write_tables
 from .config import Config
 from .detect.run import run_detectors, sort_findings
 from .detect.score import build_suspects
@@ -59,6 +60,18 @@ def open_source(config: Config) -> Iterator[SourceItem]:
 
         return read_store(config)
     raise NotImplementedError(f"--source {config.source} is not available yet")
+
+
+def load_scan(out_dir: Path) -> ScanResult:
+    """A finished scan's tables from its report folder (Parquet and summary.json): no re-parsing."""
+    import json
+
+    tables = read_tables(out_dir)
+    summary_path = Path(out_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    certs, findings = tables["certs.parquet"], tables["findings.parquet"]
+    return ScanResult(certs, findings, build_suspects(certs, findings), tables.get("errors.parquet"),
+                      tables.get("registrations.parquet"), summary)
 
 
 def load_issuers(paths: Iterable[Path]) -> list[Any]:
@@ -187,6 +200,10 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
 
         result.reports = write_reports(config.out_dir, suspects, certs, findings, errors_df, registrations, summary,
                                        extra_tables=extra_tables)
+        result.reports.update(write_tables(config.out_dir, {
+            "certs.parquet": certs, "findings.parquet": findings,
+            "registrations.parquet": registrations, "errors.parquet": errors_df,
+        }))
     for n in notices:
         if n not in already_said:
             log.warning(n)

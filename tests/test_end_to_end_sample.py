@@ -72,3 +72,14 @@ def test_offline_sample_writes_every_report(sample_run):
                  "appendix/incident-summary.md", "appendix/unregistered_domain.csv",
                  "appendix/unregistered_domain.crtsh.txt"):
         assert (sample_run / name).is_file(), name
+
+
+def test_the_scan_tables_reload_from_parquet_without_reparsing(sample_run):
+    from scanner.pipeline import load_scan
+
+    scan = load_scan(sample_run)
+    cuatis = scan.certs[scan.certs["subject_cn"] == "mail.cuatis.net"].iloc[0]
+    assert cuatis["san_dns"] == ["mail.cuatis.net"] and cuatis["precert_sha256"]
+    assert str(cuatis["revoked_at"]) == "2019-11-12 16:55:00+00:00"
+    assert list(scan.suspects["subject_cn"]) == [r["subject_cn"] for r in _rows(sample_run / "suspects.csv")]
+    assert set(scan.registrations["status"]) == {"registered", "unregistered"}

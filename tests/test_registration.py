@@ -259,3 +259,15 @@ def test_progress_bar_goes_to_stderr_when_asked(tmp_path, servers, capsys):
         service.results()
     err = capsys.readouterr().err
     assert "registration" in err and "1/1" in err
+
+
+def test_closing_early_abandons_slow_lookups_instead_of_waiting(tmp_path):
+    with RdapServer({"slow.com": [Reply(404, b"", delay=5)]}) as rdap:
+        boot = write_bootstrap(tmp_path / "dns.json", {"com": rdap.url})
+        config = Config(out_dir=tmp_path, rdap_bootstrap=boot, rdap_rate=0, use_cache=False, timeout=10)
+        service = RegistrationService(config, progress=False)
+        service.submit(["slow.com"])
+        time.sleep(0.2)
+        start = time.monotonic()
+        service.close()
+        assert time.monotonic() - start < 2

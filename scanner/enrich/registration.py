@@ -23,7 +23,6 @@ from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
-from typing_extensions import Self
 
 from scanner.cache import Cache
 from scanner.config import Config
@@ -251,12 +250,14 @@ class RegistrationService:
         return self._notice
 
     def close(self) -> None:
-        """Finish, stop the worker thread and close the cache."""
+        """Stop: lookups still running are abandoned (answers so far are cached), the thread ends."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._wait()
+            for future in self._pending:
+                future.cancel()
+            self._pending = []
         finally:
             if self._loop is not None and self._thread is not None:
                 asyncio.run_coroutine_threadsafe(self._close_clients(), self._loop).result()
@@ -268,7 +269,7 @@ class RegistrationService:
             if self._cache is not None:
                 self._cache.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RegistrationService:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -304,6 +305,10 @@ class RegistrationService:
         self._flush_cache()
 
     async def _close_clients(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._flush_cache()
         if self._rdap is not None:
             await self._rdap.close()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from aiohttp import web
 from dnslib import QTYPE, RCODE, RR, SOA, DNSError, DNSRecord
-from typing_extensions import Self
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 RDAP_DIR = REAL / "rdap"
@@ -137,7 +136,7 @@ class RdapServer:
             self._thread.join(10)
             self._loop = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RdapServer:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -225,7 +224,7 @@ class WhoisServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> WhoisServer:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -327,7 +326,7 @@ class DnsServer:
             self._thread.join(2)
         self._sock.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> DnsServer:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,65 @@
+"""Parquet copies of a scan's tables, so detectors and notebooks can reload them without re-parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .records import CERT_COLUMNS, ERROR_COLUMNS, FINDING_COLUMNS, LIST_COLUMNS, REGISTRATION_COLUMNS, coerce
+from .report.atomic import atomic_path
+
+#: File name in the report folder -> the schema of the table it holds.
+TABLES: dict[str, dict[str, str]] = {
+    "certs.parquet": CERT_COLUMNS,
+    "findings.parquet": FINDING_COLUMNS,
+    "registrations.parquet": REGISTRATION_COLUMNS,
+    "errors.parquet": ERROR_COLUMNS,
+}
+
+
+def write_parquet(df: pd.DataFrame, path: Path, columns: dict[str, str]) -> Path:
+    """Write one table atomically (list columns as Arrow list<string>)."""
+    frame = coerce(df, columns)
+    fields = []
+    for name, dtype in columns.items():
+        if name in LIST_COLUMNS:
+            fields.append(pa.field(name, pa.list_(pa.string())))
+        elif dtype == "Int64":
+            fields.append(pa.field(name, pa.int64()))
+        elif dtype == "bool":
+            fields.append(pa.field(name, pa.bool_()))
+        elif dtype.startswith("datetime64"):
+            fields.append(pa.field(name, pa.timestamp("ns", tz="UTC")))
+        else:
+            fields.append(pa.field(name, pa.string()))
+    table = pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def read_parquet(path: Path, columns: dict[str, str]) -> pd.DataFrame:
+    """Read a table written by write_parquet back with the schema's dtypes (list columns as lists)."""
+    frame = pq.read_table(path).to_pandas()
+    for name in LIST_COLUMNS:
+        if name in frame.columns:
+            frame[name] = [list(v) if v is not None else [] for v in frame[name]]
+    return coerce(frame, columns)
+
+
+def write_tables(out_dir: Path, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """Write the scan's tables (keys of TABLES) into out_dir."""
+    return {name: write_parquet(df, Path(out_dir) / name, TABLES[name]) for name, df in tables.items()}
+
+
+def read_tables(out_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every table of TABLES found in out_dir, by file name."""
+    out = {}
+    for name, columns in TABLES.items():
+        path = Path(out_dir) / name
+        if path.exists():
+            out[name] = read_parquet(path, columns)
+    return out
