@@ -204,6 +204,10 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
             "certs.parquet": certs, "findings.parquet": findings,
             "registrations.parquet": registrations, "errors.parquet": errors_df,
         }))
+        if config.plots:
+            from .report.plots import write_plots
+
+            result.reports.update(write_plots(config.out_dir, certs, findings))
     for n in notices:
         if n not in already_said:
             log.warning(n)

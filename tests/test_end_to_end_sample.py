@@ -83,3 +83,13 @@ def test_the_scan_tables_reload_from_parquet_without_reparsing(sample_run):
     assert str(cuatis["revoked_at"]) == "2019-11-12 16:55:00+00:00"
     assert list(scan.suspects["subject_cn"]) == [r["subject_cn"] for r in _rows(sample_run / "suspects.csv")]
     assert set(scan.registrations["status"]) == {"registered", "unregistered"}
+
+
+def test_plots_flag_writes_the_three_pngs(tmp_path):
+    code = main(["scan", str(SAMPLE / "certs"), "--crl", str(SAMPLE / "crl" / "sample-ca.crl"),
+                 "--registry-answers", str(SAMPLE / "registrations.csv"), "--offline", "--plots",
+                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r"), "-q"])
+    assert code == 0
+    for name in ("issuance_timeline", "revocation_latency", "findings_per_month"):
+        png = tmp_path / "r" / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

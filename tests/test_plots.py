@@ -227,3 +227,21 @@ def test_the_sample_timeline_puts_cualtis_on_top_with_its_pair_connected(sample_
     ax = plots.issuance_timeline(result.certs, result.findings).axes[0]
     assert ax.get_yticklabels()[0].get_text() == "cualtis (3)"
     assert "revoked after 4.6 h, reissued 23 min later" in [t.get_text() for t in ax.texts]
+
+
+def test_certificate_scores_are_the_scores_of_suspects_csv(sample_scan):
+    _, result = sample_scan
+    scores = plots.certificate_scores(result.findings)
+    expected = dict(zip(result.suspects["sha256"], result.suspects["score"]))
+    assert scores.to_dict() == expected and len(expected) == 6
+
+
+def test_reissue_subscribers_count_towards_the_top_limit():
+    certs = frame_from_rows([
+        {"sha256": A, "subject_o": "Exmaple Widgets Ltd", "subject_cn": "www.widgets.com",
+         "not_before": "2020-03-02T09:00Z", "revoked_at": "2020-03-02T13:10Z"},
+        {"sha256": B, "subject_o": "Example Widgets Ltd", "subject_cn": "www.widgets.com",
+         "not_before": "2020-03-02T11:05Z"},
+    ], CERT_COLUMNS)
+    findings = frame_from_rows([{"sha256": A, "code": "revoke_reissue", "related_sha256": B}], FINDING_COLUMNS)
+    assert plots.timeline_frame(certs, findings, top=1)["subscriber"].unique().tolist() == ["exmaplewidgets"]

@@ -25,7 +25,8 @@ SUSPECT_COLUMNS = [
 ]
 
 
-def _bonus(code: str, detail: str) -> float:
+def bonus(code: str, detail: str) -> float:
+    """The extra points one finding earns from its detail (BONUSES)."""
     if not detail:
         return 0.0
     try:
@@ -41,7 +42,7 @@ def score_findings(findings: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["sha256", "score", "signals", "evidence"])
     f = findings.copy()
     f["weight"] = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0)
-    f["bonus"] = [_bonus(c, d) for c, d in zip(f["code"], f["detail"].fillna(""))]
+    f["bonus"] = [bonus(c, d) for c, d in zip(f["code"], f["detail"].fillna(""))]
     per_code = f.groupby(["sha256", "code"], sort=False).agg(
         weight=("weight", "first"), bonus=("bonus", "max"), evidence=("evidence", lambda s: " ".join(dict.fromkeys(s)))
     ).reset_index()

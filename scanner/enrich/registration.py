@@ -141,6 +141,7 @@ class _Batch:
     done: asyncio.Future[None]
 
     def one_finished(self) -> None:
+        """Count one answered name; the last one releases the batch."""
         self.remaining -= 1
         if self.remaining <= 0 and not self.done.done():
             self.done.set_result(None)
@@ -241,6 +242,7 @@ class RegistrationService:
             "network_lookups": c.network,
             "network_failures": c.network_failures,
             "offline_unknown": c.offline,
+            "switched_off": c.switched_off,
             "internal_errors": c.errors,
         }
 
