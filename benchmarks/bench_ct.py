@@ -87,7 +87,10 @@ def serve(kind: str, n: int, share: int, key_pem: bytes, pool, conn) -> None:
     """Child process: build the log and serve it until killed."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     key = LogKey(load_pem_private_key(key_pem, None))
-    tes = (lambda i: _te(pool, i, kind == "tiled"))
+
+    def tes(i: int) -> bytes:
+        return _te(pool, i, kind == "tiled")
+
     if kind == "tiled":
         hashes = b"".join(hashlib.sha256(b"\x00\x00\x00" + tes(i)).digest() for i in range(n))
         root = root_of(hashes[i:i + 32] for i in range(0, len(hashes), 32))

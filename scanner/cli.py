@@ -9,7 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
-from .config import REGISTRATION_MODES, SOURCES, Config, ConfigError, default_cache_dir, env_default, parse_duration
+from .config import (
+    REGISTRATION_MODES,
+    SOURCES,
+    Config,
+    ConfigError,
+    default_cache_dir,
+    env_default,
+    parse_duration,
+)
 
 EPILOG = """\
 Exit status: 0 when the scan completed (findings are in the reports), 1 on failure, 2 on a usage error.

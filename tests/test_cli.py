@@ -7,8 +7,8 @@ import json
 import socket
 
 import pytest
-
 from conftest import SAMPLE
+
 from scanner.cli import main
 
 

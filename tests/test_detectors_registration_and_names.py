@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from scanner.detect.names import detect_name_kinds
 from scanner.detect.registration import detect_registered_after_issuance, detect_unregistered
 from scanner.detect.score import build_suspects

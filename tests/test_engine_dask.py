@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip("dask.dataframe")
 pytest.importorskip("distributed")
 
+from conftest import REPO, SAMPLE  # noqa: E402
+
 from scanner.config import Config  # noqa: E402
 from scanner.detect.run import run_detectors, sort_findings  # noqa: E402
 from scanner.detect.score import build_suspects  # noqa: E402
@@ -25,8 +27,6 @@ from scanner.revocation.crl import apply_revocations, crl_revocations, read_crl_
 from scanner.sources.base import RawCert  # noqa: E402
 from scanner.sources.files import read_files  # noqa: E402
 from scanner.synth import der, utc  # noqa: E402
-
-from conftest import REPO, SAMPLE  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from benchmarks.corpus import make_corpus  # noqa: E402

@@ -5,8 +5,8 @@ import hashlib
 import pytest
 
 from scanner.parse import ParseError, collapse_precerts, parse_der, records_frame, serial_hex
-from scanner.sources.files import read_files
 from scanner.sources.base import RawCert, SourceError
+from scanner.sources.files import read_files
 from scanner.synth import der, pem, utc
 
 

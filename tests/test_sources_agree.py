@@ -6,11 +6,11 @@ import csv
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE
 from cryptography import x509
 from loopback.crtsh_server import CrtshServer
 from loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
 
-from conftest import SAMPLE
 from scanner.cli import main
 from scanner.sources.base import RawCert
 from scanner.sources.files import read_files

@@ -156,7 +156,7 @@ def fetch_crls(
 
     rows, frames, errors = [], [], []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for (url, source), (row, revs, err) in zip(wanted.items(), pool.map(one, list(wanted))):
+        for (_url, source), (row, revs, err) in zip(wanted.items(), pool.map(one, list(wanted))):
             row["source"] = source
             rows.append(row)
             if revs is not None and row["status"] in READABLE:

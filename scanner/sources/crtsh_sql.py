@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "crtsh-sql"
 DEFAULT_WINDOW = timedelta(days=1)
-DEFAULT_LOOKBACK = timedelta(days=30)
+# The longest TLS validity allowed since 2020-09-01: by default a scan covers every unexpired certificate.
+DEFAULT_LOOKBACK = timedelta(days=398)
 MIN_WINDOW = timedelta(hours=1)
 MAX_WINDOW = timedelta(days=7)
 
@@ -103,7 +104,8 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def resolve_range(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
-    """The notBefore range to scan: until defaults to now (to the hour), since to 30 days before until."""
+    """The notBefore range to scan: until defaults to now (to the hour), since to 398 days before until
+    (every certificate that can still be unexpired)."""
     end = _aware(until) or now.replace(minute=0, second=0, microsecond=0)
     start = _aware(since) or end - DEFAULT_LOOKBACK
     return start, end
@@ -238,7 +240,8 @@ def read_crtsh_sql(
     now = now or datetime.now(timezone.utc)
     since, until = resolve_range(config.since, config.until, now)
     if config.since is None:
-        yield SourceNotice(f"no --since given: scanning notBefore from {since:%Y-%m-%d %H:%M} UTC")
+        yield SourceNotice(f"no --since given: scanning notBefore from {since:%Y-%m-%d %H:%M} UTC "
+                           "(every certificate that can still be unexpired)")
     ca_ids = [int(i) for i in config.ca_ids]
     store = CertStore(config.store_file)
     fetcher = _Fetcher(config, store, ca_ids, itersize=itersize, base_delay=base_delay)

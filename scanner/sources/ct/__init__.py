@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import requests
 
 from ...config import Config
-from ..base import SourceError, SourceItem, SourceNotice
 from ...net import new_session
+from ..base import SourceError, SourceItem, SourceNotice
 from .context import SOURCE, Context
 from .issuers import IssuerError, IssuerFilter, load_issuer_certs
 from .loglist import RFC6962, LogInfo, LogListError, load_log_list, select_logs
