@@ -24,9 +24,15 @@ import numpy as np
 import pandas as pd
 
 from .config import Config
-from .detect.revocation import detect_revoke_reissue, early_revocations
-from .detect.run import concat_findings, per_certificate_findings, run_detectors, sort_findings
-from .detect.typo import IssuanceCounts, detect_typo_neighbours, issuance_counts
+from .detect.revocation import early_revocations
+from .detect.run import (
+    concat_findings,
+    cross_certificate_findings,
+    per_certificate_findings,
+    run_detectors,
+    sort_findings,
+)
+from .detect.typo import IssuanceCounts, issuance_counts
 from .enrich.subscribers import Subscribers, link_subscribers
 from .records import FINDING_COLUMNS, empty_frame
 
@@ -112,11 +118,7 @@ def _cross_partition(part: pd.DataFrame, config: Config, counts: pd.Series) -> p
     part = part.sort_values(_POS, kind="stable")
     owned = set(part.loc[part[_OWNED].to_numpy(dtype=bool), "sha256"].tolist())
     certs = part.drop(columns=[_POS, _OWNED]).reset_index(drop=True)
-    found = concat_findings([
-        # run.cross_certificate_findings, with the CA-wide counts the typo ranking needs
-        detect_typo_neighbours(certs, counts=_split_counts(counts)),
-        detect_revoke_reissue(certs, config.revocation_window, config.reissue_window),
-    ])
+    found = cross_certificate_findings(certs, config, counts=_split_counts(counts))
     return found[found["sha256"].isin(owned)].reset_index(drop=True)
 
 

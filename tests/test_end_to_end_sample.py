@@ -92,3 +92,12 @@ def test_plots_flag_writes_the_three_pngs(tmp_path):
     for name in ("issuance_timeline", "revocation_latency", "findings_per_month"):
         png = tmp_path / "r" / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_engine_dask_writes_the_same_suspects_as_pandas(sample_run, tmp_path):
+    code = main(["scan", str(SAMPLE / "certs"), "--crl", str(SAMPLE / "crl" / "sample-ca.crl"),
+                 "--registry-answers", str(SAMPLE / "registrations.csv"), "--offline", "--engine", "dask",
+                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r"), "-q"])
+    assert code == 0
+    assert _rows(tmp_path / "r" / "suspects.csv") == _rows(sample_run / "suspects.csv")

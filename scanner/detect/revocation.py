@@ -13,6 +13,7 @@ from ..enrich.domains import classify_name
 from ..enrich.organisation import normalise_organisation
 from ..records import Finding
 from .findings import as_json, findings_frame, human_duration, iso
+from .typo import label_typo, suffix_typo
 
 MIN_TYPO_LABEL = 4  # shorter labels are one edit away from too much to mean anything
 
@@ -51,7 +52,7 @@ def _labels(names: list[str]) -> dict[str, str]:
 
 
 def _typo_link(a_names: list[str], b_names: list[str]) -> tuple[str, str] | None:
-    """A pair (name in A, name in B) one edit apart in their registrable label or suffix, if any."""
+    """A pair (name in A, name in B) whose registrable label or suffix is one typo apart, if any."""
     for na in a_names:
         ia = classify_name(na)
         if not ia.registrable:
@@ -60,10 +61,9 @@ def _typo_link(a_names: list[str], b_names: list[str]) -> tuple[str, str] | None
             ib = classify_name(nb)
             if not ib.registrable or ia.registrable == ib.registrable:
                 continue
-            if ia.suffix == ib.suffix and min(len(ia.label), len(ib.label)) >= MIN_TYPO_LABEL:
-                if OSA.distance(ia.label, ib.label, score_cutoff=1) <= 1:
-                    return na, nb
-            elif ia.label == ib.label and OSA.distance(ia.suffix, ib.suffix, score_cutoff=1) <= 1:
+            if ia.suffix == ib.suffix and label_typo(ia.label, ib.label, min_label_len=MIN_TYPO_LABEL):
+                return na, nb
+            if ia.label == ib.label and suffix_typo(ia.suffix, ib.suffix):
                 return na, nb
     return None
 

@@ -10,7 +10,7 @@ from ..records import FINDING_COLUMNS, empty_frame
 from .names import detect_name_kinds
 from .registration import detect_registered_after_issuance, detect_unregistered
 from .revocation import detect_early_revocation, detect_revoke_reissue
-from .typo import detect_typo_neighbours
+from .typo import IssuanceCounts, detect_typo_neighbours
 
 
 def per_certificate_findings(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
@@ -24,10 +24,15 @@ def per_certificate_findings(certs: pd.DataFrame, registrations: pd.DataFrame, c
     ])
 
 
-def cross_certificate_findings(certs: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Findings that compare certificates of one subscriber (a partition must hold whole subscribers)."""
+def cross_certificate_findings(
+    certs: pd.DataFrame, config: Config, *, counts: IssuanceCounts | None = None
+) -> pd.DataFrame:
+    """Findings that compare certificates of one subscriber (a partition must hold whole subscribers).
+
+    counts: the CA-wide issuance counts the typo ranking uses, when certs is only a partition.
+    """
     return concat_findings([
-        detect_typo_neighbours(certs),
+        detect_typo_neighbours(certs, counts=counts),
         detect_revoke_reissue(certs, config.revocation_window, config.reissue_window),
     ])
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..enrich.domains import PUBLIC, classify_name
 from ..enrich.organisation import fold, normalise_organisation, organisation_labels
-from ..enrich.typo_index import edit_between, one_edit_pairs
+from ..enrich.typo_index import Edit, edit_between, one_edit_pairs
 from ..records import FINDING_COLUMNS, Finding, empty_frame
 from .findings import as_json, findings_frame
 
@@ -49,6 +49,32 @@ def comparison_key(label: str) -> str:
         except (idna.IDNAError, UnicodeError):
             text = label
     return fold(text).replace("-", "")
+
+
+def label_typo(a: str, b: str, *, min_label_len: int = 4) -> Edit | None:
+    """The edit between two registrable labels when they count as a typo pair, else None.
+
+    The same rules as the CA-wide search: compared as comparison keys, both at least min_label_len
+    long, and a digit-for-digit substitution ("web1" / "web2") is a sibling, not a typo.
+    """
+    ka, kb = comparison_key(a), comparison_key(b)
+    if ka == kb or min(len(ka), len(kb)) < min_label_len:
+        return None
+    edit = edit_between(ka, kb)
+    if edit is None or (edit.kind == "substitution" and ka[edit.position].isdigit()
+                        and kb[edit.position].isdigit()):
+        return None
+    return edit
+
+
+def suffix_typo(a: str, b: str) -> Edit | None:
+    """The edit between two public suffixes when it looks like a typo ("co"/"com"), else None."""
+    if a == b:
+        return None
+    edit = edit_between(a, b)
+    if edit is None or (edit.kind == "substitution" and len(a) < 3):
+        return None  # two-letter swaps like de/dk are different countries
+    return edit
 
 
 def _clip(text: object, limit: int = 80) -> str:
