@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from scanner.synth import TestCA, der, new_key, utc
 
@@ -58,11 +59,16 @@ def make_corpus(
     return ca, ders, crl
 
 
-def write_corpus(out: Path, n_certs: int, n_domains: int) -> tuple[Path, Path]:
-    """Write the corpus as DER files in 100 folders, and its CRL; returns (cert dir, crl path)."""
+def write_corpus(out: Path, n_certs: int, n_domains: int, bundles: bool = False) -> tuple[Path, Path]:
+    """Write the corpus as DER files in 100 folders (or PEM bundles of 10,000), and its CRL; (cert dir, crl)."""
     _, ders, crl = make_corpus(n_certs, n_domains)
     certs = out / "certs"
-    for i, d in enumerate(ders):
+    certs.mkdir(parents=True, exist_ok=True)
+    if bundles:
+        for start in range(0, len(ders), 10_000):
+            pems = (x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM) for d in ders[start:start + 10_000])
+            (certs / f"bundle-{start // 10_000:04d}.pem").write_bytes(b"".join(pems))
+    for i, d in enumerate([] if bundles else ders):
         folder = certs / f"{i % 100:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{i}.der").write_bytes(d)

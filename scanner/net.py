@@ -61,6 +61,18 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
+def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """'HOST[:PORT]' or '[v6]:PORT' -> (host, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if value.count(":") == 1:
+        host, port = value.split(":")
+        return host, int(port)
+    return value, default_port
+
+
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Exponential backoff with full jitter for the given attempt (1-based)."""
     return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))

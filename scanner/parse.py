@@ -10,6 +10,7 @@ import pandas as pd
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from .der import element
 from .records import CERT_COLUMNS, coerce, frame_from_rows
 from .sources.base import RawCert
 
@@ -58,31 +59,19 @@ def parse_der(der: bytes, *, source: str = "", provenance: str = "") -> dict[str
         raise ParseError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _tlv(buf: bytes, off: int) -> tuple[int, int, int]:
-    """One DER element at off: (tag, start of its value, end of the element)."""
-    tag = buf[off]
-    length = buf[off + 1]
-    pos = off + 2
-    if length & 0x80:
-        n = length & 0x7F
-        length = int.from_bytes(buf[pos:pos + n], "big")
-        pos += n
-    return tag, pos, pos + length
-
-
 def _tbs_parts(tbs: bytes) -> tuple[bytes, bytes]:
     """The raw issuer Name and SubjectPublicKeyInfo of a TBSCertificate (DER)."""
-    _, pos, _ = _tlv(tbs, 0)  # into the TBSCertificate SEQUENCE
-    tag, _, end = _tlv(tbs, pos)
+    _, pos, _ = element(tbs, 0)  # into the TBSCertificate SEQUENCE
+    tag, _, end = element(tbs, pos)
     if tag == 0xA0:  # [0] version
         pos = end
-    _, _, pos = _tlv(tbs, pos)  # serialNumber
-    _, _, pos = _tlv(tbs, pos)  # signature AlgorithmIdentifier
-    _, _, issuer_end = _tlv(tbs, pos)
+    _, _, pos = element(tbs, pos)  # serialNumber
+    _, _, pos = element(tbs, pos)  # signature AlgorithmIdentifier
+    _, _, issuer_end = element(tbs, pos)
     issuer = tbs[pos:issuer_end]
-    _, _, pos = _tlv(tbs, issuer_end)  # validity
-    _, _, pos = _tlv(tbs, pos)  # subject
-    _, _, spki_end = _tlv(tbs, pos)
+    _, _, pos = element(tbs, issuer_end)  # validity
+    _, _, pos = element(tbs, pos)  # subject
+    _, _, spki_end = element(tbs, pos)
     return issuer, tbs[pos:spki_end]
 
 

@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .config import Config
+from .net import parse_host_port
 from .parse import parse_der
 from .records import CERT_COLUMNS, empty_frame, frame_from_rows
 from .revocation.checks import check_revocation, issuers_by_key_id
@@ -121,15 +122,8 @@ def read_test_sites(ccadb: Path, ca_owner: str | None = None) -> list[TestSite]:
 
 
 def parse_server(value: str, default_port: int = 53) -> tuple[str, int]:
-    """'ADDR[:PORT]' or '[v6]:PORT' -> (address, port)."""
-    value = value.strip()
-    if value.startswith("["):
-        addr, _, rest = value[1:].partition("]")
-        return addr, int(rest[1:]) if rest.startswith(":") else default_port
-    if value.count(":") == 1:
-        addr, port = value.split(":")
-        return addr, int(port)
-    return value, default_port
+    """'HOST[:PORT]' or '[v6]:PORT' -> (host, port)."""
+    return parse_host_port(value, default_port)
 
 
 def resolve_all(host: str, dns_server: str | None, timeout: float) -> list[str]:

@@ -22,7 +22,7 @@ import dns.resolver
 
 from scanner.config import Config
 from scanner.enrich.rdap import NO_CONNECTION, utc_now
-from scanner.net import RetryableError, async_retrying
+from scanner.net import RetryableError, async_retrying, parse_host_port
 from scanner.records import Registration, RegistrationStatus
 
 METHOD = "dns"
@@ -30,15 +30,8 @@ MAX_SERVERS = 4  # addresses kept per zone: enough to ride out one dead server
 
 
 def parse_address(value: str, default_port: int = 53) -> tuple[str, int]:
-    """'ADDR[:PORT]' or '[v6]:PORT' -> (address, port)."""
-    value = value.strip()
-    if value.startswith("["):
-        addr, _, rest = value[1:].partition("]")
-        return addr, int(rest[1:]) if rest.startswith(":") else default_port
-    if value.count(":") == 1:
-        addr, port = value.split(":")
-        return addr, int(port)
-    return value, default_port
+    """'HOST[:PORT]' or '[v6]:PORT' -> (host, port)."""
+    return parse_host_port(value, default_port)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from scanner.config import Config
 from scanner.enrich.rdap import NO_CONNECTION, parse_date, utc_now
-from scanner.net import HostRateLimits, RetryableError, async_retrying
+from scanner.net import HostRateLimits, RetryableError, async_retrying, parse_host_port
 from scanner.records import Registration, RegistrationStatus
 
 METHOD = "whois"
@@ -157,15 +157,8 @@ def classify_whois(text: str, domain: str) -> tuple[RegistrationStatus, str, dat
 
 
 def parse_server(value: str, default_port: int = PORT) -> tuple[str, int]:
-    """'host[:port]' (or '[v6]:port') -> (host, port)."""
-    value = value.strip()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if value.count(":") == 1:
-        host, port = value.split(":")
-        return host, int(port)
-    return value, default_port
+    """'HOST[:PORT]' or '[v6]:PORT' -> (host, port)."""
+    return parse_host_port(value, default_port)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+from ..der import spki_key_bits
 from ..net import RETRYABLE_STATUSES, FetchError, RateLimiter, RetryableError, parse_retry_after, retrying
 
 #: How far a thisUpdate may sit in the future before we call the response future-dated (clock skew).
@@ -88,26 +89,8 @@ def issuer_hashes(issuer: x509.Certificate, hash_name: str) -> tuple[bytes, byte
     name_hash.update(issuer.subject.public_bytes())
     spki = issuer.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     key_hash = hashes.Hash(HASHES[hash_name])
-    key_hash.update(_spki_key_bits(spki))
+    key_hash.update(spki_key_bits(spki))
     return name_hash.finalize(), key_hash.finalize()
-
-
-def _spki_key_bits(spki: bytes) -> bytes:
-    """The subjectPublicKey BIT STRING contents (without the unused-bits byte) of a DER SPKI."""
-
-    def tlv(buf: bytes, off: int) -> tuple[int, int, int]:
-        length = buf[off + 1]
-        pos = off + 2
-        if length & 0x80:
-            n = length & 0x7F
-            length = int.from_bytes(buf[pos:pos + n], "big")
-            pos += n
-        return buf[off], pos, pos + length
-
-    _, pos, _ = tlv(spki, 0)
-    _, _, pos = tlv(spki, pos)  # AlgorithmIdentifier
-    _, start, end = tlv(spki, pos)  # BIT STRING
-    return spki[start + 1:end]
 
 
 def build_request(serial: int, issuer: x509.Certificate, hash_name: str = "sha1") -> bytes:
@@ -196,7 +179,7 @@ def verify_signature(public_key: object, signature: bytes, data: bytes, algorith
 
 def _key_hash(cert: x509.Certificate) -> bytes:
     spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha1(_spki_key_bits(spki)).digest()
+    return hashlib.sha1(spki_key_bits(spki)).digest()
 
 
 def _is_signer(resp: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
