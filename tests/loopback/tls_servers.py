@@ -11,12 +11,12 @@ import socket
 import ssl
 import tempfile
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
+
+from .registry_servers import DnsServer
 
 
 def _pem_files(chain: list[x509.Certificate], key, folder: Path, tag: str) -> tuple[Path, Path]:
@@ -103,66 +103,10 @@ class TlsNodes:
         self.stop()
 
 
-@dataclass
-class AddressDns:
-    """A UDP DNS server on 127.0.0.1 answering A/AAAA for `records[name]`; other names get NXDOMAIN."""
-
-    records: dict[str, list[str]] = field(default_factory=dict)
-    queries: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> str:
-        """ADDR:PORT for --dns-server."""
-        return f"127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self._sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                request = DNSRecord.parse(data)
-            except Exception:  # garbage is ignored, as a real server would
-                continue
-            qname = str(request.q.qname).rstrip(".").lower()
-            qtype = QTYPE[request.q.qtype]
-            self.queries.append((qname, qtype))
-            reply = request.reply()
-            if qname not in self.records:
-                reply.header.rcode = RCODE.NXDOMAIN
-            for addr in self.records.get(qname, []):
-                if qtype == "A" and ":" not in addr:
-                    reply.add_answer(RR(qname + ".", QTYPE.A, rdata=A(addr), ttl=60))
-                elif qtype == "AAAA" and ":" in addr:
-                    reply.add_answer(RR(qname + ".", QTYPE.AAAA, rdata=AAAA(addr), ttl=60))
-            self._sock.sendto(reply.pack(), peer)
-
-    def start(self) -> AddressDns:
-        """Start answering."""
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="dns-addresses")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop answering."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-        self._sock.close()
-
-    def __enter__(self) -> AddressDns:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def AddressDns(records: dict[str, list[str]]) -> DnsServer:  # noqa: N802  (reads like the server it builds)
+    """A loopback DNS server answering A/AAAA for `records[name]`; other names get NXDOMAIN."""
+    zone: dict[tuple[str, str], list[str]] = {}
+    for name, addrs in records.items():
+        zone[(name, "A")] = [f"{name}. 60 IN A {a}" for a in addrs if ":" not in a]
+        zone[(name, "AAAA")] = [f"{name}. 60 IN AAAA {a}" for a in addrs if ":" in a]
+    return DnsServer(records=zone)
