@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -62,6 +63,29 @@ def open_source(config: Config) -> Iterator[SourceItem]:
     raise NotImplementedError(f"--source {config.source} is not available yet")
 
 
+class StageClock:
+    """Wall seconds and resident memory after each stage, for the summary and -v logs."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.monotonic()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        """Record the time since the previous lap under `stage`."""
+        now = time.monotonic()
+        self.stages[stage] = round(now - self.last, 3)
+        self.last = now
+        log.info("%s done in %.1f s (resident memory %.0f MiB)", stage, self.stages[stage], _rss_mib())
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return float("nan")
+
+
 def load_scan(out_dir: Path) -> ScanResult:
     """A finished scan's tables from its report folder (Parquet and summary.json): no re-parsing."""
     import json
@@ -97,7 +121,7 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
     """Run one scan end to end and (unless write=False) write its reports into config.out_dir."""
     from .enrich.registration import RegistrationService
 
-    started = time.monotonic()
+    clock = StageClock()
     errors: list[dict[str, str]] = []
     counts = {"read": 0, "parsed": 0}
     notices: list[str] = []
@@ -120,8 +144,10 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
             if not chunk.certs.empty:
                 frames.append(chunk.certs)
         notices.extend(n.message for n in source_notices)
+        clock.lap("parse")
         certs = collapse_precerts(pd.concat(frames, ignore_index=True) if frames else records_frame([]))
         del frames
+        clock.lap("collapse")
 
         crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
         for line in crl_errors:
@@ -148,7 +174,9 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
                 "errors": len(check.errors),
             }
 
+        clock.lap("revocations")
         registrations = registry.results()
+        clock.lap("lookups")
         lookup_summary = registry.summary()
         already_said = set()
         if registry.notice:
@@ -164,7 +192,9 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
     if revocation_findings is not None and not revocation_findings.empty:
         findings = pd.concat([findings, revocation_findings], ignore_index=True)
     findings = sort_findings(findings)
+    clock.lap("detect")
     suspects = build_suspects(certs, findings)
+    clock.lap("score")
     errors_df = frame_from_rows(errors, ERROR_COLUMNS)
     revocation_data: list[str] = [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
                        for i in crl_infos]
@@ -193,13 +223,15 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         "partial": any(n.partial for n in source_notices),
         "revocation_checks": revocation_checks,
     }
-    summary["wall_seconds"] = round(time.monotonic() - started, 3)
+    summary["wall_seconds"] = round(time.monotonic() - clock.started, 3)
+    summary["stage_seconds"] = dict(clock.stages)  # report writing is timed in the -v log only
     result = ScanResult(certs, findings, suspects, errors_df, registrations, summary)
     if write:
         from .report import write_reports
 
         result.reports = write_reports(config.out_dir, suspects, certs, findings, errors_df, registrations, summary,
                                        extra_tables=extra_tables)
+        clock.lap("reports")
         result.reports.update(write_tables(config.out_dir, {
             "certs.parquet": certs, "findings.parquet": findings,
             "registrations.parquet": registrations, "errors.parquet": errors_df,
@@ -208,6 +240,7 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
             from .report.plots import write_plots
 
             result.reports.update(write_plots(config.out_dir, certs, findings))
+        clock.lap("tables and plots")
     for n in notices:
         if n not in already_said:
             log.warning(n)

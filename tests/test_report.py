@@ -630,3 +630,20 @@ def test_suspects_built_by_the_real_scorer_are_written_first_with_iso_times_and_
         "typo_neighbour",
         "revoke_reissue",
     }
+
+
+def test_workbook_lists_only_unconfirmed_registrations_while_the_csv_keeps_every_domain(tmp_path, scan):
+    extra = frame_from_rows([
+        Registration("cualtis.net", RegistrationStatus.REGISTERED, "rdap", "https://rdap.verisign.com/net/v1/",
+                     "200", datetime(2025, 5, 1, tzinfo=timezone.utc), None, 1).as_row(),
+        Registration("notasked.example", RegistrationStatus.UNKNOWN, "none", "", "lookups off",
+                     datetime(2025, 5, 1, tzinfo=timezone.utc), None, 0).as_row(),
+    ], REGISTRATION_COLUMNS)
+    scan = dict(scan, registrations=pd.concat([scan["registrations"], extra], ignore_index=True))
+    write(tmp_path, scan)
+    sheet = openpyxl.load_workbook(tmp_path / "suspects.xlsx")["Registrations"]
+    in_sheet = {row[0] for row in sheet.iter_rows(min_row=2, values_only=True)}
+    with open(tmp_path / "registrations.csv", newline="") as fh:
+        in_csv = {row["domain"] for row in csv.DictReader(fh)}
+    assert "cuatis.net" in in_sheet and "cualtis.net" not in in_sheet and "notasked.example" not in in_sheet
+    assert {"cuatis.net", "cualtis.net", "notasked.example"} <= in_csv

@@ -96,32 +96,46 @@ class _Subscribers:
     one rapidfuzz call find names one edit away among the certificates of a time window.
     """
 
-    def __init__(self, certs: pd.DataFrame):
+    def __init__(self, certs: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None):
         self.rows = certs.sort_values("not_before", kind="stable").reset_index(drop=True)
         self.nb = _naive_utc(self.rows["not_before"]).to_numpy()
         self.sha = self.rows["sha256"].tolist()
-        self.names = [list(v) if isinstance(v, (list, tuple)) else [] for v in self.rows["san_dns"]]
+        self.names = [v if isinstance(v, list) else list(v) if isinstance(v, tuple) else []
+                      for v in self.rows["san_dns"]]
+        self.cn = self.rows["subject_cn"].fillna("").tolist()
         orgs = {o: normalise_organisation(o) for o in self.rows["subject_o"].fillna("").unique()}
         self.org = [orgs[o] for o in self.rows["subject_o"].fillna("")]
-        self.domains: list[set[str]] = []
+        # Only rows inside some window can ever be a candidate: index those alone.
+        wanted = np.zeros(len(self.rows), dtype=bool)
+        for start, end in windows if windows is not None else [(None, None)]:
+            lo, hi = self.window(start, end) if start is not None else (0, len(self.rows))
+            wanted[lo:hi] = True
         index: dict[str, list[int]] = {}
         flat_labels: list[str] = []
         self.flat_start = np.zeros(len(self.rows) + 1, dtype=np.int64)
-        for i, (names, cn) in enumerate(zip(self.names, self.rows["subject_cn"].fillna(""))):
-            infos = [classify_name(n) for n in [*names, cn]]
-            doms = {x.registrable for x in infos if x.registrable}
-            labels = sorted({x.label for x in infos if x.registrable})
-            self.domains.append(doms)
-            keys = {"d:" + d for d in doms} | {"l:" + lab for lab in labels}
-            if self.org[i]:
-                keys.add("o:" + self.org[i])
-            for k in keys:
-                index.setdefault(k, []).append(i)
-            flat_labels.extend(labels)
+        for i in range(len(self.rows)):
+            if wanted[i]:
+                labels = self._labels_of(i)
+                for k in self._keys(i, labels):
+                    index.setdefault(k, []).append(i)
+                flat_labels.extend(labels)
             self.flat_start[i + 1] = len(flat_labels)
         self.index = {k: np.asarray(v, dtype=np.int64) for k, v in index.items()}
         self.flat_labels = flat_labels
         self.flat_row = np.repeat(np.arange(len(self.rows)), np.diff(self.flat_start))
+
+    def domains(self, i: int) -> set[str]:
+        """Registrable domains of row i's SANs and CN."""
+        return {x.registrable for x in map(classify_name, [*self.names[i], self.cn[i]]) if x.registrable}
+
+    def _labels_of(self, i: int) -> list[str]:
+        return sorted({x.label for x in map(classify_name, [*self.names[i], self.cn[i]]) if x.registrable})
+
+    def _keys(self, i: int, labels: list[str]) -> set[str]:
+        keys = {"d:" + d for d in self.domains(i)} | {"l:" + lab for lab in labels}
+        if self.org[i]:
+            keys.add("o:" + self.org[i])
+        return keys
 
     def window(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int]:
         """Row positions [lo, hi) with notBefore in [start, end]."""
@@ -132,15 +146,13 @@ class _Subscribers:
     def candidates(self, i: int, lo: int, hi: int) -> set[int]:
         """Rows in [lo, hi) sharing a key with row i, or holding a label one edit from one of its labels."""
         out: set[int] = set()
-        keys = {"d:" + d for d in self.domains[i]} | {"l:" + lab for lab in self._labels(i)}
-        if self.org[i]:
-            keys.add("o:" + self.org[i])
-        for k in keys:
+        mine = self._labels_of(i)
+        for k in self._keys(i, mine):
             rows = self.index.get(k)
             if rows is not None:
                 a, b = np.searchsorted(rows, lo), np.searchsorted(rows, hi)
                 out.update(rows[a:b].tolist())
-        mine = [lab for lab in self._labels(i) if len(lab) >= MIN_TYPO_LABEL]
+        mine = [lab for lab in mine if len(lab) >= MIN_TYPO_LABEL]
         f0, f1 = int(self.flat_start[lo]), int(self.flat_start[hi])
         if mine and f1 > f0:
             dist = process.cdist(mine, self.flat_labels[f0:f1], scorer=OSA.distance, score_cutoff=1,
@@ -150,16 +162,13 @@ class _Subscribers:
         out.discard(i)
         return out
 
-    def _labels(self, i: int) -> list[str]:
-        return self.flat_labels[self.flat_start[i]:self.flat_start[i + 1]]
-
     def relation(self, a: int, b: int) -> str | None:
         """How row b is linked to row a: typo, organisation, domain, or None."""
         if _typo_link(self.names[a], self.names[b]):
             return "typo"
         if self.org[a] and self.org[a] == self.org[b]:
             return "organisation"
-        if self.domains[a] & self.domains[b]:
+        if self.domains(a) & self.domains(b):
             return "domain"
         return None
 
@@ -178,10 +187,10 @@ def detect_revoke_reissue(certs: pd.DataFrame, window: timedelta, reissue_window
     early = early_revocations(certs, window)
     if early.empty:
         return findings_frame([])
-    subs = _Subscribers(certs)
+    rw = pd.Timedelta(reissue_window)
+    subs = _Subscribers(certs, [(t - rw, t + rw) for t in early["revoked_at"]])
     position = {sha: i for i, sha in enumerate(subs.sha)}
     rows = subs.rows
-    rw = pd.Timedelta(reissue_window)
     found = []
     for sha, revoked_at in zip(early["sha256"], early["revoked_at"]):
         i = position[sha]

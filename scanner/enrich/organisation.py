@@ -65,6 +65,8 @@ _ARTICLE = re.compile(r"^(?:the|la|el|le|les|los|las|die|der|das|il|lo)\s+")
 
 def fold(text: str) -> str:
     """Case-fold and strip accents ("Telefónica" -> "telefonica")."""
+    if text.isascii():  # nothing to decompose: the common case, and 10x cheaper
+        return text[:_MAX_INPUT].casefold()
     decomposed = unicodedata.normalize("NFKD", text[:_MAX_INPUT].casefold())
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -82,7 +84,7 @@ def strip_legal_forms(text: str) -> str:
         current = shorter
 
 
-@lru_cache(maxsize=100_000)
+@lru_cache(maxsize=1_000_000)
 def normalise_organisation(organisation: str | None) -> str:
     """The comparable label of a subject O: "Banco Santander, S.A." -> "bancosantander" ('' if none)."""
     if not organisation or not isinstance(organisation, str):
@@ -91,7 +93,7 @@ def normalise_organisation(organisation: str | None) -> str:
     return _NOT_ALNUM.sub("", _ARTICLE.sub("", core) or core)
 
 
-@lru_cache(maxsize=100_000)
+@lru_cache(maxsize=1_000_000)
 def organisation_labels(organisation: str | None, *, min_len: int = 4, max_words: int = 8) -> tuple[str, ...]:
     """Labels a subscriber with this O might register: the whole name, then its distinctive words.
 

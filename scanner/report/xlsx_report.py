@@ -39,6 +39,7 @@ _SHEET_NAME_BAD = re.compile(r"[\[\]:*?/\\]")
 _SHEET_NAME_MAX = 31
 #: Columns whose cells link to crt.sh: column -> which column holds the hash to link.
 _LINK_COLUMNS = {"crtsh_url": "sha256", "related_sha256": "related_sha256"}
+EXCEL_MAX_ROWS = 1_048_576  # per sheet, the header row included
 RESERVED_SHEETS = ("Summary", "All suspects", "Registrations", "Errors")
 _PROBLEM_HEADERS = {
     "title": "Problem",
@@ -172,6 +173,9 @@ def write_table(
     Rows are written strictly in order, as constant_memory requires.
     """
     out = _SheetWriter(ws, fmt)
+    if len(frame) > EXCEL_MAX_ROWS - 1:
+        log.warning("sheet %s: %d rows, Excel holds %d; the CSV has them all", ws.name, len(frame), EXCEL_MAX_ROWS - 1)
+        frame = frame.iloc[: EXCEL_MAX_ROWS - 1]
     headers = [header_label(str(c), frame[c]) for c in frame.columns]
     for col, (header, width) in enumerate(zip(headers, _widths(frame, headers))):
         ws.set_column(col, col, width)
@@ -241,6 +245,17 @@ def _write_summary(
         out.cell(row, 1, value)
 
 
+def _worth_a_row(registrations: pd.DataFrame) -> pd.DataFrame:
+    """The registrations an auditor reads in the workbook: every answer but plain "registered" and "not asked".
+
+    registrations.csv keeps every domain; a million "registered" rows would only bury the rest.
+    """
+    if registrations.empty:
+        return registrations
+    keep = (registrations["status"] != "registered") & (registrations["method"] != "none")
+    return registrations[keep.fillna(True).to_numpy(dtype=bool)]
+
+
 def write_xlsx(
     path: Path,
     *,
@@ -279,7 +294,7 @@ def write_xlsx(
                 jobs.append((name, lambda ws, c=code: write_table(ws, fmt, problem_table(c))))
             jobs += [
                 ("All suspects", lambda ws: write_table(ws, fmt, suspects)),
-                ("Registrations", lambda ws: write_table(ws, fmt, registrations)),
+                ("Registrations", lambda ws: write_table(ws, fmt, _worth_a_row(registrations))),
             ]
             for title, frame in extra_sheets:
                 jobs.append((sheet_name(title, used), lambda ws, f=frame: write_table(ws, fmt, f)))
