@@ -50,7 +50,9 @@ def to_a_label(name: str) -> str:
         return n
 
 
-@lru_cache(maxsize=1_000_000)
+# Big enough for a CA of a few hundred thousand certificates; beyond that the passes over all names
+# cycle through more names than any cache holds, so a larger one would only cost memory.
+@lru_cache(maxsize=262_144)
 def classify_name(raw: str) -> DomainInfo:
     """Classify one SAN dNSName: its registrable domain, or why it has none."""
     name = to_a_label(raw)

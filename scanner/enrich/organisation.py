@@ -84,7 +84,7 @@ def strip_legal_forms(text: str) -> str:
         current = shorter
 
 
-@lru_cache(maxsize=1_000_000)
+@lru_cache(maxsize=262_144)
 def normalise_organisation(organisation: str | None) -> str:
     """The comparable label of a subject O: "Banco Santander, S.A." -> "bancosantander" ('' if none)."""
     if not organisation or not isinstance(organisation, str):
@@ -93,7 +93,7 @@ def normalise_organisation(organisation: str | None) -> str:
     return _NOT_ALNUM.sub("", _ARTICLE.sub("", core) or core)
 
 
-@lru_cache(maxsize=1_000_000)
+@lru_cache(maxsize=262_144)
 def organisation_labels(organisation: str | None, *, min_len: int = 4, max_words: int = 8) -> tuple[str, ...]:
     """Labels a subscriber with this O might register: the whole name, then its distinctive words.
 
