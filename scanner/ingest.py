@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -17,6 +19,7 @@ from .enrich.domains import PUBLIC, classify_name
 from .parse import ParseError, record_from_raw, records_frame
 from .sources.base import RawCert, SourceError, SourceItem, SourceNotice
 
+log = logging.getLogger(__name__)
 CHUNK = 2000  # certificates per unit of work: between two hand-overs of new domains to the lookups
 PARALLEL_FROM = 2 * CHUNK  # smaller inputs are parsed in-process: starting workers costs more
 
@@ -102,11 +105,27 @@ def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_p
         return
     # spawn, not fork: the registration lookups run in a thread of this process
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
-        pending: list[Future[Chunk]] = []
-        for chunk in [*first, *chunks]:
-            pending.append(pool.submit(parse_chunk, chunk, max_sans_per_cert))
-            if len(pending) >= 2 * n_workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+    rest = _chain(first, chunks)
+    pending: list[tuple[list[SourceItem], Future[Chunk]]] = []
+    try:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+            for chunk in rest:
+                pending.append((chunk, pool.submit(parse_chunk, chunk, max_sans_per_cert)))
+                if len(pending) >= 2 * n_workers:
+                    yield pending[0][1].result()
+                    pending.pop(0)
+            while pending:
+                yield pending[0][1].result()
+                pending.pop(0)
+    except BrokenProcessPool as exc:
+        # Workers could not start (e.g. a __main__ that spawn cannot re-import): finish in-process.
+        log.warning("parsing in one process: the worker processes failed (%s)", exc)
+        for chunk, _ in pending:
+            yield parse_chunk(chunk, max_sans_per_cert)
+        for chunk in rest:
+            yield parse_chunk(chunk, max_sans_per_cert)
+
+
+def _chain(first: list[list[SourceItem]], rest: Iterator[list[SourceItem]]) -> Iterator[list[SourceItem]]:
+    yield from first
+    yield from rest
