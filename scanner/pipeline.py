@@ -20,7 +20,7 @@ from .ingest import error_row, parse_in_chunks
 from .parse import collapse_precerts, records_frame
 from .records import ERROR_COLUMNS, frame_from_rows
 from .revocation.crl import apply_revocations, read_crl_files
-from .sources.base import SourceItem, SourceNotice
+from .sources.base import SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -110,79 +110,75 @@ def load_issuers(paths: Iterable[Path]) -> list[Any]:
     return out
 
 
-def _check_revocation(certs: pd.DataFrame, config: Config) -> Any:
+@dataclass
+class _Run:
+    """What one scan gathers on its way: counts, errors and the sentences for the summary."""
+
+    errors: list[dict[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"read": 0, "parsed": 0})
+    notices: list[str] = field(default_factory=list)
+    said: set[str] = field(default_factory=set)  # notices already logged by the part that raised them
+    partial: bool = False
+    domains: set[str] = field(default_factory=set)
+    revocation_data: list[str] = field(default_factory=list)
+    revocation_checks: dict[str, Any] | None = None
+    extra_tables: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+
+
+def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
+    """Parse the source into the certificate table, handing new domains to the lookups as they appear."""
+    frames: list[pd.DataFrame] = []
+    for chunk in parse_in_chunks(open_source(config), workers=config.workers,
+                                 max_sans_per_cert=config.max_sans_per_cert):
+        new = chunk.domains - state.domains
+        if new:  # lookups start while later chunks are still being parsed
+            state.domains.update(new)
+            registry.submit(sorted(new))
+        state.counts["read"] += chunk.read
+        state.counts["parsed"] += len(chunk.certs)
+        state.errors.extend(chunk.errors)
+        state.notices.extend(n.message for n in chunk.notices)
+        state.partial = state.partial or any(n.partial for n in chunk.notices)
+        if not chunk.certs.empty:
+            frames.append(chunk.certs)
+    return pd.concat(frames, ignore_index=True) if frames else records_frame([])
+
+
+def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Revocation dates from --crl files, then (with --check-revocation) OCSP and fetched CRLs."""
+    crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
+    for line in crl_errors:
+        state.errors.append(error_row("crl", "crl", line.split(":")[0], line))
+    certs = apply_revocations(certs, revocations)
+    state.revocation_data += [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
+                              for i in crl_infos]
+    from_crtsh = int((certs["revocation_source"] == "crtsh").sum()) if not certs.empty else 0
+    if from_crtsh:
+        state.revocation_data.append(f"crt.sh crl_revoked: {from_crtsh} revoked certificates")
+    if not config.check_revocation:
+        return certs, None
+    if config.offline:
+        state.notices.append("Offline: OCSP and CRL checks (--check-revocation) were not run.")
+        return certs, None
     from .revocation.checks import check_revocation, issuers_by_key_id
 
-    issuers = issuers_by_key_id(load_issuers(config.issuer_certs))
-    return check_revocation(certs, config, issuers=issuers, ccadb=config.ccadb)
+    check = check_revocation(certs, config, issuers=issuers_by_key_id(load_issuers(config.issuer_certs)),
+                             ccadb=config.ccadb)
+    certs = apply_revocations(certs, check.revocations, source="crl")
+    state.errors.extend(check.errors)
+    state.extra_tables["ocsp-responders.csv"] = ("OCSP responders", check.responders)
+    state.extra_tables["crls.csv"] = ("CRLs", check.crls)
+    state.revocation_data.append("OCSP and fetched CRLs (--check-revocation)")
+    state.revocation_checks = {
+        "responders": len(check.responders),
+        "crls": {k: int(v) for k, v in check.crls["status"].value_counts().items()} if not check.crls.empty else {},
+        "errors": len(check.errors),
+    }
+    return certs, check.findings
 
 
-def run(config: Config, *, write: bool = True) -> ScanResult:
-    """Run one scan end to end and (unless write=False) write its reports into config.out_dir."""
-    from .enrich.registration import RegistrationService
-
-    clock = StageClock()
-    errors: list[dict[str, str]] = []
-    counts = {"read": 0, "parsed": 0}
-    notices: list[str] = []
-    seen_domains: set[str] = set()
-
-    with RegistrationService(config, progress=config.progress) as registry:
-
-        source_notices: list[SourceNotice] = []
-        frames: list[pd.DataFrame] = []
-        for chunk in parse_in_chunks(open_source(config), workers=config.workers,
-                                     max_sans_per_cert=config.max_sans_per_cert):
-            new = chunk.domains - seen_domains
-            if new:  # lookups start while later chunks are still being parsed
-                seen_domains.update(new)
-                registry.submit(sorted(new))
-            counts["read"] += chunk.read
-            counts["parsed"] += len(chunk.certs)
-            errors.extend(chunk.errors)
-            source_notices.extend(chunk.notices)
-            if not chunk.certs.empty:
-                frames.append(chunk.certs)
-        notices.extend(n.message for n in source_notices)
-        clock.lap("parse")
-        certs = collapse_precerts(pd.concat(frames, ignore_index=True) if frames else records_frame([]))
-        del frames
-        clock.lap("collapse")
-
-        crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
-        for line in crl_errors:
-            errors.append(error_row("crl", "crl", line.split(":")[0], line))
-        certs = apply_revocations(certs, revocations)
-
-        # OCSP and CRL fetches run while the registration lookups finish in the background.
-        extra_tables: dict[str, tuple[str, pd.DataFrame]] = {}
-        revocation_findings: pd.DataFrame | None = None
-        revocation_checks: dict[str, Any] | None = None
-        if config.check_revocation and config.offline:
-            notices.append("Offline: OCSP and CRL checks (--check-revocation) were not run.")
-        elif config.check_revocation:
-            check = _check_revocation(certs, config)
-            certs = apply_revocations(certs, check.revocations, source="crl")
-            revocation_findings = check.findings
-            errors.extend(check.errors)
-            extra_tables["ocsp-responders.csv"] = ("OCSP responders", check.responders)
-            extra_tables["crls.csv"] = ("CRLs", check.crls)
-            revocation_checks = {
-                "responders": len(check.responders),
-                "crls": {k: int(v) for k, v in check.crls["status"].value_counts().items()}
-                if not check.crls.empty else {},
-                "errors": len(check.errors),
-            }
-
-        clock.lap("revocations")
-        registrations = registry.results()
-        clock.lap("lookups")
-        lookup_summary = registry.summary()
-        already_said = set()
-        if registry.notice:
-            notices.append(registry.notice)
-            already_said.add(registry.notice)  # the registration service said it once already
-
+def _detect(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config,
+            revocation_findings: pd.DataFrame | None) -> pd.DataFrame:
     if config.engine == "dask":
         from .engine_dask import run_detectors_dask
 
@@ -191,57 +187,85 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         findings = run_detectors(certs, registrations, config)
     if revocation_findings is not None and not revocation_findings.empty:
         findings = pd.concat([findings, revocation_findings], ignore_index=True)
-    findings = sort_findings(findings)
-    clock.lap("detect")
-    suspects = build_suspects(certs, findings)
-    clock.lap("score")
-    errors_df = frame_from_rows(errors, ERROR_COLUMNS)
-    revocation_data: list[str] = [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
-                       for i in crl_infos]
-    from_source = int(certs["revocation_source"].isin(["crtsh"]).sum()) if not certs.empty else 0
-    if from_source:
-        revocation_data.append(f"crt.sh crl_revoked: {from_source} revoked certificates")
-    if config.check_revocation and not config.offline:
-        revocation_data.append("OCSP and fetched CRLs (--check-revocation)")
-    if not revocation_data:
-        notices.append("No revocation data (no --crl given): revocation-based checks found nothing to check.")
-    summary: dict[str, Any] = {
+    return sort_findings(findings)
+
+
+def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.DataFrame, suspects: pd.DataFrame,
+             errors: pd.DataFrame, lookups: dict[str, Any], clock: StageClock) -> dict[str, Any]:
+    if not state.revocation_data:
+        state.notices.append("No revocation data (no --crl given): revocation-based checks found nothing to check.")
+    return {
         "source": config.source,
-        "read": counts["read"],
-        "parsed": counts["parsed"],
-        "errors": len(errors_df),
+        "read": state.counts["read"],
+        "parsed": state.counts["parsed"],
+        "errors": len(errors),
         "certificates": len(certs),
         "precertificate_pairs_merged": int((certs["precert_sha256"].fillna("") != "").sum()
                                            - certs["is_precert"].sum()) if not certs.empty else 0,
         "revoked": int(certs["revoked_at"].notna().sum()) if not certs.empty else 0,
-        "registrable_domains": len(seen_domains),
-        "lookups": lookup_summary,
+        "registrable_domains": len(state.domains),
+        "lookups": lookups,
         "findings": {k: int(v) for k, v in findings["code"].value_counts().items()} if not findings.empty else {},
         "suspects": len(suspects),
-        "revocation_data": revocation_data,
-        "notices": notices,
-        "partial": any(n.partial for n in source_notices),
-        "revocation_checks": revocation_checks,
+        "revocation_data": state.revocation_data,
+        "notices": state.notices,
+        "partial": state.partial,
+        "revocation_checks": state.revocation_checks,
+        "wall_seconds": round(time.monotonic() - clock.started, 3),
+        "stage_seconds": dict(clock.stages),  # report writing is timed in the -v log only
     }
-    summary["wall_seconds"] = round(time.monotonic() - clock.started, 3)
-    summary["stage_seconds"] = dict(clock.stages)  # report writing is timed in the -v log only
-    result = ScanResult(certs, findings, suspects, errors_df, registrations, summary)
+
+
+def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str, pd.DataFrame]],
+           clock: StageClock) -> dict[str, Path]:
+    from .report import write_reports
+
+    reports = write_reports(config.out_dir, result.suspects, result.certs, result.findings, result.errors,
+                            result.registrations, result.summary, extra_tables=extra_tables)
+    clock.lap("reports")
+    reports.update(write_tables(config.out_dir, {
+        "certs.parquet": result.certs, "findings.parquet": result.findings,
+        "registrations.parquet": result.registrations, "errors.parquet": result.errors,
+    }))
+    if config.plots:
+        from .report.plots import write_plots
+
+        reports.update(write_plots(config.out_dir, result.certs, result.findings))
+    clock.lap("tables and plots")
+    return reports
+
+
+def run(config: Config, *, write: bool = True) -> ScanResult:
+    """Run one scan end to end and (unless write=False) write its reports into config.out_dir."""
+    from .enrich.registration import RegistrationService
+
+    clock = StageClock()
+    state = _Run()
+    with RegistrationService(config, progress=config.progress) as registry:
+        certs = _ingest(config, registry, state)
+        clock.lap("parse")
+        certs = collapse_precerts(certs)
+        clock.lap("collapse")
+        # OCSP and CRL fetches run while the registration lookups finish in the background.
+        certs, revocation_findings = _revocations(certs, config, state)
+        clock.lap("revocations")
+        registrations = registry.results()
+        clock.lap("lookups")
+        lookups = registry.summary()
+        if registry.notice:
+            state.notices.append(registry.notice)
+            state.said.add(registry.notice)  # the registration service said it once already
+
+    findings = _detect(certs, registrations, config, revocation_findings)
+    clock.lap("detect")
+    suspects = build_suspects(certs, findings)
+    clock.lap("score")
+    errors = frame_from_rows(state.errors, ERROR_COLUMNS)
+    summary = _summary(config, state, certs, findings, suspects, errors, lookups, clock)
+    result = ScanResult(certs, findings, suspects, errors, registrations, summary)
     if write:
-        from .report import write_reports
-
-        result.reports = write_reports(config.out_dir, suspects, certs, findings, errors_df, registrations, summary,
-                                       extra_tables=extra_tables)
-        clock.lap("reports")
-        result.reports.update(write_tables(config.out_dir, {
-            "certs.parquet": certs, "findings.parquet": findings,
-            "registrations.parquet": registrations, "errors.parquet": errors_df,
-        }))
-        if config.plots:
-            from .report.plots import write_plots
-
-            result.reports.update(write_plots(config.out_dir, certs, findings))
-        clock.lap("tables and plots")
-    for n in notices:
-        if n not in already_said:
+        result.reports = _write(config, result, state.extra_tables, clock)
+    for n in state.notices:
+        if n not in state.said:
             log.warning(n)
     return result
