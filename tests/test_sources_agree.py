@@ -31,10 +31,10 @@ def _suspects(out: Path) -> list[dict[str, str]]:
         return [{c: r[c] for c in COMPARED} for r in csv.DictReader(fh)]
 
 
-def _scan(tmp: Path, name: str, *args: str) -> list[dict[str, str]]:
+def _scan(tmp: Path, name: str, *args: str, store: str | None = None) -> list[dict[str, str]]:
     out = tmp / name
     code = main(["scan", *args, "--registry-answers", str(SAMPLE / "registrations.csv"),
-                 "--cache", str(tmp / f"cache-{name}"), "--store", str(tmp / f"store-{name}.sqlite3"),
+                 "--cache", str(tmp / f"cache-{name}"), "--store", str(tmp / f"store-{store or name}.sqlite3"),
                  "--out", str(out), "-q", "--no-progress"])
     assert code == 0
     return _suspects(out)
@@ -65,6 +65,11 @@ def test_files_crtsh_sql_and_crtsh_json_give_the_same_suspects(tmp_path, certwat
         from_json = _scan(tmp_path, "json", "--source", "crtsh-json", "--identity", "ctscan-sample",
                           "--ca-id", str(ca_id), "--crtsh-url", crtsh.url, "--crtsh-rate", "0", "--crl", str(CRL))
     assert from_json == from_files
+
+    # the local store the crt.sh run filled, scanned again with no network at all
+    from_store = _scan(tmp_path, "store", "--source", "store", "--ca-id", str(ca_id), "--offline",
+                       "--crl", str(CRL), store="json")
+    assert from_store == from_files
 
 
 def _rfc5280_code(reasons: list[x509.ReasonFlags]) -> int | None:
