@@ -98,6 +98,9 @@ class Cache:
                 exc,
             )
             self._warned = True
+        self._close_connection()
+
+    def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -224,12 +227,7 @@ class Cache:
     def close(self) -> None:
         """Close the file (later calls behave as an empty, disabled cache)."""
         with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
+            self._close_connection()
 
     def __enter__(self) -> Cache:  # noqa: PYI034
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import sys
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -14,9 +15,11 @@ from tqdm import tqdm
 
 from ... import net
 from ...config import Config
+from ..base import SourceError, SourceItem, SourceNotice
 from .checkpoint_state import LogState, StateFile, load_state, state_path
 from .issuers import IssuerFilter
 from .loglist import LogInfo
+from .verify import VerifyError
 
 SOURCE = "ct"
 
@@ -89,3 +92,15 @@ class Context:
         reuse = state.next_index > 0 and saved_first <= first <= state.next_index
         start = min(end, max(first, state.next_index)) if reuse else first
         return first, start, end, reuse
+
+
+def skipped_log(log: LogInfo, what: str, exc: Exception) -> Iterator[SourceItem]:
+    """The error and partial notice for a log whose tree head (`what`) could not be read or trusted."""
+    if isinstance(exc, VerifyError):
+        yield SourceError(SOURCE, log.url, f"{exc}; nothing from this log is trusted, so it was skipped",
+                          stage="verify")
+        yield SourceNotice(f"CT log {log.name}: {what} signature check failed; the log was skipped", True)
+    else:
+        yield SourceError(SOURCE, log.url, f"cannot read the {what} of {log.name}: {exc}; "
+                          "the log is skipped, rerun later to read it")
+        yield SourceNotice(f"CT log {log.name} ({log.url}) was not read: its {what} is unreachable", True)

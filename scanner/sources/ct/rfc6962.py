@@ -14,7 +14,7 @@ import requests
 from ...net import FetchError, RateLimiter, RetryableError
 from ..base import RawCert, SourceError, SourceItem, SourceNotice
 from .checkpoint_state import LogState, StateFile
-from .context import SOURCE, Context, ms_to_datetime
+from .context import SOURCE, Context, ms_to_datetime, skipped_log
 from .leaf import LeafError, parse_rfc6962_entry
 from .loglist import LogInfo
 from .merkle import CompactRange
@@ -65,15 +65,8 @@ def read_rfc6962_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
         head = sth_from_json(resp.json(), log.name)
         if ctx.verify:
             verify_tree_head(log.key, head, log.name)
-    except FetchError as exc:
-        yield SourceError(SOURCE, log.url, f"cannot read the tree head of {log.name}: {exc}; "
-                          "the log is skipped, rerun later to read it")
-        yield SourceNotice(f"CT log {log.name} ({log.url}) was not read: its tree head is unreachable", True)
-        return
-    except VerifyError as exc:
-        yield SourceError(SOURCE, log.url, f"{exc}; nothing from this log is trusted, so it was skipped",
-                          stage="verify")
-        yield SourceNotice(f"CT log {log.name}: tree head signature check failed; the log was skipped", True)
+    except (FetchError, VerifyError) as exc:
+        yield from skipped_log(log, "tree head", exc)
         return
 
     state, path = ctx.load_state(log)

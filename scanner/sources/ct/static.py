@@ -14,7 +14,7 @@ import requests
 from ...net import FetchError, RateLimiter, RetryableError
 from ..base import RawCert, SourceError, SourceItem, SourceNotice
 from .checkpoint_state import LogState, StateFile
-from .context import SOURCE, Context, maybe_gunzip, ms_to_datetime
+from .context import SOURCE, Context, maybe_gunzip, ms_to_datetime, skipped_log
 from .leaf import LeafError, LogEntry, iter_tile_leaves
 from .loglist import LogInfo
 from .merkle import TILE_HEIGHT, TILE_WIDTH, CompactRange, aligned_pieces, perfect_root, tile_path, tile_width
@@ -133,15 +133,8 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
             cp, _ = verify_checkpoint(text, log.key, log.origin, log.name)
         else:
             cp = parse_checkpoint(text, log.name)
-    except FetchError as exc:
-        yield SourceError(SOURCE, log.url, f"cannot read the checkpoint of {log.name}: {exc}; "
-                          "the log is skipped, rerun later to read it")
-        yield SourceNotice(f"CT log {log.name} ({log.url}) was not read: its checkpoint is unreachable", True)
-        return
-    except VerifyError as exc:
-        yield SourceError(SOURCE, log.url, f"{exc}; nothing from this log is trusted, so it was skipped",
-                          stage="verify")
-        yield SourceNotice(f"CT log {log.name}: checkpoint signature check failed; the log was skipped", True)
+    except (FetchError, VerifyError) as exc:
+        yield from skipped_log(log, "checkpoint", exc)
         return
 
     size = cp.tree_size
