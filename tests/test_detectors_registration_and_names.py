@@ -72,3 +72,13 @@ def test_no_findings_means_no_suspects_but_the_right_columns(test_ca):
     s = build_suspects(certs, frame_from_rows([], FINDING_COLUMNS))
     assert s.empty and list(s.columns)[:12] == ["sha256", "crtsh_url", "serial", "subject_o", "subject_cn", "sans",
                                                 "not_before", "not_after", "revoked_at", "signals", "score", "evidence"]
+
+
+def test_a_certificate_with_thousands_of_bad_sans_keeps_a_readable_evidence_cell(test_ca):
+    names = [f"www.unreg{i}.com" for i in range(2000)]
+    certs = _certs(test_ca, [(1, "2020-01-01T00:00", names, [])])
+    regs = _regs([(f"unreg{i}.com", "unregistered", None) for i in range(2000)])
+    findings = detect_unregistered(certs, name_table(certs), regs)
+    assert len(findings) == 2000  # every SAN is still its own finding in the per-problem list
+    evidence = build_suspects(certs, findings).iloc[0]["evidence"]
+    assert evidence.endswith("(and 1997 more of this kind)") and len(evidence) < 2000

@@ -124,3 +124,15 @@ def test_empty_certificate_table_gives_empty_findings():
     assert detect_revoke_reissue(empty, WEEK, TWO_DAYS).empty
     assert detect_early_revocation(empty, WEEK).empty
     assert isinstance(detect_early_revocation(empty, WEEK), pd.DataFrame)
+
+
+def test_certificates_with_thousands_of_sans_are_paired_without_quadratic_work(test_ca):
+    big = [f"h{i}.bulk-hosting-{i}.com" for i in range(5000)]
+    df = _frame(test_ca, [
+        (0x9301, "2021-05-01T08:00", dict(org="Bulk Hosting", dns=big), "2021-05-01T10:00"),
+        (0x9302, "2021-05-01T11:00", dict(org="Bulk Hosting", dns=big[1:]), None),
+    ])
+    f = detect_revoke_reissue(df, WEEK, TWO_DAYS)  # pytest-timeout catches a quadratic hang
+    assert len(f) == 1 and json.loads(f.iloc[0]["detail"])["change"] == "san_set_changed"
+    assert "removed h0.bulk-hosting-0.com; added none" in f.iloc[0]["evidence"]
+    assert len(f.iloc[0]["evidence"]) < 1000  # the sentence names a few names, not thousands

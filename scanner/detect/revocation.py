@@ -16,6 +16,10 @@ from .findings import as_json, findings_frame, human_duration, iso
 from .typo import label_typo, suffix_typo
 
 MIN_TYPO_LABEL = 4  # shorter labels are one edit away from too much to mean anything
+#: Names of each certificate compared for a typo link: the comparison is pairwise, and a certificate
+#: with thousands of SANs (attacker-controlled) must not make it quadratic; a typo correction is a
+#: small certificate anyway.
+MAX_TYPO_NAMES = 100
 
 
 def early_revocations(certs: pd.DataFrame, window: timedelta) -> pd.DataFrame:
@@ -53,6 +57,7 @@ def _labels(names: list[str]) -> dict[str, str]:
 
 def _typo_link(a_names: list[str], b_names: list[str]) -> tuple[str, str] | None:
     """A pair (name in A, name in B) whose registrable label or suffix is one typo apart, if any."""
+    a_names, b_names = a_names[:MAX_TYPO_NAMES], b_names[:MAX_TYPO_NAMES]
     for na in a_names:
         ia = classify_name(na)
         if not ia.registrable:
@@ -68,6 +73,14 @@ def _typo_link(a_names: list[str], b_names: list[str]) -> tuple[str, str] | None
     return None
 
 
+def _few(names: list[str], limit: int = 5) -> str:
+    """'a, b, c' or 'a, b, c and 12 more': evidence stays one readable sentence."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 def classify_change(a: pd.Series, b: pd.Series) -> tuple[str, str]:
     """How the reissue B differs from the revoked A: (kind, readable detail)."""
     sans_a, sans_b = set(a["san_dns"] or []), set(b["san_dns"] or [])
@@ -76,7 +89,7 @@ def classify_change(a: pd.Series, b: pd.Series) -> tuple[str, str]:
         if link:
             return "san_typo_fixed", f"SAN typo fixed ({link[0]} -> {link[1]})"
         gone, new = sorted(sans_a - sans_b), sorted(sans_b - sans_a)
-        return "san_set_changed", f"SAN set changed (removed {', '.join(gone) or 'none'}; added {', '.join(new) or 'none'})"
+        return "san_set_changed", f"SAN set changed (removed {_few(gone)}; added {_few(new)})"
     if a["subject_dn"] != b["subject_dn"]:
         return "subject_changed", f"subject changed ({a['subject_dn']} -> {b['subject_dn']})"
     if a["spki_sha256"] != b["spki_sha256"]:

@@ -36,6 +36,16 @@ def bonus(code: str, detail: str) -> float:
     return sum(w for (c, k, v), w in BONUSES.items() if c == code and d.get(k) == v)
 
 
+MAX_SENTENCES_PER_SIGNAL = 3  # the rest are in the per-problem lists; a 5,000-SAN cert stays readable
+
+
+def _joined_evidence(sentences: pd.Series) -> str:
+    unique = list(dict.fromkeys(sentences))
+    text = " ".join(unique[:MAX_SENTENCES_PER_SIGNAL])
+    extra = len(unique) - MAX_SENTENCES_PER_SIGNAL
+    return f"{text} (and {extra} more of this kind)" if extra > 0 else text
+
+
 def score_findings(findings: pd.DataFrame) -> pd.DataFrame:
     """Per certificate: score (distinct codes' weights + bonuses), signals and evidence."""
     if findings.empty:
@@ -44,7 +54,7 @@ def score_findings(findings: pd.DataFrame) -> pd.DataFrame:
     f["weight"] = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0)
     f["bonus"] = [bonus(c, d) for c, d in zip(f["code"], f["detail"].fillna(""))]
     per_code = f.groupby(["sha256", "code"], sort=False).agg(
-        weight=("weight", "first"), bonus=("bonus", "max"), evidence=("evidence", lambda s: " ".join(dict.fromkeys(s)))
+        weight=("weight", "first"), bonus=("bonus", "max"), evidence=("evidence", _joined_evidence)
     ).reset_index()
     per_code["points"] = per_code["weight"] + per_code["bonus"]
     per_code = per_code.sort_values(["sha256", "points"], ascending=[True, False])
