@@ -82,3 +82,15 @@ def test_a_certificate_with_thousands_of_bad_sans_keeps_a_readable_evidence_cell
     assert len(findings) == 2000  # every SAN is still its own finding in the per-problem list
     evidence = build_suspects(certs, findings).iloc[0]["evidence"]
     assert evidence.endswith("(and 1997 more of this kind)") and len(evidence) < 2000
+
+
+def test_real_netlock_certificate_with_a_utf8_dnsname_is_flagged_invalid(real_data):
+    from scanner.sources.base import RawCert
+    from scanner.sources.files import read_files
+
+    [item] = [i for i in read_files([real_data / "cryptography_vectors/x509/utf8-dnsname.pem"]) if isinstance(i, RawCert)]
+    certs = records_frame([parse_der(item.der)])
+    f = detect_name_kinds(name_table(certs))
+    assert set(f["code"]) == {"invalid_dns_name"}
+    assert "non-ASCII" in f.iloc[0]["evidence"]
+    assert len(f) == 2  # biztosítás.hu and its wildcard, not the A-label forms

@@ -13,9 +13,9 @@ _CODES = {IP: "ip_san", INTERNAL: "internal_name", INVALID: "invalid_dns_name"}
 
 def detect_name_kinds(names: pd.DataFrame) -> pd.DataFrame:
     """One finding per SAN that is an IP address, an internal name, or not a valid DNS name."""
-    odd = names[names["kind"].isin(list(_CODES))].drop_duplicates(["sha256", "name"])
+    odd = names[names["kind"].isin(list(_CODES))].drop_duplicates(["sha256", "raw"])
     found = []
-    for sha, name, kind, reason in zip(odd["sha256"], odd["name"], odd["kind"], odd["reason"]):
+    for sha, name, kind, reason in zip(odd["sha256"], odd["raw"], odd["kind"], odd["reason"]):
         what = {IP: "is an IP address", INTERNAL: "has no public suffix (internal name)",
                 INVALID: f"is not a valid public DNS name ({reason})"}[kind]
         found.append(Finding(sha, _CODES[kind], f"SAN {name!r} {what}; it cannot be registered or looked up.",

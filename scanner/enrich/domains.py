@@ -58,6 +58,9 @@ def classify_name(raw: str) -> DomainInfo:
     name = to_a_label(raw)
     if not name:
         return DomainInfo(name, INVALID, reason="empty name")
+    if not raw.isascii():
+        # dNSName is an IA5String: the BRs require A-labels, so a U-label in a certificate is a defect.
+        return DomainInfo(name, INVALID, reason="non-ASCII characters (a U-label; certificates must carry A-labels)")
     if _MAYBE_IP.match(name):
         try:
             ipaddress.ip_address(name.strip("[]"))
@@ -89,7 +92,7 @@ def registrable_domain(raw: str) -> str:
     return classify_name(raw).registrable
 
 
-NAME_COLUMNS = ("sha256", "name", "kind", "registrable", "label", "suffix", "reason")
+NAME_COLUMNS = ("sha256", "raw", "name", "kind", "registrable", "label", "suffix", "reason")
 
 
 def name_table(certs: "pd.DataFrame", max_per_cert: int | None = None) -> "pd.DataFrame":
@@ -110,6 +113,7 @@ def name_table(certs: "pd.DataFrame", max_per_cert: int | None = None) -> "pd.Da
     return pd.DataFrame(
         {
             "sha256": pd.Series(sha, dtype="string"),
+            "raw": pd.Series(names, dtype="string"),  # as the certificate wrote it
             "name": pd.Series([i.name for i in infos], dtype="string"),
             "kind": pd.Series([i.kind for i in infos], dtype="string"),
             "registrable": pd.Series([i.registrable for i in infos], dtype="string"),
