@@ -14,6 +14,7 @@ are handled explicitly:
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterator
@@ -55,6 +56,8 @@ def dask_client(config: Config) -> Iterator[Any]:
             f"--engine dask needs dask[dataframe] and distributed ({exc}); install them with "
             "pip install 'ctscan[dask]' or use --engine pandas"
         ) from None
+    # distributed logs its cluster's start and stop at INFO on its own loggers: keep stderr for our news.
+    logging.getLogger("distributed").setLevel(logging.INFO if config.verbose else logging.WARNING)
     if config.scheduler:
         try:
             client = Client(config.scheduler, timeout=max(config.timeout, 1.0))
@@ -71,7 +74,8 @@ def dask_client(config: Config) -> Iterator[Any]:
         # when another cluster holds that port, on a free one: that is not worth a warning.
         warnings.filterwarnings("ignore", message="Port 8787 is already in use")
         cluster = LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+                               dashboard_address=None,
+                               silence_logs=logging.INFO if config.verbose else logging.ERROR)
     with cluster, Client(cluster) as client:
         yield client
 
