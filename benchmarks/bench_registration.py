@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import socket
 import sys
 import tempfile
 import time
@@ -66,6 +67,41 @@ def serve(port_queue: mp.Queue) -> None:
     asyncio.run(main())
 
 
+def serve_threading(port_queue: mp.Queue) -> None:
+    """The same registry on http.server's ThreadingHTTPServer: the plain Python test server the issue means."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = BODY_FILE.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as registries do
+
+        def setup(self) -> None:
+            super().setup()
+            # headers and body go out in two writes: without this, Nagle + delayed ACK stall 40 ms each
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def do_GET(self) -> None:  # noqa: N802
+            registered = self.path.rsplit("/", 1)[-1].startswith("r")
+            self.send_response(200 if registered else 404)
+            self.send_header("Content-Type", "application/rdap+json")
+            self.send_header("Content-Length", str(len(body) if registered else 0))
+            self.end_headers()
+            if registered:
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # the default backlog of 5 drops the client's 64 parallel connects
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    port_queue.put(server.server_address[1])
+    server.serve_forever()
+
+
 def names_for(n: int, tag: str) -> list[str]:
     """Half registered ("r..."), half not, all distinct."""
     return [f"{'r' if i % 2 else 'u'}{tag}{i}.com" for i in range(n)]
@@ -108,11 +144,16 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of (a) and (b); best of each"
     )
+    parser.add_argument("--server", choices=("aiohttp", "threading"), default="aiohttp",
+                        help="the loopback registry: aiohttp web (fast: the client is the bottleneck) or "
+                             "http.server's ThreadingHTTPServer (the plain Python test server)")
     args = parser.parse_args()
+    print(f"registry server: {args.server}")
 
     ctx = mp.get_context("spawn")
     port_queue: mp.Queue = ctx.Queue()
-    server = ctx.Process(target=serve, args=(port_queue,), daemon=True)
+    target = serve if args.server == "aiohttp" else serve_threading
+    server = ctx.Process(target=target, args=(port_queue,), daemon=True)
     server.start()
     try:
         port = port_queue.get(timeout=30)
