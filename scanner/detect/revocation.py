@@ -9,7 +9,7 @@ import pandas as pd
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from ..enrich.domains import classify_name
+from ..enrich.domains import Classified, classifier, classify_name
 from ..enrich.organisation import normalise_organisation
 from ..records import Finding
 from .findings import as_json, findings_frame, human_duration, iso
@@ -109,7 +109,9 @@ class _Subscribers:
     one rapidfuzz call find names one edit away among the certificates of a time window.
     """
 
-    def __init__(self, certs: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None):
+    def __init__(self, certs: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None,
+                 classified: Classified | None = None):
+        self.classify = classifier(classified)
         self.rows = certs.sort_values("not_before", kind="stable").reset_index(drop=True)
         self.nb = _naive_utc(self.rows["not_before"]).to_numpy()
         self.sha = self.rows["sha256"].tolist()
@@ -128,8 +130,8 @@ class _Subscribers:
         self.flat_start = np.zeros(len(self.rows) + 1, dtype=np.int64)
         for i in range(len(self.rows)):
             if wanted[i]:
-                labels = self._labels_of(i)
-                for k in self._keys(i, labels):
+                domains, labels = self._names_of(i)
+                for k in self._keys(i, domains, labels):
                     index.setdefault(k, []).append(i)
                 flat_labels.extend(labels)
             self.flat_start[i + 1] = len(flat_labels)
@@ -137,15 +139,17 @@ class _Subscribers:
         self.flat_labels = flat_labels
         self.flat_row = np.repeat(np.arange(len(self.rows)), np.diff(self.flat_start))
 
+    def _names_of(self, i: int) -> tuple[set[str], list[str]]:
+        """Registrable domains and their labels (sorted) of row i's SANs and CN."""
+        infos = [x for x in map(self.classify, [*self.names[i], self.cn[i]]) if x.registrable]
+        return {x.registrable for x in infos}, sorted({x.label for x in infos})
+
     def domains(self, i: int) -> set[str]:
         """Registrable domains of row i's SANs and CN."""
-        return {x.registrable for x in map(classify_name, [*self.names[i], self.cn[i]]) if x.registrable}
+        return self._names_of(i)[0]
 
-    def _labels_of(self, i: int) -> list[str]:
-        return sorted({x.label for x in map(classify_name, [*self.names[i], self.cn[i]]) if x.registrable})
-
-    def _keys(self, i: int, labels: list[str]) -> set[str]:
-        keys = {"d:" + d for d in self.domains(i)} | {"l:" + lab for lab in labels}
+    def _keys(self, i: int, domains: set[str], labels: list[str]) -> set[str]:
+        keys = {"d:" + d for d in domains} | {"l:" + lab for lab in labels}
         if self.org[i]:
             keys.add("o:" + self.org[i])
         return keys
@@ -159,8 +163,8 @@ class _Subscribers:
     def candidates(self, i: int, lo: int, hi: int) -> set[int]:
         """Rows in [lo, hi) sharing a key with row i, or holding a label one edit from one of its labels."""
         out: set[int] = set()
-        mine = self._labels_of(i)
-        for k in self._keys(i, mine):
+        domains, mine = self._names_of(i)
+        for k in self._keys(i, domains, mine):
             rows = self.index.get(k)
             if rows is not None:
                 a, b = np.searchsorted(rows, lo), np.searchsorted(rows, hi)
@@ -189,7 +193,9 @@ class _Subscribers:
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}
 
 
-def detect_revoke_reissue(certs: pd.DataFrame, window: timedelta, reissue_window: timedelta) -> pd.DataFrame:
+def detect_revoke_reissue(
+    certs: pd.DataFrame, window: timedelta, reissue_window: timedelta, *, classified: Classified | None = None
+) -> pd.DataFrame:
     """Pair each early-revoked certificate with the subscriber's certificate issued close to the revocation.
 
     B counts when it shares the subject O (normalised), a registrable domain, or a name one typo away
@@ -201,7 +207,7 @@ def detect_revoke_reissue(certs: pd.DataFrame, window: timedelta, reissue_window
     if early.empty:
         return findings_frame([])
     rw = pd.Timedelta(reissue_window)
-    subs = _Subscribers(certs, [(t - rw, t + rw) for t in early["revoked_at"]])
+    subs = _Subscribers(certs, [(t - rw, t + rw) for t in early["revoked_at"]], classified)
     position = {sha: i for i, sha in enumerate(subs.sha)}
     rows = subs.rows
     found = []

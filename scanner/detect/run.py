@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..config import Config
-from ..enrich.domains import name_table
+from ..enrich.domains import Classified, classify_all, name_table
 from ..records import FINDING_COLUMNS, empty_frame
 from .names import detect_name_kinds
 from .registration import detect_registered_after_issuance, detect_unregistered
@@ -13,9 +13,11 @@ from .revocation import detect_early_revocation, detect_revoke_reissue
 from .typo import IssuanceCounts, detect_typo_neighbours
 
 
-def per_certificate_findings(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
+def per_certificate_findings(
+    certs: pd.DataFrame, registrations: pd.DataFrame, config: Config, *, classified: Classified | None = None
+) -> pd.DataFrame:
     """Findings that look at one certificate at a time (any partition of the rows gives the same union)."""
-    names = name_table(certs, config.max_sans_per_cert)
+    names = name_table(certs, config.max_sans_per_cert, classified)
     return concat_findings([
         detect_unregistered(certs, names, registrations),
         detect_registered_after_issuance(certs, names, registrations),
@@ -25,23 +27,25 @@ def per_certificate_findings(certs: pd.DataFrame, registrations: pd.DataFrame, c
 
 
 def cross_certificate_findings(
-    certs: pd.DataFrame, config: Config, *, counts: IssuanceCounts | None = None
+    certs: pd.DataFrame, config: Config, *, counts: IssuanceCounts | None = None,
+    classified: Classified | None = None,
 ) -> pd.DataFrame:
     """Findings that compare certificates of one subscriber (a partition must hold whole subscribers).
 
     counts: the CA-wide issuance counts the typo ranking uses, when certs is only a partition.
     """
     return concat_findings([
-        detect_typo_neighbours(certs, counts=counts),
-        detect_revoke_reissue(certs, config.revocation_window, config.reissue_window),
+        detect_typo_neighbours(certs, counts=counts, classified=classified),
+        detect_revoke_reissue(certs, config.revocation_window, config.reissue_window, classified=classified),
     ])
 
 
 def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
     """Every detector over the certificate table: one findings table (pure; no network)."""
+    classified = classify_all(certs)  # once for every detector: the costliest step at a million names
     return concat_findings([
-        per_certificate_findings(certs, registrations, config),
-        cross_certificate_findings(certs, config),
+        per_certificate_findings(certs, registrations, config, classified=classified),
+        cross_certificate_findings(certs, config, classified=classified),
     ])
 
 

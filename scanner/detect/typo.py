@@ -25,7 +25,7 @@ import idna
 import numpy as np
 import pandas as pd
 
-from ..enrich.domains import PUBLIC, classify_name
+from ..enrich.domains import PUBLIC, Classified, classifier
 from ..enrich.organisation import fold, normalise_organisation, organisation_labels
 from ..enrich.typo_index import Edit, edit_between, one_edit_pairs
 from ..records import FINDING_COLUMNS, Finding, empty_frame
@@ -84,7 +84,8 @@ def _clip(text: object, limit: int = 80) -> str:
 
 
 def _registrables(
-    certs: pd.DataFrame, min_label_len: int, max_registrables: int, counts: "IssuanceCounts | None" = None
+    certs: pd.DataFrame, min_label_len: int, max_registrables: int, counts: "IssuanceCounts | None" = None,
+    classified: Classified | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per certificate and registrable domain, one row per SAN) for labels long enough to compare."""
     lists = certs["san_dns"].tolist()
@@ -95,7 +96,8 @@ def _registrables(
             cert_ids.extend([cert] * len(kept))
             names.extend(kept)
             order.extend(range(len(kept)))
-    info = {s: classify_name(s) for s in set(names)}
+    classify = classifier(classified)
+    info = {s: classify(s) for s in set(names)}
     keys = {}
     rows = []
     for cert, name, position in zip(cert_ids, names, order):
@@ -225,17 +227,18 @@ def _nearest_witness(left: pd.DataFrame, right: pd.DataFrame, by: list[str], rig
 
 def detect_typo_neighbours(
     certs: pd.DataFrame, *, min_label_len: int = 4, max_registrables: int = MAX_REGISTRABLES,
-    counts: IssuanceCounts | None = None,
+    counts: IssuanceCounts | None = None, classified: Classified | None = None,
 ) -> pd.DataFrame:
     """Findings "typo_neighbour" for SANs one edit away from the subject O, another SAN or the subscriber's names.
 
     `counts` (issuance_counts of every certificate of the CA) replaces the counts over `certs` when
-    `certs` is only a part of the issuance, e.g. one partition of whole subscribers.
+    `certs` is only a part of the issuance, e.g. one partition of whole subscribers. `classified`
+    (domains.classify_all) saves classifying each name again.
     """
     if certs is None or certs.empty or "san_dns" not in certs.columns:
         return empty_frame(FINDING_COLUMNS)
     certs = certs.reset_index(drop=True)
-    regs, sans = _registrables(certs, min_label_len, max_registrables, counts)
+    regs, sans = _registrables(certs, min_label_len, max_registrables, counts, classified)
     if regs.empty:
         return empty_frame(FINDING_COLUMNS)
 

@@ -50,11 +50,7 @@ def to_a_label(name: str) -> str:
         return n
 
 
-# Big enough for a CA of a few hundred thousand certificates; beyond that the passes over all names
-# cycle through more names than any cache holds, so a larger one would only cost memory.
-@lru_cache(maxsize=262_144)
-def classify_name(raw: str) -> DomainInfo:
-    """Classify one SAN dNSName: its registrable domain, or why it has none."""
+def _classify(raw: str) -> DomainInfo:
     name = to_a_label(raw)
     if not name:
         return DomainInfo(name, INVALID, reason="empty name")
@@ -87,6 +83,33 @@ def classify_name(raw: str) -> DomainInfo:
     )
 
 
+# For names classified one at a time; a scan classifies all its names once with classify_all.
+classify_name = lru_cache(maxsize=65_536)(_classify)
+classify_name.__doc__ = "Classify one SAN dNSName: its registrable domain, or why it has none (cached)."
+
+#: Each distinct name of a scan, classified once and handed to every detector.
+Classified = dict[str, DomainInfo]
+
+
+def classify_all(certs: "pd.DataFrame") -> Classified:
+    """Every distinct SAN (dNSName and IP) and subject CN of these certificates, classified once."""
+    names: set[str] = set()
+    for column in ("san_dns", "san_ip"):
+        for values in certs[column]:
+            if isinstance(values, (list, tuple)):
+                names.update(v for v in values if isinstance(v, str))
+    names.update(cn for cn in certs["subject_cn"].dropna() if isinstance(cn, str))
+    return {n: _classify(n) for n in names}
+
+
+def classifier(classified: Classified | None):  # noqa: ANN201  (a callable str -> DomainInfo)
+    """A function classifying one name: from `classified` when it has the name, else classify_name."""
+    if classified is None:
+        return classify_name
+    get = classified.get
+    return lambda name: get(name) or classify_name(name)
+
+
 def registrable_domain(raw: str) -> str:
     """The registrable domain of a name ('' for IPs, internal and invalid names)."""
     return classify_name(raw).registrable
@@ -95,7 +118,9 @@ def registrable_domain(raw: str) -> str:
 NAME_COLUMNS = ("sha256", "raw", "name", "kind", "registrable", "label", "suffix", "reason")
 
 
-def name_table(certs: "pd.DataFrame", max_per_cert: int | None = None) -> "pd.DataFrame":
+def name_table(
+    certs: "pd.DataFrame", max_per_cert: int | None = None, classified: Classified | None = None
+) -> "pd.DataFrame":
     """One row per (certificate, SAN dNSName) with its classification; IP SANs included as kind 'ip'."""
     import pandas as pd
 
@@ -109,7 +134,7 @@ def name_table(certs: "pd.DataFrame", max_per_cert: int | None = None) -> "pd.Da
             all_names = all_names[:max_per_cert]
         sha.extend([cert_sha] * len(all_names))
         names.extend(all_names)
-    infos = [classify_name(n) for n in names]
+    infos = list(map(classifier(classified), names))
     return pd.DataFrame(
         {
             "sha256": pd.Series(sha, dtype="string"),
