@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
 
 from .columnar import read_tables, write_tables
 from .config import Config
@@ -128,8 +130,11 @@ class _Run:
 def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
     """Parse the source into the certificate table, handing new domains to the lookups as they appear."""
     frames: list[pd.DataFrame] = []
+    show = config.progress if config.progress is not None else (sys.stderr.isatty() and not config.quiet)
+    bar = tqdm(unit=" cert", desc="parse", file=sys.stderr, disable=not show)
     for chunk in parse_in_chunks(open_source(config), workers=config.workers,
                                  max_sans_per_cert=config.max_sans_per_cert):
+        bar.update(chunk.read)
         new = chunk.domains - state.domains
         if new:  # lookups start while later chunks are still being parsed
             state.domains.update(new)
@@ -141,6 +146,7 @@ def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
         state.partial = state.partial or any(n.partial for n in chunk.notices)
         if not chunk.certs.empty:
             frames.append(chunk.certs)
+    bar.close()
     return pd.concat(frames, ignore_index=True) if frames else records_frame([])
 
 
