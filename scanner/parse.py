@@ -19,6 +19,7 @@ from .sources.base import RawCert
 _NONE: tuple[str, ...] = ()
 CT_POISON_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.3")
 OCSP_METHOD = x509.oid.AuthorityInformationAccessOID.OCSP
+CA_ISSUERS_METHOD = x509.oid.AuthorityInformationAccessOID.CA_ISSUERS
 
 
 class ParseError(ValueError):
@@ -110,6 +111,11 @@ def _subject_fields(subject: x509.Name) -> dict[str, str]:
     return out
 
 
+def _aia_urls(aia: Any, method: x509.ObjectIdentifier) -> list[str]:
+    return [d.access_location.value for d in (aia or [])
+            if d.access_method == method and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+
+
 def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) -> dict[str, Any]:
     sha = hashlib.sha256(der).hexdigest()
     by_oid = {e.oid: e.value for e in cert.extensions}  # parses every extension: a bad one fails here
@@ -130,11 +136,8 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) ->
             for gn in dp.full_name or []:
                 if isinstance(gn, x509.UniformResourceIdentifier):
                     crl_urls.append(gn.value)
-    ocsp_urls = [
-        d.access_location.value
-        for d in (aia or [])
-        if d.access_method == OCSP_METHOD and isinstance(d.access_location, x509.UniformResourceIdentifier)
-    ]
+    ocsp_urls = _aia_urls(aia, OCSP_METHOD)
+    ca_issuers = _aia_urls(aia, CA_ISSUERS_METHOD)
     issuer_raw, spki = _tbs_parts(cert.tbs_certificate_bytes)
     subject = cert.subject
     row = {
@@ -158,6 +161,7 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) ->
         "revocation_source": "",
         "crl_distribution_points": crl_urls or _NONE,
         "ocsp_urls": ocsp_urls or _NONE,
+        "ca_issuers": ca_issuers or _NONE,
         "source": source,
         "provenance": provenance,
         "crtsh_id": None,

@@ -43,13 +43,14 @@ CERT_COLUMNS: dict[str, str] = {
     "revocation_source": "string",  # crl / crtsh / ocsp
     "crl_distribution_points": "object",  # list[str]
     "ocsp_urls": "object",  # list[str]
+    "ca_issuers": "object",  # list[str]: AIA caIssuers URLs, where the issuer certificate can be fetched
     "source": "string",  # files / crtsh-sql / crtsh-json / ct
     "provenance": "string",  # file path, "crtsh:ID", "log URL#index"
     "crtsh_id": "Int64",
     "first_seen": "datetime64[ns, UTC]",  # earliest CT entry timestamp when known
 }
 
-LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls")
+LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls", "ca_issuers")
 
 # --- errors -------------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class TestCA:
         key: ec.EllipticCurvePrivateKey | None = None,
         crl_url: str | None = None,
         ocsp_url: str | None = None,
+        ca_issuers_url: str | None = None,
     ) -> x509.Certificate:
         """Sign a leaf certificate (or its precertificate, with the CT poison extension)."""
         attrs = []
@@ -103,10 +104,12 @@ class TestCA:
         if crl_url:
             builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
                 [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
-        if ocsp_url:
-            builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]),
-                critical=False)
+        access = [(x509.oid.AuthorityInformationAccessOID.OCSP, ocsp_url),
+                  (x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, ca_issuers_url)]
+        if ocsp_url or ca_issuers_url:
+            builder = builder.add_extension(x509.AuthorityInformationAccess([
+                x509.AccessDescription(method, x509.UniformResourceIdentifier(url)) for method, url in access if url
+            ]), critical=False)
         if precert:
             builder = builder.add_extension(x509.PrecertPoison(), critical=True)
         return builder.sign(self.key, hashes.SHA256())

@@ -79,23 +79,26 @@ def revocation_world(tmp_path):
     ca = TestCA(name="ctscan CLI Revocation CA")
     behaviour = {1: srv.Answer(srv.GOOD), 2: srv.Answer(srv.GOOD), 3: srv.Answer(srv.UNAUTHORIZED)}
     crl = ca.crl([(2, NOW - timedelta(days=2), x509.ReasonFlags.key_compromise)], this_update=NOW - timedelta(hours=6))
-    with srv.OcspServer(ca.cert, ca.key, behaviour, files={"/ca.crl": der(crl)}) as server:
+    with srv.OcspServer(ca.cert, ca.key, behaviour, files={"/ca.crl": der(crl), "/ca.der": der(ca.cert)}) as server:
         certs = tmp_path / "certs"
         certs.mkdir()
         for serial in (1, 2, 3):
             c = ca.issue(serial=serial, not_before=NOW - timedelta(days=30), dns=[f"s{serial}.example.com"],
-                         ocsp_url=server.url, crl_url=server.file_url("/ca.crl"))
+                         ocsp_url=server.url, crl_url=server.file_url("/ca.crl"),
+                         ca_issuers_url=server.file_url("/ca.der"))
             (certs / f"{serial}.pem").write_bytes(pem(c))
         issuer = tmp_path / "ca.pem"
         issuer.write_bytes(pem(ca.cert))
         yield certs, issuer
 
 
+@pytest.mark.parametrize("issuer_from", ["--issuer-cert", "caIssuers"])
 def test_check_revocation_puts_ocsp_disagreements_into_the_suspects_and_writes_the_responder_table(
-        tmp_path, revocation_world):
+        tmp_path, revocation_world, issuer_from):
     certs, issuer = revocation_world
     out = tmp_path / "r"
-    code = main(["scan", str(certs), "--check-revocation", "--issuer-cert", str(issuer), "--ocsp-rate", "0",
+    given = ["--issuer-cert", str(issuer)] if issuer_from == "--issuer-cert" else []  # else fetched via AIA
+    code = main(["scan", str(certs), "--check-revocation", *given, "--ocsp-rate", "0",
                  "--registration", "off", "--cache", str(tmp_path / "c"), "--out", str(out), "-q", "--no-progress"])
     assert code == 0
     signals = {r["sans"]: set(r["signals"].split(";")) for r in _suspects(out, ["sans", "signals"])}
