@@ -32,7 +32,7 @@ def write_parquet(df: pd.DataFrame, path: Path, columns: dict[str, str]) -> Path
         elif dtype == "bool":
             fields.append(pa.field(name, pa.bool_()))
         elif dtype.startswith("datetime64"):
-            fields.append(pa.field(name, pa.timestamp("ns", tz="UTC")))
+            fields.append(pa.field(name, pa.timestamp("us", tz="UTC")))
         else:
             fields.append(pa.field(name, pa.string()))
     table = pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)

@@ -99,10 +99,10 @@ def context_rows(certs: pd.DataFrame, subs: Subscribers, bins: np.ndarray, confi
     if pairs.empty:
         return pd.DataFrame({"row": np.zeros(0, np.int64), "bin": np.zeros(0, np.int64)})
     early = early_revocations(certs.reset_index(drop=True), config.revocation_window)
-    revoked_at = pd.Series(pd.NaT, index=range(len(certs)), dtype="datetime64[ns, UTC]")
+    revoked_at = pd.Series(pd.NaT, index=range(len(certs)), dtype="datetime64[us, UTC]")
     revoked_at[early.index] = early["revoked_at"]
-    revoked = revoked_at.dt.tz_localize(None).to_numpy("datetime64[ns]")
-    nb = pd.to_datetime(certs["not_before"], utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
+    revoked = revoked_at.dt.tz_localize(None).to_numpy("datetime64[us]")
+    nb = pd.to_datetime(certs["not_before"], utc=True).dt.tz_localize(None).to_numpy("datetime64[us]")
     window = np.timedelta64(pd.Timedelta(config.reissue_window))
     out = []
     for anchor, partner in (("bundle", "other"), ("other", "bundle")):

@@ -36,9 +36,9 @@ CERT_COLUMNS: dict[str, str] = {
     "san_ip": "object",  # list[str]
     "san_email": "object",  # list[str]
     "spki_sha256": "string",  # SHA-256 of the SubjectPublicKeyInfo: tells a re-key from a reissue
-    "not_before": "datetime64[ns, UTC]",
-    "not_after": "datetime64[ns, UTC]",
-    "revoked_at": "datetime64[ns, UTC]",
+    "not_before": "datetime64[us, UTC]",
+    "not_after": "datetime64[us, UTC]",
+    "revoked_at": "datetime64[us, UTC]",
     "revocation_reason": "string",  # CRL reasonCode name, e.g. "keyCompromise"; empty if none given
     "revocation_source": "string",  # crl / crtsh / ocsp
     "crl_distribution_points": "object",  # list[str]
@@ -47,7 +47,7 @@ CERT_COLUMNS: dict[str, str] = {
     "source": "string",  # files / crtsh-sql / crtsh-json / ct
     "provenance": "string",  # file path, "crtsh:ID", "log URL#index"
     "crtsh_id": "Int64",
-    "first_seen": "datetime64[ns, UTC]",  # earliest CT entry timestamp when known
+    "first_seen": "datetime64[us, UTC]",  # earliest CT entry timestamp when known
 }
 
 LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls", "ca_issuers")
@@ -100,8 +100,8 @@ REGISTRATION_COLUMNS: dict[str, str] = {
     "method": "string",
     "server": "string",
     "detail": "string",
-    "checked_at": "datetime64[ns, UTC]",
-    "registered_at": "datetime64[ns, UTC]",
+    "checked_at": "datetime64[us, UTC]",
+    "registered_at": "datetime64[us, UTC]",
     "attempts": "Int64",
 }
 

@@ -57,13 +57,13 @@ TEST_SITE_COLUMNS: dict[str, str] = {
     "served_sha256": "string",
     "served_subject": "string",
     "served_issuer": "string",
-    "served_not_before": "datetime64[ns, UTC]",
-    "served_not_after": "datetime64[ns, UTC]",
+    "served_not_before": "datetime64[us, UTC]",
+    "served_not_after": "datetime64[us, UTC]",
     "served_status": "string",  # what OCSP and the CRL say, e.g. "ocsp=good; crl=not listed"
     "chain": "string",  # ok / wrong_root / unverified (no root certificate to check against)
     "finding": "string",  # ';'-joined codes; empty when the site is right
     "evidence": "string",
-    "checked_at": "datetime64[ns, UTC]",
+    "checked_at": "datetime64[us, UTC]",
 }
 
 

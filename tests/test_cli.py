@@ -72,3 +72,28 @@ def test_unreachable_registries_are_unknown_never_unregistered_and_the_run_says_
     assert "revoke_reissue" in signals  # the checks that need no network still ran
     summary = json.loads((out / "summary.json").read_text())
     assert any("no network" in n.lower() for n in summary["notices"])
+
+
+def test_a_certificate_with_no_well_defined_expiration_is_scanned_not_crashed_on(tmp_path, test_ca):
+    """RFC 5280 4.1.2.5: notAfter 99991231235959Z; nanosecond timestamps end in 2262."""
+    from datetime import datetime, timezone
+
+    import openpyxl
+
+    from scanner.pipeline import load_scan
+    from scanner.synth import pem, utc
+
+    start = utc("2020-01-01T00:00")
+    forever = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    days = (forever - start).days  # an IP in a dNSName, so the certificate is a suspect
+    cert = test_ca.issue(serial=4242, not_before=start, days=days, dns=["10.9.9.9"])
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "forever.pem").write_bytes(pem(cert))
+    out = tmp_path / "r"
+    assert main(["scan", str(tmp_path / "certs"), "--registration", "off", "--no-cache", "--out", str(out),
+                 "-q"]) == 0
+    with open(out / "suspects.csv", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["not_after"].startswith("9999-12-3")
+    assert openpyxl.load_workbook(out / "suspects.xlsx")["All suspects"].max_row == 2
+    assert load_scan(out).certs.iloc[0]["not_after"].year == 9999

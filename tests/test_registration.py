@@ -79,7 +79,7 @@ def test_auto_mode_uses_rdap_then_whois_for_tlds_without_rdap(tmp_path, servers)
         "likexian-have-no-money-to-register.de": ("unregistered", "whois"),
     }
     assert list(df.columns) == list(REGISTRATION_COLUMNS)
-    assert str(df["registered_at"].dtype) == "datetime64[ns, UTC]"
+    assert str(df["registered_at"].dtype) == "datetime64[us, UTC]"
     assert df.set_index("domain").loc["google.com", "registered_at"].year == 1997
     assert notice is None
     assert summary["by_method"] == {"rdap": 2, "whois": 1}

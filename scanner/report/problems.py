@@ -104,7 +104,7 @@ def certificate_facts(certs: pd.DataFrame, suspects: pd.DataFrame) -> pd.DataFra
     if not parts:
         empty = {name: pd.Series(dtype="string") for name in _FACT_COLUMNS}
         for name in ("not_before", "not_after", "revoked_at"):
-            empty[name] = pd.Series(dtype="datetime64[ns, UTC]")
+            empty[name] = pd.Series(dtype="datetime64[us, UTC]")
         return pd.DataFrame(empty).set_index("sha256", drop=False)
     facts = pd.concat(parts, ignore_index=True)
     facts = facts[facts["sha256"].notna()].drop_duplicates("sha256", keep="first")

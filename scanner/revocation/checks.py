@@ -107,9 +107,9 @@ OCSP_RESULT_COLUMNS: dict[str, str] = {
     "status": "string",
     "http_status": "Int64",
     "latency_ms": "float64",
-    "this_update": "datetime64[ns, UTC]",
-    "next_update": "datetime64[ns, UTC]",
-    "revocation_time": "datetime64[ns, UTC]",
+    "this_update": "datetime64[us, UTC]",
+    "next_update": "datetime64[us, UTC]",
+    "revocation_time": "datetime64[us, UTC]",
     "revocation_reason": "string",
     "signature": "string",
     "signer": "string",
@@ -270,7 +270,7 @@ def _crl_view(base: pd.DataFrame, revocations: pd.DataFrame) -> dict[str, tuple[
     if base.empty or revocations.empty:
         return {}
     blank = base[["sha256", "issuer_dn", "issuer_key_id", "serial"]].copy()
-    blank["revoked_at"] = pd.Series(pd.NaT, index=blank.index, dtype="datetime64[ns, UTC]")
+    blank["revoked_at"] = pd.Series(pd.NaT, index=blank.index, dtype="datetime64[us, UTC]")
     blank["revocation_reason"] = ""
     blank["revocation_source"] = ""
     applied = apply_revocations(blank, revocations, source="crl")

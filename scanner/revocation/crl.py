@@ -16,7 +16,7 @@ REVOCATION_COLUMNS: dict[str, str] = {
     "issuer_dn": "string",
     "issuer_key_id": "string",
     "serial": "string",
-    "revoked_at": "datetime64[ns, UTC]",
+    "revoked_at": "datetime64[us, UTC]",
     "revocation_reason": "string",
     "crl": "string",  # where the CRL came from
 }

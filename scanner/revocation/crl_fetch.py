@@ -30,8 +30,8 @@ CRL_TABLE_COLUMNS: dict[str, str] = {
     "status": "string",  # ok / unverified / stale / bad_signature / unparseable / unreachable
     "issuer_dn": "string",
     "issuer_key_id": "string",
-    "this_update": "datetime64[ns, UTC]",
-    "next_update": "datetime64[ns, UTC]",
+    "this_update": "datetime64[us, UTC]",
+    "next_update": "datetime64[us, UTC]",
     "entries": "Int64",
     "bytes": "Int64",
     "http_status": "Int64",
