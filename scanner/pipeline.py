@@ -198,6 +198,9 @@ def _detect(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config,
 
 def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.DataFrame, suspects: pd.DataFrame,
              errors: pd.DataFrame, lookups: dict[str, Any], clock: StageClock) -> dict[str, Any]:
+    if certs.empty:
+        state.notices.append(f"No certificates were read from --source {config.source}: check the paths or "
+                             "the selection; every report was still written, empty.")
     if not state.revocation_data:
         state.notices.append("No revocation data (no --crl given): revocation-based checks found nothing to check.")
     return {

@@ -97,3 +97,11 @@ def test_a_certificate_with_no_well_defined_expiration_is_scanned_not_crashed_on
     assert row["not_after"].startswith("9999-12-3")
     assert openpyxl.load_workbook(out / "suspects.xlsx")["All suspects"].max_row == 2
     assert load_scan(out).certs.iloc[0]["not_after"].year == 9999
+
+
+def test_an_empty_source_says_so_and_still_writes_every_report(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
+    out = tmp_path / "r"
+    assert main(["scan", str(tmp_path / "nothing"), "--registration", "off", "--no-cache", "--out", str(out)]) == 0
+    assert "No certificates were read" in capsys.readouterr().err
+    assert (out / "suspects.xlsx").is_file() and (out / "appendix" / "incident-summary.md").is_file()
