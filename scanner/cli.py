@@ -299,9 +299,15 @@ def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
         parser.error("--source crtsh-sql needs --ca-id or --ca-name")
     if config.source == "crtsh-json" and not (config.identities or config.orgs):
         parser.error("--source crtsh-json needs --identity or --org (crt.sh's JSON cannot list a CA by id)")
-    missing_crl = [str(p) for p in config.crl_files if not p.exists()]
-    if missing_crl:
-        parser.error(f"--crl: no such file: {', '.join(missing_crl)}")
+    files = {"--crl": config.crl_files, "--registry-answers": config.registry_answers,
+             "--issuer-cert": config.issuer_certs,
+             "--rdap-bootstrap": (config.rdap_bootstrap,) if config.rdap_bootstrap else (),
+             "--log-list": (config.log_list,) if config.log_list else (),
+             "--ccadb": (config.ccadb,) if config.ccadb else ()}
+    for flag, paths in files.items():
+        missing = [str(p) for p in paths if not Path(p).is_file()]
+        if missing:
+            parser.error(f"{flag}: no such file: {', '.join(missing)}")
 
 
 def main(argv: list[str] | None = None) -> int:

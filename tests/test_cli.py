@@ -35,6 +35,8 @@ def test_help_explains_every_scan_flag(capsys):
     ["scan", str(SAMPLE / "certs"), "--out", "x", "--window", "soon"],
     ["scan", "--source", "crtsh-sql", "--out", "x"],  # needs --ca-id or --ca-name
     ["scan", "--source", "ct", "--out", "x"],  # needs logs and the issuer
+    ["scan", str(SAMPLE / "certs"), "--out", "x", "--registry-answers", "/no/such/answers.csv"],
+    ["scan", str(SAMPLE / "certs"), "--out", "x", "--issuer-cert", "/no/such/ca.pem"],
 ])
 def test_usage_errors_exit_2_with_a_message(argv, capsys, tmp_path):
     assert main(argv) == 2
