@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .enrich.domains import PUBLIC, classify_name
+from .enrich.domains import PUBLIC, checked_names, classify_name
 from .parse import ParseError, record_from_raw, records_frame
 from .sources.base import RawCert, SourceError, SourceItem, SourceNotice
 
@@ -54,7 +54,7 @@ def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
     """The registrable domains worth a registration lookup in these records."""
     out: set[str] = set()
     for row in rows:
-        for name in row["san_dns"][:max_per_cert]:
+        for name in checked_names(row["san_dns"], row["subject_cn"])[:max_per_cert]:
             info = classify_name(name)
             if info.kind == PUBLIC:
                 out.add(info.registrable)

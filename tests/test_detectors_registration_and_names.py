@@ -94,3 +94,14 @@ def test_real_netlock_certificate_with_a_utf8_dnsname_is_flagged_invalid(real_da
     assert set(f["code"]) == {"invalid_dns_name"}
     assert "non-ASCII" in f.iloc[0]["evidence"]
     assert len(f) == 2  # biztosítás.hu and its wildcard, not the A-label forms
+
+
+def test_a_legacy_certificate_naming_its_host_only_in_the_cn_is_checked_and_a_person_cn_is_not(test_ca):
+    legacy = parse_der(der(test_ca.issue(serial=1, not_before=utc("2012-01-01T00:00"), cn="www.cuatis.net")))
+    person = parse_der(der(test_ca.issue(serial=2, not_before=utc("2012-01-01T00:00"), cn="Ana Lopes")))
+    certs = records_frame([legacy, person])
+    regs = _regs([("cuatis.net", "unregistered", None)])
+    names = name_table(certs)
+    assert list(names["raw"]) == ["www.cuatis.net"]
+    assert list(detect_unregistered(certs, names, regs)["name"]) == ["www.cuatis.net"]
+    assert detect_name_kinds(names).empty  # "Ana Lopes" is not flagged as an invalid DNS name

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import idna
 import tldextract
@@ -118,16 +118,28 @@ def registrable_domain(raw: str) -> str:
 NAME_COLUMNS = ("sha256", "raw", "name", "kind", "registrable", "label", "suffix", "reason")
 
 
+def checked_names(san_dns: Any, subject_cn: Any) -> list[str]:
+    """The DNS names of a certificate worth checking: its SAN dNSNames, or a legacy host name in the CN.
+
+    Certificates from before SANs were required name their host only in the CN; a CN that is not a
+    public DNS name (a person, a company) is left alone, so S/MIME and client certificates stay quiet.
+    """
+    dns = list(san_dns) if isinstance(san_dns, (list, tuple)) else []
+    if dns or not isinstance(subject_cn, str) or not subject_cn:
+        return dns
+    return [subject_cn] if classify_name(subject_cn).kind == PUBLIC else []
+
+
 def name_table(
     certs: "pd.DataFrame", max_per_cert: int | None = None, classified: Classified | None = None
 ) -> "pd.DataFrame":
-    """One row per (certificate, SAN dNSName) with its classification; IP SANs included as kind 'ip'."""
+    """One row per (certificate, checked name) with its classification; IP SANs included as kind 'ip'."""
     import pandas as pd
 
     sha: list[str] = []
     names: list[str] = []
-    for cert_sha, dns, ips in zip(certs["sha256"], certs["san_dns"], certs["san_ip"]):
-        dns = list(dns) if isinstance(dns, (list, tuple)) else []
+    for cert_sha, dns, ips, cn in zip(certs["sha256"], certs["san_dns"], certs["san_ip"], certs["subject_cn"]):
+        dns = checked_names(dns, cn)
         ips = list(ips) if isinstance(ips, (list, tuple)) else []
         all_names = dns + ips
         if max_per_cert is not None:
