@@ -45,16 +45,6 @@ def detect_early_revocation(certs: pd.DataFrame, window: timedelta) -> pd.DataFr
     return findings_frame(found)
 
 
-def _labels(names: list[str]) -> dict[str, str]:
-    """Registrable label -> registrable domain, for the public names of one certificate."""
-    out = {}
-    for n in names:
-        info = classify_name(n)
-        if info.registrable:
-            out[info.label] = info.registrable
-    return out
-
-
 def _typo_link(a_names: list[str], b_names: list[str]) -> tuple[str, str] | None:
     """A pair (name in A, name in B) whose registrable label or suffix is one typo apart, if any."""
     a_names, b_names = a_names[:MAX_TYPO_NAMES], b_names[:MAX_TYPO_NAMES]

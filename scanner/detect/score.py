@@ -10,7 +10,6 @@ import json
 import pandas as pd
 
 from ..records import FINDING_CODES, crtsh_url
-from .findings import iso
 
 #: Extra weight when a signal's detail shows the strongest form of that evidence.
 BONUSES: dict[tuple[str, str, str], float] = {
@@ -46,24 +45,41 @@ def _joined_evidence(sentences: pd.Series) -> str:
     return f"{text} (and {extra} more of this kind)" if extra > 0 else text
 
 
+def code_points(findings: pd.DataFrame) -> pd.DataFrame:
+    """Per (certificate, code): the code's weight plus the largest bonus among its findings (sha256, code, points)."""
+    f = pd.DataFrame({"sha256": findings["sha256"].astype("object"), "code": findings["code"].astype("object")})
+    f["weight"] = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0).astype("float64")
+    f["bonus"] = 0.0
+    # Only codes that can earn a bonus need their JSON detail read: at 100k findings that is most of the cost.
+    has_bonus = f["code"].isin({code for code, _, _ in BONUSES}).to_numpy()
+    if has_bonus.any():
+        details = findings["detail"].astype("object").fillna("").to_numpy()[has_bonus]
+        f.loc[has_bonus, "bonus"] = [bonus(c, d) for c, d in zip(f["code"].to_numpy()[has_bonus], details)]
+    per_code = f.groupby(["sha256", "code"], sort=False).agg(weight=("weight", "first"), bonus=("bonus", "max"))
+    per_code["points"] = per_code["weight"] + per_code["bonus"]
+    return per_code[["points"]].reset_index()
+
+
+def certificate_scores(findings: pd.DataFrame) -> pd.Series:
+    """The suspect score of every certificate with findings (sha256 -> score), as in suspects.csv."""
+    if findings.empty:
+        return pd.Series([], dtype="float64")
+    return code_points(findings).groupby("sha256", sort=False)["points"].sum().astype("float64")
+
+
 def score_findings(findings: pd.DataFrame) -> pd.DataFrame:
     """Per certificate: score (distinct codes' weights + bonuses), signals and evidence."""
     if findings.empty:
         return pd.DataFrame(columns=["sha256", "score", "signals", "evidence"])
-    f = findings.copy()
-    f["weight"] = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0)
-    f["bonus"] = [bonus(c, d) for c, d in zip(f["code"], f["detail"].fillna(""))]
-    per_code = f.groupby(["sha256", "code"], sort=False).agg(
-        weight=("weight", "first"), bonus=("bonus", "max"), evidence=("evidence", _joined_evidence)
-    ).reset_index()
-    per_code["points"] = per_code["weight"] + per_code["bonus"]
+    evidence = findings.groupby(["sha256", "code"], sort=False)["evidence"].agg(_joined_evidence).reset_index()
+    per_code = code_points(findings).merge(evidence.astype({"sha256": "object", "code": "object"}),
+                                           on=["sha256", "code"])
     per_code = per_code.sort_values(["sha256", "points"], ascending=[True, False])
-    out = per_code.groupby("sha256", sort=False).agg(
+    return per_code.groupby("sha256", sort=False).agg(
         score=("points", "sum"),
         signals=("code", ";".join),
         evidence=("evidence", " | ".join),
     ).reset_index()
-    return out
 
 
 def build_suspects(certs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
@@ -79,4 +95,3 @@ def build_suspects(certs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
     return df[SUSPECT_COLUMNS].reset_index(drop=True)
 
 
-__all__ = ["BONUSES", "SUSPECT_COLUMNS", "build_suspects", "crtsh_url", "iso", "score_findings"]

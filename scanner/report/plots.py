@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from scanner.detect.score import BONUSES, bonus
+from scanner.detect.score import certificate_scores
 from scanner.enrich.domains import registrable_domain
 from scanner.enrich.organisation import normalise_organisation
 from scanner.records import FINDING_CODES
@@ -61,25 +61,6 @@ def subscribers(certs: pd.DataFrame) -> pd.Series:
     pairs = list(zip(certs["subject_o"].astype("object"), certs["subject_cn"].astype("object")))
     labels = {p: subscriber_of(*p) for p in dict.fromkeys(pairs)}
     return pd.Series([labels[p] for p in pairs], index=certs.index, dtype="object")
-
-
-def certificate_scores(findings: pd.DataFrame) -> pd.Series:
-    """The suspect score of every certificate with findings (sha256 -> score), as in suspects.csv."""
-    if findings.empty:
-        return pd.Series([], dtype="float64")
-    # The same sum as detect.score.score_findings (a test holds them equal), without its per-group
-    # Python work on evidence texts, which takes seconds per 50,000 findings.
-    f = pd.DataFrame({"sha256": findings["sha256"].astype("object"), "code": findings["code"].astype("object")})
-    f["weight"] = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0).astype("float64")
-    f["bonus"] = 0.0
-    bonus_codes = {code for code, _, _ in BONUSES}
-    has_bonus = f["code"].isin(bonus_codes).to_numpy()
-    if has_bonus.any():
-        details = findings["detail"].astype("object").fillna("").to_numpy()[has_bonus]
-        f.loc[has_bonus, "bonus"] = [bonus(c, d) for c, d in zip(f["code"].to_numpy()[has_bonus], details)]
-    per_code = f.groupby(["sha256", "code"], sort=False).agg(weight=("weight", "first"), bonus=("bonus", "max"))
-    points = per_code["weight"] + per_code["bonus"]
-    return points.groupby(level="sha256", sort=False).sum().astype("float64")
 
 
 def subscriber_scores(certs: pd.DataFrame, findings: pd.DataFrame, *, scores: pd.Series | None = None) -> pd.DataFrame:
