@@ -9,6 +9,7 @@ import pytest
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
+from scanner.enrich import typo_index
 from scanner.enrich.typo_index import TypoIndex, classify_edit, edit_between, one_edit_pairs
 
 
@@ -80,6 +81,17 @@ def test_non_ascii_and_long_names_are_compared_by_character_not_by_byte():
     long_b = "x" * 300 + "acb"
     names = ["münchen", "munchen", "münchen-1", "東京タワー", "東京タワ", "ab\u00e9cd", "abecd", long_a, long_b]
     assert pair_set(one_edit_pairs(names, min_len=1)) == brute_force(names)
+
+
+def test_names_hashed_in_separate_chunks_and_control_characters_still_meet(monkeypatch):
+    # Small chunks: some all-ASCII, some not, so both hashing paths meet in one sort; NUL and
+    # other control characters are attacker-controlled input like any other character.
+    monkeypatch.setattr(typo_index, "_CHUNK_CHARS", 64)
+    names = random_names(800, seed=5, alphabet="ab\0c\x7f", lengths=(1, 6), typo_share=0.3)
+    names += random_names(200, seed=6, alphabet="abé", lengths=(1, 6), typo_share=0.3)
+    pairs = one_edit_pairs(names, min_len=1)
+    assert pair_set(pairs) == brute_force(names)
+    assert set(pairs["edit"]) == {"omission", "insertion", "substitution", "transposition"}
 
 
 def test_each_unordered_pair_appears_once_with_the_edit_that_turns_a_into_b():

@@ -1,17 +1,18 @@
 """Pairs of names one typo apart (omission, insertion, substitution, adjacent transposition).
 
-The search is a symmetric-deletion index, vectorised with numpy, never an all-pairs comparison:
+The search is a symmetric-deletion index, vectorised with numpy, never an all-pairs comparison.
+Every name and every single-character deletion of it is hashed (a position-aware hash, so the
+deletion variants come from prefix/suffix XORs instead of building strings), and one sort of all
+those keys brings equal strings together. Two names one edit apart always meet there:
 
-* every name and every single-character deletion of it is hashed (a position-aware hash, so the
-  deletion variants come from prefix/suffix XORs instead of building strings);
-* two same-length names one substitution apart share the deletion variant at the same position;
-* a name one omission away from another equals one of the longer name's deletion variants;
-* a name one adjacent transposition away equals one of the other name's "swap" variants
-  (deletion variants alone would only make it a candidate at distance <= 2, so swaps are keyed too).
+* one omission: the shorter name equals a deletion of the longer one;
+* one substitution at position p: both names without position p are equal;
+* the adjacent transposition of positions p and p+1: the one name without p equals the other without
+  p+1, so deletions meeting at positions one apart are kept as candidates too.
 
-Every candidate pair is then verified and classified exactly, so a hash collision can only cost
-time, never invent or hide a pair. The result equals the optimal-string-alignment (OSA) distance 1
-pairs of a brute-force comparison.
+Every candidate pair is then verified and classified exactly, so a hash collision or a pair two
+edits apart can only cost time, never invent or hide a pair. The result equals the
+optimal-string-alignment (OSA) distance 1 pairs of a brute-force comparison.
 
 Very short names are ignored (``min_len``, default 4): almost every 3-letter string is one edit from
 hundreds of others, so pairs among them say nothing about typos and would swamp the output.
@@ -88,7 +89,6 @@ def classify_edit(candidate: str, reference: str) -> str | None:
 
 _U64 = np.uint64
 _SHIFT = _U64(21)  # code points need 21 bits; the position goes above them
-_POS_MARK = 0x1FFFFF  # not a code point: tags the "deletion at position i" keys
 _M0, _M1, _M2 = _U64(0x9E3779B97F4A7C15), _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
 
 
@@ -111,98 +111,123 @@ _TABLE = _mix(
 ).ravel()  # row r holds position r-1, so the shifted lookups below never index below zero
 
 
-def _tags(values: np.ndarray, mark: int) -> np.ndarray:
-    """Hashes tagging a length or a position, distinct from any character's hash."""
-    return _mix((values.astype(_U64) << _SHIFT) | _U64(mark))
-
-
 @dataclass
 class _Hashed:
-    """Hash keys of a set of names, their deletions and their adjacent swaps, all flat arrays.
+    """Keys of a set of names: one per single-character deletion, then one per whole name.
 
-    Every key also hashes the length of the string it stands for, so strings of different lengths
-    meet only by collision; "sub" keys also hash the deleted position.
+    A key XORs one hash per (position, character) of the string it stands for, so two keys are
+    equal when their strings are (or, rarely, by collision: candidates are always verified).
+    Element k < C (C = total characters) is the name without character k of the names written
+    end to end; element C + i is name i.
     """
 
-    names: np.ndarray  # object array of distinct names
-    full: np.ndarray  # (N,) each name
-    deletions: np.ndarray  # (C,) each name without one character (C = total characters)
-    del_owner: np.ndarray  # (C,) the name each deletion came from
-    sub: np.ndarray  # (C,) deletions tagged with their position: equal for one-substitution pairs
-    swaps: np.ndarray  # (K,) each name with two different adjacent characters swapped
-    swap_owner: np.ndarray  # (K,)
+    names: list[str]  # distinct names
+    lengths: np.ndarray  # (N,)
+    keys: np.ndarray  # (C + N,)
+    codes: np.ndarray  # (C,) the code point each deletion removed
+    positions: np.ndarray  # (C,) its position in the name
+
+    def starts(self) -> np.ndarray:
+        """Where each name begins among the deletions."""
+        return np.cumsum(self.lengths) - self.lengths
+
+    def owners(self, at: np.ndarray) -> np.ndarray:
+        """The name each of these deletions came from."""
+        return np.searchsorted(np.cumsum(self.lengths), at, side="right")
 
 
 _CHUNK_CHARS = 1 << 20  # hash this many characters at a time: temporaries stay small and reused
 
 
-def _hash_names(names: np.ndarray) -> _Hashed:
-    """Hash distinct non-empty names (see _Hashed)."""
-    lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
+def _hash_names(unique: tuple[list[str], np.ndarray]) -> _Hashed:
+    """Hash distinct non-empty names, given with their lengths (see _Hashed)."""
+    names, lengths = unique
     ends = np.cumsum(lengths)
-    max_len = int(lengths.max(initial=0))
-    length_tag = _tags(np.arange(max_len + 2), 0x1FFFFE)
-    pos_tag = _tags(np.arange(max_len + 1), 0x1FFFFF)
     total = int(ends[-1]) if len(ends) else 0
-    full = np.empty(len(names), dtype=_U64)
-    deletions = np.empty(total, dtype=_U64)
-    sub = np.empty(total, dtype=_U64)
-    del_owner = np.repeat(np.arange(len(names), dtype=np.int64), lengths)
-    swaps: list[np.ndarray] = []
-    swap_owner: list[np.ndarray] = []
+    keys = np.empty(total + len(names), dtype=_U64)
+    positions = np.empty(total, dtype=np.uint8 if int(lengths.max(initial=0)) <= 256 else np.int64)
+    codes: list[np.ndarray] = []
     first = 0
     while first < len(names):
         base = int(ends[first - 1]) if first else 0
         last = max(int(np.searchsorted(ends, base + _CHUNK_CHARS, side="right")), first + 1)
-        chunk = slice(first, last)
         chars = slice(base, int(ends[last - 1]))
-        f, d, sb, sw, so = _hash_chunk(names[chunk], lengths[chunk], length_tag, pos_tag)
-        full[chunk], deletions[chars], sub[chars] = f, d, sb
-        swaps.append(sw)
-        swap_owner.append(so + first)
+        codes.append(_code_points(names[first:last]))
+        _hash_chunk(codes[-1], lengths[first:last], keys[chars], keys[total + first : total + last], positions[chars])
         first = last
-    return _Hashed(
-        names, full, deletions, del_owner, sub,
-        np.concatenate(swaps) if swaps else np.zeros(0, _U64),
-        np.concatenate(swap_owner) if swap_owner else np.zeros(0, np.int64),
-    )
+    all_codes = codes[0] if len(codes) == 1 else np.concatenate(codes) if codes else np.zeros(0, np.uint8)
+    return _Hashed(names, lengths, keys, all_codes, positions)
 
 
-def _hash_chunk(
-    names: np.ndarray, lengths: np.ndarray, length_tag: np.ndarray, pos_tag: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """full, deletions, sub, swaps, swap owners (chunk-local) of a run of names."""
-    codes = np.frombuffer("".join(names.tolist()).encode("utf-32-le"), dtype="<u4")
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    pos = np.arange(len(codes), dtype=np.int64) - np.repeat(starts, lengths)
+def _code_points(names: list[str]) -> np.ndarray:
+    """The code points of a run of names, end to end."""
+    text = "".join(names)
+    if text.isascii():  # one byte per character: a quarter of the memory traffic of UTF-32
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+def _hash_chunk(codes: np.ndarray, lengths: np.ndarray, deletions: np.ndarray, full: np.ndarray,
+                positions: np.ndarray) -> None:
+    """Fill the deletion keys, whole-name keys and positions of a run of names (code points end to end)."""
+    # Few, reused temporaries: fresh pages cost a fault each, more than the arithmetic on them.
+    starts = np.cumsum(lengths) - lengths
+    last = starts + lengths - 1
+    pos = np.ones(len(codes), dtype=np.intp)  # each character's position in its name
+    pos[starts[1:]] = 1 - lengths[:-1]
+    np.cumsum(pos, out=pos)
+    pos -= 1
+    positions[:] = pos
     if int(lengths.max()) < _TABLE_POSITIONS and int(codes.max()) < 128:
-        flat = pos * 128 + codes + 128
-        a, b, c = _TABLE[flat], _TABLE[flat - 128], _TABLE[flat + 128]
+        pos *= 128
+        pos += codes
+        pos += 128
+        a = _TABLE.take(pos)  # the character at its own position
+        pos -= 128
+        b = _TABLE.take(pos)  # the character one position to the left, as after a deletion before it
     else:
         base = (pos.astype(_U64) << _SHIFT) | codes.astype(_U64)
-        step = _U64(1) << _SHIFT
         with np.errstate(over="ignore"):
-            a, b, c = _mix(base.copy()), _mix(base - step), _mix(base + step)
-    # a: char at its position; b: one position left (after a deletion before it); c: one right.
-    # Prefix XORs over the whole flat array; XOR is its own inverse, so any slice is two lookups.
-    pa = np.zeros(len(codes) + 1, dtype=_U64)
-    np.bitwise_xor.accumulate(a, out=pa[1:])
-    pb = np.zeros(len(codes) + 1, dtype=_U64)
-    np.bitwise_xor.accumulate(b, out=pb[1:])
-    full = pa[ends] ^ pa[starts]
-    deletions = pa[:-1] ^ pb[1:]
-    deletions ^= np.repeat(pa[starts] ^ pb[ends], lengths)
-    sub = deletions ^ pos_tag[pos]
-    sub ^= np.repeat(length_tag[lengths], lengths)
-    deletions ^= np.repeat(length_tag[lengths - 1], lengths)
-    last_in_name = np.zeros(len(codes), dtype=bool)
-    last_in_name[ends - 1] = True
-    at = np.flatnonzero(~last_in_name[:-1] & (codes[:-1] != codes[1:]))
-    owner = np.repeat(np.arange(len(names), dtype=np.int64), lengths)[at]
-    full ^= length_tag[lengths]
-    swaps = full[owner] ^ a[at] ^ a[at + 1] ^ b[at + 1] ^ c[at]
-    return full, deletions, sub, swaps, owner
+            a, b = _mix(base.copy()), _mix(base - (_U64(1) << _SHIFT))
+    # Deletion k = XOR of a over its name's characters before k and of b over those after k: two
+    # running XORs over the chunk, less a per-name constant that a third spreads over the name.
+    np.bitwise_xor.accumulate(a, out=a)  # a[k]: XOR of a[0..k]
+    np.bitwise_xor.accumulate(b, out=b)
+    before_name = a[starts - 1]
+    before_name[0] = 0
+    full[:] = a[last] ^ before_name
+    per_name = before_name ^ b[last]
+    spread = pos.view(_U64)
+    spread[:] = 0
+    spread[starts] = per_name
+    spread[starts[1:]] ^= per_name[:-1]
+    np.bitwise_xor.accumulate(spread, out=spread)
+    np.bitwise_xor(spread, b, out=deletions)
+    deletions[1:] ^= a[:-1]
+
+
+def _candidates(x: _Hashed, at_x: np.ndarray, y: _Hashed, at_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(name in x, name in y) for key matches that can be one edit (elements at_x of x equal at_y of y)."""
+    n_x, n_y = len(x.codes), len(y.codes)
+    whole_x, whole_y = at_x >= n_x, at_y >= n_y
+    del_x, del_y = np.where(whole_x, 0, at_x), np.where(whole_y, 0, at_y)
+    pos_x = x.positions[del_x].astype(np.int64) if n_x else np.zeros(len(at_x), np.int64)
+    pos_y = y.positions[del_y].astype(np.int64) if n_y else np.zeros(len(at_y), np.int64)
+    # Deletions at positions p and p+1 meet for a transposition only if they removed the same
+    # character (x[p] == y[p+1]); without that the names are two edits apart.
+    same_char = (x.codes[del_x] == y.codes[del_y]) if n_x and n_y else np.zeros(len(at_x), dtype=bool)
+    step = np.abs(pos_x - pos_y)
+    keep = np.where(
+        whole_x | whole_y,
+        whole_x != whole_y,  # a whole name equal to a deletion of the other: an omission
+        (step == 0) | ((step == 1) & same_char),  # a substitution | a transposition
+    )
+    if x is y:  # not two deletions of one name: the name's start, position less, tells them apart
+        keep &= whole_x | whole_y | (del_x - pos_x != del_y - pos_y)
+    at_x, at_y, whole_x, whole_y = at_x[keep], at_y[keep], whole_x[keep], whole_y[keep]
+    owner_x = np.where(whole_x, at_x - n_x, x.owners(np.where(whole_x, 0, at_x)))
+    owner_y = np.where(whole_y, at_y - n_y, y.owners(np.where(whole_y, 0, at_y)))
+    return owner_x, owner_y
 
 
 class _Sorted:
@@ -242,19 +267,17 @@ _ID_BITS = 24  # owner ids packed under a key's top bits, so a plain (SIMD) sort
 _ID_MASK = _U64((1 << _ID_BITS) - 1)
 
 
-def _runs(top: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """For sorted keys: indices of elements in runs of 2 or more, and each one's run start (or None)."""
-    same = top[1:] == top[:-1]
-    if not same.any():
+def _runs(same: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """From same[i] (sorted element i+1 equals element i): elements in runs of 2 or more, each one's run start."""
+    equal_next = np.flatnonzero(same)  # few: most keys are unique
+    if not len(equal_next):
         return None
-    in_run = np.zeros(len(top), dtype=bool)
-    in_run[1:] |= same
-    in_run[:-1] |= same
-    keep = np.flatnonzero(in_run)
-    kept = top[keep]
-    new_run = np.ones(len(kept), dtype=bool)
-    new_run[1:] = kept[1:] != kept[:-1]
-    return keep, np.maximum.accumulate(np.where(new_run, np.arange(len(kept)), 0))
+    opens = np.ones(len(equal_next), dtype=bool)
+    opens[1:] = equal_next[1:] != equal_next[:-1] + 1
+    at = np.flatnonzero(opens)
+    sizes = np.diff(at, append=len(equal_next)) + 1
+    run, keep = _expand(equal_next[at], sizes)
+    return keep, (np.cumsum(sizes) - sizes)[run]
 
 
 def _expand(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -264,108 +287,98 @@ def _expand(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return who, first[who] + (np.arange(counts.sum()) - starts[who])
 
 
-def _equal_key_pairs(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair of owners sharing a key (plus rare top-40-bit collisions, dropped by verification)."""
-    if not len(ids):
+def _equal_key_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i before j, for every two keys that are equal (or rare top-40-bit collisions: verify after).
+
+    The keys are overwritten: they are the sort's work space.
+    """
+    if len(keys) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if int(ids.max()) >= 1 << _ID_BITS:
-        order = np.argsort(keys)
-        top, ids = keys[order], ids[order]
+    if len(keys) > 1 << _ID_BITS:
+        ids = np.argsort(keys)
+        ordered = keys[ids]
+        runs = _runs(ordered[1:] == ordered[:-1])
     else:
-        packed = np.sort((keys >> _U64(_ID_BITS)) << _U64(_ID_BITS) | ids.astype(_U64))
-        ids = (packed & _ID_MASK).astype(np.int64)
-        top = packed >> _U64(_ID_BITS)
-    runs = _runs(top)
+        packed = keys
+        packed &= ~_ID_MASK
+        packed |= np.arange(len(keys), dtype=_U64)
+        packed.sort()
+        runs = _runs((packed[1:] ^ packed[:-1]) <= _ID_MASK)  # same top bits, different ids
+        ids = packed
     if runs is None:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     keep, run_start = runs
     ids = ids[keep]
+    if ids.dtype == _U64:
+        ids = (ids & _ID_MASK).astype(np.int64)
     rank = np.arange(len(keep)) - run_start  # each element pairs with the `rank` before it
     later, earlier = _expand(run_start, rank)
     return ids[earlier], ids[later]
 
 
-def _probe_pairs(stored: np.ndarray, probes: np.ndarray, probe_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(probe owner, stored index) for every probe equal to a stored key (top 39 bits; verify after)."""
-    n = len(stored)
-    if not n or not len(probes):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if max(n - 1, int(probe_ids.max())) >= 1 << _ID_BITS:
-        at, found = _Sorted(stored, np.arange(n, dtype=np.int64)).match(probes)
-        return probe_ids[at], found
-    # top 39 bits | 1 bit "is a probe" | 24-bit id: stored keys sort first within each run.
-    shift = _U64(_ID_BITS + 1)
-    packed = np.concatenate([
-        (stored >> shift) << shift | np.arange(n, dtype=_U64),
-        (probes >> shift) << shift | _U64(1 << _ID_BITS) | probe_ids.astype(_U64),
-    ])
-    packed.sort()
-    runs = _runs(packed >> shift)
-    if runs is None:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    keep, run_start = runs
-    packed = packed[keep]
-    is_probe = (packed & _U64(1 << _ID_BITS)) != 0
-    ids = (packed & _ID_MASK).astype(np.int64)
-    stored_before = np.cumsum(~is_probe)  # stored elements up to here; runs begin with them
-    stored_in_run = stored_before - np.where(is_probe, 0, 1)
-    stored_in_run = stored_in_run - (stored_before[run_start] - 1 + is_probe[run_start])
-    probe_at = np.flatnonzero(is_probe)
-    who, partner = _expand(run_start[probe_at], stored_in_run[probe_at])
-    return ids[probe_at[who]], ids[partner]
+def _lengths(names: list[str]) -> np.ndarray:
+    """len() of each name; TypeError unless every name is a str."""
+    text = "\0".join(names)  # raises TypeError on a missing value or any other non-str
+    if text.isascii():
+        ends = np.flatnonzero(np.frombuffer(text.encode("ascii"), dtype=np.uint8) == 0)
+        if len(ends) == len(names) - 1:  # else some name holds the separator itself
+            return np.diff(ends, prepend=-1, append=len(text)) - 1
+    return np.fromiter(map(len, names), dtype=np.int64, count=len(names))
 
 
-def _unique_names(names: Iterable[str], min_len: int) -> np.ndarray:
-    """Distinct names at least min_len long, as an object array."""
+def _unique_names(names: Iterable[str], min_len: int) -> tuple[list[str], np.ndarray]:
+    """Distinct names at least min_len long, and their lengths."""
     floor = max(min_len, 1)
     distinct = list(dict.fromkeys(names))
     try:
-        lengths = np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))
-        if not all(map(str.__instancecheck__, distinct)):
-            raise TypeError("not all names are str")
-        kept = [distinct[i] for i in np.flatnonzero(lengths >= floor).tolist()]
+        lengths = _lengths(distinct)
     except TypeError:  # missing values (None, NaN, pd.NA) among the names
-        kept = [n for n in distinct if isinstance(n, str) and len(n) >= floor]
-    out = np.empty(len(kept), dtype=object)
-    out[:] = kept
-    return out
+        distinct = [n for n in distinct if isinstance(n, str)]
+        lengths = _lengths(distinct)
+    if int(lengths.min(initial=floor)) < floor:
+        kept = np.flatnonzero(lengths >= floor)
+        distinct, lengths = [distinct[i] for i in kept.tolist()], lengths[kept]
+    return distinct, lengths
 
 
-def _classified(names: np.ndarray, left: np.ndarray, right: np.ndarray) -> pd.DataFrame:
+def _frame(rows: list[tuple[str, str, str, int, str]], schema: dict[str, str]) -> pd.DataFrame:
+    """A frame of the schema from rows, sorted by their first two columns."""
+    rows.sort()  # code point order, as pandas sorts strings; far cheaper than sort_values on a few rows
+    columns = list(zip(*rows)) if rows else [()] * len(schema)
+    return pd.DataFrame({name: pd.array(list(values), dtype=dtype)
+                         for (name, dtype), values in zip(schema.items(), columns)})
+
+
+def _classified(names: list[str], left: np.ndarray, right: np.ndarray) -> pd.DataFrame:
     """Verify candidate pairs exactly and describe them, each unordered pair once with a < b."""
-    if not len(left):
-        return pd.DataFrame({k: pd.Series(dtype=v) for k, v in PAIR_COLUMNS.items()})
     n = np.int64(len(names))
     packed = np.unique(np.minimum(left, right) * n + np.maximum(left, right))
     first, second = packed // n, packed % n
     keep = first != second
-    rows_a, rows_b, kinds, positions, details = [], [], [], [], []
-    for x, y in zip(names[first[keep]].tolist(), names[second[keep]].tolist()):
+    rows = []
+    for i, j in zip(first[keep].tolist(), second[keep].tolist()):
+        x, y = names[i], names[j]
         a, b = (x, y) if x < y else (y, x)
         edit = edit_between(b, a)
-        if edit is None:  # a hash collision, not a neighbour
-            continue
-        rows_a.append(a)
-        rows_b.append(b)
-        kinds.append(edit.kind)
-        positions.append(edit.position)
-        details.append(edit.detail)
-    out = pd.DataFrame({"a": rows_a, "b": rows_b, "edit": kinds, "position": positions, "detail": details})
-    out = out.astype(PAIR_COLUMNS)
-    return out.sort_values(["a", "b"], ignore_index=True)
+        if edit is not None:  # else a hash collision, not a neighbour
+            rows.append((a, b, edit.kind, edit.position, edit.detail))
+    return _frame(rows, PAIR_COLUMNS)
 
 
 def one_edit_pairs(names: Sequence[str] | Iterable[str], *, min_len: int = DEFAULT_MIN_LEN) -> pd.DataFrame:
     """Every unordered pair of distinct names one edit apart (PAIR_COLUMNS; the edit turns a into b)."""
     h = _hash_names(_unique_names(names, min_len))
-    sub_a, sub_b = _equal_key_pairs(h.sub, h.del_owner)  # substitutions
-    # transpositions and omissions (the shorter name is a deletion of the longer), in one sort
-    probe_a, probe_b = _probe_pairs(
-        h.full, np.concatenate([h.swaps, h.deletions]), np.concatenate([h.swap_owner, h.del_owner])
-    )
-    left = np.concatenate([sub_a, probe_a])
-    right = np.concatenate([sub_b, probe_b])
-    return _classified(h.names, left, right)
+    first, second = _equal_key_pairs(h.keys)  # one sort of every key (see the module docstring)
+    return _classified(h.names, *_candidates(h, first, h, second))
+
+
+LOOKUP_COLUMNS: dict[str, str] = {
+    "name": "string",
+    "neighbour": "string",  # a reference name
+    "edit": "string",  # the edit that turns the neighbour into the name
+    "position": "Int64",
+    "detail": "string",
+}
 
 
 class TypoIndex:
@@ -373,36 +386,27 @@ class TypoIndex:
 
     def __init__(self, reference: Iterable[str], *, min_len: int = DEFAULT_MIN_LEN) -> None:
         self.min_len = min_len
-        h = _hash_names(_unique_names(reference, min_len))
-        self._names = h.names
-        self._full = _Sorted(h.full, np.arange(len(h.names), dtype=np.int64))
-        self._sub = _Sorted(h.sub, h.del_owner)
-        self._deletions = _Sorted(h.deletions, h.del_owner)
+        self._hashed = _hash_names(_unique_names(reference, min_len))
+        self._keys = _Sorted(self._hashed.keys, np.arange(len(self._hashed.keys), dtype=np.int64))
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._hashed.names)
 
     def lookup(self, names: Iterable[str]) -> pd.DataFrame:
-        """Columns name, neighbour, edit, position, detail: the edit turns the neighbour into the name."""
+        """LOOKUP_COLUMNS: each query name one edit from a reference name, with that edit."""
         q = _hash_names(_unique_names(names, self.min_len))
-        at_s, ref_s = self._sub.match(q.sub)  # substitutions
-        at_t, ref_t = self._full.match(q.swaps)  # transpositions
-        at_o, ref_o = self._full.match(q.deletions)  # the reference lacks one of the query's characters
-        at_i, ref_i = self._deletions.match(q.full)  # the reference has one more character
-        left = np.concatenate([q.del_owner[at_s], q.swap_owner[at_t], q.del_owner[at_o], at_i])
-        right = np.concatenate([ref_s, ref_t, ref_o, ref_i])
+        at_q, at_ref = self._keys.match(q.keys)
+        query, ref = _candidates(q, at_q, self._hashed, at_ref)
         rows = []
-        if len(left):
-            width = np.int64(max(len(self._names), 1))
-            packed = np.unique(left * width + right)
-            for name, ref in zip(q.names[packed // width].tolist(), self._names[packed % width].tolist()):
-                edit = edit_between(name, ref)
-                if edit is not None:  # drop hash collisions
-                    rows.append((name, ref, edit.kind, edit.position, edit.detail))
-        out = pd.DataFrame(rows, columns=["name", "neighbour", "edit", "position", "detail"])
-        return out.astype(
-            {"name": "string", "neighbour": "string", "edit": "string", "position": "Int64", "detail": "string"}
-        ).sort_values(["name", "neighbour"], ignore_index=True)
+        if len(query):
+            width = np.int64(max(len(self._hashed.names), 1))
+            packed = np.unique(query * width + ref)
+            for i, j in zip((packed // width).tolist(), (packed % width).tolist()):
+                name, neighbour = q.names[i], self._hashed.names[j]
+                edit = edit_between(name, neighbour)
+                if edit is not None:  # else a hash collision or two edits apart
+                    rows.append((name, neighbour, edit.kind, edit.position, edit.detail))
+        return _frame(rows, LOOKUP_COLUMNS)
 
     def neighbours(self, name: str) -> list[tuple[str, str]]:
         """(neighbour, edit that turns the neighbour into name) for each reference name one edit away."""
