@@ -1,29 +1,39 @@
-"""The detectors on Dask: the same functions as the pandas engine, run over partitions.
+"""The detectors on Dask: the same functions as the pandas engine, run over bins of whole subscribers.
 
-Per-certificate detectors run on any split of the rows. The cross-certificate ones need whole
-subscribers in a partition: certificates are grouped into components (enrich.subscribers), the
-components packed into balanced bins, one bin per partition. Two things cross component borders and
-are handled explicitly:
+The cross-certificate detectors need whole subscribers in a partition: certificates are grouped into
+components (enrich.subscribers), the components packed into balanced bins, and one task per bin runs
+every detector on it. Two things cross component borders and are handled explicitly:
 
-* the typo detector ranks a name by how many of the CA's certificates carry it: those counts are
-  computed over every partition and passed in (detect_typo_neighbours(counts=...));
+* the typo detector ranks a name by how many of the CA's certificates carry it: a first task per
+  bin counts its own certificates, and the sums are passed to every bin
+  (detect_typo_neighbours(counts=...));
 * a bundle certificate (too many domains to link subscribers by) can still be the reissue of an
-  early-revoked certificate, or be one: it is copied, as context, into the partition of each such
+  early-revoked certificate, or be one: it is copied, as context, into the bin of each such
   certificate in the reissue window; findings about context rows are dropped there.
+
+The certificate table never enters the task graph: the driver would hold it there, pickled, beside
+its own copy. With the local cluster each bin is written once as a Parquet file into a temporary
+directory (in $TMPDIR, removed afterwards, even on error) and its tasks read that file, which only
+works because the workers share this machine's disk. The workers of a --scheduler may not, so there
+each bin is scattered (sent once, straight to one worker) instead: no shared disk needed, but every
+bin then stays in the workers' memory until the run ends, and a worker lost takes its bins with it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .columnar import read_parquet, write_parquet
 from .config import Config
 from .detect.revocation import early_revocations
 from .detect.run import (
@@ -34,12 +44,14 @@ from .detect.run import (
     sort_findings,
 )
 from .detect.typo import IssuanceCounts, issuance_counts
+from .enrich.domains import classify_all
 from .enrich.subscribers import Subscribers, link_subscribers
-from .records import FINDING_COLUMNS, empty_frame
+from .records import CERT_COLUMNS, FINDING_COLUMNS
 
 N_WORKERS = 2  # the LocalCluster's worker processes
-PARTITION_ROWS = 50_000  # certificates per partition, at most (a bigger component stays whole)
-_POS, _BIN, _OWNED = "_ctscan_pos", "_ctscan_bin", "_ctscan_owned"
+PARTITION_ROWS = 50_000  # certificates per bin, at most (a bigger component stays whole)
+_OWNED = "_ctscan_owned"  # False on a context row: its findings belong to another bin
+_BIN_COLUMNS = {**CERT_COLUMNS, _OWNED: "bool"}  # all a bin file keeps: the detectors read nothing else
 
 
 class DaskEngineError(RuntimeError):
@@ -115,80 +127,81 @@ def context_rows(certs: pd.DataFrame, subs: Subscribers, bins: np.ndarray, confi
     return ctx.drop_duplicates().reset_index(drop=True)
 
 
-def _cross_partition(part: pd.DataFrame, config: Config, counts: pd.Series) -> pd.DataFrame:
-    """Cross-certificate findings of one partition of whole subscribers (plus context rows)."""
-    if part.empty:
-        return empty_frame(FINDING_COLUMNS)
-    part = part.sort_values(_POS, kind="stable")
-    owned = set(part.loc[part[_OWNED].to_numpy(dtype=bool), "sha256"].tolist())
-    certs = part.drop(columns=[_POS, _OWNED]).reset_index(drop=True)
-    found = cross_certificate_findings(certs, config, counts=_split_counts(counts))
-    return found[found["sha256"].isin(owned)].reset_index(drop=True)
+def bin_rows(certs: pd.DataFrame, config: Config, n_bins: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per non-empty bin: the row positions it holds, in table order, and which of them it owns."""
+    subs = link_subscribers(certs)
+    bins = assign_bins(subs.component, n_bins)
+    ctx = context_rows(certs, subs, bins, config)
+    rows = np.concatenate([np.arange(len(certs)), ctx["row"].to_numpy(np.int64)])
+    where = np.concatenate([bins, ctx["bin"].to_numpy(np.int64)])
+    owned = np.arange(len(rows)) < len(certs)
+    order = np.lexsort((rows, where))
+    rows, where, owned = rows[order], where[order], owned[order]
+    cuts = np.flatnonzero(np.diff(where)) + 1
+    return list(zip(np.split(rows, cuts), np.split(owned, cuts)))
 
 
-def _count_rows(part: pd.DataFrame) -> pd.DataFrame:
-    """issuance_counts of one partition as rows (what, value, n), so partitions add up."""
-    by_registrable, by_key = issuance_counts(part)
-    return pd.concat([
-        pd.DataFrame({"what": "registrable", "value": by_registrable.index.astype(object),
-                      "n": by_registrable.to_numpy(np.int64)}),
-        pd.DataFrame({"what": "key", "value": by_key.index.astype(object), "n": by_key.to_numpy(np.int64)}),
-    ], ignore_index=True).astype({"what": object, "value": object, "n": "int64"})
+@contextmanager
+def _bin_store(client: Any, config: Config) -> Iterator[Callable[[int, pd.DataFrame], Any]]:
+    """A function handing one bin to the workers (a Parquet path or a Future): see the module docstring."""
+    if config.scheduler:
+        yield lambda _, frame: client.scatter(frame, hash=False)
+        return
+    with tempfile.TemporaryDirectory(prefix="ctscan-dask-") as tmp:
+        yield lambda b, frame: write_parquet(frame, Path(tmp) / f"bin-{b:05d}.parquet", _BIN_COLUMNS)
 
 
-def _split_counts(totals: pd.Series) -> IssuanceCounts:
-    """The (registrable, key) counts from the summed (what, value) -> n series."""
-    frame = totals.reset_index()
-    parts = []
-    for what in ("registrable", "key"):
-        rows = frame[frame["what"] == what]
-        parts.append(pd.Series(rows["n"].to_numpy(np.int64), index=rows["value"].to_numpy(object)))
-    return parts[0], parts[1]
+def _load(source: Path | pd.DataFrame) -> pd.DataFrame:
+    return read_parquet(source, _BIN_COLUMNS) if isinstance(source, Path) else source
+
+
+def _bin_counts(source: Path | pd.DataFrame) -> IssuanceCounts:
+    """issuance_counts of the certificates a bin owns: bins share no owned row, so they add up."""
+    frame = _load(source)
+    return issuance_counts(frame[frame[_OWNED].to_numpy(bool)])
+
+
+def _add_counts(parts: list[IssuanceCounts]) -> IssuanceCounts:
+    """The CA-wide issuance counts: every bin's, summed."""
+    by_registrable = pd.concat([r for r, _ in parts]).groupby(level=0).sum()
+    by_key = pd.concat([k for _, k in parts]).groupby(level=0).sum()
+    return by_registrable, by_key
+
+
+def _bin_findings(source: Path | pd.DataFrame, registrations: pd.DataFrame, config: Config,
+                  counts: IssuanceCounts) -> pd.DataFrame:
+    """Every finding about the certificates one bin owns (its context rows only inform the others)."""
+    frame = _load(source)
+    owned = frame[_OWNED].to_numpy(bool)
+    certs = frame.drop(columns=_OWNED)
+    classified = classify_all(certs)  # once for both kinds of detector, as run_detectors does
+    cross = cross_certificate_findings(certs, config, counts=counts, classified=classified)
+    return concat_findings([
+        per_certificate_findings(certs[owned], registrations, config, classified=classified),
+        cross[cross["sha256"].isin(set(certs.loc[owned, "sha256"]))],
+    ])
 
 
 def run_detectors_dask(
     certs: pd.DataFrame, registrations: pd.DataFrame, config: Config, *,
     client: Any = None, npartitions: int | None = None,
 ) -> pd.DataFrame:
-    """run_detectors on Dask: the same findings (FINDING_COLUMNS, sort_findings order) from partitions."""
+    """run_detectors on Dask: the same findings (FINDING_COLUMNS, sort_findings order) from bins."""
     if certs.empty:
         return sort_findings(run_detectors(certs, registrations, config))
     if client is None:
         with dask_client(config) as own:
             return run_detectors_dask(certs, registrations, config, client=own, npartitions=npartitions)
-    import dask
-
-    # Dask would turn object columns into strings, lists of SANs included.
-    with dask.config.set({"dataframe.convert-string": False}):
-        return _run(certs.reset_index(drop=True), registrations, config, client,
-                    npartitions or _partitions(len(certs), client))
-
-
-def _run(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config, client: Any,
-         n_parts: int) -> pd.DataFrame:
-    import dask
-    import dask.dataframe as dd
-
-    meta = empty_frame(FINDING_COLUMNS)
-
-    rows = dd.from_pandas(certs, npartitions=n_parts, sort=False)
-    per_cert = rows.map_partitions(per_certificate_findings, dask.delayed(registrations), config,
-                                   meta=meta, align_dataframes=False)
-    counts = rows.map_partitions(_count_rows, meta={"what": object, "value": object, "n": "int64"})
-    totals = counts.groupby(["what", "value"])["n"].sum(split_out=1)
-
-    subs = link_subscribers(certs)
-    bins = assign_bins(subs.component, n_parts)
-    ctx = context_rows(certs, subs, bins, config)
-    grouped = pd.concat([
-        certs.assign(**{_POS: np.arange(len(certs)), _BIN: bins, _OWNED: True}),
-        certs.iloc[ctx["row"].to_numpy()].assign(
-            **{_POS: ctx["row"].to_numpy(), _BIN: ctx["bin"].to_numpy(), _OWNED: False}),
-    ], ignore_index=True).sort_values([_BIN, _POS], kind="stable").set_index(_BIN)
-    # One bin never straddles two partitions: from_pandas keeps equal index values together.
-    by_subscriber = dd.from_pandas(grouped, npartitions=int(bins.max()) + 1, sort=True)
-    cross = by_subscriber.map_partitions(_cross_partition, config, totals.to_delayed()[0],
-                                         meta=meta, align_dataframes=False)
-
-    per_found, cross_found = client.compute([per_cert, cross], sync=True)
-    return sort_findings(concat_findings([per_found, cross_found]).astype(FINDING_COLUMNS))
+    n_bins = npartitions or _partitions(len(certs), client)
+    with _bin_store(client, config) as place:
+        sources, counts = [], []
+        for b, (rows, owned) in enumerate(bin_rows(certs, config, n_bins)):
+            # One bin's copy at a time: it is dropped as soon as it is written (or sent).
+            sources.append(place(b, certs.iloc[rows].reset_index(drop=True).assign(**{_OWNED: owned})))
+            counts.append(client.submit(_bin_counts, sources[-1], pure=False))  # workers count while we write
+        totals = client.submit(_add_counts, counts, pure=False)
+        shared = client.scatter(registrations, broadcast=True, hash=False)
+        found = client.map(_bin_findings, sources, registrations=shared, config=config, counts=totals,
+                           pure=False)
+        parts = client.gather(found)  # before the bin files go
+    return sort_findings(concat_findings(parts).astype(FINDING_COLUMNS))

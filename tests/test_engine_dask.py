@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
+import tempfile
 from datetime import timedelta
 
 import pandas as pd
@@ -14,6 +16,7 @@ pytest.importorskip("distributed")
 
 from conftest import REPO, SAMPLE  # noqa: E402
 
+from scanner import engine_dask  # noqa: E402
 from scanner.config import Config  # noqa: E402
 from scanner.detect.run import run_detectors, sort_findings  # noqa: E402
 from scanner.detect.score import build_suspects  # noqa: E402
@@ -138,6 +141,54 @@ def test_the_typo_ranking_counts_certificates_across_the_whole_ca_not_one_partit
     got = run_detectors_dask(certs, _registrations_for(certs), config, client=client, npartitions=40)
     typo = got[(got["code"] == "typo_neighbour") & (got["name"] == "planted00shop.co")]
     assert "planted00shop.com is named in 5 of the CA's certificates, planted00shop.co in 1" in typo["evidence"].iloc[0]
+
+
+@pytest.fixture
+def bin_files(tmp_path, monkeypatch) -> list:
+    """The Parquet bin files the engine writes, all made under tmp_path (the temporary directory's parent)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    written: list = []
+    write = engine_dask.write_parquet
+
+    def recording(frame, path, columns):
+        written.append(path)
+        return write(frame, path, columns)
+
+    monkeypatch.setattr(engine_dask, "write_parquet", recording)
+    return written
+
+
+def test_the_bins_go_to_the_workers_as_files_that_are_removed_after_the_run(corpus, config, client, bin_files,
+                                                                           tmp_path):
+    got = run_detectors_dask(corpus, _registrations_for(corpus), config, client=client, npartitions=7)
+    assert not got.empty and len(bin_files) >= 7 and all(tmp_path in path.parents for path in bin_files)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bin_files_are_removed_when_the_run_fails_half_way(corpus, config, client, bin_files, tmp_path,
+                                                              monkeypatch):
+    write = engine_dask.write_parquet  # bin_files' recorder: it still counts the bins written
+
+    def disk_full_after_two(frame, path, columns):
+        if len(bin_files) == 2:
+            raise OSError(28, "No space left on device")
+        return write(frame, path, columns)
+
+    monkeypatch.setattr(engine_dask, "write_parquet", disk_full_after_two)
+    with pytest.raises(OSError, match="No space left"):
+        run_detectors_dask(corpus, _registrations_for(corpus), config, client=client, npartitions=7)
+    assert len(bin_files) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_with_a_scheduler_the_bins_are_scattered_not_written_and_the_findings_are_the_same(
+    corpus, config, client, bin_files, tmp_path,
+):
+    # The workers of a remote scheduler may not share our disk; the local cluster stands in for one.
+    remote = dataclasses.replace(config, scheduler="tcp://scheduler.invalid:8786")
+    registrations = _registrations_for(corpus)
+    got = run_detectors_dask(corpus, registrations, remote, client=client, npartitions=7)
+    pd.testing.assert_frame_equal(got, sort_findings(run_detectors(corpus, registrations, config)))
+    assert bin_files == [] and list(tmp_path.iterdir()) == []
 
 
 def test_an_empty_table_needs_no_cluster(config):
