@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -74,10 +74,11 @@ class RegistrationStatus(str, Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
-class Registration:
+class Registration(NamedTuple):
     """What the registries said about one registrable domain, with the evidence."""
 
+    # A NamedTuple rather than a frozen dataclass: one is made per lookup of a large scan, and it
+    # is built several times faster. Fields are in REGISTRATION_COLUMNS order.
     domain: str
     status: RegistrationStatus
     method: str  # rdap / whois / dns / none
@@ -89,7 +90,7 @@ class Registration:
 
     def as_row(self) -> dict[str, Any]:
         """A dict with REGISTRATION_COLUMNS keys."""
-        row = asdict(self)
+        row = self._asdict()
         row["status"] = self.status.value
         return row
 

@@ -44,32 +44,30 @@ _KNOWN = (RegistrationStatus.REGISTERED.value, RegistrationStatus.UNREGISTERED.v
 _FLUSH_EVERY = 256  # cache writes are batched: one transaction per this many network answers
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _iso(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
-#: A result row: the values of REGISTRATION_COLUMNS in order, dates as ISO strings. Tuples, because
-#: a 100k-row table is built column-wise with zip(*rows), and the cache stores row[1:] as a JSON array.
+#: A result row: the values of REGISTRATION_COLUMNS in order. Tuples, because a 100k-row table is
+#: built column-wise with zip(*rows). Dates stay datetimes for answers of this run and are ISO
+#: strings for recorded answers and cache hits: both become the same column, and formatting them
+#: only where a string is needed (the cache) keeps it out of the per-lookup path.
 Row = tuple[Any, ...]
 _STATUS, _METHOD = 1, 2
 
 
 def _row(reg: Registration) -> Row:
-    return (
-        reg.domain,
-        reg.status.value,
-        reg.method,
-        reg.server,
-        reg.detail,
-        _iso(reg.checked_at),
-        _iso(reg.registered_at),
-        reg.attempts,
-    )
+    return (reg.domain, reg.status.value, *reg[2:])
+
+
+def _cache_row(row: Row) -> list[Any]:
+    """The JSON value the cache keeps for one row: the row without its domain, dates as ISO strings."""
+    return [row[1], row[2], row[3], row[4], _iso(row[5]), _iso(row[6]), row[7]]
 
 
 def cache_value(reg: Registration) -> list[Any]:
     """The JSON value the cache keeps for one answer (its row without the domain)."""
-    return list(_row(reg)[1:])
+    return _cache_row(_row(reg))
 
 
 def normalise_domain(name: str) -> str:
@@ -105,7 +103,7 @@ def load_registry_answers(paths: Iterable[Path]) -> dict[str, Row]:
 
 
 def registration_frame(rows: list[Row]) -> pd.DataFrame:
-    """Row tuples (dates as ISO strings) -> a frame with exactly REGISTRATION_COLUMNS."""
+    """Row tuples (dates as datetimes or ISO strings) -> a frame with exactly REGISTRATION_COLUMNS."""
     names = list(REGISTRATION_COLUMNS)
     transposed = list(zip(*rows)) if rows else [()] * len(names)
     columns: dict[str, Any] = {}
@@ -352,8 +350,9 @@ class RegistrationService:
             return
         loop = asyncio.get_running_loop()
         batch = _Batch(len(rest), loop.create_future())
+        lane_of = self._lane_of
         for name in rest:
-            self._enqueue(self._lane_of(name), name, batch)
+            self._enqueue(lane_of(name), name, batch)
         await batch.done
 
     def _from_cache(self, names: list[str]) -> list[str]:
@@ -388,7 +387,7 @@ class RegistrationService:
         batch, self._to_cache = self._to_cache, []
         by_status: dict[str, dict[str, list[Any]]] = collections.defaultdict(dict)
         for row in batch:
-            by_status[row[_STATUS]][row[0]] = list(row[1:])
+            by_status[row[_STATUS]][row[0]] = _cache_row(row)
         for status, items in by_status.items():
             self._cache.put_many(CACHE_NAMESPACE, items, CACHE_TTL[status])
 
@@ -429,9 +428,10 @@ class RegistrationService:
         rdap, whois, dns = self._clients()
         # With one method there is no chain to walk: call it directly (this loop is the hot path).
         single = {"rdap": rdap.lookup, "whois": whois.lookup, "dns": dns.lookup}.get(self.mode)
+        queue, rows, counts, bar = lane.queue, self._rows, self._counts, self._bar
         try:
-            while lane.queue:
-                name, batch = lane.queue.popleft()
+            while queue:
+                name, batch = queue.popleft()
                 try:
                     if single is not None:
                         reg = await single(name)
@@ -440,7 +440,7 @@ class RegistrationService:
                         reg, no_connection = await self._lookup(name)
                 except Exception as exc:  # one odd domain must not stop the batch
                     log.warning("registration lookup of %s failed unexpectedly: %s", name, exc, exc_info=True)
-                    self._counts.errors += 1
+                    counts.errors += 1
                     reg = Registration(
                         name,
                         RegistrationStatus.UNKNOWN,
@@ -449,21 +449,19 @@ class RegistrationService:
                         checked_at=utc_now(),
                     )
                     no_connection = False
-                self._finish(reg, no_connection)
+                row = _row(reg)
+                rows[name] = row
+                bar.update()
+                counts.network += 1
+                if no_connection:
+                    counts.network_failures += 1
+                if self._cache is not None and row[_STATUS] in _KNOWN:
+                    self._to_cache.append(row)
+                    if len(self._to_cache) >= _FLUSH_EVERY:
+                        self._flush_cache()
                 batch.one_finished()
         finally:
             lane.workers -= 1
-
-    def _finish(self, reg: Registration, no_connection: bool) -> None:
-        row = _row(reg)
-        self._store([row])
-        self._counts.network += 1
-        if no_connection:
-            self._counts.network_failures += 1
-        if row[_STATUS] in _KNOWN:
-            self._to_cache.append(row)
-            if len(self._to_cache) >= _FLUSH_EVERY:
-                self._flush_cache()
 
     async def _lookup(self, name: str) -> tuple[Registration, bool]:
         """One domain through auto mode's chain; also says whether it failed for want of a connection."""
