@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import random
 import threading
@@ -111,6 +112,58 @@ class RateLimiter:
         """Push every later acquisition back (a 429 with Retry-After slows the whole host)."""
         with self._lock:
             self._next = max(self._next, time.monotonic() + seconds)
+
+
+class Gate:
+    """At most `limit` holders at once, shared by coroutines on one event loop.
+
+    asyncio.Semaphore costs a coroutine per acquire even when there is room; a lookup of a large
+    scan passes through here once per name, so try_enter() takes a free slot synchronously and only
+    a full gate makes the caller wait (in FIFO order). Also usable as `async with gate:`.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a gate needs at least one slot, not {limit}")
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_enter(self) -> bool:
+        """Take a slot if one is free and nobody is queued for it; never waits."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def enter(self) -> None:
+        """Take a slot, waiting for one to be left if the gate is full."""
+        if self.try_enter():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # a slot was handed over just as we were cancelled: pass it on
+            raise
+
+    def leave(self) -> None:
+        """Give a slot back: to the first caller still waiting, else to the pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+    async def __aenter__(self) -> Gate:
+        if not self.try_enter():
+            await self.enter()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.leave()
 
 
 class HostRateLimits:

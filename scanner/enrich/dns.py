@@ -22,7 +22,7 @@ import dns.resolver
 
 from scanner.config import Config
 from scanner.enrich.rdap import NO_CONNECTION, utc_now
-from scanner.net import RetryableError, async_retrying, parse_host_port
+from scanner.net import Gate, RetryableError, async_retrying, parse_host_port
 from scanner.records import Registration, RegistrationStatus
 
 METHOD = "dns"
@@ -39,7 +39,7 @@ class DnsClient:
     """Asks DNS whether registrable domains are delegated."""
 
     config: Config
-    semaphore: asyncio.Semaphore | None = None
+    gate: Gate | None = None  # shared with the other registry clients: total lookups in flight
     backoff_base: float = 0.5
     resolver_address: str | None = (
         None  # ADDR[:PORT] of the resolver that finds TLD servers (None = system's)
@@ -117,8 +117,8 @@ class DnsClient:
         if not self.config.dns_server:
             query.flags &= ~dns.flags.RD  # authoritative servers: ask for the delegation, not recursion
         try:
-            if self.semaphore is not None:
-                async with self.semaphore:
+            if self.gate is not None:
+                async with self.gate:
                     response, _ = await dns.asyncquery.udp_with_fallback(
                         query, addr, timeout=self.config.timeout or None, port=port
                     )

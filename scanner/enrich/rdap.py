@@ -26,6 +26,7 @@ from scanner.net import (
     MAX_RETRY_AFTER,
     RETRYABLE_STATUSES,
     USER_AGENT,
+    Gate,
     HostRateLimits,
     RateLimiter,
     RetryableError,
@@ -181,7 +182,7 @@ class RdapClient:
     config: Config
     bootstrap: RdapBootstrap | None = None
     limits: HostRateLimits | None = None
-    semaphore: asyncio.Semaphore | None = None
+    gate: Gate | None = None  # shared with the other registry clients: total lookups in flight
     backoff_base: float = 0.5
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _paused_until: dict[str, float] = field(default_factory=dict, init=False, repr=False)
@@ -279,18 +280,18 @@ class RdapClient:
         if limiter.interval:
             await limiter.acquire_async()
         session = self._session if self._session is not None else self._get_session()
-        semaphore = self.semaphore
+        gate = self.gate
         try:
-            if semaphore is not None:
-                await semaphore.acquire()
+            if gate is not None and not gate.try_enter():
+                await gate.enter()
             try:
                 async with session.get(target) as resp:
                     body = await resp.read()
                     status, headers = resp.status, resp.headers
                     final_url = str(resp.url) if resp.history else url
             finally:
-                if semaphore is not None:
-                    semaphore.release()
+                if gate is not None:
+                    gate.leave()
         except asyncio.TimeoutError:
             raise RetryableError(f"{url}: no answer within {self.config.timeout:g}s") from None
         except aiohttp.ClientSSLError as exc:

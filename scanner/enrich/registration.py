@@ -29,6 +29,7 @@ from scanner.config import Config
 from scanner.enrich.dns import DnsClient
 from scanner.enrich.rdap import NO_CONNECTION, RdapClient, utc_now
 from scanner.enrich.whois import WhoisClient
+from scanner.net import Gate
 from scanner.records import REGISTRATION_COLUMNS, Registration, RegistrationStatus, coerce
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ class RegistrationService:
         self._counts = _Counts()
         self._to_cache: list[Row] = []
         self._lanes: dict[str, _Lane] = {}
+        self._lane_by_parent: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -395,14 +397,22 @@ class RegistrationService:
 
     def _clients(self) -> tuple[RdapClient, WhoisClient, DnsClient]:
         if self._rdap is None or self._whois is None or self._dns is None:
-            semaphore = asyncio.Semaphore(self.config.lookup_concurrency)
+            gate = Gate(self.config.lookup_concurrency)
             base = self._backoff_base
-            self._rdap = RdapClient(self.config, semaphore=semaphore, backoff_base=base)
-            self._whois = WhoisClient(self.config, semaphore=semaphore, backoff_base=base)
-            self._dns = DnsClient(self.config, semaphore=semaphore, backoff_base=base)
+            self._rdap = RdapClient(self.config, gate=gate, backoff_base=base)
+            self._whois = WhoisClient(self.config, gate=gate, backoff_base=base)
+            self._dns = DnsClient(self.config, gate=gate, backoff_base=base)
         return self._rdap, self._whois, self._dns
 
     def _lane_of(self, name: str) -> str:
+        # Names under one parent (everything after the first label) share a registry service.
+        parent = name.partition(".")[2]
+        lane = self._lane_by_parent.get(parent)
+        if lane is None:
+            lane = self._lane_by_parent[parent] = self._lane_for(name)
+        return lane
+
+    def _lane_for(self, name: str) -> str:
         rdap, _, _ = self._clients()
         if self.mode == "dns":
             return "dns"

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from scanner.config import Config
 from scanner.enrich.rdap import NO_CONNECTION, parse_date, utc_now
-from scanner.net import HostRateLimits, RetryableError, async_retrying, parse_host_port
+from scanner.net import Gate, HostRateLimits, RetryableError, async_retrying, parse_host_port
 from scanner.records import Registration, RegistrationStatus
 
 METHOD = "whois"
@@ -167,7 +167,7 @@ class WhoisClient:
 
     config: Config
     limits: HostRateLimits | None = None
-    semaphore: asyncio.Semaphore | None = None
+    gate: Gate | None = None  # shared with the other registry clients: total lookups in flight
     backoff_base: float = 0.5
     servers: dict[str, str] = field(default_factory=lambda: dict(REGISTRY_SERVERS))
     iana_server: str = f"{IANA_SERVER}:{PORT}"  # where TLD referrals come from
@@ -214,8 +214,8 @@ class WhoisClient:
         assert self.limits is not None
         await self.limits.for_host(f"whois://{host}:{port}").acquire_async()
         try:
-            if self.semaphore is not None:
-                async with self.semaphore:
+            if self.gate is not None:
+                async with self.gate:
                     return await asyncio.wait_for(
                         self._exchange(host, port, question), self.config.timeout or None
                     )
