@@ -245,8 +245,10 @@ def detect_typo_neighbours(
     n = len(certs)
     subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
     raw_o = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
-    okey = np.array([normalise_organisation(o) for o in raw_o], dtype=object)
-    olabels = [organisation_labels(o, min_len=min_label_len) for o in raw_o]
+    # Once per distinct O: a large CA has more of them than any cache holds.
+    per_o = {o: (normalise_organisation(o), organisation_labels(o, min_len=min_label_len)) for o in set(raw_o)}
+    okey = np.array([per_o[o][0] for o in raw_o], dtype=object)
+    olabels = [per_o[o][1] for o in raw_o]
     not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     nb = not_before.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
     revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult
 
 import idna
 import tldextract
@@ -68,7 +69,8 @@ def _classify(raw: str) -> DomainInfo:
     labels = name.split(".")
     if len(name) > 253 or any(not _LABEL.match(label) for label in labels):
         return DomainInfo(name, INVALID, reason="not a valid DNS name")
-    ext = _EXTRACT(name)
+    # A host name, not a URL: extract_urllib skips the URL clean-up, half the cost of a lookup.
+    ext = _EXTRACT.extract_urllib(SplitResult("", name, "", "", ""))
     if not ext.suffix:
         return DomainInfo(name, INTERNAL, reason="no public suffix")
     if not ext.domain:

@@ -141,8 +141,10 @@ def link_subscribers(
     })
     typo = _typo_edges(regs, min_label_len)
 
-    orgs = certs["subject_o"].tolist() if "subject_o" in certs.columns else [None] * n
-    okey = pd.Series([normalise_organisation(o if isinstance(o, str) else "") for o in orgs], dtype=object)
+    orgs = [o if isinstance(o, str) else "" for o in
+            (certs["subject_o"].tolist() if "subject_o" in certs.columns else [None] * n)]
+    per_o = {o: normalise_organisation(o) for o in set(orgs)}  # once per distinct O
+    okey = pd.Series([per_o[o] for o in orgs], dtype=object)
     has_org = (okey != "").to_numpy()
     org_id = pd.factorize(okey[has_org])[0].astype(np.int64)
 
