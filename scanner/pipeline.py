@@ -101,15 +101,10 @@ def load_scan(out_dir: Path) -> ScanResult:
 
 
 def load_issuers(paths: Iterable[Path]) -> list[Any]:
-    """The CA certificates given with --issuer-cert (PEM bundles or DER)."""
-    from cryptography import x509
+    """The CA certificates given with --issuer-cert (the layouts the files source reads)."""
+    from .sources.ct.issuers import load_issuer_certs
 
-    out = []
-    for path in paths:
-        data = Path(path).read_bytes()
-        out.extend(x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
-                   else [x509.load_der_x509_certificate(data)])
-    return out
+    return load_issuer_certs(paths)
 
 
 @dataclass

@@ -75,3 +75,55 @@ def test_pem_bundle_yields_every_certificate_and_a_garbage_block_becomes_an_erro
     errs = [i for i in items if isinstance(i, SourceError)]
     assert len(raws) == 4
     assert len(errs) == 1 and "base64" in errs[0].error and errs[0].provenance.endswith("bundle.pem#4")
+
+
+# --- file layouts a CA's own export may use ------------------------------------------------------
+
+# OpenSSL's X509_CERT_AUX after a TRUSTED CERTIFICATE: SEQUENCE { trust SEQUENCE { serverAuth } }
+_TRUST_AUX = bytes.fromhex("300c300a06082b06010505070301")
+
+
+def _read(tmp_path, name: str, data: bytes) -> list:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return list(read_files([path]))
+
+
+def _pem_block(label: str, body: bytes) -> bytes:
+    import base64
+
+    lines = [base64.b64encode(body)[i : i + 64] for i in range(0, len(base64.b64encode(body)), 64)]
+    return b"-----BEGIN " + label.encode() + b"-----\n" + b"\n".join(lines) + b"\n-----END " + label.encode() + b"-----\n"
+
+
+@pytest.mark.parametrize("encoding", ["PEM", "DER"])
+def test_a_pkcs7_bundle_yields_each_of_its_certificates(tmp_path, test_ca, encoding):
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+    certs = [test_ca.issue(serial=s, not_before=utc("2024-01-01T00:00"), cn=f"host{s}.example.com", dns=[f"host{s}.example.com"]) for s in (11, 12)]
+    bundle = pkcs7.serialize_certificates(certs, getattr(Encoding, encoding))
+    items = _read(tmp_path, f"chain.p7{encoding[0].lower()}", bundle)
+    assert all(isinstance(i, RawCert) for i in items)
+    assert sorted(hashlib.sha256(i.der).hexdigest() for i in items) == sorted(hashlib.sha256(der(c)).hexdigest() for c in certs)
+    assert all("p7#" in i.provenance for i in items)
+
+
+def test_an_unreadable_pkcs7_bundle_is_one_error_row_not_a_crash(tmp_path):
+    items = _read(tmp_path, "bad.p7b", _pem_block("PKCS7", b"\x30\x03\x02\x01\x00"))
+    assert len(items) == 1 and isinstance(items[0], SourceError) and "PKCS#7" in items[0].error
+
+
+def test_an_openssl_trusted_certificate_is_read_without_its_trust_settings(tmp_path, test_ca):
+    cert = der(test_ca.issue(serial=21, not_before=utc("2024-01-01T00:00"), cn="trusted.example.com", dns=["trusted.example.com"]))
+    [item] = _read(tmp_path, "trusted.pem", _pem_block("TRUSTED CERTIFICATE", cert + _TRUST_AUX))
+    assert isinstance(item, RawCert) and item.der == cert
+    assert parse_der(item.der)["sha256"] == hashlib.sha256(cert).hexdigest()
+
+
+def test_a_der_file_with_a_trailing_newline_is_the_certificate_but_trailing_bytes_are_an_error(tmp_path, test_ca):
+    cert = der(test_ca.issue(serial=31, not_before=utc("2024-01-01T00:00"), cn="der.example.com", dns=["der.example.com"]))
+    [item] = _read(tmp_path, "cert.der", cert + b"\r\n")
+    assert parse_der(item.der)["sha256"] == hashlib.sha256(cert).hexdigest()
+    [item] = _read(tmp_path, "cert2.der", cert + b"garbage")
+    with pytest.raises(ParseError):  # not silently cut: the file is not what it claims to be
+        parse_der(item.der)

@@ -1,4 +1,4 @@
-"""Source: the CA's own files. Directories (recursively), PEM bundles, DER files."""
+"""Source: the CA's own files. Directories (recursively), PEM bundles, DER files, PKCS#7 bundles."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+from ..der import element
 from .base import RawCert, SourceError, SourceItem
 
 SOURCE = "files"
@@ -17,6 +20,9 @@ _PEM_BLOCK = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", re.DOTALL
 )
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+_PKCS7_LABELS = {b"PKCS7", b"CMS"}
+#: DER of the OID 1.2.840.113549.1.7.2 (PKCS#7 signedData): how a .p7b/.p7c file begins its content.
+_SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -34,17 +40,19 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def split_certificates(data: bytes, provenance: str) -> Iterator[SourceItem]:
-    """The certificates in one file's bytes: every CERTIFICATE block of a PEM bundle, or one DER blob."""
+    """The certificates in one file's bytes: PEM blocks (certificates or PKCS#7), one DER blob or a DER PKCS#7."""
     if b"-----BEGIN" not in data:
         if not data.strip():
             yield SourceError(SOURCE, provenance, "empty file")
-            return
-        yield RawCert(data, SOURCE, provenance)
+        elif _is_pkcs7(data):
+            yield from _pkcs7_certificates(data, provenance)
+        else:
+            yield RawCert(_first_element(data, trailing_ok=False), SOURCE, provenance)
         return
     found = 0
     for n, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
         label, body = match.group(1), match.group(2)
-        if label not in _CERT_LABELS:
+        if label not in _CERT_LABELS and label not in _PKCS7_LABELS:
             continue
         found += 1
         where = f"{provenance}#{n}"
@@ -54,9 +62,50 @@ def split_certificates(data: bytes, provenance: str) -> Iterator[SourceItem]:
             yield SourceError(SOURCE, where, f"PEM block is not valid base64: {exc}",
                               hashlib.sha256(body).hexdigest())
             continue
-        yield RawCert(der, SOURCE, where)
+        if label in _PKCS7_LABELS:
+            yield from _pkcs7_certificates(der, where)
+        else:
+            # OpenSSL's TRUSTED CERTIFICATE appends its trust settings after the certificate.
+            yield RawCert(_first_element(der, trailing_ok=label == b"TRUSTED CERTIFICATE"), SOURCE, where)
     if found == 0:
-        yield SourceError(SOURCE, provenance, "PEM file holds no CERTIFICATE block")
+        yield SourceError(SOURCE, provenance, "PEM file holds no CERTIFICATE or PKCS7 block")
+
+
+def _first_element(der: bytes, *, trailing_ok: bool) -> bytes:
+    """The certificate's own bytes when a DER element is followed by whitespace (or, if allowed, anything).
+
+    A stray newline after a DER file is common and harmless; other trailing bytes are left in place
+    so that parsing reports them.
+    """
+    try:
+        tag, _, end = element(der, 0)
+    except IndexError:
+        return der
+    if tag != 0x30 or end >= len(der) or end < 2:
+        return der
+    return der[:end] if trailing_ok or not der[end:].strip() else der
+
+
+def _is_pkcs7(data: bytes) -> bool:
+    """True when DER bytes are a ContentInfo holding PKCS#7 signedData (a .p7b/.p7c bundle)."""
+    try:
+        tag, start, _ = element(data, 0)
+    except IndexError:
+        return False
+    return tag == 0x30 and data[start : start + len(_SIGNED_DATA_OID)] == _SIGNED_DATA_OID
+
+
+def _pkcs7_certificates(der: bytes, provenance: str) -> Iterator[SourceItem]:
+    """The certificates of a DER PKCS#7 bundle, each with its position; an unreadable bundle is one error."""
+    try:
+        certs = pkcs7.load_der_pkcs7_certificates(der)
+    except ValueError as exc:
+        yield SourceError(SOURCE, provenance, f"PKCS#7 bundle cannot be read: {exc}", hashlib.sha256(der).hexdigest())
+        return
+    if not certs:
+        yield SourceError(SOURCE, provenance, "PKCS#7 bundle holds no certificate")
+    for k, cert in enumerate(certs, start=1):
+        yield RawCert(cert.public_bytes(Encoding.DER), SOURCE, f"{provenance}/p7#{k}")
 
 
 def read_files(paths: Iterable[Path]) -> Iterator[SourceItem]:

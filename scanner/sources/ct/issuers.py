@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..base import SourceError
+from ..files import split_certificates
 from .leaf import PRECERT_ENTRY, LogEntry
 
 #: the Extended Key Usage of a CA that only signs precertificates (RFC 6962 section 3.1)
 PRECERT_SIGNING_EKU = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")
-_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
 class IssuerError(ValueError):
@@ -28,21 +28,20 @@ def spki_sha256(cert: x509.Certificate) -> bytes:
 
 
 def load_issuer_certs(paths: Iterable[Path]) -> list[x509.Certificate]:
-    """Every certificate in the given PEM (or DER) files."""
+    """Every certificate in the given files, in any layout the files source reads (PEM, DER, PKCS#7)."""
     certs = []
     for path in paths:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise IssuerError(f"cannot read --issuer-cert {path}: {exc.strerror or exc}") from None
-        try:
-            found = [x509.load_pem_x509_certificate(m) for m in _PEM.findall(data)] if b"-----BEGIN" in data \
-                else [x509.load_der_x509_certificate(data)]
-        except ValueError as exc:
-            raise IssuerError(f"--issuer-cert {path} is not a readable certificate: {exc}") from None
-        if not found:
-            raise IssuerError(f"--issuer-cert {path} holds no CERTIFICATE block")
-        certs.extend(found)
+        for item in split_certificates(data, str(path)):
+            if isinstance(item, SourceError):
+                raise IssuerError(f"--issuer-cert {item.provenance}: {item.error}")
+            try:
+                certs.append(x509.load_der_x509_certificate(item.der))
+            except ValueError as exc:
+                raise IssuerError(f"--issuer-cert {item.provenance} is not a readable certificate: {exc}") from None
     return certs
 
 
