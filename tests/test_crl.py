@@ -49,3 +49,25 @@ def test_crl_revocation_is_applied_only_to_the_issuer_that_signed_it(test_ca):
     assert by_name["mail.cuatis.net"]["revoked_at"] == pd.Timestamp("2019-11-12T16:55", tz="UTC")
     assert by_name["mail.cuatis.net"]["revocation_reason"] == "keyCompromise"
     assert pd.isna(by_name["x.example.com"]["revoked_at"])
+
+
+def test_a_pem_file_with_several_crls_and_text_before_them_gives_every_crl(tmp_path, test_ca):
+    other = TestCA(name="ctscan Other CA")
+    first = test_ca.crl([(0x10, utc("2024-01-02T00:00"), None)], this_update=utc("2024-01-03T00:00"))
+    second = other.crl([(0x20, utc("2024-02-02T00:00"), x509.ReasonFlags.superseded)],
+                       this_update=utc("2024-02-03T00:00"))
+    path = tmp_path / "both.pem"
+    path.write_bytes(b"Certificate Revocation List (CRL):\n    Version 2 (0x1)\n" + pem(first) + pem(second))
+    infos, revs, errors = read_crl_files([path])
+    assert errors == []
+    assert len(infos) == 2 and {i.source for i in infos} == {f"{path}#1", f"{path}#2"}
+    assert sorted(revs["serial"]) == ["10", "20"]
+
+
+def test_a_remove_from_crl_entry_does_not_revoke_the_certificate(test_ca):
+    crl = test_ca.crl([(0x30, utc("2024-03-01T00:00"), x509.ReasonFlags.certificate_hold),
+                       (0x31, utc("2024-03-02T00:00"), x509.ReasonFlags.remove_from_crl)],
+                      this_update=utc("2024-03-03T00:00"))
+    _, revs = crl_revocations(load_crl(der(crl)), "delta.crl")
+    assert revs["serial"].tolist() == ["30"]
+    assert revs["revocation_reason"].tolist() == ["certificateHold"]

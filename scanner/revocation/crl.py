@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,23 @@ class CRLInfo:
     entries: int
 
 
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", re.DOTALL)
+
+
 def load_crl(data: bytes, source: str = "") -> x509.CertificateRevocationList:
     """Parse a DER or PEM CRL; CRLError names the source when it is neither."""
+    return load_crls(data, source)[0]
+
+
+def load_crls(data: bytes, source: str = "") -> list[x509.CertificateRevocationList]:
+    """Every CRL in a file: one DER CRL, or each X509 CRL block of a PEM file; CRLError names the source."""
     try:
-        if b"-----BEGIN" in data[:100] or data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
+        if not data.startswith(b"\x30"):  # a DER CRL is a SEQUENCE; anything else is PEM, maybe after text
+            blocks = _PEM_CRL.findall(data)
+            if not blocks:
+                raise ValueError("a PEM file without an X509 CRL block")
+            return [x509.load_pem_x509_crl(block) for block in blocks]
+        return [x509.load_der_x509_crl(data)]
     except Exception as exc:
         raise CRLError(f"{source or 'CRL'}: not a readable CRL ({type(exc).__name__}: {exc})") from exc
 
@@ -69,6 +81,8 @@ def crl_revocations(crl: x509.CertificateRevocationList, source: str) -> tuple[C
     key_id = _issuer_key_id(crl)
     serials, dates, reasons = [], [], []
     for entry in crl:
+        if _reason(entry) == x509.ReasonFlags.remove_from_crl.value:
+            continue  # a delta CRL lifting a certificateHold: the certificate is not revoked
         serials.append(serial_hex(entry.serial_number))
         dates.append(entry.revocation_date_utc)
         reasons.append(_reason(entry))
@@ -99,13 +113,14 @@ def read_crl_files(paths: Iterable[Path]) -> tuple[list[CRLInfo], pd.DataFrame, 
     infos, frames, errors = [], [], []
     for path in paths:
         try:
-            crl = load_crl(Path(path).read_bytes(), str(path))
-            info, df = crl_revocations(crl, str(path))
+            crls = load_crls(Path(path).read_bytes(), str(path))
         except (OSError, CRLError) as exc:
             errors.append(f"{path}: {exc}" if isinstance(exc, OSError) else str(exc))
             continue
-        infos.append(info)
-        frames.append(df)
+        for n, crl in enumerate(crls, start=1):
+            info, df = crl_revocations(crl, str(path) if len(crls) == 1 else f"{path}#{n}")
+            infos.append(info)
+            frames.append(df)
     if frames:
         revs = pd.concat(frames, ignore_index=True)
     else:
