@@ -36,14 +36,16 @@ def write_parquet(df: pd.DataFrame, path: Path, columns: dict[str, str]) -> Path
         else:
             fields.append(pa.field(name, pa.string()))
     table = pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    # A file object, not a path: pyarrow cannot open a path whose bytes are not UTF-8.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
     return path
 
 
 def read_parquet(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     """Read a table written by write_parquet back with the schema's dtypes (list columns as lists)."""
-    table = pq.read_table(path)
+    with open(path, "rb") as fh:
+        table = pq.read_table(fh)
     lists = [name for name in LIST_COLUMNS if name in table.column_names]
     frame = table.drop_columns(lists).to_pandas()
     for name in lists:

@@ -105,11 +105,9 @@ class Config:
             raise ConfigError(
                 f"--registration must be one of {', '.join(REGISTRATION_MODES)}, not {self.registration!r}"
             )
-        for name in ("rdap_rate", "whois_rate", "timeout"):
-            if getattr(self, name) < 0:
+        for name in ("rdap_rate", "whois_rate", "timeout", "crtsh_rate", "ocsp_rate"):
+            if not getattr(self, name) >= 0:  # NaN fails this too
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
-        if self.crtsh_rate < 0:
-            raise ConfigError("--crtsh-rate must be >= 0")
         if self.lookup_concurrency < 1:
             raise ConfigError("--lookup-concurrency must be at least 1")
         if self.engine not in ("pandas", "dask"):
@@ -126,16 +124,24 @@ class Config:
         return self.store_path or self.cache_dir / "store.sqlite3"
 
 
+#: The longest --window / --reissue-window: a century, longer than any certificate's life.
+MAX_DURATION = timedelta(days=36_525)
+
+
 def parse_duration(text: str) -> timedelta:
     """'7d', '36h', '90m', '45s' or a bare number of days -> timedelta."""
     units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "w": "weeks"}
     t = text.strip().lower()
     try:
         if t and t[-1] in units:
-            return timedelta(**{units[t[-1]]: float(t[:-1])})
-        return timedelta(days=float(t))
-    except ValueError:
+            duration = timedelta(**{units[t[-1]]: float(t[:-1])})
+        else:
+            duration = timedelta(days=float(t))
+    except (ValueError, OverflowError):
         raise ConfigError(f"not a duration: {text!r} (use e.g. 7d, 36h, 90m)") from None
+    if abs(duration) > MAX_DURATION:  # dates plus or minus it must stay within what pandas can hold
+        raise ConfigError(f"duration too long: {text!r} (at most {MAX_DURATION.days}d)")
+    return duration
 
 
 def env_default(name: str, default: str | None = None) -> str | None:

@@ -63,8 +63,8 @@ def parse_der(der: bytes, *, source: str = "", provenance: str = "") -> dict[str
         raise ParseError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _tbs_parts(tbs: bytes) -> tuple[bytes, bytes]:
-    """The raw issuer Name and SubjectPublicKeyInfo of a TBSCertificate (DER)."""
+def _tbs_parts(tbs: bytes) -> tuple[bytes, bytes, bytes]:
+    """The raw issuer Name, subject Name and SubjectPublicKeyInfo of a TBSCertificate (DER)."""
     _, pos, _ = element(tbs, 0)  # into the TBSCertificate SEQUENCE
     tag, _, end = element(tbs, pos)
     if tag == 0xA0:  # [0] version
@@ -74,9 +74,65 @@ def _tbs_parts(tbs: bytes) -> tuple[bytes, bytes]:
     _, _, issuer_end = element(tbs, pos)
     issuer = tbs[pos:issuer_end]
     _, _, pos = element(tbs, issuer_end)  # validity
-    _, _, pos = element(tbs, pos)  # subject
-    _, _, spki_end = element(tbs, pos)
-    return issuer, tbs[pos:spki_end]
+    _, _, subject_end = element(tbs, pos)
+    subject = tbs[pos:subject_end]
+    _, _, spki_end = element(tbs, subject_end)
+    return issuer, subject, tbs[subject_end:spki_end]
+
+
+#: How a Name's string types are read when cryptography refuses them (e.g. Latin-1 bytes in a
+#: T61String, common in older certificates, or invalid UTF-8): tag -> codecs tried in order, the last
+#: one with U+FFFD for what it cannot read.
+_LENIENT_CODECS = {0x0C: ("utf-8",), 0x1E: ("utf-16-be",), 0x1C: ("utf-32-be",)}
+
+
+def _oid_of(body: bytes) -> x509.ObjectIdentifier:
+    arcs, n = [], 0
+    for b in body:
+        n = (n << 7) | (b & 0x7F)
+        if not b & 0x80:
+            arcs.append(n)
+            n = 0
+    first = min(arcs[0] // 40, 2)
+    return x509.ObjectIdentifier(".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]])))
+
+
+def _lenient_text(tag: int, body: bytes) -> str:
+    codecs = _LENIENT_CODECS.get(tag, ("utf-8", "latin-1"))
+    for codec in codecs[:-1]:
+        try:
+            return body.decode(codec)
+        except UnicodeDecodeError:
+            pass
+    return body.decode(codecs[-1], errors="replace")
+
+
+def _lenient_name(raw: bytes) -> x509.Name:
+    """A DER Name cryptography refuses to decode, its strings read leniently (UTF-8, else Latin-1)."""
+    rdns = []
+    _, pos, end = element(raw, 0)
+    while pos < end:  # each RelativeDistinguishedName (a SET)
+        _, apos, rdn_end = element(raw, pos)
+        attrs = []
+        while apos < rdn_end:  # each AttributeTypeAndValue (a SEQUENCE)
+            _, opos, attr_end = element(raw, apos)
+            _, ostart, oend = element(raw, opos)
+            tag, vstart, vend = element(raw, oend)
+            attrs.append(x509.NameAttribute(_oid_of(raw[ostart:oend]), _lenient_text(tag, raw[vstart:vend]),
+                                            _validate=False))
+            apos = attr_end
+        if attrs:
+            rdns.append(x509.RelativeDistinguishedName(attrs))
+        pos = rdn_end
+    return x509.Name(rdns)
+
+
+def _name(cert: x509.Certificate, which: str, raw: bytes) -> x509.Name:
+    """cert.subject or cert.issuer; when its strings are not valid for their type, read leniently."""
+    try:
+        return getattr(cert, which)
+    except ValueError:
+        return _lenient_name(raw)
 
 
 #: rfc4514 strings of issuer Names by their DER: a CA signs with few names, so this is a hot cache.
@@ -93,7 +149,7 @@ _SUBJECT_OIDS = {
 def _issuer_dn(cert: x509.Certificate, raw: bytes) -> str:
     dn = _ISSUER_DN.get(raw)
     if dn is None:
-        dn = cert.issuer.rfc4514_string()
+        dn = _name(cert, "issuer", raw).rfc4514_string()
         if len(_ISSUER_DN) < 10_000:
             _ISSUER_DN[raw] = dn
     return dn
@@ -138,8 +194,8 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) ->
                     crl_urls.append(gn.value)
     ocsp_urls = _aia_urls(aia, OCSP_METHOD)
     ca_issuers = _aia_urls(aia, CA_ISSUERS_METHOD)
-    issuer_raw, spki = _tbs_parts(cert.tbs_certificate_bytes)
-    subject = cert.subject
+    issuer_raw, subject_raw, spki = _tbs_parts(cert.tbs_certificate_bytes)
+    subject = _name(cert, "subject", subject_raw)
     row = {
         "sha256": sha,
         "cert_sha256": "" if is_precert else sha,
@@ -203,6 +259,15 @@ def collapse_precerts(certs: pd.DataFrame) -> pd.DataFrame:
     size = key.map(key.value_counts())
     precerts_in_group = df["is_precert"].astype(int).groupby(key).transform("sum")
     twin = (size == 2) & (precerts_in_group == 1)
+    if twin.any():
+        # A precertificate naming what its certificate does not is no twin: merged, its names would go unchecked.
+        pairs = df.loc[twin, ["subject_dn", "san_dns", "san_ip", "san_email"]]
+        names = pd.Series([
+            (dn if isinstance(dn, str) else "", *(tuple(sorted(v)) if isinstance(v, (list, tuple)) else () for v in sans))
+            for dn, *sans in zip(*(pairs[c].tolist() for c in pairs.columns))
+        ], index=pairs.index, dtype=object)
+        same = pd.Series(pd.factorize(names)[0], index=pairs.index).groupby(key[twin]).transform("nunique") == 1
+        twin &= same.reindex(df.index, fill_value=False)
     if not twin.any():
         return df
     pre = df[twin & df["is_precert"]].set_index(key[twin & df["is_precert"]])

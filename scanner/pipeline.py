@@ -45,7 +45,7 @@ def open_source(config: Config) -> Iterator[SourceItem]:
     if config.source == "files":
         from .sources.files import read_files
 
-        return read_files(config.paths)
+        return read_files(config.paths, exclude=[config.out_dir])  # a rerun must not read its own reports
     if config.source == "crtsh-sql":
         from .sources.crtsh_sql import read_crtsh_sql
 
@@ -145,6 +145,30 @@ def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else records_frame([])
 
 
+def _unchecked_names(certs: pd.DataFrame, cap: int) -> list[dict[str, str]]:
+    """An error row per certificate with more SAN names than the checks look at (padding must not hide a name)."""
+    if certs.empty:
+        return []
+    def count(values: Any) -> int:
+        return len(values) if isinstance(values, (list, tuple)) else 0
+
+    sizes = certs["san_dns"].map(count) + certs["san_ip"].map(count)
+    over = certs[sizes > cap]
+    return [error_row("check", r.source, r.provenance,
+                      f"only the first {cap:,} of its {n:,} SAN names were checked; the rest were not looked up "
+                      "in the registries nor checked for IP addresses, internal or invalid names", r.sha256)
+            for r, n in zip(over.itertuples(index=False), sizes[sizes > cap])]
+
+
+def _crl_is_for(info: Any, certs: pd.DataFrame) -> bool:
+    """True when a CRL's issuer is the issuer of some certificate (matched as apply_revocations matches)."""
+    kids = certs["issuer_key_id"].fillna("")
+    if info.issuer_key_id and (kids == info.issuer_key_id).any():
+        return True
+    same_dn = certs["issuer_dn"].fillna("") == info.issuer_dn
+    return bool((same_dn if not info.issuer_key_id else same_dn & (kids == "")).any())
+
+
 def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Revocation dates from --crl files, then (with --check-revocation) OCSP and fetched CRLs."""
     crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
@@ -153,6 +177,10 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
     certs = apply_revocations(certs, revocations)
     state.revocation_data += [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
                               for i in crl_infos]
+    if not certs.empty:
+        state.notices += [f"CRL {i.source} (issuer {i.issuer_dn}) is not from the issuer of any scanned certificate, "
+                          "so it revoked none of them: check that it is the CRL of the CA under audit."
+                          for i in crl_infos if not _crl_is_for(i, certs)]
     from_crtsh = int((certs["revocation_source"] == "crtsh").sum()) if not certs.empty else 0
     if from_crtsh:
         state.revocation_data.append(f"crt.sh crl_revoked: {from_crtsh} revoked certificates")
@@ -198,14 +226,16 @@ def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.Data
                              "the selection; every report was still written, empty.")
     if not state.revocation_data:
         state.notices.append("No revocation data (no --crl given): revocation-based checks found nothing to check.")
+    merged = int((certs["precert_sha256"].fillna("") != "").sum() - certs["is_precert"].sum()) if not certs.empty else 0
     return {
         "source": config.source,
         "read": state.counts["read"],
         "parsed": state.counts["parsed"],
         "errors": len(errors),
         "certificates": len(certs),
-        "precertificate_pairs_merged": int((certs["precert_sha256"].fillna("") != "").sum()
-                                           - certs["is_precert"].sum()) if not certs.empty else 0,
+        "precertificate_pairs_merged": merged,
+        # one certificate read again (a second file or search) is one row: parsed = certificates + both merges
+        "duplicates_merged": state.counts["parsed"] - len(certs) - merged,
         "revoked": int(certs["revoked_at"].notna().sum()) if not certs.empty else 0,
         "registrable_domains": len(state.domains),
         "lookups": lookups,
@@ -249,6 +279,7 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         certs = _ingest(config, registry, state)
         clock.lap("parse")
         certs = collapse_precerts(certs)
+        state.errors.extend(_unchecked_names(certs, config.max_sans_per_cert))
         clock.lap("collapse")
         # OCSP and CRL fetches run while the registration lookups finish in the background.
         certs, revocation_findings = _revocations(certs, config, state)

@@ -29,16 +29,22 @@ def early_revocations(certs: pd.DataFrame, window: timedelta) -> pd.DataFrame:
     return revoked.assign(latency=latency)[latency <= pd.Timedelta(window)]
 
 
+def _since_not_before(latency: pd.Timedelta) -> str:
+    """'4.6 hours after notBefore', or '1.0 days before its notBefore' for a revocation dated earlier."""
+    if latency < pd.Timedelta(0):
+        return f"{human_duration(-latency)} before its notBefore"
+    return f"{human_duration(latency)} after notBefore"
+
+
 def detect_early_revocation(certs: pd.DataFrame, window: timedelta) -> pd.DataFrame:
     """A finding per certificate revoked within the window after notBefore: the list to audit."""
     early = early_revocations(certs, window)
     found = []
     for r in early.itertuples(index=False):
         reason = f", reason {r.revocation_reason}" if r.revocation_reason else ", no reason given"
-        when = "before its notBefore" if r.latency < pd.Timedelta(0) else "after notBefore"
         found.append(Finding(
             r.sha256, "early_revocation",
-            f"Revoked {iso(r.revoked_at)}, {human_duration(abs(r.latency))} {when}{reason}.",
+            f"Revoked {iso(r.revoked_at)}, {_since_not_before(r.latency)}{reason}.",
             detail=as_json({"latency_seconds": r.latency.total_seconds(), "revoked_at": iso(r.revoked_at),
                             "reason": r.revocation_reason or ""}),
         ))
@@ -223,7 +229,7 @@ def detect_revoke_reissue(
                  else f"the replacement was issued {human_duration(-offset)} before the revocation")
         found.append(Finding(
             sha, "revoke_reissue",
-            f"Revoked {human_duration(revoked_at - a['not_before'])} after notBefore; {order} as "
+            f"Revoked {_since_not_before(revoked_at - a['not_before'])}; {order} as "
             f"{b['sha256'][:16]}… ({', '.join(subs.names[j][:3]) or b['subject_cn']}): {change}.",
             related_sha256=b["sha256"],
             detail=as_json({"change": kind, "relation": relation,

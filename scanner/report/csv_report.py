@@ -63,10 +63,18 @@ def write_frame(path: Path, frame: pd.DataFrame, chunk_rows: int = 10_000) -> Pa
     """Write a DataFrame as CSV to path atomically, every cell made safe, a chunk of rows at a time."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
+        # With an LF line end, Python's csv leaves a field holding a bare CR unquoted, and readers then
+        # split the row there (and a "=..." after the CR starts a new row unescaped): quote such rows.
+        quoted = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow([safe_text(str(c)) for c in frame.columns])
         for start in range(0, len(frame), chunk_rows):
             chunk = frame.iloc[start : start + chunk_rows]
-            writer.writerows(zip(*(column_cells(chunk[c]) for c in chunk.columns)))
+            columns = [column_cells(chunk[c]) for c in chunk.columns]
+            if not any("\r" in "".join(cells) for cells in columns):
+                writer.writerows(zip(*columns))
+                continue
+            for row in zip(*columns):
+                (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     return path
 
 

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from ..parse import serial_hex
+from ..sources.files import shown_path
 
 REVOCATION_COLUMNS: dict[str, str] = {
     "issuer_dn": "string",
@@ -69,7 +70,12 @@ def _issuer_key_id(crl: x509.CertificateRevocationList) -> str:
 
 
 def _reason(entry: x509.RevokedCertificate) -> str:
-    for ext in entry.extensions:
+    """The entry's reasonCode name; a code cryptography cannot read (e.g. 7, unused) keeps the revocation."""
+    try:
+        extensions = entry.extensions
+    except ValueError as exc:
+        return f"invalid ({exc})"
+    for ext in extensions:
         if ext.oid == CRLEntryExtensionOID.CRL_REASON:
             return ext.value.reason.value
     return ""
@@ -112,13 +118,19 @@ def read_crl_files(paths: Iterable[Path]) -> tuple[list[CRLInfo], pd.DataFrame, 
     """Read CRL files: their infos, all revocation rows, and one error line per unreadable file."""
     infos, frames, errors = [], [], []
     for path in paths:
+        name = shown_path(path)  # a file name that is not UTF-8 must not break the reports
         try:
-            crls = load_crls(Path(path).read_bytes(), str(path))
+            crls = load_crls(Path(path).read_bytes(), name)
         except (OSError, CRLError) as exc:
-            errors.append(f"{path}: {exc}" if isinstance(exc, OSError) else str(exc))
+            errors.append(f"{name}: {exc}" if isinstance(exc, OSError) else str(exc))
             continue
         for n, crl in enumerate(crls, start=1):
-            info, df = crl_revocations(crl, str(path) if len(crls) == 1 else f"{path}#{n}")
+            where = name if len(crls) == 1 else f"{name}#{n}"
+            try:
+                info, df = crl_revocations(crl, where)
+            except ValueError as exc:  # parsed lazily: a bad issuer name or extension shows up only here
+                errors.append(f"{where}: not a readable CRL ({type(exc).__name__}: {exc})")
+                continue
             infos.append(info)
             frames.append(df)
     if frames:

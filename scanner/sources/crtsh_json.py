@@ -29,6 +29,7 @@ RESULT_CAP = 10_000  # crt.sh's c_resultLimit: a search returning this many rows
 CACHE_NAMESPACE = "crtsh-json"
 CACHE_TTL = timedelta(hours=6)
 ISSUER_NOT_FOUND = -1
+_MAX_ID = 2**63 - 1  # crt.sh ids are PostgreSQL bigints; a larger one (a broken answer) fits no table or store
 ADVICE = "retry later or use --source crtsh-sql"
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.DOTALL)
 
@@ -159,10 +160,12 @@ def _row_facts(row: Any) -> tuple[int, dict[str, Any]]:
     if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)) or not str(raw_id).isdigit():
         raise ValueError(f"row has no numeric id: {str(row)[:120]!r}")
     crtsh_id = int(raw_id)
+    if crtsh_id > _MAX_ID:
+        raise ValueError(f"row id is out of range: {str(raw_id)[:40]}")
     ca_id = row.get("issuer_ca_id")
     extra: dict[str, Any] = {"crtsh_id": crtsh_id}
     # -1 is crt.sh's "Issuer Not Found", not a CA: the certificate is kept without an issuer id.
-    if isinstance(ca_id, int) and not isinstance(ca_id, bool) and ca_id != ISSUER_NOT_FOUND:
+    if isinstance(ca_id, int) and not isinstance(ca_id, bool) and ca_id != ISSUER_NOT_FOUND and abs(ca_id) <= _MAX_ID:
         extra["issuer_ca_id"] = ca_id
     first_seen = crtsh_time(row.get("entry_timestamp"))
     if first_seen is not None:

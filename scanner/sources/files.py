@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -25,18 +26,68 @@ _PKCS7_LABELS = {b"PKCS7", b"CMS"}
 _SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
 
 
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Every regular file under the given paths, in a stable order (directories walked recursively)."""
+def shown_path(path: Path | str) -> str:
+    """A path as text for the reports: bytes that are not UTF-8 (a Latin-1 file name) as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def iter_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[Path | SourceError]:
+    """Every regular file under the given paths, in a stable order (directories walked recursively).
+
+    Symbolic links to directories are followed, each directory read once (so a link loop ends); a
+    directory that cannot be listed is a SourceError, never skipped silently. Folders in `exclude`
+    (the report folder, when it lies inside the input) are not entered.
+    """
+    seen: set[tuple[int, int]] = set()
+    for folder in exclude:
+        try:
+            st = Path(folder).stat()
+        except OSError:
+            continue
+        seen.add((st.st_dev, st.st_ino))
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        yield Path(root) / name
+            yield from _walk(path, seen, top=True)
         else:
             yield path
+
+
+def _walk(folder: Path, seen: set[tuple[int, int]], *, top: bool = False) -> Iterator[Path | SourceError]:
+    try:
+        st = folder.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in seen and not top:
+            return  # already read (a link loop, a second link to it) or the excluded report folder
+        seen.add(key)
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        yield SourceError(SOURCE, shown_path(folder), f"cannot read folder: {exc.strerror or exc}")
+        return
+    subfolders = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()  # follows a symbolic link
+        except OSError:
+            is_dir = False  # a broken entry: reading it as a file reports why
+        if is_dir:
+            subfolders.append(Path(entry.path))
+        elif entry.name.startswith("."):
+            continue
+        elif _special(entry):  # reading a FIFO would wait forever, a device would never end
+            yield SourceError(SOURCE, shown_path(entry.path), "not a regular file (a pipe, socket or device): skipped")
+        else:
+            yield Path(entry.path)
+    for sub in subfolders:
+        yield from _walk(sub, seen)
+
+
+def _special(entry: os.DirEntry[str]) -> bool:
+    """True for a FIFO, socket or device (behind symbolic links too); a broken link is not special."""
+    try:
+        return not stat.S_ISREG(os.stat(entry.path).st_mode)
+    except OSError:
+        return False  # reading it reports why it cannot be read
 
 
 def split_certificates(data: bytes, provenance: str) -> Iterator[SourceItem]:
@@ -108,12 +159,15 @@ def _pkcs7_certificates(der: bytes, provenance: str) -> Iterator[SourceItem]:
         yield RawCert(cert.public_bytes(Encoding.DER), SOURCE, f"{provenance}/p7#{k}")
 
 
-def read_files(paths: Iterable[Path]) -> Iterator[SourceItem]:
-    """Yield every certificate (or read error) found in the given files and directories."""
-    for path in iter_files(paths):
+def read_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[SourceItem]:
+    """Yield every certificate (or read error) found in the given files and directories (not under exclude)."""
+    for path in iter_files(paths, exclude):
+        if isinstance(path, SourceError):
+            yield path
+            continue
         try:
             data = path.read_bytes()
         except OSError as exc:
-            yield SourceError(SOURCE, str(path), f"cannot read file: {exc.strerror or exc}")
+            yield SourceError(SOURCE, shown_path(path), f"cannot read file: {exc.strerror or exc}")
             continue
-        yield from split_certificates(data, str(path))
+        yield from split_certificates(data, shown_path(path))
