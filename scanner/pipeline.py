@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,13 +100,6 @@ def load_scan(out_dir: Path) -> ScanResult:
                       tables.get("registrations.parquet"), summary)
 
 
-def load_issuers(paths: Iterable[Path]) -> list[Any]:
-    """The CA certificates given with --issuer-cert (the layouts the files source reads)."""
-    from .sources.ct.issuers import load_issuer_certs
-
-    return load_issuer_certs(paths)
-
-
 @dataclass
 class _Run:
     """What one scan gathers on its way: counts, errors and the sentences for the summary."""
@@ -190,8 +183,9 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
         state.notices.append("Offline: OCSP and CRL checks (--check-revocation) were not run.")
         return certs, None
     from .revocation.checks import check_revocation, issuers_by_key_id
+    from .sources.ct.issuers import load_issuer_certs
 
-    check = check_revocation(certs, config, issuers=issuers_by_key_id(load_issuers(config.issuer_certs)),
+    check = check_revocation(certs, config, issuers=issuers_by_key_id(load_issuer_certs(config.issuer_certs)),
                              ccadb=config.ccadb)
     certs = apply_revocations(certs, check.revocations, source="crl")
     state.errors.extend(check.errors)
