@@ -127,10 +127,6 @@ class _Hashed:
     codes: np.ndarray  # (C,) the code point each deletion removed
     positions: np.ndarray  # (C,) its position in the name
 
-    def starts(self) -> np.ndarray:
-        """Where each name begins among the deletions."""
-        return np.cumsum(self.lengths) - self.lengths
-
     def owners(self, at: np.ndarray) -> np.ndarray:
         """The name each of these deletions came from."""
         return np.searchsorted(np.cumsum(self.lengths), at, side="right")
