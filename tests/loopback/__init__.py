@@ -1,1 +1,29 @@
 """Real servers on 127.0.0.1 (and local PostgreSQL) that the network tests talk to."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from typing import Self
+
+
+class ServedInThread:
+    """start(), stop() and `with` for a loopback server whose socketserver (`_served`) runs in a daemon thread."""
+
+    _served: socketserver.BaseServer
+
+    def start(self) -> Self:
+        """Serve in a daemon thread; returns self."""
+        threading.Thread(target=self._served.serve_forever, daemon=True, name=type(self).__name__).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._served.shutdown()
+        self._served.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -22,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from . import ServedInThread
+
 BAD_GATEWAY = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
                b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
 BUSY_PAGE = (b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\">\n<html><head><title>crt.sh | ERROR!</title>"
@@ -171,7 +173,7 @@ def _handler(state: CrtshState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class CrtshServer:
+class CrtshServer(ServedInThread):
     """The loopback crt.sh: start(), .url, .state, stop()."""
 
     def __init__(self, state: CrtshState | None = None):
@@ -179,21 +181,7 @@ class CrtshServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self) -> CrtshServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> CrtshServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._served = self.httpd
 
 
 if __name__ == "__main__":  # a manual crt.sh stand-in: python tests/loopback/crtsh_server.py

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import ServedInThread
+
 GOOD, REVOKED, UNKNOWN = "good", "revoked", "unknown"
 UNAUTHORIZED, TRY_LATER, INTERNAL_ERROR = "unauthorized", "tryLater", "internalError"
 MALFORMED = "malformed"  # 200 with bytes that are not an OCSP response
@@ -56,7 +58,7 @@ def _responder_cert(ca_cert: x509.Certificate, ca_key, key, eku: bool) -> x509.C
 
 
 @dataclass
-class OcspServer:
+class OcspServer(ServedInThread):
     """OCSP at /ocsp (GET /ocsp/<b64> and POST /ocsp), files at any other path from `files`."""
 
     ca_cert: x509.Certificate
@@ -108,10 +110,9 @@ class OcspServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._served = _Server(("127.0.0.1", 0), Handler)
+        self._served.daemon_threads = True
+        self.port = self._served.server_address[1]
 
     @property
     def url(self) -> str:
@@ -180,23 +181,6 @@ class OcspServer:
         else:
             builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, cert)
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-
-    def start(self) -> OcspServer:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="ocsp-loopback")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> OcspServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _Server(ThreadingHTTPServer):

@@ -19,6 +19,8 @@ from pathlib import Path
 from aiohttp import web
 from dnslib import QTYPE, RCODE, RR, SOA, DNSError, DNSRecord
 
+from . import ServedInThread
+
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 RDAP_DIR = REAL / "rdap"
 WHOIS_DIR = REAL / "whois"
@@ -194,7 +196,7 @@ class _WhoisTCPServer(socketserver.ThreadingTCPServer):
     owner: WhoisServer
 
 
-class WhoisServer:
+class WhoisServer(ServedInThread):
     """A port-43 style WHOIS server on 127.0.0.1:<free port>; `script[question]` lists answers in turn."""
 
     def __init__(self, script: dict[str, Sequence[bytes]] | None = None, default: bytes = EMPTY):
@@ -203,32 +205,14 @@ class WhoisServer:
         self.queries: list[tuple[float, str]] = []
         self.silent_for = 3.0
         self._counts: dict[str, int] = {}
-        self._server = _WhoisTCPServer(("127.0.0.1", 0), _WhoisHandler)
-        self._server.owner = self
-        self.port = self._server.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._served = _WhoisTCPServer(("127.0.0.1", 0), _WhoisHandler)
+        self._served.owner = self
+        self.port = self._served.server_address[1]
 
     @property
     def address(self) -> str:
         """HOST:PORT for Config.whois_server."""
         return f"127.0.0.1:{self.port}"
-
-    def start(self) -> WhoisServer:
-        """Start serving."""
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="whois-loopback")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> WhoisServer:  # noqa: PYI034
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def whois_file(name: str) -> bytes:
