@@ -105,12 +105,18 @@ def test_the_timeline_shows_only_the_top_suspicious_subscribers_most_suspicious_
     assert plots.timeline_frame(_certs(), _findings(), top=12)["subscriber"].nunique() == 3  # "quiet" has no findings
 
 
-def test_a_reissue_under_another_subject_o_gets_its_own_row_below_its_partner():
-    certs = frame_from_rows([
+#: A typo'd subject O revoked hours after issuance, and its corrected reissue.
+_WIDGETS_REISSUE = [
         {"sha256": A, "subject_o": "Exmaple Widgets Ltd", "subject_cn": "www.widgets.com",
          "not_before": "2020-03-02T09:00Z", "revoked_at": "2020-03-02T13:10Z"},
         {"sha256": B, "subject_o": "Example Widgets Ltd", "subject_cn": "www.widgets.com",
          "not_before": "2020-03-02T11:05Z"},
+]
+
+
+def test_a_reissue_under_another_subject_o_gets_its_own_row_below_its_partner():
+    certs = frame_from_rows([
+        *_WIDGETS_REISSUE,
         {"sha256": C, "subject_o": "Other Co", "subject_cn": "www.other.com", "not_before": "2020-03-01T00:00Z"},
     ], CERT_COLUMNS)
     findings = frame_from_rows([
@@ -237,10 +243,7 @@ def test_certificate_scores_are_the_scores_of_suspects_csv(sample_scan):
 
 def test_reissue_subscribers_count_towards_the_top_limit():
     certs = frame_from_rows([
-        {"sha256": A, "subject_o": "Exmaple Widgets Ltd", "subject_cn": "www.widgets.com",
-         "not_before": "2020-03-02T09:00Z", "revoked_at": "2020-03-02T13:10Z"},
-        {"sha256": B, "subject_o": "Example Widgets Ltd", "subject_cn": "www.widgets.com",
-         "not_before": "2020-03-02T11:05Z"},
+        *_WIDGETS_REISSUE,
     ], CERT_COLUMNS)
     findings = frame_from_rows([{"sha256": A, "code": "revoke_reissue", "related_sha256": B}], FINDING_COLUMNS)
     assert plots.timeline_frame(certs, findings, top=1)["subscriber"].unique().tolist() == ["exmaplewidgets"]
