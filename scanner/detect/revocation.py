@@ -116,6 +116,7 @@ class _Subscribers:
         self.cn = self.rows["subject_cn"].fillna("").tolist()
         orgs = {o: normalise_organisation(o) for o in self.rows["subject_o"].fillna("").unique()}
         self.org = [orgs[o] for o in self.rows["subject_o"].fillna("")]
+        self._name_sets: dict[int, set[str]] = {}
         # Only rows inside some window can ever be a candidate: index those alone.
         wanted = np.zeros(len(self.rows), dtype=bool)
         for start, end in windows if windows is not None else [(None, None)]:
@@ -175,6 +176,20 @@ class _Subscribers:
         out.discard(i)
         return out
 
+    def shared_names(self, a: int, b: int) -> float:
+        """Share of the two rows' DNS names (SANs, a host name CN) they have in common (Jaccard, 0 to 1)."""
+        na, nb = self._name_set(a), self._name_set(b)
+        return len(na & nb) / len(na | nb) if na and nb else 0.0
+
+    def _name_set(self, i: int) -> set[str]:
+        names = self._name_sets.get(i)
+        if names is None:
+            names = {n.lower().rstrip(".") for n in self.names[i]}
+            if self.cn[i] and self.classify(self.cn[i]).registrable:
+                names.add(self.cn[i].lower().rstrip("."))
+            self._name_sets[i] = names
+        return names
+
     def relation(self, a: int, b: int) -> str | None:
         """How row b is linked to row a: typo, organisation, domain, or None."""
         if _typo_link(self.names[a], self.names[b]):
@@ -189,34 +204,56 @@ class _Subscribers:
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}
 
 
+def may_replace(a_not_before, a_revoked_at, b_not_before, reissue_window: timedelta):  # noqa: ANN001, ANN201
+    """Whether B's notBefore falls where a replacement of A can: after A's notBefore, by A's revocation + window.
+
+    Works on scalars and on numpy / pandas arrays alike (NaT compares False). The replacement may
+    come any time while A is still valid (Sectigo issued it about 3.5 days before revoking A) or
+    soon after the revocation (Camerfirma, 23 minutes); a certificate older than A never replaces it.
+    """
+    return (b_not_before > a_not_before) & (b_not_before <= a_revoked_at + pd.Timedelta(reissue_window))
+
+
 def detect_revoke_reissue(
     certs: pd.DataFrame, window: timedelta, reissue_window: timedelta, *, classified: Classified | None = None
 ) -> pd.DataFrame:
-    """Pair each early-revoked certificate with the subscriber's certificate issued close to the revocation.
+    """Pair each early-revoked certificate A with its most plausible replacement B, if there is one.
 
-    B counts when it shares the subject O (normalised), a registrable domain, or a name one typo away
-    with A, and its notBefore is within `reissue_window` of A's revocation, before or after it: the
-    correction may come first (Sectigo) or after (Camerfirma). Renewals whose predecessor was revoked
-    late are not pairs, because A must itself have been revoked within `window` of issuance.
+    A counts when it was revoked within `window` of its notBefore, so a renewal whose predecessor
+    was revoked late ("superseded") is no pair. B must be issued after A and no later than A's
+    revocation plus `reissue_window` (may_replace), and be the same subscriber's: it holds a name
+    one typo from one of A's, or shares at least one DNS name with A and the subject O
+    (normalised) or a registrable domain. Sharing only the O or the domain is not enough: a large
+    subscriber issues other names all the time. Of several, B is a typo correction first, then the
+    one sharing most of A's names, then the closer relation, then the nearest to the revocation.
     """
     early = early_revocations(certs, window)
     if early.empty:
         return findings_frame([])
     rw = pd.Timedelta(reissue_window)
-    subs = _Subscribers(certs, [(t - rw, t + rw) for t in early["revoked_at"]], classified)
+    spans = [(nb, t + rw) for nb, t in zip(early["not_before"], early["revoked_at"]) if t + rw > nb]
+    subs = _Subscribers(certs, spans, classified)
     position = {sha: i for i, sha in enumerate(subs.sha)}
     rows = subs.rows
     found = []
     for sha, revoked_at in zip(early["sha256"], early["revoked_at"]):
         i = position[sha]
-        lo, hi = subs.window(revoked_at - rw, revoked_at + rw)
+        a_nb = rows.at[i, "not_before"]
+        if revoked_at + rw <= a_nb:  # dated so far before its notBefore that nothing can follow
+            continue
+        lo, hi = subs.window(a_nb, revoked_at + rw)
+        revoked64 = revoked_at.tz_convert(None).to_datetime64()
         best = None
         for j in subs.candidates(i, lo, hi):
+            if subs.nb[j] <= subs.nb[i]:  # never a certificate as old as A or older
+                continue
             relation = subs.relation(i, j)
             if relation is None:
                 continue
-            gap = abs(subs.nb[j] - revoked_at.tz_convert(None).to_datetime64())
-            rank = (_RELATION_RANK[relation], gap, subs.sha[j])
+            shared = subs.shared_names(i, j)
+            if relation != "typo" and shared == 0.0:
+                continue
+            rank = (relation != "typo", -shared, _RELATION_RANK[relation], abs(subs.nb[j] - revoked64), subs.sha[j])
             if best is None or rank < best[0]:
                 best = (rank, j, relation)
         if best is None:
@@ -226,7 +263,8 @@ def detect_revoke_reissue(
         kind, change = classify_change(a, b)
         offset = b["not_before"] - revoked_at
         order = (f"reissued {human_duration(offset)} after the revocation" if offset >= pd.Timedelta(0)
-                 else f"the replacement was issued {human_duration(-offset)} before the revocation")
+                 else f"the replacement was issued {human_duration(-offset)} before the revocation, "
+                      f"while it was still valid")
         found.append(Finding(
             sha, "revoke_reissue",
             f"Revoked {_since_not_before(revoked_at - a['not_before'])}; {order} as "
