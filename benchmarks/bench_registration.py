@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
 import aiohttp
 
@@ -33,7 +33,7 @@ from scanner.config import Config
 from scanner.enrich.registration import CACHE_NAMESPACE, CACHE_TTL, RegistrationService, cache_value
 from scanner.records import Registration, RegistrationStatus
 
-BODY_FILE = REPO.parent / "shared" / "data" / "real" / "rdap" / "verisign_google.com_2021-12-17.json"
+BODY_FILE = REPO / "tests" / "fixtures" / "rdap" / "verisign_google.com_2021-12-17.json"
 IN_FLIGHT = 64
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the real public data and a throwaway CA."""
+"""Shared fixtures: paths to the real public data (tests/fixtures) and a throwaway CA."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import pytest
 from scanner.synth import TestCA
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = REPO / "tests" / "fixtures"
 SAMPLE = REPO / "data" / "sample"
 
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The folder of real public data (shared/data/real), skipping when it is not beside the repo."""
-    if not REAL.exists():
-        pytest.skip("shared/data/real is not beside this checkout")
+    """The folder of real public data in the repository (tests/fixtures, each folder with its README)."""
     return REAL
 
 

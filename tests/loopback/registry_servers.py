@@ -1,6 +1,6 @@
 """Real registry servers on loopback for tests and benchmarks: RDAP (HTTP), WHOIS (TCP 43) and DNS (UDP).
 
-Each replays real recorded answers (shared/data/real/rdap, whois) or misbehaves on purpose
+Each replays real recorded answers (tests/fixtures/rdap, whois) or misbehaves on purpose
 (429 with Retry-After, 503 then success, slow answers, HTML, silence) for chosen names, and
 records every question it gets so a test can tell whether the network was touched.
 """
@@ -21,7 +21,7 @@ from dnslib import QTYPE, RCODE, RR, SOA, DNSError, DNSRecord
 
 from . import ServedInThread
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "fixtures"
 RDAP_DIR = REAL / "rdap"
 WHOIS_DIR = REAL / "whois"
 
@@ -40,7 +40,7 @@ class Reply:
 
 
 def rdap_file(name: str, content_type: str = "application/rdap+json") -> Reply:
-    """A 200 answer replaying one real RDAP body from shared/data/real/rdap."""
+    """A 200 answer replaying one real RDAP body from tests/fixtures/rdap."""
     return Reply(200, (RDAP_DIR / name).read_bytes(), content_type)
 
 
@@ -216,7 +216,7 @@ class WhoisServer(ServedInThread):
 
 
 def whois_file(name: str) -> bytes:
-    """The bytes of one real WHOIS answer from shared/data/real/whois."""
+    """The bytes of one real WHOIS answer from tests/fixtures/whois."""
     return (WHOIS_DIR / name).read_bytes()
 
 
