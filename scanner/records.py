@@ -6,9 +6,11 @@ here build empty frames with the right dtypes so that an empty scan still writes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -111,29 +113,99 @@ REGISTRATION_COLUMNS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class FindingCode:
-    """A stable finding code with its severity and score weight."""
+    """A stable finding code with its severity, score weight, title and meaning."""
 
     code: str
     severity: str  # high / medium / low / info
     weight: float
     title: str  # the sheet / list title
+    description: str  # one sentence: what the finding means for the auditor
 
 
-#: Every finding code, its severity and its weight in the suspect score, in one place.
+class UnknownFindingCode(LookupError):
+    """A finding code that is not in FINDING_CODES (e.g. a findings table from another ctscan version)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(
+            f"finding code {code!r} is not one this version of ctscan knows (scanner.records.FINDING_CODES), "
+            "so it has no weight or severity; the findings table may come from another version: rescan, "
+            "or drop those rows before scoring"
+        )
+        self.code = code
+
+
+_CODE_TABLE = (
+    FindingCode("unregistered_domain", "high", 40.0, "SANs on unregistered domains",
+                "A SAN whose registrable domain the registry says does not exist."),
+    FindingCode("typo_neighbour", "medium", 25.0, "SANs one typo away from a legitimate name",
+                "A SAN one edit (omission, insertion, substitution, transposition, TLD) from the subject O, "
+                "another SAN, or the subscriber's other names."),
+    FindingCode("revoke_reissue", "medium", 20.0, "Revoked and reissued within the window",
+                "Revoked within --window of issuance and reissued within --reissue-window of the revocation, "
+                "with the change classified."),
+    FindingCode("registered_after_issuance", "high", 35.0, "Domain registered after notBefore",
+                "The domain's registration date is after the certificate's notBefore."),
+    FindingCode("early_revocation", "low", 10.0, "Revoked soon after issuance",
+                "Revoked within --window (default 7 days) of notBefore, with the latency."),
+    FindingCode("ip_san", "info", 2.0, "IP address SANs",
+                "An IP address SAN: it cannot be registered or looked up in a domain registry."),
+    FindingCode("internal_name", "medium", 15.0, "Internal names (no public suffix)",
+                "A SAN with no public suffix (an internal name): it cannot be registered at all."),
+    FindingCode("invalid_dns_name", "medium", 15.0, "SANs that are not valid DNS names",
+                "A SAN that is not a valid DNS name: it cannot be registered at all."),
+    # With --check-revocation: revocation answers that disagree with each other or are missing.
+    FindingCode("ocsp_good_but_revoked", "high", 30.0, "OCSP says good, CRL or crt.sh says revoked",
+                "The OCSP responder calls a certificate good that the CRL or crt.sh lists as revoked."),
+    FindingCode("ocsp_unauthorized", "high", 20.0, "OCSP 'unauthorized' for an unexpired certificate",
+                "The OCSP responder answers 'unauthorized' for an unexpired certificate it should know."),
+    FindingCode("ocsp_unknown", "medium", 15.0, "OCSP 'unknown' for an unexpired certificate",
+                "The OCSP responder answers 'unknown' for an unexpired certificate the CA issued."),
+    FindingCode("ocsp_malformed", "medium", 15.0, "OCSP answers that are not OCSP responses",
+                "The OCSP responder's answer cannot be read as an OCSP response."),
+    FindingCode("ocsp_try_later", "medium", 10.0, "OCSP 'tryLater' for an unexpired certificate",
+                "The OCSP responder answers 'tryLater' for an unexpired certificate."),
+    FindingCode("ocsp_internal_error", "medium", 10.0, "OCSP 'internalError' for an unexpired certificate",
+                "The OCSP responder answers 'internalError' for an unexpired certificate."),
+    FindingCode("ocsp_error_status", "medium", 10.0, "OCSP malformedRequest / sigRequired for a valid request",
+                "The OCSP responder answers 'malformedRequest' or 'sigRequired' to a well-formed request."),
+    FindingCode("ocsp_unreachable", "medium", 10.0, "OCSP responder unreachable",
+                "The certificate's OCSP responder could not be reached, so relying parties cannot learn its status."),
+    FindingCode("ocsp_stale", "medium", 10.0, "Stale OCSP responses",
+                "The OCSP response is past its nextUpdate."),
+    FindingCode("ocsp_future", "medium", 10.0, "Future-dated OCSP responses",
+                "The OCSP response's thisUpdate is in the future."),
+    FindingCode("ocsp_bad_signature", "high", 25.0, "OCSP responses with a bad or unauthorised signature",
+                "The OCSP response's signature does not verify, or its signer is not authorised by the issuer."),
+    FindingCode("ocsp_variant_disagrees", "medium", 10.0, "OCSP GET/SHA-1 and POST/SHA-256 answers disagree",
+                "The same responder gives different definitive answers to a GET/SHA-1 and a POST/SHA-256 request."),
+    FindingCode("revocation_time_mismatch", "low", 5.0, "OCSP and CRL revocation times differ",
+                "OCSP and the CRL (or crt.sh) give different revocation times for the same certificate."),
+    FindingCode("crl_missing_revoked", "high", 25.0, "Revoked per OCSP but absent from the CRL",
+                "OCSP says the certificate is revoked but its CRL does not list it."),
+    FindingCode("crl_stale", "medium", 10.0, "CRL past its nextUpdate",
+                "The CRL the certificate points at is past its nextUpdate."),
+    FindingCode("crl_unreachable", "medium", 10.0, "CRL unreachable",
+                "The CRL the certificate points at could not be fetched."),
+    FindingCode("crl_unparseable", "medium", 10.0, "CRL unparseable",
+                "The CRL the certificate points at cannot be parsed."),
+    FindingCode("crl_bad_signature", "high", 20.0, "CRL signature does not verify",
+                "The signature of the CRL the certificate points at does not verify with the issuer's key."),
+)
+
+#: Every finding code, its severity, its weight in the suspect score and its meaning, in one place
+#: and read-only: scores must not depend on which modules happen to be imported.
 #: Combined evidence ranks first because weights add up per certificate.
-FINDING_CODES: dict[str, FindingCode] = {
-    c.code: c
-    for c in (
-        FindingCode("unregistered_domain", "high", 40.0, "SANs on unregistered domains"),
-        FindingCode("typo_neighbour", "medium", 25.0, "SANs one typo away from a legitimate name"),
-        FindingCode("revoke_reissue", "medium", 20.0, "Revoked and reissued within the window"),
-        FindingCode("registered_after_issuance", "high", 35.0, "Domain registered after notBefore"),
-        FindingCode("early_revocation", "low", 10.0, "Revoked soon after issuance"),
-        FindingCode("ip_san", "info", 2.0, "IP address SANs"),
-        FindingCode("internal_name", "medium", 15.0, "Internal names (no public suffix)"),
-        FindingCode("invalid_dns_name", "medium", 15.0, "SANs that are not valid DNS names"),
-    )
-}
+FINDING_CODES: Mapping[str, FindingCode] = MappingProxyType({c.code: c for c in _CODE_TABLE})
+
+
+def finding_code(code: str) -> FindingCode:
+    """The FindingCode of code; UnknownFindingCode if this version of ctscan does not know it."""
+    # Looked up through the module attribute so that a test can swap the whole table.
+    try:
+        return FINDING_CODES[code]
+    except KeyError:
+        raise UnknownFindingCode(code) from None
+
 
 FINDING_COLUMNS: dict[str, str] = {
     "sha256": "string",  # the certificate the finding is about
@@ -162,13 +234,8 @@ class Finding:
         """A dict with FINDING_COLUMNS keys (severity filled from the code table)."""
         row = asdict(self)
         if not row["severity"]:
-            row["severity"] = FINDING_CODES[self.code].severity if self.code in FINDING_CODES else "info"
+            row["severity"] = finding_code(self.code).severity
         return row
-
-
-def register_finding_code(code: str, severity: str, weight: float, title: str) -> None:
-    """Add a finding code (used by later modules such as revocation checks)."""
-    FINDING_CODES.setdefault(code, FindingCode(code, severity, weight, title))
 
 
 def crtsh_url(sha256: str) -> str:

@@ -8,11 +8,13 @@ import re
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 
 import openpyxl
 import pandas as pd
 import pytest
 
+from scanner import records
 from scanner.detect.score import build_suspects
 from scanner.records import (
     CERT_COLUMNS,
@@ -411,8 +413,8 @@ def test_the_summary_sheet_shows_the_run_figures(tmp_path, scan):
 
 def test_sheet_names_for_odd_finding_codes_are_legal_short_and_unique(tmp_path, scan, monkeypatch):
     odd = ["ocsp/unauthorized:[responder]*?", "a" * 40 + "_x", "a" * 40 + "_y", "summary", "it's odd"]
-    for code in odd:
-        monkeypatch.setitem(FINDING_CODES, code, FindingCode(code, "low", 1.0, f"odd {code}"))
+    extra_codes = {code: FindingCode(code, "low", 1.0, f"odd {code}", "An odd code.") for code in odd}
+    monkeypatch.setattr(records, "FINDING_CODES", MappingProxyType({**FINDING_CODES, **extra_codes}))
     extra = frame_from_rows([Finding(TYPO, code, "odd").as_row() for code in odd], FINDING_COLUMNS)
     scan["findings"] = pd.concat([scan["findings"], extra], ignore_index=True)
     write(tmp_path, scan)

@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from scanner import records
 from scanner.detect.score import SUSPECT_COLUMNS as _SCORER_COLUMNS
-from scanner.records import FINDING_CODES, crtsh_url
+from scanner.records import crtsh_url
 
 #: The suspects frame's columns, in order (the scorer's schema); the CSV and every sheet put them first.
 SUSPECT_COLUMNS: tuple[str, ...] = tuple(_SCORER_COLUMNS)
@@ -133,18 +134,19 @@ def revocation_states(facts: pd.DataFrame, now: datetime | None = None) -> pd.Se
 
 
 def finding_title(code: str) -> str:
-    """The human title of a finding code (the code itself if it was never registered)."""
-    meta = FINDING_CODES.get(code)
+    """The human title of a finding code (the code itself if it is not in records.FINDING_CODES)."""
+    # Rendering only: a code from another ctscan version keeps its own name as its title.
+    meta = records.FINDING_CODES.get(code)
     return meta.title if meta else code
 
 
 def codes_present(findings: pd.DataFrame) -> list[str]:
-    """Finding codes in findings, most severe first, then by registration order, then by name."""
+    """Finding codes in findings, most severe first, then in FINDING_CODES order, then by name."""
     present = [c for c in pd.unique(findings["code"].dropna()) if str(c)] if len(findings) else []
-    order = {code: i for i, code in enumerate(FINDING_CODES)}
+    order = {code: i for i, code in enumerate(records.FINDING_CODES)}
 
     def key(code: str) -> tuple[int, int, str]:
-        meta = FINDING_CODES.get(code)
+        meta = records.FINDING_CODES.get(code)
         severity = _SEVERITY_RANK.get(meta.severity if meta else "info", len(_SEVERITY_RANK))
         return (severity, order.get(code, len(order)), code)
 
@@ -160,7 +162,7 @@ def problem_stats(findings: pd.DataFrame, facts: pd.DataFrame, now: datetime | N
         known = facts.index.intersection(pd.Index(hashes))
         sub_states = states.reindex(pd.Index(hashes)).fillna(VALID)
         not_before = facts.loc[known, "not_before"]
-        meta = FINDING_CODES.get(code)
+        meta = records.FINDING_CODES.get(code)
         rows.append(
             {
                 "title": finding_title(code),

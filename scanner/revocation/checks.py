@@ -34,7 +34,6 @@ from ..records import (
     coerce,
     empty_frame,
     frame_from_rows,
-    register_finding_code,
 )
 from .crl import REVOCATION_COLUMNS, apply_revocations
 from .crl_fetch import CRL_TABLE_COLUMNS, READABLE, CrlFetch, ccadb_crl_urls, fetch_crls
@@ -43,28 +42,6 @@ from .ocsp import OcspResult, query
 #: Two revocation times closer than this are the same event (CRL and OCSP round differently).
 TIME_TOLERANCE = timedelta(seconds=5)
 MAX_WORKERS = 32
-
-for _code, _sev, _w, _title in (
-    ("ocsp_good_but_revoked", "high", 30.0, "OCSP says good, CRL or crt.sh says revoked"),
-    ("ocsp_unauthorized", "high", 20.0, "OCSP 'unauthorized' for an unexpired certificate"),
-    ("ocsp_unknown", "medium", 15.0, "OCSP 'unknown' for an unexpired certificate"),
-    ("ocsp_malformed", "medium", 15.0, "OCSP answers that are not OCSP responses"),
-    ("ocsp_try_later", "medium", 10.0, "OCSP 'tryLater' for an unexpired certificate"),
-    ("ocsp_internal_error", "medium", 10.0, "OCSP 'internalError' for an unexpired certificate"),
-    ("ocsp_error_status", "medium", 10.0, "OCSP malformedRequest / sigRequired for a valid request"),
-    ("ocsp_unreachable", "medium", 10.0, "OCSP responder unreachable"),
-    ("ocsp_stale", "medium", 10.0, "Stale OCSP responses"),
-    ("ocsp_future", "medium", 10.0, "Future-dated OCSP responses"),
-    ("ocsp_bad_signature", "high", 25.0, "OCSP responses with a bad or unauthorised signature"),
-    ("ocsp_variant_disagrees", "medium", 10.0, "OCSP GET/SHA-1 and POST/SHA-256 answers disagree"),
-    ("revocation_time_mismatch", "low", 5.0, "OCSP and CRL revocation times differ"),
-    ("crl_missing_revoked", "high", 25.0, "Revoked per OCSP but absent from the CRL"),
-    ("crl_stale", "medium", 10.0, "CRL past its nextUpdate"),
-    ("crl_unreachable", "medium", 10.0, "CRL unreachable"),
-    ("crl_unparseable", "medium", 10.0, "CRL unparseable"),
-    ("crl_bad_signature", "high", 20.0, "CRL signature does not verify"),
-):
-    register_finding_code(_code, _sev, _w, _title)
 
 _STATUS_CODES = {
     "unknown": "ocsp_unknown",
