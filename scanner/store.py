@@ -8,12 +8,13 @@ loses at most the batch in flight, and a certificate stored twice is one row.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 
@@ -49,6 +50,34 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     rows       INTEGER NOT NULL,
     done_at    TEXT NOT NULL,
     PRIMARY KEY (key, win_start)
+);
+CREATE TABLE IF NOT EXISTS crtsh_searches (
+    search     TEXT NOT NULL,
+    crtsh_id   INTEGER NOT NULL,
+    PRIMARY KEY (search, crtsh_id)
+) WITHOUT ROWID;
+"""
+
+# CT logs: which entries of which log a selection (issuer set, verified or not) kept, and how far it read.
+# Entries are rows of `certs` like crt.sh's; `pending` marks entries not yet checked against a signed root.
+_CT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ct_entries (
+    selection TEXT NOT NULL,
+    log_url   TEXT NOT NULL,
+    idx       INTEGER NOT NULL,
+    sha256    TEXT NOT NULL,
+    pending   INTEGER NOT NULL,
+    PRIMARY KEY (selection, log_url, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ct_progress (
+    selection  TEXT NOT NULL,
+    log_url    TEXT NOT NULL,
+    first      INTEGER NOT NULL,
+    next       INTEGER NOT NULL,
+    tree_size  INTEGER NOT NULL,
+    stack      TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (selection, log_url)
 );
 """
 
@@ -103,6 +132,15 @@ def _int_or_none(value: Any) -> int | None:
     return int(value)
 
 
+class CTProgress(NamedTuple):
+    """A selection's read of one log: entries [first, next) are done; stack is the Merkle prefix of [0, next)."""
+
+    first: int
+    next: int
+    tree_size: int
+    stack: list[Any] | None = None
+
+
 class CertStore:
     """Fetched certificates keyed by SHA-256, plus checkpoints of completed fetch windows."""
 
@@ -120,6 +158,7 @@ class CertStore:
                 "move it aside or point --store elsewhere"
             )
         self._conn.executescript(_SCHEMA)
+        self._conn.executescript(_CT_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- certificates -------------------------------------------------------------------
@@ -231,6 +270,9 @@ class CertStore:
     # --- checkpoints --------------------------------------------------------------------
 
     def _mark(self, key: str, start: datetime, end: datetime, rows: int) -> None:
+        # A refreshed window replaces the older, possibly differently cut, windows it covers.
+        self._conn.execute("DELETE FROM checkpoints WHERE key = ? AND win_start >= ? AND win_end <= ?",
+                           (key, time_text(start), time_text(end)))
         self._conn.execute(
             "INSERT OR REPLACE INTO checkpoints (key, win_start, win_end, rows, done_at) VALUES (?, ?, ?, ?, ?)",
             (key, time_text(start), time_text(end), rows, time_text(datetime.now(timezone.utc))),
@@ -249,9 +291,95 @@ class CertStore:
         return [(text_time(s), text_time(e)) for s, e in rows]  # type: ignore[misc]
 
     def clear_windows(self, key: str) -> None:
-        """Forget this fetch's checkpoints (the next run fetches everything again, e.g. to refresh revocations)."""
+        """Forget this fetch's checkpoints (the next run fetches everything again)."""
         with self._transaction():
             self._conn.execute("DELETE FROM checkpoints WHERE key = ?", (key,))
+
+    def update_revocations(self, rows: Iterable[tuple[str, datetime, str, str]]) -> int:
+        """Set the revocation of stored certificates from (sha256, revoked_at, reason, source); returns rows changed."""
+        params = [(time_text(when), reason or None, source or None, sha256.lower())
+                  for sha256, when, reason, source in rows]
+        with self._transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "UPDATE certs SET revoked_at = ?, revocation_reason = ?, revocation_source = ? WHERE sha256 = ?",
+                params)
+            return self._conn.total_changes - before
+
+    def remember_search(self, search: str, crtsh_ids: Iterable[int]) -> None:
+        """Record the crt.sh ids a JSON search answered, so a run that cannot search again still has its answer."""
+        with self._transaction():
+            self._conn.executemany("INSERT OR IGNORE INTO crtsh_searches (search, crtsh_id) VALUES (?, ?)",
+                                   [(search, int(i)) for i in crtsh_ids])
+
+    def searched_ids(self, search: str) -> list[int]:
+        """Every crt.sh id an earlier run's JSON search answered (empty when it never ran)."""
+        return [int(r[0]) for r in self._conn.execute(
+            "SELECT crtsh_id FROM crtsh_searches WHERE search = ? ORDER BY crtsh_id", (search,))]
+
+    # --- CT log entries -------------------------------------------------------------------
+
+    def ct_progress(self, selection: str, log_url: str) -> CTProgress | None:
+        """How far this selection has read this log, or None when it never did."""
+        row = self._conn.execute(
+            "SELECT first, next, tree_size, stack FROM ct_progress WHERE selection = ? AND log_url = ?",
+            (selection, log_url)).fetchone()
+        if row is None:
+            return None
+        return CTProgress(int(row[0]), int(row[1]), int(row[2]), json.loads(row[3]) if row[3] else None)
+
+    def ct_commit(self, selection: str, log_url: str, kept: Sequence[tuple[int, RawCert]], progress: CTProgress,
+                  *, pending: bool = False) -> None:
+        """Store kept entries (index, certificate) and the new resume point in one transaction."""
+        now = time_text(datetime.now(timezone.utc))
+        rows = [self._row(raw, now) for _, raw in kept]
+        with self._transaction():
+            if rows:
+                self._conn.executemany(_UPSERT, rows)
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO ct_entries (selection, log_url, idx, sha256, pending) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(selection, log_url, idx, row[0], int(pending)) for (idx, _), row in zip(kept, rows)])
+            self._conn.execute(
+                "INSERT OR REPLACE INTO ct_progress (selection, log_url, first, next, tree_size, stack, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (selection, log_url, progress.first, progress.next, progress.tree_size,
+                 json.dumps(progress.stack) if progress.stack is not None else None, now))
+
+    def ct_confirm(self, selection: str, log_url: str) -> int:
+        """Mark this selection's pending entries of a log as checked against a signed root; returns how many."""
+        with self._transaction():
+            cur = self._conn.execute("UPDATE ct_entries SET pending = 0 WHERE selection = ? AND log_url = ? "
+                                     "AND pending = 1", (selection, log_url))
+        return cur.rowcount
+
+    def ct_forget(self, selection: str, log_url: str) -> None:
+        """Drop this selection's pending entries and resume point of a log (it served entries it did not sign)."""
+        with self._transaction():
+            self._conn.execute("DELETE FROM ct_entries WHERE selection = ? AND log_url = ? AND pending = 1",
+                               (selection, log_url))
+            self._conn.execute("DELETE FROM ct_progress WHERE selection = ? AND log_url = ?", (selection, log_url))
+
+    def ct_count(self, selection: str, log_url: str, start: int, end: int, *, pending: bool = False) -> int:
+        """How many entries in [start, end) this selection kept from a log."""
+        return int(self._conn.execute(
+            "SELECT count(*) FROM ct_entries WHERE selection = ? AND log_url = ? AND idx >= ? AND idx < ? "
+            "AND pending = ?", (selection, log_url, start, end, int(pending))).fetchone()[0])
+
+    def ct_iter(self, selection: str, log_url: str, start: int, end: int, *, batch: int = 1000) -> Iterator[RawCert]:
+        """The checked entries in [start, end) this selection kept from a log, in index order, as the log gave them."""
+        cur = self._conn.cursor()
+        cur.execute(
+            "SELECT e.idx, c.der, c.first_seen FROM ct_entries e JOIN certs c ON c.sha256 = e.sha256 "
+            "WHERE e.selection = ? AND e.log_url = ? AND e.idx >= ? AND e.idx < ? AND e.pending = 0 "
+            "ORDER BY e.idx", (selection, log_url, start, end))
+        try:
+            while rows := cur.fetchmany(batch):
+                for idx, der, first_seen in rows:
+                    extra = {"first_seen": text_time(first_seen)} if first_seen else {}
+                    yield RawCert(bytes(der), "ct", f"{log_url}#{idx}", extra)
+        finally:
+            cur.close()
 
     # --- plumbing -----------------------------------------------------------------------
 

@@ -312,7 +312,7 @@ def test_a_tampered_navigli_tile_is_an_error_naming_the_log_and_size(tmp_path, r
     assert any(n.partial for n in notices)
 
 
-def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path, world):
+def test_kill_9_mid_run_then_rerun_reports_every_certificate_once(tmp_path, world):
     key = LogKey()
     specs = world["specs"] * 10
     chain = [der(world["ca"].cert), der(world["other"].cert), der(world["signer"].cert)]
@@ -335,7 +335,7 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path, world)
                          cache_dir=tmp / "cache", ct_batch=9, ct_parallel=3)
             kill_at = int(sys.argv[1])
             n = 0
-            with open({str(out)!r}, "a") as f:
+            with open({str(out)!r}, "w") as f:  # what this run handed over
                 for item in read_ct(cfg, progress=False):
                     if isinstance(item, RawCert):
                         n += 1
@@ -348,12 +348,15 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path, world)
         """)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         # Killed in the RFC 6962 log, then in the tiled log, then left to finish.
-        for kill_at, code in (("37", -signal.SIGKILL), ("70", -signal.SIGKILL), ("0", 0)):
+        # A rerun hands over what earlier runs stored as well as what it fetches, each entry once.
+        for kill_at, code in (("37", -signal.SIGKILL), ("70", -signal.SIGKILL), ("0", 0), ("0", 0)):
             run = subprocess.run([sys.executable, "-c", script, kill_at], env=env, cwd=REPO, check=False)
             assert run.returncode == code
-    seen = out.read_text().split()
+            seen = out.read_text().split()
+            assert len(seen) == len(set(seen))
+            assert len(seen) >= int(kill_at) - 1
     assert not [s for s in seen if s.startswith("PROBLEM")]
-    assert len(seen) == len(set(seen)) == 2 * 10 * len(world["mine"])
+    assert len(seen) == 2 * 10 * len(world["mine"])
     assert {s.split("#")[0] for s in seen} == {a.url, b.url}
 
 
@@ -369,12 +372,98 @@ def test_progress_bar_shows_the_log_name_rate_and_eta_only_when_asked(tmp_path, 
     assert "Progress log" in err and "entries/s" in err and "100%" in err and "<00:00" in err
 
 
-def test_a_rerun_after_a_finished_run_resumes_and_says_so(tmp_path, world):
+def test_a_rerun_after_a_finished_run_fetches_nothing_and_reports_everything(tmp_path, world):
     key = LogKey()
     with rfc6962_server(key, world["specs"]) as srv:
         cfg = config(tmp_path, log_list([key.log_json("Resume log", url=srv.url)]), (world["ca"],))
         first, _, _ = split(list(read_ct(cfg, progress=False)))
+        asked = len(srv.requests)
         again, errors, notices = split(list(read_ct(cfg, progress=False)))
+        rerun_asked = srv.requests[asked:]
         fresh, _, _ = split(list(read_ct(cfg, progress=False, resume=False)))
-    assert len(first) == len(fresh) == len(world["mine"]) and again == [] and errors == []
+    assert not [r for r in rerun_asked if "get-entries" in r]  # only the tree head was asked again
+    assert len(first) == len(fresh) == len(world["mine"]) and errors == []
+    assert [(c.der, c.provenance) for c in again] == [(c.der, c.provenance) for c in first]
     assert any("resumed at entry 40" in n.message for n in notices)
+
+
+def theirs(world: dict) -> set[str]:
+    """The certificates of the other CA in the world's log."""
+    return {hashlib.sha256(s.cert_der).hexdigest() for s in world["specs"]} - world["mine"]
+
+
+@pytest.mark.parametrize("kind", ["rfc6962", "tiled"])
+def test_a_scan_of_another_issuer_over_the_same_log_and_cache_reads_it_for_that_issuer(tmp_path, world, kind):
+    key = LogKey()
+    chain = [der(world["ca"].cert), der(world["other"].cert), der(world["signer"].cert)]
+    server = rfc6962_server(key, world["specs"]) if kind == "rfc6962" else \
+        tiled_server(key, world["specs"], "issuers.test", chain)
+    with server as srv:
+        lg = key.log_json("Shared log", url=srv.url) if kind == "rfc6962" else \
+            key.log_json("Shared log", monitoring_url=srv.url, submission_url="https://issuers.test/")
+        lists = log_list([lg]) if kind == "rfc6962" else log_list(tiled=[lg])
+        mine = split(list(read_ct(config(tmp_path, lists, (world["ca"],)), progress=False)))[0]
+        other_cfg = config(tmp_path, lists, (world["other"],))
+        other, errors, _ = split(list(read_ct(other_cfg, progress=False)))
+        other_again = split(list(read_ct(other_cfg, progress=False)))[0]
+        mine_again = split(list(read_ct(config(tmp_path, lists, (world["ca"],)), progress=False)))[0]
+    assert errors == []
+    assert shas(mine) == shas(mine_again) == world["mine"]
+    assert shas(other) == shas(other_again) == theirs(world)
+    assert len(other_again) == len(other)
+
+
+def test_entries_that_do_not_hash_to_the_signed_root_contribute_no_certificate_on_any_run(tmp_path, world):
+    key = LogKey()
+    entries, hashes = rfc6962_log_entries(world["specs"])
+    wrong_root = mth(hashes[:-1] + [hashlib.sha256(b"forged").digest()])
+    with CTServer(RFC6962Log(entries, key.sth(len(entries), wrong_root), max_batch=7)) as srv:
+        cfg = config(tmp_path, log_list([key.log_json("Forked", url=srv.url)]), (world["ca"],), ct_batch=7)
+        runs = [split(list(read_ct(cfg, progress=False))) for _ in range(2)]
+    for certs, errors, notices in runs:
+        assert certs == []
+        assert [e.stage for e in errors] == ["verify"]
+        assert mth(hashes).hex() in errors[0].error and wrong_root.hex() in errors[0].error
+        assert any(n.partial and "Forked" in n.message for n in notices)
+
+
+def test_a_verified_run_does_not_trust_what_an_unverified_run_read(tmp_path, world):
+    key = LogKey()
+    entries, hashes = rfc6962_log_entries(world["specs"])
+    wrong_root = mth(hashes[:-1] + [hashlib.sha256(b"forged").digest()])
+    with CTServer(RFC6962Log(entries, key.sth(len(entries), wrong_root))) as srv:
+        cfg = config(tmp_path, log_list([key.log_json("Forked", url=srv.url)]), (world["ca"],))
+        unverified, _, _ = split(list(read_ct(cfg, progress=False, verify=False)))
+        verified, errors, _ = split(list(read_ct(cfg, progress=False)))
+    assert shas(unverified) == world["mine"]
+    assert verified == [] and [e.stage for e in errors] == ["verify"]
+
+
+def test_a_log_that_grew_is_read_from_where_the_last_run_stopped_and_its_new_root_checked(tmp_path, world):
+    key = LogKey()
+    specs = world["specs"] * 3
+    grown, hashes = rfc6962_log_entries(specs)
+    small = len(world["specs"])
+    with CTServer(RFC6962Log(grown[:small], key.sth(small, mth(hashes[:small])))) as srv:
+        cfg = config(tmp_path, log_list([key.log_json("Growing", url=srv.url)]), (world["ca"],), ct_batch=10)
+        before, _, _ = split(list(read_ct(cfg, progress=False)))
+        srv.log = RFC6962Log(grown, key.sth(len(grown), mth(hashes)))  # the log gained entries since
+        asked = len(srv.requests)
+        after, errors, notices = split(list(read_ct(cfg, progress=False)))
+        starts = [int(r.split("start=")[1].split("&")[0]) for r in srv.requests[asked:] if "get-entries" in r]
+    assert shas(before) == world["mine"] and len(before) == len(world["mine"])
+    assert errors == [] and len(after) == 3 * len(world["mine"])
+    assert min(starts) == small  # entries of the first run came from the store
+    assert any(f"resumed at entry {small}" in n.message for n in notices)
+
+
+def test_a_checkpoint_that_answers_404_is_missing_not_unreachable(tmp_path, world):
+    key = LogKey()
+    chain = [der(world["ca"].cert)]
+    with tiled_server(key, world["specs"], "gone.test", chain) as srv:
+        lg = key.log_json("Gone log", monitoring_url=srv.url + "elsewhere/", submission_url="https://gone.test/")
+        cfg = config(tmp_path, log_list(tiled=[lg]), (world["ca"],), retries=1)
+        certs, errors, notices = split(list(read_ct(cfg, progress=False)))
+    assert certs == []
+    assert len(errors) == 1 and "missing (404" in errors[0].error and "Gone log" in errors[0].error
+    assert any(n.partial and "missing (404)" in n.message for n in notices)

@@ -9,6 +9,7 @@ import requests
 
 from ...config import Config
 from ...net import new_session
+from ...store import CertStore
 from ..base import SourceError, SourceItem, SourceNotice
 from .context import SOURCE, Context
 from .issuers import IssuerError, IssuerFilter, load_issuer_certs
@@ -47,23 +48,27 @@ def read_ct(
 ) -> Iterator[SourceItem]:
     """Yield the audited CA's certificates from the chosen CT logs, one log after another.
 
-    verify=False skips the tree head signature and Merkle root checks (and says so);
-    resume=False ignores and leaves alone the per-log state under Config.cache_dir.
+    What each log read keeps goes to the store (Config.store_file) with its log index, with the resume
+    point of that read: a rerun fetches only entries past it and yields the earlier ones from the store.
+    A read is keyed by (log, issuer set, verified or not): another issuer reads the log again for itself,
+    and a verified run never trusts an unverified read. verify=False skips the tree head signature and
+    Merkle root checks (and says so); resume=False reads every chosen entry again.
     """
     logs = choose_logs(config)  # a bad list or name fails before any network traffic
     certs = load_issuer_certs(config.issuer_certs)
     if progress is None:
         progress = config.progress if config.progress is not None else (sys.stderr.isatty() and not config.quiet)
-    ctx = Context(config, IssuerFilter(certs), session or new_session(), bool(progress), verify, resume)
     if not certs:
         yield SourceNotice("no --issuer-cert given: every CT entry of the chosen logs is kept")
     if not verify:
         yield SourceNotice("CT tree head signatures and Merkle roots were NOT checked (verification skipped)",
                            True)
-    for log in logs:
-        try:
-            yield from read_log(log, ctx)
-        except (OSError, requests.RequestException) as exc:
-            # Not a FetchError: something local or unexpected; the other logs still get read.
-            yield SourceError(SOURCE, log.url, f"reading {log.name} failed: {type(exc).__name__}: {exc}")
-            yield SourceNotice(f"CT log {log.name} was not fully read ({type(exc).__name__})", True)
+    with CertStore(config.store_file) as store:
+        ctx = Context(config, IssuerFilter(certs), session or new_session(), bool(progress), verify, resume, store)
+        for log in logs:
+            try:
+                yield from read_log(log, ctx)
+            except (OSError, requests.RequestException) as exc:
+                # Not a FetchError: something local or unexpected; the other logs still get read.
+                yield SourceError(SOURCE, log.url, f"reading {log.name} failed: {type(exc).__name__}: {exc}")
+                yield SourceNotice(f"CT log {log.name} was not fully read ({type(exc).__name__})", True)

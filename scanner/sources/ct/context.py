@@ -1,8 +1,9 @@
-"""What every CT log reader shares: the HTTP session, retries, rate limit, issuer filter, resume and progress."""
+"""What every CT log reader shares: the HTTP session, retries, rate limit, issuer filter, the store and progress."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import sys
 import zlib
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from tqdm import tqdm
 
 from ... import net
 from ...config import Config
-from ..base import SourceError, SourceItem, SourceNotice
-from .checkpoint_state import LogState, StateFile, load_state, state_path
+from ...store import CertStore, CTProgress
+from ..base import RawCert, SourceError, SourceItem, SourceNotice
 from .issuers import IssuerFilter
 from .loglist import LogInfo
 from .verify import VerifyError
@@ -39,6 +40,13 @@ def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
+def selection_key(issuers: IssuerFilter, verified: bool) -> str:
+    """What a log read kept depends on the issuer set and on whether it was verified: one key for both."""
+    keys = sorted(h.hex() for h in issuers.key_hashes) + sorted("fp:" + f.hex() for f in issuers.fingerprints)
+    scope = ",".join(keys) if issuers.active else "every entry"
+    return ("verified " if verified else "unverified ") + hashlib.sha256(scope.encode()).hexdigest()[:32]
+
+
 @dataclass
 class Context:
     """One run's shared machinery; readers take one per log."""
@@ -49,6 +57,12 @@ class Context:
     progress: bool = False
     verify: bool = True
     resume: bool = True
+    store: CertStore | None = None  # kept entries and resume points; None = a private store in memory
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            self.store = CertStore(":memory:")
+        self.selection = selection_key(self.filter, self.verify)
 
     def limiter(self) -> net.RateLimiter:
         """A fresh per-log rate limiter (Config.ct_rate requests per second)."""
@@ -59,38 +73,35 @@ class Context:
         return net.get_with_retries(self.session, url, limiter=limiter, retries=self.config.retries,
                                     timeout=self.config.timeout, **kwargs)
 
-    def load_state(self, log: LogInfo) -> tuple[LogState, StateFile]:
-        """The log's resume state (fresh when resuming is off) and the file that keeps it."""
-        path = state_path(self.config.cache_dir, log.url)
-        return (load_state(path, log.url) if self.resume else LogState(log.url)), StateFile(path)
+    def saved(self, log: LogInfo) -> CTProgress | None:
+        """How far an earlier run of this selection read the log (None when resuming is off or it never did)."""
+        return self.store.ct_progress(self.selection, log.url) if self.resume else None  # type: ignore[union-attr]
 
-    def start_state(self, sf: StateFile, state: LogState) -> None:
-        """Begin this run's state for a log (where it starts, what it covers)."""
-        if self.resume:
-            sf.reset(state)
+    def commit(self, log: LogInfo, kept: list[tuple[int, RawCert]], progress: CTProgress, *,
+               pending: bool = False) -> None:
+        """Store what a batch kept and how far the read got, together: a kill loses at most the batch."""
+        self.store.ct_commit(self.selection, log.url, kept, progress, pending=pending)  # type: ignore[union-attr]
 
-    def save_state(self, sf: StateFile, state: LogState) -> None:
-        """Persist the resume point."""
-        if self.resume:
-            sf.advance(state)
+    def stored(self, log: LogInfo, start: int, end: int) -> Iterator[RawCert]:
+        """The checked entries of [start, end) that earlier reads of this selection kept."""
+        return self.store.ct_iter(self.selection, log.url, start, end)  # type: ignore[union-attr]
 
     def bar(self, log: LogInfo, total: int, initial: int) -> tqdm:
         """A per-log progress bar (entries/s, ETA) on stderr; silent unless progress is on."""
         return tqdm(total=total, initial=initial, desc=log.name[:40], unit=" entries", unit_scale=True,
                     disable=not self.progress, file=sys.stderr, leave=True, dynamic_ncols=True)
 
-    def index_range(self, tree_size: int, state: LogState) -> tuple[int, int, int, bool]:
-        """(first index asked for, first index still to read, end, whether the saved state applies).
+    def index_range(self, tree_size: int, saved: CTProgress | None) -> tuple[int, int, int, bool]:
+        """(first index asked for, first index still to read, end, whether the saved progress applies).
 
-        The saved state covers [extra.first, next_index); it only counts when that span holds the
+        Saved progress covers [saved.first, saved.next); it only counts when that span holds the
         first index asked for, so a run asking for earlier entries is never skipped past them.
         """
         cfg = self.config
         first = max(0, cfg.log_start or 0)
         end = tree_size if cfg.log_end is None else max(first, min(tree_size, cfg.log_end))
-        saved_first = int(state.extra.get("first", 0))
-        reuse = state.next_index > 0 and saved_first <= first <= state.next_index
-        start = min(end, max(first, state.next_index)) if reuse else first
+        reuse = saved is not None and saved.next > 0 and saved.first <= first <= saved.next
+        start = min(end, max(first, saved.next)) if reuse else first  # type: ignore[union-attr]
         return first, start, end, reuse
 
 
@@ -100,7 +111,18 @@ def skipped_log(log: LogInfo, what: str, exc: Exception) -> Iterator[SourceItem]
         yield SourceError(SOURCE, log.url, f"{exc}; nothing from this log is trusted, so it was skipped",
                           stage="verify")
         yield SourceNotice(f"CT log {log.name}: {what} signature check failed; the log was skipped", True)
+    elif isinstance(exc, net.FetchError) and exc.status == 404:
+        yield SourceError(SOURCE, log.url, f"the {what} of {log.name} is missing (404 Not Found): {exc}; check "
+                          "the log's URL in the log list (a retired log may have moved or been shut down); "
+                          "the log is skipped")
+        yield SourceNotice(f"CT log {log.name} ({log.url}) was not read: its {what} is missing (404)", True)
     else:
         yield SourceError(SOURCE, log.url, f"cannot read the {what} of {log.name}: {exc}; "
                           "the log is skipped, rerun later to read it")
         yield SourceNotice(f"CT log {log.name} ({log.url}) was not read: its {what} is unreachable", True)
+
+
+def resumed_notice(log: LogInfo, first: int, start: int) -> SourceNotice:
+    """Says that entries before `start` come from the store, read by an earlier run."""
+    return SourceNotice(f"CT log {log.name}: resumed at entry {start}; entries {first}..{start - 1} were read by "
+                        "an earlier run and come from the store (--restart reads them again)")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import requests
 
 from ...net import FetchError, RateLimiter, RetryableError
+from ...store import CTProgress
 from ..base import RawCert, SourceError, SourceItem, SourceNotice
-from .checkpoint_state import LogState, StateFile
-from .context import SOURCE, Context, maybe_gunzip, ms_to_datetime, skipped_log
+from .context import SOURCE, Context, maybe_gunzip, ms_to_datetime, resumed_notice, skipped_log
 from .leaf import LeafError, LogEntry, iter_tile_leaves
 from .loglist import LogInfo
 from .merkle import TILE_HEIGHT, TILE_WIDTH, CompactRange, aligned_pieces, perfect_root, tile_path, tile_width
@@ -138,15 +138,15 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
         return
 
     size = cp.tree_size
-    state, path = ctx.load_state(log)
-    first, start, end, reuse = ctx.index_range(size, state)
+    saved = ctx.saved(log)
+    first, start, end, reuse = ctx.index_range(size, saved)
     if reuse and start > first:
-        yield SourceNotice(f"CT log {log.name}: resumed at entry {start} (entries {first}..{start - 1} were "
-                           f"read by an earlier run; delete {path.path} to read them again)")
-    state = LogState(log.url, start, None, size, {"first": first})
-    ctx.start_state(path, state)
+        yield resumed_notice(log, first, start)
+    # Tiles are checked against the signed checkpoint before anything is kept, so what the store
+    # holds from earlier reads was checked too.
+    yield from ctx.stored(log, first, start)
+    progress = CTProgress(first, start, size)
     if start >= end:
-        path.close()
         return
 
     reader = TileReader(ctx, log, size, limiter)
@@ -198,24 +198,26 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
                     return
                 prefix = grown
             for r in results:
-                yield from _tile_items(ctx, log, reader, r, start, end, path, state)
+                items = list(_tile_items(log, reader, r, start, end, ctx))
                 done = min(end, (r.n + 1) * TILE_WIDTH)
+                progress = progress._replace(next=done)
+                ctx.commit(log, [(index, item) for index, item in items if isinstance(item, RawCert)], progress)
+                for _, item in items:
+                    yield item
                 bar.update(done - max(start, r.n * TILE_WIDTH))
-                state.next_index = done
-                ctx.save_state(path, state)
     except FetchError as exc:  # a hash tile or issuer outside a batch fetch
-        yield SourceError(SOURCE, f"{log.url}#{state.next_index}", f"cannot read {log.name}: {exc}; "
-                          f"rerun to resume at entry {state.next_index}")
-        yield SourceNotice(f"CT log {log.name}: stopped at entry {state.next_index} of {end} (log "
+        yield SourceError(SOURCE, f"{log.url}#{progress.next}", f"cannot read {log.name}: {exc}; "
+                          f"rerun to resume at entry {progress.next}")
+        yield SourceNotice(f"CT log {log.name}: stopped at entry {progress.next} of {end} (log "
                            "unreachable); rerun to resume", True)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
-        path.close()
 
 
-def _tile_items(ctx: Context, log: LogInfo, reader: TileReader, r: TileResult, start: int, end: int,
-                path: StateFile, state: LogState) -> Iterator[SourceItem]:
+def _tile_items(log: LogInfo, reader: TileReader, r: TileResult, start: int, end: int,
+                ctx: Context) -> Iterator[tuple[int, SourceItem]]:
+    """(index, item) for the entries of one checked tile in [start, end): kept certificates and problems."""
     base = r.n * TILE_WIDTH
     for i in range(len(r.hashes)):
         index = base + i
@@ -232,13 +234,11 @@ def _tile_items(ctx: Context, log: LogInfo, reader: TileReader, r: TileResult, s
             item = SourceError(SOURCE, where, f"data tile {r.n} of {log.name} cannot be decoded from entry "
                                f"{base + len(r.entries)} on: {r.decode_error}", stage="parse")
         for fp, why in reader.failed_issuers:
-            yield SourceError(SOURCE, f"{log.url}issuer/{fp.hex()}", f"{log.name}: issuer certificate {fp.hex()} "
-                              f"is unavailable ({why}); entries it issued (from entry {index} on) cannot be "
-                              "attributed to a CA and were not kept")
-            yield SourceNotice(f"CT log {log.name}: an issuer certificate could not be fetched; some entries "
-                               "could not be attributed", True)
+            yield index, SourceError(SOURCE, f"{log.url}issuer/{fp.hex()}", f"{log.name}: issuer certificate "
+                                     f"{fp.hex()} is unavailable ({why}); entries it issued (from entry {index} "
+                                     "on) cannot be attributed to a CA and were not kept")
+            yield index, SourceNotice(f"CT log {log.name}: an issuer certificate could not be fetched; some "
+                                      "entries could not be attributed", True)
         reader.failed_issuers.clear()
         if item is not None:
-            yield item
-            state.next_index = index + 1
-            ctx.save_state(path, state)
+            yield index, item
