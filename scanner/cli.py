@@ -62,6 +62,13 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
                    help="requests per minute to the crt.sh web interface; 0 = no limit (default: 5)")
     c.add_argument("--store", type=Path, default=None, metavar="FILE",
                    help="local certificate store (default: <cache>/store.sqlite3)")
+    c.add_argument("--refresh-days", type=float, default=7.0, metavar="N",
+                   help="crtsh-sql: re-read windows whose notBefore range ended less than N days ago, since crt.sh "
+                        "still gains late-logged and backdated certificates for them; 0 = only windows reaching "
+                        "into the future (default: 7)")
+    c.add_argument("--refresh-revocations", action="store_true",
+                   help="crtsh-sql: re-read crt.sh's crl_revoked for every stored certificate of the selection "
+                        "(a revocation crt.sh no longer lists is kept); --crl files are read on every run anyway")
 
     t = p.add_argument_group("CT logs (--source ct)")
     t.add_argument("--log-list", type=Path, metavar="FILE", default=env_default("log_list"),
@@ -230,6 +237,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         exclude_expired=args.exclude_expired,
         crtsh_rate=args.crtsh_rate,
         store_path=args.store,
+        refresh_days=args.refresh_days,
+        refresh_revocations=args.refresh_revocations,
         log_list=args.log_list,
         logs=tuple(args.log),
         log_states=tuple(x.strip() for x in args.logs.split(",") if x.strip()),

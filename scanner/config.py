@@ -45,6 +45,8 @@ class Config:
     exclude_expired: bool = False
     crtsh_rate: float = 5.0  # requests per minute to the crt.sh web interface; 0 = unlimited
     store_path: Path | None = None  # the local certificate store; None = <cache_dir>/store.sqlite3
+    refresh_days: float = 7.0  # crtsh-sql windows ending this recently are re-read (crt.sh still gains rows)
+    refresh_revocations: bool = False  # re-read crt.sh's crl_revoked for the stored certificates
 
     # CT logs (--source ct)
     log_list: Path | None = None  # log list v3 JSON; None = required for --logs selection
@@ -114,6 +116,8 @@ class Config:
             raise ConfigError(f"--engine must be pandas or dask, not {self.engine!r}")
         if self.retries < 0:
             raise ConfigError("--retries must be >= 0")
+        if not 0 <= self.refresh_days <= 36_525:  # NaN fails this too; a century bounds the timedelta
+            raise ConfigError(f"--refresh-days must be between 0 and 36525, not {self.refresh_days}")
         if self.revocation_window <= timedelta(0) or self.reissue_window <= timedelta(0):
             raise ConfigError("--window and --reissue-window must be positive durations")
 

@@ -3,13 +3,16 @@
 crt.sh tolerates a few requests a minute, caps a search at 10,000 rows, and under load answers 502s,
 HTML pages and truncated bodies. Requests are rate-limited per host and retried with backoff
 (Retry-After honoured); what still fails becomes an error that says to use --source crtsh-sql.
-Certificates already in the local store are never downloaded again.
+Certificates already in the local store are never downloaded again, and each search's answer is kept
+there too: a rerun that cannot search (offline once the cached answer has expired, or crt.sh down)
+still reports what the search found before, from the store.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -190,25 +193,39 @@ def read_crtsh_json(
     try:
         found: dict[int, dict[str, Any]] = {}  # crt.sh id -> facts, deduplicated across searches
         for param, value in searches:
-            yield from _run_search(client, param, value, wanted_cas, found)
+            yield from _run_search(client, store, param, value, wanted_cas, found)
         yield from _certificates(client, store, found)
     finally:
         client.close()
         store.close()
 
 
-def _run_search(client: _Client, param: str, value: str, wanted_cas: set[int],
+def search_key(param: str, value: str, exclude_expired: bool) -> str:
+    """The store's name of one search: what was asked, not where or when."""
+    return json.dumps({"source": SOURCE, "param": param, "value": value, "exclude_expired": exclude_expired},
+                      sort_keys=True)
+
+
+def _run_search(client: _Client, store: CertStore, param: str, value: str, wanted_cas: set[int],
                 found: dict[int, dict[str, Any]]) -> Iterator[SourceItem]:
     params = {param: value, "output": "json"}
     if client.config.exclude_expired:
         params["exclude"] = "expired"
     where = f"{client.base}?{param}={value}"
+    key = search_key(param, value, bool(client.config.exclude_expired))
     try:
         rows = client.search(params)
     except net.FetchError as exc:
+        earlier = _earlier_answer(store, key, wanted_cas, found)
+        if client.config.offline and earlier:
+            yield SourceNotice(f"offline: crt.sh search {param}={value!r} answered from the store ({earlier} "
+                               "certificate(s) an earlier run found)")
+            return
         message = _fetch_failure("JSON", where, exc)
         yield SourceError(SOURCE, where, message)
-        yield SourceNotice(f"crt.sh search {param}={value!r} failed: {message}", partial=True)
+        yield SourceNotice(f"crt.sh search {param}={value!r} failed: {message}"
+                           + (f"; {earlier} certificate(s) an earlier run found are reported from the store"
+                              if earlier else ""), partial=True)
         return
     if len(rows) >= RESULT_CAP:
         yield SourceNotice(
@@ -217,19 +234,38 @@ def _run_search(client: _Client, param: str, value: str, wanted_cas: set[int],
             partial=True,
         )
     kept = 0
+    ids: list[int] = []
     for row in rows:
         try:
             crtsh_id, extra = _row_facts(row)
         except ValueError as exc:
             yield SourceError(SOURCE, where, f"unusable crt.sh JSON row: {exc}")
             continue
+        ids.append(crtsh_id)
         ca_id = row.get("issuer_ca_id")
         if wanted_cas and ca_id not in wanted_cas:
             continue
         if crtsh_id not in found:
             found[crtsh_id] = extra
             kept += 1
+    store.remember_search(key, ids)
     log.info("crt.sh search %s=%r: %d row(s), %d new certificate(s) of the chosen CAs", param, value, len(rows), kept)
+
+
+def _earlier_answer(store: CertStore, key: str, wanted_cas: set[int], found: dict[int, dict[str, Any]]) -> int:
+    """Add to found the stored certificates an earlier run's answer to this search listed; returns how many."""
+    ids = store.searched_ids(key)
+    if not ids:
+        return 0  # iter_raw without ids would read the whole store
+    count = 0
+    for raw in store.iter_raw(crtsh_ids=ids):
+        crtsh_id = raw.extra["crtsh_id"]
+        if wanted_cas and raw.extra.get("issuer_ca_id") not in wanted_cas:
+            continue
+        count += 1
+        found.setdefault(crtsh_id, {k: raw.extra[k] for k in ("crtsh_id", "issuer_ca_id", "first_seen")
+                                    if k in raw.extra})
+    return count
 
 
 def _certificates(client: _Client, store: CertStore, found: dict[int, dict[str, Any]]) -> Iterator[SourceItem]:

@@ -2,18 +2,22 @@
 
 The query walks the (issuer_ca_id, notBefore) index one window at a time through a server-side
 cursor, so memory stays flat whatever the row count. Every window is written to the local store
-and checkpointed; a rerun serves finished windows from the store. The replica is a hot standby:
+and checkpointed under (DSN, CA ids) with its absolute notBefore range, so any later run whose range
+overlaps serves those windows from the store; windows that ended less than --refresh-days ago are read
+again, because crt.sh keeps gaining late-logged and backdated certificates for them (a log's MMD is 24 h,
+CAs backdate notBefore by up to 48 h). The replica is a hot standby:
 recovery conflicts, dropped connections and statement timeouts are retried with a new connection,
 and a window that still fails is reported (error + partial notice), never skipped in silence.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -62,6 +66,14 @@ SELECT c.id, c.issuer_ca_id, c.certificate,
    AND x509_notBefore(c.certificate) < %(end)s
 """
 
+# Revocations of stored certificates, by the (issuer CA, serial) pairs crl_revoked is keyed on.
+REVOCATION_QUERY = """
+SELECT k.ca_id, k.serial, cr.revocation_date, cr.reason_code
+  FROM unnest(%(ca_ids)s::integer[], %(serials)s::bytea[]) AS k(ca_id, serial)
+  JOIN crl_revoked cr ON cr.ca_id = k.ca_id AND cr.serial_number = k.serial
+"""
+REVOCATION_BATCH = 1000
+
 CA_EXACT_QUERY = "SELECT id, name FROM ca WHERE lower(name) = lower(%s) ORDER BY id LIMIT 200"
 CA_LIKE_QUERY = "SELECT id, name FROM ca WHERE name ILIKE %s ESCAPE '\\' ORDER BY id LIMIT 200"
 
@@ -83,13 +95,19 @@ def safe_dsn(dsn: str) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(parts.items()))
 
 
-def checkpoint_key(dsn: str, ca_ids: Sequence[int], since: datetime, until: datetime) -> str:
-    """The resume key of one fetch: same DSN, CAs and range -> same checkpoints."""
-    return json.dumps(
-        {"source": SOURCE, "dsn": safe_dsn(dsn), "ca_ids": sorted(set(ca_ids)),
-         "since": _naive(since).isoformat(), "until": _naive(until).isoformat()},
-        sort_keys=True,
-    )
+def checkpoint_key(dsn: str, ca_ids: Sequence[int]) -> str:
+    """The resume key of a fetch: same DSN and CAs -> same checkpoints, whatever the range or the clock.
+
+    The windows under it are absolute notBefore ranges, so runs with different --since/--until share
+    what they have in common. Keys of older versions (which held the range) are simply never matched.
+    """
+    return json.dumps({"source": SOURCE, "dsn": safe_dsn(dsn), "ca_ids": sorted(set(int(i) for i in ca_ids))},
+                      sort_keys=True)
+
+
+def serial_octets(serial: int) -> bytes:
+    """A serial number as the content octets of its DER INTEGER, as crt.sh's crl_revoked.serial_number holds it."""
+    return serial.to_bytes(max(1, (serial.bit_length() + 8) // 8), "big", signed=True)
 
 
 def _naive(value: datetime) -> datetime:
@@ -104,11 +122,16 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def resolve_range(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
-    """The notBefore range to scan: until defaults to now (to the hour), since to 398 days before until
-    (every certificate that can still be unexpired)."""
-    end = _aware(until) or now.replace(minute=0, second=0, microsecond=0)
-    start = _aware(since) or end - DEFAULT_LOOKBACK
+    """The notBefore range to scan: until defaults to now, since to 398 days before until, at midnight UTC
+    (every certificate that can still be unexpired, in whole-day windows)."""
+    end = _aware(until) or _aware(now)
+    assert end is not None
+    start = _aware(since) or (end - DEFAULT_LOOKBACK).replace(hour=0, minute=0, second=0, microsecond=0)
     return start, end
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class _WindowFailed(Exception):
@@ -186,6 +209,27 @@ class _Fetcher:
                 self.drop()
                 raise _WindowFailed(_describe(exc), fatal=True) from exc
 
+    def revocations(self, pairs: Sequence[tuple[int, bytes]]) -> dict[tuple[int, bytes], tuple[datetime, str]]:
+        """crl_revoked's (revocation date, reason name) for these (issuer CA id, serial octets), retried like windows."""
+        attempt = 0
+        while True:
+            try:
+                conn = self.connect()
+                with conn.transaction(), conn.cursor(binary=True) as cur:
+                    cur.execute(REVOCATION_QUERY, {"ca_ids": [p[0] for p in pairs], "serials": [p[1] for p in pairs]})
+                    rows = cur.fetchall()
+                return {(int(ca), bytes(serial)): (_aware(when), reason_name(code))  # type: ignore[misc]
+                        for ca, serial, when, code in rows}
+            except psycopg.OperationalError as exc:
+                self.drop()
+                attempt += 1
+                if attempt > self.config.retries:
+                    raise _WindowFailed(_describe(exc) + f"; after {attempt} attempt(s)") from exc
+                time.sleep(backoff_delay(attempt, self.base_delay))
+            except psycopg.Error as exc:
+                self.drop()
+                raise _WindowFailed(_describe(exc), fatal=True) from exc
+
     def _raw(self, row: tuple[Any, ...]) -> RawCert:
         crtsh_id, ca_id, der, first_seen, revoked_at, reason, revoked = row
         extra: dict[str, Any] = {"crtsh_id": int(crtsh_id), "issuer_ca_id": int(ca_id)}
@@ -237,7 +281,7 @@ def read_crtsh_sql(
     now: datetime | None = None,
 ) -> Iterator[SourceItem]:
     """Yield one CA's certificates from crt.sh's PostgreSQL over [since, until) on notBefore, resuming past windows."""
-    now = now or datetime.now(timezone.utc)
+    now = now or _utcnow()
     since, until = resolve_range(config.since, config.until, now)
     if config.since is None:
         yield SourceNotice(f"no --since given: scanning notBefore from {since:%Y-%m-%d %H:%M} UTC "
@@ -271,13 +315,35 @@ def read_crtsh_sql(
 
 def _walk(config: Any, store: CertStore, fetcher: _Fetcher, ca_ids: list[int], since: datetime,
           until: datetime, now: datetime, size: timedelta, target_rows: int | None) -> Iterator[SourceItem]:
-    key = checkpoint_key(config.dsn, ca_ids, since, until)
-    done = store.done_windows(key)
-    cursor, fetched, served = since, 0, 0
+    key = checkpoint_key(config.dsn, ca_ids)
+    windows = store.done_windows(key)
+    refresh_from = now - timedelta(days=float(getattr(config, "refresh_days", 7.0)))
+    # Windows that ended within the refresh span still gain certificates at crt.sh: read them again.
+    done = [w for w in windows if w[1] <= refresh_from]
+    stale = [w for w in windows if w[1] > refresh_from and w[0] < until and since < w[1]]
+    if stale and config.offline:
+        done = windows  # offline, what was fetched before is the best there is
+        yield SourceNotice(f"offline: {len(stale)} crt.sh SQL window(s) ending after {refresh_from:%Y-%m-%d %H:%M} "
+                           "were served from the store without re-reading crt.sh")
+    refresh_revocations = bool(getattr(config, "refresh_revocations", False))
+    if refresh_revocations and config.offline:
+        yield SourceNotice("offline: --refresh-revocations did not re-read crt.sh; the stored revocations are reported")
+        refresh_revocations = False
+    cursor, fetched, served, revised = since, 0, 0, 0
+    dead: _WindowFailed | None = None  # set when crt.sh cannot be reached at all: the store serves the rest
     while cursor < until:
         covering = next((w for w in done if w[0] <= cursor < w[1]), None)
         if covering is not None:
             end = min(covering[1], until)
+            if refresh_revocations:
+                try:
+                    revised += _refresh_revocations(store, fetcher, ca_ids, cursor, end)
+                except _WindowFailed as exc:
+                    refresh_revocations = False
+                    yield SourceError(SOURCE, f"{fetcher.where} crl_revoked",
+                                      f"crt.sh revocations could not be re-read: {exc}; the stored ones are reported")
+                    yield SourceNotice(f"--refresh-revocations stopped at notBefore {cursor:%Y-%m-%d %H:%M}: {exc}",
+                                       partial=True)
             for raw in store.iter_raw(ca_ids=ca_ids, not_before_from=cursor, not_before_to=end):
                 served += 1
                 yield raw
@@ -285,6 +351,7 @@ def _walk(config: Any, store: CertStore, fetcher: _Fetcher, ca_ids: list[int], s
             continue
         later = [w[0] for w in done if w[0] > cursor]
         end = min([cursor + size, until, *later])
+        refetch = any(w[0] < end and cursor < w[1] for w in stale)  # fetched before: the store has a copy
         where = f"{fetcher.where} ca_id={','.join(map(str, ca_ids))} notBefore [{cursor.isoformat()}, {end.isoformat()})"
         if config.offline:
             yield SourceError(SOURCE, where, "offline: this window is not in the local store; run without --offline")
@@ -292,26 +359,39 @@ def _walk(config: Any, store: CertStore, fetcher: _Fetcher, ca_ids: list[int], s
                                "(offline, not in the store)", partial=True)
             cursor = end
             continue
+        if dead is not None:
+            if refetch:
+                served += yield from _serve_stored(store, ca_ids, cursor, end, set())
+            cursor = end
+            continue
         rows = 0
+        handed: set[int] = set()
         try:
             for batch in fetcher.window(cursor, end):
                 rows += len(batch)
+                handed.update(r.extra["crtsh_id"] for r in batch)
                 yield from batch
         except _WindowFailed as exc:
             yield SourceError(SOURCE, where, f"crt.sh SQL window failed: {exc}; rerun to resume, or narrow --since/--until")
+            if refetch:
+                # An earlier run read this window: report its certificates rather than none.
+                served += yield from _serve_stored(store, ca_ids, cursor, end, handed)
             if exc.fatal:
+                dead = exc
                 yield SourceNotice(f"crt.sh SQL fetch stopped at notBefore {cursor:%Y-%m-%d %H:%M}: {exc}; "
-                                   f"nothing from there to {until:%Y-%m-%d %H:%M} was fetched", partial=True)
-                return
-            yield SourceNotice(f"crt.sh SQL window notBefore {cursor:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} "
-                               f"failed and is missing from this run ({exc})", partial=True)
+                                   f"nothing from there to {until:%Y-%m-%d %H:%M} was fetched (what the store holds is reported)",
+                                   partial=True)
+            else:
+                yield SourceNotice(f"crt.sh SQL window notBefore {cursor:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} "
+                                   f"failed and is {'only as an earlier run stored it' if refetch else 'missing'} "
+                                   f"in this run ({exc})", partial=True)
             cursor = end
             continue
         fetched += rows
         # A window reaching into the future is still filling up: never checkpoint it as done.
         if end <= now:
             store.mark_window_done(key, (cursor, end), rows)
-        log.info("crt.sh SQL window %s..%s: %d certificate(s)", cursor, end, rows)
+        log.info("crt.sh SQL window %s..%s: %d certificate(s)%s", cursor, end, rows, " (refreshed)" if refetch else "")
         cursor = end
         if target_rows is None:
             continue
@@ -320,4 +400,44 @@ def _walk(config: Any, store: CertStore, fetcher: _Fetcher, ca_ids: list[int], s
             size = size / 2
         elif rows < target_rows // 8 and size * 2 <= MAX_WINDOW:
             size = size * 2
-    log.info("crt.sh SQL: %d certificate(s) fetched, %d served from the store %s", fetched, served, store.path)
+    log.info("crt.sh SQL: %d certificate(s) fetched, %d served from the store %s, %d revocation(s) revised",
+             fetched, served, store.path, revised)
+
+
+def _serve_stored(store: CertStore, ca_ids: list[int], start: datetime, end: datetime,
+                  handed: set[int]) -> Generator[RawCert, None, int]:
+    """The stored certificates of [start, end) not already handed on; returns how many."""
+    count = 0
+    for raw in store.iter_raw(ca_ids=ca_ids, not_before_from=start, not_before_to=end):
+        if raw.extra.get("crtsh_id") not in handed:
+            count += 1
+            yield raw
+    return count
+
+
+def _refresh_revocations(store: CertStore, fetcher: _Fetcher, ca_ids: list[int], start: datetime,
+                         end: datetime) -> int:
+    """Re-read crl_revoked for the stored certificates of [start, end) and store what changed; returns how many.
+
+    A revocation crt.sh no longer lists is kept: a CRL entry may drop off once the certificate expires,
+    and the certificate was revoked all the same.
+    """
+    keys: list[tuple[str, int, bytes, datetime | None, str]] = []
+    for raw in store.iter_raw(ca_ids=ca_ids, not_before_from=start, not_before_to=end):
+        try:
+            serial = x509.load_der_x509_certificate(raw.der).serial_number
+        except ValueError:
+            continue  # unreadable: it has no serial to look up (the parse stage reports it)
+        keys.append((hashlib.sha256(raw.der).hexdigest(), int(raw.extra["issuer_ca_id"]), serial_octets(serial),
+                     raw.extra.get("revoked_at"), raw.extra.get("revocation_reason", "")))
+    changed: list[tuple[str, datetime, str, str]] = []
+    for first in range(0, len(keys), REVOCATION_BATCH):
+        chunk = keys[first:first + REVOCATION_BATCH]
+        found = fetcher.revocations([(k[1], k[2]) for k in chunk])
+        for sha256, ca_id, serial, was_at, was_reason in chunk:
+            hit = found.get((ca_id, serial))
+            if hit is not None and hit[0] is not None and hit != (was_at, was_reason):
+                changed.append((sha256, hit[0], hit[1], "crtsh"))
+    if changed:
+        store.update_revocations(changed)
+    return len(changed)
