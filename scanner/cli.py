@@ -166,41 +166,72 @@ def _range(text: str) -> tuple[datetime | None, datetime | None]:
 
 
 def _add_test_websites_parser(sub: argparse._SubParsersAction) -> None:
+    def positive(kind: type) -> object:
+        def parse(text: str) -> object:
+            try:
+                value = kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            if not value > 0:
+                raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+            return value
+        return parse
+
     p = sub.add_parser(
         "test-websites",
         help="check the CA's CCADB test websites over TLS, every address of every name",
         description="Connect to each address of each CCADB test website and check that the valid site serves an "
                     "unexpired, unrevoked certificate chaining to its root, the expired site an expired one and "
                     "the revoked site a revoked one.",
+        epilog="Each row of test-websites.csv has a status: ok, finding, or unknown (a lookup or connection that "
+               "timed out or had no route; never a finding). Exit status: 0 when every address was checked, "
+               "3 when some rows are unknown (or none could be reached at all: the network looks unavailable), "
+               "1 on failure, 2 on a usage error (e.g. a --ca-owner that is not in the file).",
     )
     p.add_argument("--ccadb", type=Path, required=True, metavar="FILE",
                    help="Mozilla's IncludedCACertificateWithPEMReport or CCADB's AllCertificateRecords CSV")
-    p.add_argument("--ca-owner", metavar="NAME", help="only this CA owner's roots")
+    p.add_argument("--ca-owner", metavar="NAME", help="only this CA owner's roots (case-insensitive)")
     p.add_argument("--dns-server", metavar="ADDR[:PORT]", help="send every DNS question to this server")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="connect/read timeout (default: 10)")
+    p.add_argument("--timeout", type=positive(float), default=10.0, metavar="SECONDS",
+                   help="DNS, connect and read timeout (default: 10)")
+    p.add_argument("--concurrency", type=positive(int), default=16, metavar="N",
+                   help="names resolved and addresses connected to at once (default: 16)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for test-websites.csv and .xlsx")
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: only when stderr is a terminal)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and partial results on stderr, no bars")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
 
 
 def _test_websites(args: argparse.Namespace) -> int:
-    from .testsites import run_test_websites
+    from .testsites import OFFLINE, UnknownOwner, run_test_websites
 
     if not args.ccadb.is_file():
         print(f"ctscan: error: --ccadb: no such file: {args.ccadb}", file=sys.stderr)
         return 2
     try:
-        frame = run_test_websites(args.ccadb, args.out, ca_owner=args.ca_owner, dns_server=args.dns_server,
-                                  timeout=args.timeout)
+        run = run_test_websites(args.ccadb, args.out, ca_owner=args.ca_owner, dns_server=args.dns_server,
+                                timeout=args.timeout, workers=args.concurrency,
+                                progress=False if args.quiet else args.progress)
+    except UnknownOwner as exc:
+        print(f"ctscan: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         logging.getLogger(__name__).debug("test-websites failed", exc_info=True)
         print(f"ctscan: error: {exc}", file=sys.stderr)
         return 1
+    frame = run.frame
+    if run.offline:
+        print(f"ctscan: {OFFLINE}", file=sys.stderr)
+    elif run.unknown:
+        why = ", ".join(f"{n} {reason}" for reason, n in run.unknown.most_common())
+        print(f"ctscan: partial: {sum(run.unknown.values())} of {len(frame)} rows unknown ({why}); "
+              f"see the status and evidence columns", file=sys.stderr)
     if not args.quiet:
-        bad = int((frame["finding"].fillna("") != "").sum()) if "finding" in frame else 0
-        print(f"ctscan: {len(frame)} site addresses checked, {bad} with findings; reports in {args.out}",
-              file=sys.stderr)
-    return 0
+        counts = frame["status"].value_counts()
+        print(f"ctscan: {len(frame)} site addresses: {counts.get('ok', 0)} ok, {counts.get('finding', 0)} with "
+              f"findings, {counts.get('unknown', 0)} unknown; reports in {args.out}", file=sys.stderr)
+    return 0 if run.complete else 3
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,7 +73,7 @@ def world(tmp_path_factory):
         ])
         out = tmp_path_factory.mktemp("out")
         frame = run_test_websites(ccadb, out, ca_owner="test owner", dns_server=dns.address, timeout=3, now=NOW,
-                                  port_override=ports)
+                                  port_override=ports).frame
         yield frame, out, dns, a, fresh, expired
         for nodes in (a, b, c, d):
             nodes.stop()
