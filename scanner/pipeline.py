@@ -108,7 +108,7 @@ class _Run:
     counts: dict[str, int] = field(default_factory=lambda: {"read": 0, "parsed": 0})
     notices: list[str] = field(default_factory=list)
     said: set[str] = field(default_factory=set)  # notices already logged by the part that raised them
-    partial: bool = False
+    partial_reasons: list[str] = field(default_factory=list)  # why part of the selection was not read or checked
     domains: set[str] = field(default_factory=set)
     revocation_data: list[str] = field(default_factory=list)
     revocation_checks: dict[str, Any] | None = None
@@ -131,7 +131,8 @@ def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
         state.counts["parsed"] += len(chunk.certs)
         state.errors.extend(chunk.errors)
         state.notices.extend(n.message for n in chunk.notices)
-        state.partial = state.partial or any(n.partial for n in chunk.notices)
+        state.partial_reasons.extend(n.message for n in chunk.notices
+                                     if n.partial and n.message not in state.partial_reasons)
         if not chunk.certs.empty:
             frames.append(chunk.certs)
     bar.close()
@@ -237,7 +238,9 @@ def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.Data
         "suspects": len(suspects),
         "revocation_data": state.revocation_data,
         "notices": state.notices,
-        "partial": state.partial,
+        # Done but partial (exit status 3): each reason is a part of the selection not read or not verified.
+        "partial": bool(state.partial_reasons),
+        "partial_reasons": state.partial_reasons,
         "revocation_checks": state.revocation_checks,
         "wall_seconds": round(time.monotonic() - clock.started, 3),
         "stage_seconds": dict(clock.stages),  # report writing is timed in the -v log only

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE
 from cryptography import x509
 
 from scanner.cli import main
@@ -17,6 +16,7 @@ from scanner.sources.base import RawCert
 from scanner.sources.ct.issuers import spki_sha256
 from scanner.sources.files import read_files
 from scanner.synth import TestCA, der, pem, utc
+from tests.conftest import SAMPLE
 from tests.loopback import ocsp_server as srv
 from tests.loopback.ct_server import (
     CTServer,
@@ -62,13 +62,45 @@ def test_a_ct_log_holding_the_sample_among_another_cas_entries_gives_the_files_s
     with CTServer(RFC6962Log(entries, key.sth(len(entries), mth(hashes)), max_batch=5)) as log:
         lists = tmp_path / "log_list.json"
         lists.write_text(json.dumps(log_list([key.log_json("Loopback Test Log", url=log.url)])))
-        code = main(["scan", "--source", "ct", "--log-list", str(lists), "--log", "Loopback Test Log",
-                     "--issuer-cert", str(issuer), *_offline_sample_args(tmp_path, "ct")])
-    assert code == 0
+        args = ["scan", "--source", "ct", "--log-list", str(lists), "--log", "Loopback Test Log",
+                "--issuer-cert", str(issuer), *_offline_sample_args(tmp_path, "ct")]
+        assert main(args) == 0
+        asked = len(log.requests)
+        # The second run with the same cache and store: nothing new to fetch, the same reports.
+        assert main([*args[:-4], "--out", str(tmp_path / "ct-again"), "-q", "--no-progress"]) == 0
+        assert not [r for r in log.requests[asked:] if "get-entries" in r]
+    store_args = ["scan", "--source", "store", "--offline", *_offline_sample_args(tmp_path, "ct")[:-4],
+                  "--out", str(tmp_path / "store"), "-q", "--no-progress"]
+    assert main(store_args) == 0
     assert main(["scan", str(SAMPLE / "certs"), *_offline_sample_args(tmp_path, "files")]) == 0
     assert _suspects(tmp_path / "ct") == _suspects(tmp_path / "files")
-    summary = json.loads((tmp_path / "ct" / "summary.json").read_text())
-    assert summary["certificates"] == 12 and summary["errors"] == 0
+    assert _suspects(tmp_path / "ct-again") == _suspects(tmp_path / "ct")
+    assert _suspects(tmp_path / "store") == _suspects(tmp_path / "ct")
+    for name in ("ct", "ct-again"):
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["certificates"] == 12 and summary["errors"] == 0 and not summary["partial"]
+
+
+def test_a_log_whose_tree_head_does_not_verify_makes_the_scan_partial_exit_3(tmp_path, capsys):
+    key, impostor = LogKey(), LogKey()
+    sample_ca = x509.load_pem_x509_certificate((SAMPLE / "sample-ca.pem").read_bytes())
+    item = next(i for i in read_files([SAMPLE / "certs" / "fabrikam.pem"]) if isinstance(i, RawCert))
+    entries, hashes = rfc6962_log_entries([LogEntrySpec(item.der, (der(sample_ca),), False, b"", 1_600_000_000_000)])
+    issuer = tmp_path / "sample-ca.pem"
+    issuer.write_bytes(pem(sample_ca))
+    with CTServer(RFC6962Log(entries, impostor.sth(len(entries), mth(hashes)))) as log:
+        lists = tmp_path / "log_list.json"
+        lists.write_text(json.dumps(log_list([key.log_json("Impostor Log", url=log.url)])))
+        args = ["scan", "--source", "ct", "--log-list", str(lists), "--log", "Impostor Log",
+                "--issuer-cert", str(issuer), "--registration", "off", "--cache", str(tmp_path / "cache"),
+                "--out", str(tmp_path / "out"), "-q"]
+        codes = [main(args), main(args)]
+    assert codes == [3, 3]
+    err = capsys.readouterr().err
+    assert "partial" in err and "Impostor Log" in err and "Traceback" not in err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["partial"] and any("Impostor Log" in r for r in summary["partial_reasons"])
+    assert summary["certificates"] == 0
 
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
