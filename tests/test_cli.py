@@ -7,9 +7,9 @@ import json
 import socket
 
 import pytest
-from conftest import SAMPLE
 
 from scanner.cli import main
+from tests.conftest import SAMPLE
 
 
 def _closed_port() -> int:

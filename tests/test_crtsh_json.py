@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from loopback.crtsh_server import CrtshServer
 
 from scanner.config import Config
 from scanner.parse import record_from_raw
@@ -23,6 +22,7 @@ from scanner.sources.base import RawCert, SourceError, SourceNotice
 from scanner.sources.crtsh_json import _row_facts, read_crtsh_json
 from scanner.store import CertStore
 from scanner.synth import TestCA, der, utc
+from tests.loopback.crtsh_server import CrtshServer
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = utc("2024-05-01T00:00")

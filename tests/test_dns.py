@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from loopback.registry_servers import DROP, NODATA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, DnsServer
 
 from scanner.config import Config
 from scanner.enrich.dns import DnsClient, parse_address
 from scanner.records import Registration, RegistrationStatus
+from tests.loopback.registry_servers import DROP, NODATA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, DnsServer
 
 
 @pytest.fixture(scope="module")

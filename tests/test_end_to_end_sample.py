@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE
 
 from scanner.cli import main
+from tests.conftest import SAMPLE
 
 GOLDEN = Path(__file__).parent / "golden" / "sample_suspects.csv"
 GOLDEN_COLUMNS = ["subject_cn", "signals", "score"]

@@ -14,8 +14,6 @@ import pytest
 pytest.importorskip("dask.dataframe")
 pytest.importorskip("distributed")
 
-from conftest import REPO, SAMPLE  # noqa: E402
-
 from scanner import engine_dask  # noqa: E402
 from scanner.config import Config  # noqa: E402
 from scanner.detect.run import run_detectors, sort_findings  # noqa: E402
@@ -30,6 +28,7 @@ from scanner.revocation.crl import apply_revocations, crl_revocations, read_crl_
 from scanner.sources.base import RawCert  # noqa: E402
 from scanner.sources.files import read_files  # noqa: E402
 from scanner.synth import der, utc  # noqa: E402
+from tests.conftest import REPO, SAMPLE  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from benchmarks.corpus import make_corpus  # noqa: E402

@@ -388,7 +388,7 @@ def test_latin1_bytes_in_a_t61string_still_give_a_checked_row(tmp_path, test_ca,
 # --- other sources and flags ---------------------------------------------------------------------
 
 def test_a_crtsh_id_beyond_64_bits_is_one_error_row_not_a_failed_scan(tmp_path, test_ca):
-    from loopback.crtsh_server import CrtshServer
+    from tests.loopback.crtsh_server import CrtshServer
 
     good = der(test_ca.issue(serial=0xE0, not_before=NB, dns=["k.example.com"]))
     bad = der(test_ca.issue(serial=0xE1, not_before=NB, dns=["l.example.com"]))

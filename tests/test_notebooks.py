@@ -7,9 +7,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO, SAMPLE
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from tests.conftest import REPO, SAMPLE
 
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ("explore_scan.ipynb", "ca_self_audit.ipynb")

@@ -9,12 +9,12 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SAMPLE
 
 from scanner.config import Config
 from scanner.pipeline import run
 from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, empty_frame, frame_from_rows
 from scanner.report import plots
+from tests.conftest import SAMPLE
 
 A, B, C, D, E, F = (c * 64 for c in "abcdef")
 

@@ -9,7 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from loopback.registry_servers import (
+
+from scanner.config import Config
+from scanner.enrich.rdap import NO_CONNECTION, RdapBootstrap, RdapClient
+from scanner.records import Registration, RegistrationStatus
+from tests.loopback.registry_servers import (
     HTML_200,
     NOT_FOUND_EMPTY,
     RDAP_DIR,
@@ -22,10 +26,6 @@ from loopback.registry_servers import (
     too_many,
     write_bootstrap,
 )
-
-from scanner.config import Config
-from scanner.enrich.rdap import NO_CONNECTION, RdapBootstrap, RdapClient
-from scanner.records import Registration, RegistrationStatus
 
 
 def lookup(config: Config, *names: str) -> list[Registration]:

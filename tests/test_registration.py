@@ -7,7 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from loopback.registry_servers import (
+
+from scanner.config import Config
+from scanner.enrich.registration import RegistrationService
+from scanner.records import REGISTRATION_COLUMNS
+from tests.loopback.registry_servers import (
     NOERROR,
     NOT_FOUND_EMPTY,
     NXDOMAIN,
@@ -22,10 +26,6 @@ from loopback.registry_servers import (
     whois_file,
     write_bootstrap,
 )
-
-from scanner.config import Config
-from scanner.enrich.registration import RegistrationService
-from scanner.records import REGISTRATION_COLUMNS
 
 GOOGLE = rdap_file("verisign_google.com_2021-12-17.json")
 DE_FREE = "de_notfound_likexian-have-no-money-to-register.de.txt"

@@ -6,14 +6,14 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE
 from cryptography import x509
-from loopback.crtsh_server import CrtshServer
-from loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
 
 from scanner.cli import main
 from scanner.sources.base import RawCert
 from scanner.sources.files import read_files
+from tests.conftest import SAMPLE
+from tests.loopback.crtsh_server import CrtshServer
+from tests.loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
 
 # Columns that must agree; crtsh_url and provenance differ by design (crt.sh ids, file paths).
 COMPARED = ["sha256", "serial", "subject_o", "subject_cn", "sans", "not_before", "not_after", "revoked_at",

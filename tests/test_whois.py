@@ -7,12 +7,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from loopback.registry_servers import EMPTY, SILENT, WhoisServer, free_port, whois_file
 
 from scanner.config import Config
 from scanner.enrich.rdap import NO_CONNECTION
 from scanner.enrich.whois import WhoisClient, classify_whois
 from scanner.records import Registration, RegistrationStatus
+from tests.loopback.registry_servers import EMPTY, SILENT, WhoisServer, free_port, whois_file
 
 NOT_FOUND_FILES = {
     "likexian-have-no-money-to-register.com": "com_notfound_likexian-have-no-money-to-register.com.txt",

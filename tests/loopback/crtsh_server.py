@@ -184,7 +184,7 @@ class CrtshServer(ServedInThread):
         self._served = self.httpd
 
 
-if __name__ == "__main__":  # a manual crt.sh stand-in: python tests/loopback/crtsh_server.py
+if __name__ == "__main__":  # a manual crt.sh stand-in: python -m tests.loopback.crtsh_server
     with CrtshServer() as server:
         print(server.url, flush=True)
         threading.Event().wait()
