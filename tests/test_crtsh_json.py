@@ -222,3 +222,26 @@ def test_kill_9_in_the_middle_of_the_downloads_then_rerun_fetches_only_the_rest(
     assert all(st.hits[f"d:{i}"] == hits_before[f"d:{i}"] for i in before)
     with CertStore(store) as cs:
         assert cs.count() == 20 and cs.known_crtsh_ids(range(100, 120)) == set(range(100, 120))
+
+
+def test_an_offline_rerun_after_the_cached_search_expired_reports_what_the_first_run_found(tmp_path, crtsh, certs):
+    first, errors, _ = run(make_config(tmp_path, crtsh))
+    assert errors == [] and len(first) == 3
+    before = sum(crtsh.state.hits.values())
+    # a cache folder without the answers stands for one whose 6-hour search entries have expired
+    again, errors, notices = run(make_config(tmp_path, crtsh, offline=True, cache_dir=tmp_path / "fresh-cache"))
+    assert errors == [] and not any(n.partial for n in notices)
+    assert Counter(sha(r.der) for r in again) == Counter(sha(r.der) for r in first)
+    assert {r.extra["first_seen"] for r in again} == {r.extra["first_seen"] for r in first}
+    assert sum(crtsh.state.hits.values()) == before
+    assert any("answered from the store" in n.message for n in notices)
+
+
+def test_a_rerun_while_crtsh_search_fails_reports_the_earlier_answer_and_is_partial(tmp_path, crtsh, certs):
+    first, _, _ = run(make_config(tmp_path, crtsh, use_cache=False))
+    crtsh.state.faults["json"] = ["502"] * 20
+    again, errors, notices = run(make_config(tmp_path, crtsh, use_cache=False, retries=1))
+    assert Counter(sha(r.der) for r in again) == Counter(sha(r.der) for r in first)
+    assert len(errors) == 2 and all("502" in e.error for e in errors)
+    assert any(n.partial and "an earlier run found are reported from the store" in n.message for n in notices)
+    assert crtsh.state.hits["d"] == 3  # nothing downloaded twice
