@@ -1,12 +1,14 @@
-"""Command line: parse flags -> Config -> pipeline.run -> exit code (0 done, 1 failure, 2 usage)."""
+"""Command line: parse flags -> Config -> pipeline.run -> exit code (0 done, 1 failure, 2 usage, 3 partial)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import (
@@ -14,16 +16,101 @@ from .config import (
     SOURCES,
     Config,
     ConfigError,
+    check_rule,
     default_cache_dir,
     env_default,
     parse_duration,
+    server_problem,
 )
 
 EPILOG = """\
-Exit status: 0 when the scan completed (findings are in the reports), 1 on failure, 2 on a usage error.
+Exit status: 0 when the scan completed (findings are in the reports), 1 on failure, 2 on a usage error,
+3 when the scan completed and wrote its reports but part of the selection could not be read or verified
+(a CT log skipped or not matching its signed tree head, a crt.sh window that kept failing, crt.sh
+unreachable, a search capped at crt.sh's row limit): summary.json lists each reason under partial_reasons.
 Reports in --out: suspects.csv, suspects.xlsx, errors.csv, registrations.csv, summary.json, appendix/.
-Environment: CTSCAN_CACHE sets the cache folder; CTSCAN_<FLAG> (e.g. CTSCAN_RDAP_RATE) sets a flag's default.
+Environment: CTSCAN_CACHE sets the cache folder; CTSCAN_<FLAG> (e.g. CTSCAN_RDAP_RATE) sets a flag's default,
+read and checked as the flag would be (an empty variable counts as unset).
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors, from any subcommand, end in one 'ctscan: error: ...' line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"ctscan: error: {message}\n")
+
+
+class _BadEnvironment:
+    """A CTSCAN_* value that does not parse: a usage error once the command line shows the flag was not given."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        self.variable = variable
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"<invalid {self.variable}>"
+
+
+def _from_env(flag: str, parse: Callable[[str], Any], fallback: Any = None) -> Any:
+    """The default of --flag: CTSCAN_<FLAG> parsed exactly as the flag would be, else fallback."""
+    text = env_default(flag)
+    if not text:
+        return fallback
+    try:
+        return parse(text)
+    except (argparse.ArgumentTypeError, ConfigError, ValueError) as exc:
+        # Kept, not raised: --help must still work, and a flag on the command line overrides the variable.
+        return _BadEnvironment("CTSCAN_" + flag.upper().replace("-", "_"), str(exc))
+
+
+def _environment_error(args: argparse.Namespace) -> str | None:
+    """The usage error of the first unusable CTSCAN_* variable still in effect, if any."""
+    for value in vars(args).values():
+        if isinstance(value, _BadEnvironment):
+            return f"{value.variable}: {value.message}"
+    return None
+
+
+def _number(kind: type, rule: str) -> Callable[[str], Any]:
+    """An argparse type: text -> int or float that obeys config.RULES[rule]."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        problem = check_rule(rule, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser for a CTSCAN_* variable of a flag with choices (argparse checks only the flag's own values)."""
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)}, not {text!r}")
+        return text
+    return parse
+
+
+def _server(text: str) -> str:
+    problem = server_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _http_url(text: str) -> str:
+    if not text.lower().startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL, not {text!r}")
+    return text
+
+
+_RATE = _number(float, "rate")
 
 
 def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,29 +123,30 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="with --source files: certificate files (PEM bundles or DER) and directories (read recursively)")
-    p.add_argument("--source", choices=SOURCES, default=env_default("source", "files"),
+    p.add_argument("--source", choices=SOURCES, default=_from_env("source", _choice(SOURCES), "files"),
                    help="where certificates come from (default: files)")
     p.add_argument("--crl", action="append", type=Path, default=[], metavar="FILE",
                    help="a CRL (DER or PEM) giving revocation date and reason per serial; repeatable")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the reports (created)")
 
     c = p.add_argument_group("crt.sh sources (--source crtsh-sql, crtsh-json, store)")
-    c.add_argument("--dsn", default=env_default("dsn", "postgresql://guest@crt.sh:5432/certwatch"),
+    c.add_argument("--dsn", default=_from_env("dsn", str, "postgresql://guest@crt.sh:5432/certwatch"),
                    help="crt.sh PostgreSQL DSN (default: crt.sh's public guest replica)")
-    c.add_argument("--ca-id", action="append", type=int, default=[], metavar="N",
+    c.add_argument("--ca-id", action="append", type=_number(int, "at_least_1"), default=[], metavar="N",
                    help="crt.sh CA id of the issuer to audit; repeatable")
     c.add_argument("--ca-name", action="append", default=[], metavar="TEXT",
                    help="crt.sh CA name (matched in the ca table; what it matched is printed); repeatable")
     c.add_argument("--since", type=_date, metavar="DATE", help="only certificates with notBefore >= DATE (UTC)")
     c.add_argument("--until", type=_date, metavar="DATE", help="only certificates with notBefore < DATE (UTC)")
-    c.add_argument("--crtsh-url", default=env_default("crtsh_url", "https://crt.sh"),
+    c.add_argument("--crtsh-url", type=_http_url, default=_from_env("crtsh_url", _http_url, "https://crt.sh"),
                    help="crt.sh web interface (default: https://crt.sh; a local mirror for tests)")
     c.add_argument("--identity", action="append", default=[], metavar="TEXT",
                    help="crt.sh Identity search (q=) for --source crtsh-json; repeatable")
     c.add_argument("--org", action="append", default=[], metavar="TEXT",
                    help="crt.sh organisation (O=) search for --source crtsh-json; repeatable")
     c.add_argument("--exclude-expired", action="store_true", help="crt.sh: leave out expired certificates")
-    c.add_argument("--crtsh-rate", type=float, default=float(env_default("crtsh_rate", "5")), metavar="N",
+    c.add_argument("--crtsh-rate", type=_RATE, default=_from_env("crtsh_rate", _RATE, 5.0),
+                   metavar="N",
                    help="requests per minute to the crt.sh web interface; 0 = no limit (default: 5)")
     c.add_argument("--store", type=Path, default=None, metavar="FILE",
                    help="local certificate store (default: <cache>/store.sqlite3)")
@@ -71,7 +159,7 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
                         "(a revocation crt.sh no longer lists is kept); --crl files are read on every run anyway")
 
     t = p.add_argument_group("CT logs (--source ct)")
-    t.add_argument("--log-list", type=Path, metavar="FILE", default=env_default("log_list"),
+    t.add_argument("--log-list", type=Path, metavar="FILE", default=_from_env("log_list", Path),
                    help="CT log list v3 JSON (Google's all_logs_list.json format)")
     t.add_argument("--log", action="append", default=[], metavar="NAME_OR_URL",
                    help="a log to read, by description or URL / monitoring prefix; repeatable")
@@ -79,8 +167,10 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
                    help="pick logs from --log-list by state, e.g. usable,readonly")
     t.add_argument("--for-not-after", default="", metavar="RANGE",
                    help="with --logs: only logs whose notAfter interval overlaps RANGE (DATE..DATE, either side open)")
-    t.add_argument("--start", type=int, default=None, metavar="INDEX", help="first log entry index to read")
-    t.add_argument("--end", type=int, default=None, metavar="INDEX", help="log entry index to stop before")
+    t.add_argument("--start", type=_number(int, "at_least_0"), default=None, metavar="INDEX",
+                   help="first log entry index to read")
+    t.add_argument("--end", type=_number(int, "at_least_0"), default=None, metavar="INDEX",
+                   help="log entry index to stop before (more than --start)")
     t.add_argument("--no-verify", action="store_true",
                    help="do not check tree head signatures and roots (never for an audit you will report)")
     t.add_argument("--restart", action="store_true", help="read each log from --start again instead of resuming")
@@ -90,31 +180,35 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
                    help="the CA certificate(s) under audit: filter CT log entries, verify CRLs and OCSP; repeatable")
     r.add_argument("--check-revocation", action="store_true",
                    help="ask OCSP responders and fetch CRLs for unexpired certificates; disagreements become findings")
-    r.add_argument("--ocsp-sample", type=int, default=None, metavar="N",
+    r.add_argument("--ocsp-sample", type=_number(int, "at_least_1"), default=None, metavar="N",
                    help="with --check-revocation: at most N certificates per OCSP responder (default: all)")
-    r.add_argument("--ocsp-rate", type=float, default=float(env_default("ocsp_rate", "10")), metavar="N",
+    r.add_argument("--ocsp-rate", type=_RATE, default=_from_env("ocsp_rate", _RATE, 10.0),
+                   metavar="N",
                    help="OCSP requests per second per responder; 0 = no limit (default: 10)")
     r.add_argument("--ccadb", type=Path, metavar="FILE",
                    help="CCADB AllCertificateRecords or Mozilla report CSV: the CA's published CRLs")
 
     g = p.add_argument_group("registration lookups")
-    g.add_argument("--registration", choices=REGISTRATION_MODES, default=env_default("registration", "auto"),
+    g.add_argument("--registration", choices=REGISTRATION_MODES,
+                   default=_from_env("registration", _choice(REGISTRATION_MODES), "auto"),
                    help="auto = RDAP, then WHOIS for TLDs without RDAP, then DNS; off = no lookups (default: auto)")
     g.add_argument("--rdap-bootstrap", type=Path, metavar="FILE",
                    help="IANA RDAP dns.json to use instead of the bundled snapshot")
-    g.add_argument("--rdap-rate", type=float, default=float(env_default("rdap_rate", "5")), metavar="N",
+    g.add_argument("--rdap-rate", type=_RATE, default=_from_env("rdap_rate", _RATE, 5.0),
+                   metavar="N",
                    help="RDAP requests per second per registry server; 0 = no limit (default: 5)")
-    g.add_argument("--whois-rate", type=float, default=float(env_default("whois_rate", "1")), metavar="N",
+    g.add_argument("--whois-rate", type=_RATE, default=_from_env("whois_rate", _RATE, 1.0),
+                   metavar="N",
                    help="WHOIS queries per second per server; 0 = no limit (default: 1)")
-    g.add_argument("--whois-server", metavar="HOST[:PORT]", default=env_default("whois_server"),
+    g.add_argument("--whois-server", metavar="HOST[:PORT]", type=_server, default=_from_env("whois_server", _server),
                    help="send every WHOIS question to this server (a mirror, or a test server)")
-    g.add_argument("--dns-server", metavar="ADDR[:PORT]", default=env_default("dns_server"),
+    g.add_argument("--dns-server", metavar="ADDR[:PORT]", type=_server, default=_from_env("dns_server", _server),
                    help="send every DNS question of the tool to this server")
-    g.add_argument("--lookup-concurrency", type=int, default=32, metavar="N",
+    g.add_argument("--lookup-concurrency", type=_number(int, "at_least_1"), default=32, metavar="N",
                    help="lookups in flight at once (default: 32)")
-    g.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    g.add_argument("--timeout", type=_number(float, "seconds"), default=10.0, metavar="SECONDS",
                    help="timeout of one network request (default: 10)")
-    g.add_argument("--retries", type=int, default=4, metavar="N",
+    g.add_argument("--retries", type=_number(int, "at_least_0"), default=4, metavar="N",
                    help="retries of a failed request (429, 5xx, timeouts) before giving up (default: 4)")
     g.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help=f"cache folder (default: {default_cache_dir()})")
@@ -128,14 +222,17 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--window", default="7d", metavar="DURATION",
                    help="a revocation this soon after notBefore is early (default: 7d; units d, h, m)")
     d.add_argument("--reissue-window", default="2d", metavar="DURATION",
-                   help="a reissue this close to the revocation, before or after, makes a pair (default: 2d)")
+                   help="an early-revoked certificate pairs with its replacement when that was issued after it "
+                        "and no later than this after its revocation: while it was still valid, or soon after "
+                        "(default: 2d)")
 
     e = p.add_argument_group("scale")
-    e.add_argument("--engine", choices=("pandas", "dask"), default=env_default("engine", "pandas"),
+    e.add_argument("--engine", choices=("pandas", "dask"),
+                   default=_from_env("engine", _choice(("pandas", "dask")), "pandas"),
                    help="run the detectors with pandas on this machine, or on Dask (default: pandas)")
-    e.add_argument("--scheduler", metavar="ADDRESS", default=env_default("scheduler"),
+    e.add_argument("--scheduler", metavar="ADDRESS", default=_from_env("scheduler", str),
                    help="with --engine dask: an existing Dask scheduler (default: a local cluster)")
-    e.add_argument("--workers", type=int, default=0, metavar="N",
+    e.add_argument("--workers", type=_number(int, "at_least_0"), default=0, metavar="N",
                    help="processes that parse certificates (default: one per core)")
 
     o = p.add_argument_group("output")
@@ -172,8 +269,8 @@ def _add_test_websites_parser(sub: argparse._SubParsersAction) -> None:
                 value = kind(text)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-            if not value > 0:
-                raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+            if not 0 < value < float("inf"):  # NaN fails this too
+                raise argparse.ArgumentTypeError(f"must be a finite number more than 0: {text!r}")
             return value
         return parse
 
@@ -191,7 +288,7 @@ def _add_test_websites_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ccadb", type=Path, required=True, metavar="FILE",
                    help="Mozilla's IncludedCACertificateWithPEMReport or CCADB's AllCertificateRecords CSV")
     p.add_argument("--ca-owner", metavar="NAME", help="only this CA owner's roots (case-insensitive)")
-    p.add_argument("--dns-server", metavar="ADDR[:PORT]", help="send every DNS question to this server")
+    p.add_argument("--dns-server", metavar="ADDR[:PORT]", type=_server, help="send every DNS question to this server")
     p.add_argument("--timeout", type=positive(float), default=10.0, metavar="SECONDS",
                    help="DNS, connect and read timeout (default: 10)")
     p.add_argument("--concurrency", type=positive(int), default=16, metavar="N",
@@ -236,7 +333,7 @@ def _test_websites(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ctscan argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ctscan",
         description="Audit what a Certificate Authority issued, using Certificate Transparency.",
     )
@@ -355,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        bad_environment = _environment_error(args)
+        if bad_environment:
+            parser.error(bad_environment)
         _setup_logging(args.quiet, args.verbose)
         if args.command == "test-websites":
             return _test_websites(args)
@@ -383,6 +483,12 @@ def main(argv: list[str] | None = None) -> int:
             f"reports in {config.out_dir}",
             file=sys.stderr,
         )
+    if s.get("partial_reasons"):
+        # Said even with -q: automation must not take a partial audit for a complete one.
+        reasons = s["partial_reasons"]
+        print(f"ctscan: partial: the reports cover only part of the selection ({len(reasons)} reason(s), also in "
+              f"summary.json): " + "; ".join(reasons[:5]) + ("; ..." if len(reasons) > 5 else ""), file=sys.stderr)
+        return 3
     return 0
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REGISTRATION_MODES = ("auto", "rdap", "whois", "dns", "off")
 SOURCES = ("files", "crtsh-sql", "crtsh-json", "store", "ct")
@@ -13,6 +16,59 @@ SOURCES = ("files", "crtsh-sql", "crtsh-json", "store", "ct")
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says which and why."""
+
+
+#: What a number-valued setting may be: rule name -> (test, what the value must be). The CLI checks
+#: flags and CTSCAN_* variables with the same rules, so both say the same thing.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "rate": (lambda v: math.isfinite(v) and v >= 0, "must be a number >= 0 (0 = no limit)"),
+    "seconds": (lambda v: math.isfinite(v) and v > 0, "must be a number of seconds > 0"),
+    "at_least_1": (lambda v: v >= 1, "must be at least 1"),
+    "at_least_0": (lambda v: v >= 0, "must be 0 or more"),
+}
+
+#: Config field -> its rule (None values of optional fields are not checked).
+FIELD_RULES: dict[str, str] = {
+    "crtsh_rate": "rate", "ct_rate": "rate", "ocsp_rate": "rate", "rdap_rate": "rate", "whois_rate": "rate",
+    "timeout": "seconds",
+    "ct_batch": "at_least_1", "ct_parallel": "at_least_1", "lookup_concurrency": "at_least_1",
+    "ocsp_sample": "at_least_1", "max_sans_per_cert": "at_least_1",
+    "log_start": "at_least_0", "log_end": "at_least_0", "retries": "at_least_0", "workers": "at_least_0",
+}
+
+#: Config field -> the flag that sets it, where the names differ (for messages a CLI user understands).
+FLAG_NAMES: dict[str, str] = {"log_start": "--start", "log_end": "--end", "ca_ids": "--ca-id",
+                              "whois_server": "--whois-server", "dns_server": "--dns-server"}
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a Config field: '--rdap-rate' for rdap_rate."""
+    return FLAG_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def check_rule(rule: str, value: Any) -> str | None:
+    """Why value breaks the named RULES entry ('must be ..., not X'), or None when it is fine."""
+    test, text = RULES[rule]
+    return None if test(value) else f"{text}, not {value!r}"
+
+
+def server_problem(value: str) -> str | None:
+    """Why value is not HOST[:PORT] / [V6]:PORT, or None when it is."""
+    text = value.strip()
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("" if not rest else None)
+        if not closed or port is None:
+            return f"not HOST[:PORT] or [ADDRESS]:PORT: {value!r}"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if not host:
+        return f"no host in {value!r}"
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"port must be a number from 1 to 65535: {value!r}"
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -86,7 +142,7 @@ class Config:
 
     # detectors
     revocation_window: timedelta = timedelta(days=7)  # revoked within this of notBefore = early
-    reissue_window: timedelta = timedelta(days=2)  # B issued within this of A's revocation = a pair
+    reissue_window: timedelta = timedelta(days=2)  # B issued after A, at most this after A's revocation = a pair
     max_sans_per_cert: int = 5000  # beyond this, a certificate's extra SANs are not looked up
 
     # scale
@@ -107,15 +163,32 @@ class Config:
             raise ConfigError(
                 f"--registration must be one of {', '.join(REGISTRATION_MODES)}, not {self.registration!r}"
             )
-        for name in ("rdap_rate", "whois_rate", "timeout", "crtsh_rate", "ocsp_rate"):
-            if not getattr(self, name) >= 0:  # NaN fails this too
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
-        if self.lookup_concurrency < 1:
-            raise ConfigError("--lookup-concurrency must be at least 1")
+        for name, rule in FIELD_RULES.items():
+            value = getattr(self, name)
+            problem = None if value is None else check_rule(rule, value)
+            if problem:
+                raise ConfigError(f"{flag_name(name)} {problem}")
         if self.engine not in ("pandas", "dask"):
             raise ConfigError(f"--engine must be pandas or dask, not {self.engine!r}")
-        if self.retries < 0:
-            raise ConfigError("--retries must be >= 0")
+        bad_ids = [i for i in self.ca_ids if i < 1]
+        if bad_ids:
+            raise ConfigError(f"--ca-id must be a crt.sh CA id (1 or more), not {bad_ids[0]}")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ConfigError(f"--since ({self.since:%Y-%m-%d %H:%M:%S}) must be before --until "
+                              f"({self.until:%Y-%m-%d %H:%M:%S}): notBefore >= since and < until selects nothing")
+        if self.log_start is not None and self.log_end is not None and self.log_start >= self.log_end:
+            raise ConfigError(f"--start ({self.log_start}) must be less than --end ({self.log_end}), "
+                              "the index to stop before")
+        low, high = self.for_not_after
+        if low is not None and high is not None and low >= high:
+            raise ConfigError("--for-not-after: the range's start must be before its end")
+        if not self.crtsh_url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"--crtsh-url must be an http:// or https:// URL, not {self.crtsh_url!r}")
+        for name in ("whois_server", "dns_server"):
+            value = getattr(self, name)
+            problem = server_problem(value) if value else None  # empty = not set
+            if problem:
+                raise ConfigError(f"{flag_name(name)}: {problem}")
         if not 0 <= self.refresh_days <= 36_525:  # NaN fails this too; a century bounds the timedelta
             raise ConfigError(f"--refresh-days must be between 0 and 36525, not {self.refresh_days}")
         if self.revocation_window <= timedelta(0) or self.reissue_window <= timedelta(0):
