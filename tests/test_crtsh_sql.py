@@ -23,7 +23,7 @@ import pytest
 from scanner.config import Config
 from scanner.parse import record_from_raw
 from scanner.sources.base import RawCert, SourceError, SourceNotice
-from scanner.sources.crtsh_sql import read_crtsh_sql, reason_name
+from scanner.sources.crtsh_sql import read_crtsh_sql, reason_name, safe_dsn, serial_octets
 from scanner.store import CertStore
 from scanner.synth import TestCA, der, utc
 from tests.loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
@@ -255,3 +255,145 @@ def test_kill_9_in_the_middle_of_a_fetch_then_rerun_gives_the_full_set_once(tmp_
         assert cs.count() == 30
         assert len(cs.done_windows(next(iter({k for k, in sqlite3.connect(store).execute(
             "SELECT key FROM checkpoints")})))) == 10
+
+
+def recording(monkeypatch) -> list[tuple[datetime, datetime]]:
+    """Every window the fetcher asks the (real) database for, in order."""
+    from scanner.sources import crtsh_sql
+
+    asked: list[tuple[datetime, datetime]] = []
+    original = crtsh_sql._Fetcher.window
+
+    def window(self, start, end):
+        asked.append((start, end))
+        return original(self, start, end)
+
+    monkeypatch.setattr(crtsh_sql._Fetcher, "window", window)
+    return asked
+
+
+def facts(raws: list[RawCert]) -> Counter:
+    return Counter((sha(r.der), r.extra.get("revoked_at"), r.extra.get("revocation_reason") or "") for r in raws)
+
+
+def test_a_run_without_until_resumed_two_hours_later_rereads_only_the_refresh_span(tmp_path, db, issued, monkeypatch):
+    asked = recording(monkeypatch)
+    now = DAY0 + timedelta(days=20, minutes=30)
+    config = make_config(tmp_path, db, since=None, until=None)
+    first, errors, _ = run(config, now=now, target_rows=50_000)
+    assert errors == [] and {sha(r.der) for r in first} == expected(issued)
+    asked.clear()
+    later = now + timedelta(hours=2)
+    second, errors, notices = run(config, now=later, target_rows=50_000)
+    assert errors == [] and not any(n.partial for n in notices)
+    assert facts(second) == facts(first)
+    assert asked, "the days crt.sh still fills up are read again"
+    assert all(end > later - timedelta(days=7) for _, end in asked), asked
+    assert min(start for start, _ in asked) < later - timedelta(days=6)
+
+
+def test_two_runs_with_different_ranges_share_the_windows_they_have_in_common(tmp_path, db, issued, monkeypatch):
+    asked = recording(monkeypatch)
+    run(make_config(tmp_path, db, since=DAY0, until=DAY0 + timedelta(days=6)))
+    asked.clear()
+    raws, errors, _ = run(make_config(tmp_path, db, since=DAY0 + timedelta(days=2, hours=5),
+                                      until=DAY0 + timedelta(days=10)))
+    assert errors == []
+    assert {sha(r.der) for r in raws} == expected(issued, start=DAY0 + timedelta(days=2, hours=5))
+    assert asked and min(start for start, _ in asked) == DAY0 + timedelta(days=6)
+
+
+def late_certificate(db: CertwatchDB, not_before: datetime) -> bytes:
+    """A certificate of 'ours' that crt.sh learns about only now (logged late or backdated)."""
+    late = der(TestCA(name="Ours Issuing CA").issue(serial=9999, not_before=not_before, cn="late.example.com",
+                                                     dns=["late.example.com"]))
+    db.add_certs(1, [late])
+    return late
+
+
+@pytest.mark.parametrize("refresh_days, found", [(7.0, True), (0.0, False)])
+def test_a_certificate_crtsh_gains_for_a_window_that_ended_two_days_ago_is_found_within_refresh_days(
+        tmp_path, db, issued, refresh_days, found):
+    now = DAY0 + timedelta(days=12)  # the last day of the range ended 2 days ago
+    config = make_config(tmp_path, db, refresh_days=refresh_days)
+    first, errors, _ = run(config, now=now)
+    assert errors == [] and len(first) == 30
+    late = late_certificate(db, DAY0 + timedelta(days=9, hours=5))
+    second, errors, notices = run(config, now=now + timedelta(hours=1))
+    assert errors == [] and not any(n.partial for n in notices)
+    assert (sha(late) in {sha(r.der) for r in second}) is found
+    assert len(second) == 30 + found
+
+
+def test_refresh_days_must_not_be_negative(tmp_path, db):
+    from scanner.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--refresh-days"):
+        make_config(tmp_path, db, refresh_days=-1)
+
+
+def test_offline_rerun_serves_the_refresh_span_from_the_store(tmp_path, db, issued):
+    now = DAY0 + timedelta(days=12)
+    first, _, _ = run(make_config(tmp_path, db), now=now)
+    second, errors, notices = run(make_config(tmp_path, db, offline=True), now=now + timedelta(days=1))
+    assert errors == [] and not any(n.partial for n in notices)
+    assert facts(second) == facts(first)
+    assert any("served from the store without re-reading" in n.message for n in notices)
+
+
+def test_a_refreshed_window_that_fails_still_reports_what_an_earlier_run_stored(tmp_path, db, issued):
+    now = DAY0 + timedelta(days=12)
+    first, _, _ = run(make_config(tmp_path, db), now=now)
+    db.fault("57014", DAY0 + timedelta(days=8), DAY0 + timedelta(days=10), fail_first=1000)
+    second, errors, notices = run(make_config(tmp_path, db, retries=0), now=now)
+    assert errors and all("window failed" in e.error for e in errors)
+    assert any(n.partial and "only as an earlier run stored it" in n.message for n in notices)
+    assert Counter(sha(r.der) for r in second) == Counter(sha(r.der) for r in first)
+
+
+def test_refresh_revocations_reads_crl_revoked_again_for_stored_certificates(tmp_path, db, issued):
+    config = make_config(tmp_path, db)
+    run(config)
+    serial_of = {format(s, "x").zfill(4): s for s, _ in issued["ours"]}
+    db.revoke(1, 1012, DAY0 + timedelta(days=1, hours=20), 1)  # crt.sh saw a new CRL entry
+    db.conn.execute("UPDATE crl_revoked SET reason_code = 4 WHERE serial_number = %s",  # and a changed reason
+                    (serial_octets(1050),))
+
+    def revoked(raws):
+        return {serial_of[record_from_raw(r)["serial"]]: (r.extra.get("revoked_at"), r.extra.get("revocation_reason"))
+                for r in raws if r.extra.get("revoked_at")}
+
+    plain, errors, _ = run(config)
+    assert errors == [] and set(revoked(plain)) == {1001, 1050}  # the store's revocations, unchanged
+    refreshed, errors, notices = run(make_config(tmp_path, db, refresh_revocations=True))
+    assert errors == [] and not any(n.partial for n in notices)
+    assert revoked(refreshed) == {1001: (DAY0 + timedelta(hours=13), "keyCompromise"),
+                                  1012: (DAY0 + timedelta(days=1, hours=20), "keyCompromise"),
+                                  1050: (DAY0 + timedelta(days=6), "superseded")}
+    # crt.sh stops listing one: it stays revoked (a CRL drops entries once the certificate expires)
+    db.conn.execute("DELETE FROM crl_revoked WHERE serial_number = %s", (serial_octets(1001),))
+    again, _, _ = run(make_config(tmp_path, db, refresh_revocations=True))
+    assert revoked(again) == revoked(refreshed)
+
+
+def test_refresh_revocations_that_cannot_read_crl_revoked_reports_the_stored_ones_as_partial(tmp_path, db, issued):
+    first, _, _ = run(make_config(tmp_path, db))
+    db.conn.execute("ALTER TABLE crl_revoked RENAME TO crl_revoked_away")
+    try:
+        raws, errors, notices = run(make_config(tmp_path, db, refresh_revocations=True, retries=0))
+    finally:
+        db.conn.execute("ALTER TABLE crl_revoked_away RENAME TO crl_revoked")
+    assert facts(raws) == facts(first)
+    assert len(errors) == 1 and "revocations could not be re-read" in errors[0].error
+    assert any(n.partial and "--refresh-revocations" in n.message for n in notices)
+
+
+def test_checkpoints_of_the_older_range_keyed_layout_are_ignored_not_trusted(tmp_path, db, issued):
+    # an older ctscan's key held the range; its windows were never cut by this one and are left alone
+    with CertStore(tmp_path / "store.sqlite3") as store:
+        old_key = json.dumps({"source": "crtsh-sql", "dsn": safe_dsn(db.dsn), "ca_ids": [1],
+                              "since": DAY0.replace(tzinfo=None).isoformat(),
+                              "until": (DAY0 + timedelta(days=10)).replace(tzinfo=None).isoformat()}, sort_keys=True)
+        store.mark_window_done(old_key, (DAY0, DAY0 + timedelta(days=10)), 0)
+    raws, errors, _ = run(make_config(tmp_path, db))
+    assert errors == [] and {sha(r.der) for r in raws} == expected(issued)
