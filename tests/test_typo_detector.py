@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
+from scanner.detect.score import certificate_scores
 from scanner.detect.typo import detect_typo_neighbours
-from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, frame_from_rows
+from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
 
 
 def cert(tag: str, sans: list[str], o: str | None = None, nb: str = "2021-01-01", revoked: str | None = None) -> dict:
@@ -141,3 +143,56 @@ def test_certificates_without_names_or_rows_give_an_empty_findings_table():
     assert detect().empty
     found = detect(cert("a", []), cert("b", ["192.0.2.1", "intranet"]))
     assert found.empty and list(found.columns) == list(FINDING_COLUMNS)
+
+
+def _suffix_case(intended: str, typo: str) -> pd.DataFrame:
+    """The subscriber's usual name under `intended` (twice), then one certificate under `typo`."""
+    return detect(
+        cert("a", [f"mail.cualtis.{typo}"], CUALTIS, "2021-03-01"),
+        cert("b", [f"mail.cualtis.{intended}"], CUALTIS, "2021-03-02"),
+        cert("c", [f"cualtis.{intended}"], CUALTIS, "2020-03-02"),
+    )
+
+
+@pytest.mark.parametrize("intended, typo", [
+    ("es", "ec"), ("ec", "es"), ("pt", "pl"), ("pl", "pt"), ("at", "it"), ("it", "at"), ("de", "dk"),
+])
+def test_a_country_code_suffix_one_keystroke_from_the_subscribers_own_is_flagged_in_either_direction(intended, typo):
+    found = _suffix_case(intended, typo)
+    assert list(found["name"]) == [f"mail.cualtis.{typo}"]
+    assert found.iloc[0]["related_sha256"] == "b" * 64
+    was, now = next((x, y) for x, y in zip(intended, typo) if x != y)
+    assert (f"'cualtis.{typo}' is 'cualtis.{intended}' with '{was}' replaced by '{now}' "
+            f"in the public suffix (.{typo} instead of .{intended})") in found.iloc[0]["evidence"]
+    detail = details(found)[0]
+    assert (detail["scope"], detail["suffix"], detail["neighbour_suffix"]) == ("suffix", typo, intended)
+    assert detail["established"] is False
+
+
+def test_a_country_code_swap_scores_like_a_generic_suffix_typo():
+    country = _suffix_case("es", "ec")
+    generic = _suffix_case("com", "co")
+    assert certificate_scores(country).tolist() == certificate_scores(generic).tolist() == [25.0]
+
+
+def test_two_long_standing_country_sites_of_one_company_rank_below_a_one_off_unregistered_country_typo():
+    acme = "Acme Maschinen GmbH"
+    sites = [cert(t, [f"www.acme-maschinen.{s}"], acme, f"{y}-02-01")
+             for t, s, y in [("1", "de", 2019), ("2", "de", 2020), ("3", "de", 2021), ("4", "de", 2022),
+                             ("5", "dk", 2019), ("6", "dk", 2020), ("7", "dk", 2021)]]
+    slip = [cert("8", ["mail.cualtis.ec"], CUALTIS, "2021-03-01T10:00Z", revoked="2021-03-01T14:30Z"),
+            cert("9", ["mail.cualtis.es"], CUALTIS, "2021-03-01T14:53Z")]
+    found = detect(*sites, *slip)
+    by_name = {n: (sha, d) for n, sha, d in zip(found["name"], found["sha256"], details(found))}
+    # both are still listed, and the evidence says which suffix edit it is
+    assert set(by_name) == {"www.acme-maschinen.dk", "mail.cualtis.ec"}
+    assert by_name["www.acme-maschinen.dk"][1]["established"] is True
+    sentence = found[found["name"] == "www.acme-maschinen.dk"].iloc[0]["evidence"]
+    assert "(.dk instead of .de)" in sentence and "likely one the subscriber really uses" in sentence
+    # the registry's answer is the other evidence that ranks the slip first
+    unregistered = frame_from_rows([Finding("8" * 64, "unregistered_domain", "cualtis.ec is not registered").as_row()],
+                                   FINDING_COLUMNS)
+    scores = certificate_scores(pd.concat([found, unregistered], ignore_index=True))
+    site = by_name["www.acme-maschinen.dk"][0]
+    assert scores[site] == 10.0  # 25, weighed down as established
+    assert scores["8" * 64] == 65.0 > scores[site]

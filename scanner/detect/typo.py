@@ -8,13 +8,20 @@ and reissued for ``mail.cualtis.net``. Each SAN's registrable label is compared 
 * the names in the CA's other certificates for the same subscriber: same normalised O, or sharing
   a registrable domain (``other_cert``);
 
-and, for suffix typos (``cualtis.ne`` for ``cualtis.net``), the same label under a public suffix one
-edit away. Pairs come from the symmetric-deletion index, so the cross-certificate search scales.
+and, for suffix typos, the same label under a public suffix one edit away: any two suffixes of the
+Public Suffix List, generic or country code (``cualtis.ne`` for ``cualtis.net``, ``cualtis.ec`` for
+``cualtis.es``, ``.pt``/``.pl``, ``.at``/``.it``). Pairs come from the symmetric-deletion index, so the
+cross-certificate search scales.
 
 Of a pair, the name flagged is the one that looks like the typo: not the O's label, then the rarer
 across the CA's issuance (``cuatis.net`` once, ``cualtis.net`` in several certificates), then the
 revoked one; on the same certificate a full tie goes against the later SAN (the first is usually
 the intended name), across certificates both are reported.
+
+Nothing depends on the kind of suffix: a country-code swap ranks like any other typo, by the other
+evidence (the registry's answer, the subscriber's certificates). A flagged name that is itself named
+in ESTABLISHED_CERTIFICATES or more of the CA's certificates is marked ``established`` (a company's
+``acme.de`` and ``acme.dk`` look like this) and the score weighs it less; it is still listed.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ SOURCES = ("subject_o", "same_cert", "other_cert")
 #: subscribers (shared hosting, CDN): its names are neither compared with each other nor used to
 #: link certificates to one subscriber.
 MAX_REGISTRABLES = 20
+
+#: A suspect name certified this many times is one the subscriber has had validated again and again
+#: (a second country site, a sister brand), not a one-off slip: still reported, weighed less.
+ESTABLISHED_CERTIFICATES = 3
 
 
 def comparison_key(label: str) -> str:
@@ -68,13 +79,8 @@ def label_typo(a: str, b: str, *, min_label_len: int = 4) -> Edit | None:
 
 
 def suffix_typo(a: str, b: str) -> Edit | None:
-    """The edit between two public suffixes when it looks like a typo ("co"/"com"), else None."""
-    if a == b:
-        return None
-    edit = edit_between(a, b)
-    if edit is None or (edit.kind == "substitution" and len(a) < 3):
-        return None  # two-letter swaps like de/dk are different countries
-    return edit
+    """The edit between two public suffixes one keystroke apart ("co"/"com", "es"/"ec"), else None."""
+    return None if a == b else edit_between(a, b)
 
 
 def _clip(text: object, limit: int = 80) -> str:
@@ -170,12 +176,11 @@ def _label_pairs(keys: Iterable[str], min_label_len: int) -> pd.DataFrame:
 
 
 def _suffix_pairs(suffixes: Iterable[str]) -> pd.DataFrame:
-    """Public suffixes one edit apart ("co"/"com", "ne"/"net"); two-letter swaps like de/dk are countries."""
-    pairs = one_edit_pairs(list(suffixes), min_len=2)
+    """Public suffixes one edit apart, of any kind: "co"/"com", "ne"/"net", "es"/"ec", "de"/"dk"."""
+    pairs = one_edit_pairs(list(suffixes), min_len=1)
     if pairs.empty:
         return pd.DataFrame(columns=["x", "y"])
-    keep = (pairs["edit"] != "substitution") | (pairs["a"].str.len() >= 3)
-    return _symmetric(pairs[keep.to_numpy(dtype=bool)])
+    return _symmetric(pairs)
 
 
 def _registrable_pairs(regs: pd.DataFrame, labels: pd.DataFrame, suffixes: pd.DataFrame) -> pd.DataFrame:
@@ -355,7 +360,8 @@ def _findings(
         san = mine[0]
         if row.scope == "suffix":
             edit = edit_between(suffix_of[row.registrable], suffix_of[row.neighbour])
-            shown, shown_n, where = row.registrable, row.neighbour, " in the public suffix"
+            shown, shown_n = row.registrable, row.neighbour
+            where = f" in the public suffix (.{suffix_of[row.registrable]} instead of .{suffix_of[row.neighbour]})"
         else:
             shown = key_of[row.registrable]
             shown_n = row.neighbour if row.source == "subject_o" else key_of[row.neighbour]
@@ -387,6 +393,12 @@ def _findings(
         count_n = None if row.source == "subject_o" else int(count_of[row.neighbour])
         if count_n is not None:
             sentence += f"; {row.neighbour} is named in {count_n} of the CA's certificates, {row.registrable} in {count}"
+        established = count >= ESTABLISHED_CERTIFICATES
+        if established:
+            if count_n is None:
+                sentence += f"; {row.registrable} is named in {count} of the CA's certificates"
+            sentence += (": a name certified this often is likely one the subscriber really uses "
+                         "(a second site of one company), so it weighs less")
         detail = {
             "neighbour": row.neighbour,
             "neighbour_name": neighbour_name,
@@ -395,6 +407,9 @@ def _findings(
             "edit_detail": edit.detail,
             "position": edit.position,
             "scope": row.scope,
+            "suffix": suffix_of[row.registrable],
+            "neighbour_suffix": suffix_of.get(row.neighbour, "") if row.source != "subject_o" else "",
+            "established": established,
             "suspect_label": shown,
             "neighbour_label": shown_n,
             "sans": mine,
