@@ -105,3 +105,33 @@ def test_a_legacy_certificate_naming_its_host_only_in_the_cn_is_checked_and_a_pe
     assert list(names["raw"]) == ["www.cuatis.net"]
     assert list(detect_unregistered(certs, names, regs)["name"]) == ["www.cuatis.net"]
     assert detect_name_kinds(names).empty  # "Ana Lopes" is not flagged as an invalid DNS name
+
+
+def test_registered_after_issuance_says_only_that_the_current_registration_began_later(test_ca):
+    certs = _certs(test_ca, [(1, "2020-05-04T09:00", ["www.new-brand-shop.com"], [])])
+    regs = _regs([("new-brand-shop.com", "registered", utc("2020-05-20T16:41"))])
+    evidence = detect_registered_after_issuance(certs, name_table(certs), regs).iloc[0]["evidence"]
+    assert ("the current registration of new-brand-shop.com began 2020-05-20T16:41:00Z, after this certificate's "
+            "notBefore 2020-05-04T09:00:00Z") in evidence
+    assert "a registration of that time has lapsed since" in evidence
+    assert "did not exist" not in evidence  # RDAP dates the current registration, not the name's history
+
+
+def test_an_unregistered_domain_on_a_long_expired_certificate_scores_lower_than_on_a_live_one_and_says_so(test_ca):
+    # The registry was asked on 2024-01-01 (_regs): one certificate was valid then, the other expired in 2020.
+    certs = _certs(test_ca, [(1, "2023-06-01T00:00", ["www.cuatis-live.com"], []),
+                             (2, "2019-01-01T00:00", ["www.cuatis-old.com"], [])])
+    live, old = certs["sha256"]
+    regs = _regs([("cuatis-live.com", "unregistered", None), ("cuatis-old.com", "unregistered", None)])
+    findings = detect_unregistered(certs, name_table(certs), regs)
+    assert set(findings["code"]) == {"unregistered_domain"}  # the code stays; only its weight changes
+    by_sha = dict(zip(findings["sha256"], findings["evidence"]))
+    assert ("checked 2024-01-01T00:00:00Z, while the certificate was still unexpired (notAfter 2024-05-31T00:00:00Z)"
+            in by_sha[live])
+    assert "checked 2024-01-01T00:00:00Z, 1461.0 days after the certificate expired (notAfter 2020-01-01T00:00:00Z)" \
+        in by_sha[old]
+    assert "says little about the day it was issued" in by_sha[old]
+    assert {json.loads(d)["unexpired_when_checked"] for d in findings["detail"]} == {True, False}
+    scores = dict(zip(*build_suspects(certs, findings)[["sha256", "score"]].T.values))
+    assert scores[live] == 40.0
+    assert scores[old] == 10.0 < scores[live]

@@ -1,6 +1,7 @@
 """The suspect score: per-certificate sum of signal weights, so combined evidence ranks first.
 
-Weights live in records.FINDING_CODES; the only extras are the bonuses below, kept here in one place.
+Weights live in records.FINDING_CODES; the only extras are the bonuses and factors below, kept here
+in one place. Detectors put facts in a finding's JSON detail; this module alone turns them into points.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ BONUSES: dict[tuple[str, str, str], float] = {
     ("revoke_reissue", "change", "san_typo_fixed"): 10.0,  # the reissue corrected exactly that typo
 }
 
+#: Multipliers of a finding's points (weight + bonus) when its detail shows weaker evidence.
+FACTORS: dict[tuple[str, str, object], float] = {
+    # The registry was asked after the certificate had expired: the name may have lapsed since,
+    # which says little about the day it was issued.
+    ("unregistered_domain", "unexpired_when_checked", False): 0.25,
+    # The flagged name is itself certified again and again: likely a second site of one company.
+    ("typo_neighbour", "established", True): 0.4,
+}
+
 SUSPECT_COLUMNS = [
     "sha256", "crtsh_url", "serial", "subject_o", "subject_cn", "sans", "not_before", "not_after",
     "revoked_at", "signals", "score", "evidence",
@@ -24,15 +34,36 @@ SUSPECT_COLUMNS = [
 ]
 
 
-def bonus(code: str, detail: str) -> float:
-    """The extra points one finding earns from its detail (BONUSES)."""
+def _detail(detail: str) -> dict:
     if not detail:
-        return 0.0
+        return {}
     try:
         d = json.loads(detail)
     except ValueError:
-        return 0.0
-    return sum(w for (c, k, v), w in BONUSES.items() if c == code and d.get(k) == v)
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _matches(d: dict, key: str, value: object) -> bool:
+    # `is` for booleans: 0 == False would count a number as a flag.
+    got = d.get(key)
+    return got is value if isinstance(value, bool) else got == value
+
+
+def bonus(code: str, detail: str) -> float:
+    """The extra points one finding earns from its detail (BONUSES)."""
+    d = _detail(detail)
+    return sum(w for (c, k, v), w in BONUSES.items() if c == code and _matches(d, k, v))
+
+
+def factor(code: str, detail: str) -> float:
+    """The multiplier of one finding's points from its detail (FACTORS; 1.0 when none applies)."""
+    d = _detail(detail)
+    out = 1.0
+    for (c, k, v), f in FACTORS.items():
+        if c == code and _matches(d, k, v):
+            out *= f
+    return out
 
 
 MAX_SENTENCES_PER_SIGNAL = 3  # the rest are in the per-problem lists; a 5,000-SAN cert stays readable
@@ -46,17 +77,19 @@ def _joined_evidence(sentences: pd.Series) -> str:
 
 
 def code_points(findings: pd.DataFrame) -> pd.DataFrame:
-    """Per (certificate, code): the code's weight plus the largest bonus among its findings (sha256, code, points)."""
+    """Per (certificate, code): the most any of its findings earns, (weight + bonus) x factor (sha256, code, points)."""
     f = pd.DataFrame({"sha256": findings["sha256"].astype("object"), "code": findings["code"].astype("object")})
-    f["weight"] = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0).astype("float64")
-    f["bonus"] = 0.0
-    # Only codes that can earn a bonus need their JSON detail read: at 100k findings that is most of the cost.
-    has_bonus = f["code"].isin({code for code, _, _ in BONUSES}).to_numpy()
-    if has_bonus.any():
-        details = findings["detail"].astype("object").fillna("").to_numpy()[has_bonus]
-        f.loc[has_bonus, "bonus"] = [bonus(c, d) for c, d in zip(f["code"].to_numpy()[has_bonus], details)]
-    per_code = f.groupby(["sha256", "code"], sort=False).agg(weight=("weight", "first"), bonus=("bonus", "max"))
-    per_code["points"] = per_code["weight"] + per_code["bonus"]
+    weight = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0).astype("float64")
+    f["points"] = weight
+    # Only codes that can earn a bonus or a factor need their JSON detail read: at 100k findings that
+    # is most of the cost.
+    special = f["code"].isin({code for code, _, _ in BONUSES} | {code for code, _, _ in FACTORS}).to_numpy()
+    if special.any():
+        codes = f["code"].to_numpy()[special]
+        details = findings["detail"].astype("object").fillna("").to_numpy()[special]
+        f.loc[special, "points"] = [(w + bonus(c, d)) * factor(c, d)
+                                    for w, c, d in zip(weight.to_numpy()[special], codes, details)]
+    per_code = f.groupby(["sha256", "code"], sort=False).agg(points=("points", "max"))
     return per_code[["points"]].reset_index()
 
 
@@ -68,7 +101,7 @@ def certificate_scores(findings: pd.DataFrame) -> pd.Series:
 
 
 def score_findings(findings: pd.DataFrame) -> pd.DataFrame:
-    """Per certificate: score (distinct codes' weights + bonuses), signals and evidence."""
+    """Per certificate: score (distinct codes' weights + bonuses, times their factors), signals and evidence."""
     if findings.empty:
         return pd.DataFrame(columns=["sha256", "score", "signals", "evidence"])
     evidence = findings.groupby(["sha256", "code"], sort=False)["evidence"].agg(_joined_evidence).reset_index()
