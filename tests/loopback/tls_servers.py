@@ -110,3 +110,48 @@ def AddressDns(records: dict[str, list[str]]) -> DnsServer:  # noqa: N802  (read
         zone[(name, "A")] = [f"{name}. 60 IN A {a}" for a in addrs if ":" not in a]
         zone[(name, "AAAA")] = [f"{name}. 60 IN AAAA {a}" for a in addrs if ":" in a]
     return DnsServer(records=zone)
+
+
+class SilentDns:
+    """A UDP socket on 127.0.0.1:<free port> that reads DNS questions and never answers (a resolver that hangs)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self.questions = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True, name="dns-silent")
+
+    @property
+    def address(self) -> str:
+        """ADDR:PORT for --dns-server."""
+        return f"127.0.0.1:{self.port}"
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sock.recvfrom(4096)
+                self.questions += 1
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def start(self) -> SilentDns:
+        """Start reading questions."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and close the socket."""
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+
+    def __enter__(self) -> SilentDns:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
