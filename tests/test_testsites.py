@@ -94,6 +94,15 @@ def test_each_address_of_a_load_balanced_valid_site_is_checked_and_the_stale_nod
     assert rows.loc["127.0.0.3", "served_not_after"] < pd.Timestamp(NOW)
 
 
+def test_every_row_says_ok_for_a_right_site_and_finding_for_a_wrong_one(world):
+    frame = world[0].set_index(["host", "address"])
+    assert frame.loc[("valid.test.example", "127.0.0.2"), "status"] == "ok"
+    assert frame.loc[("valid.test.example", "127.0.0.3"), "status"] == "finding"
+    # Other sites answered, so the DNS server's NXDOMAIN is the CA's missing test site, not our network.
+    assert frame.loc[("gone.test.example", ""), "status"] == "finding"
+    assert set(frame["status"]) == {"ok", "finding"}
+
+
 def test_the_tls_handshake_sends_the_site_name_as_sni_to_every_node(world):
     _, _, _, a, _, _ = world
     assert ("127.0.0.2", "valid.test.example") in a.handshakes
@@ -136,7 +145,7 @@ def test_only_the_chosen_ca_owner_is_checked_and_both_files_are_written(world):
     assert set(frame["ca_owner"]) == {"Test Owner"}
     written = pd.read_csv(out / "test-websites.csv", dtype=str, keep_default_na=False)
     for column in ("ca_owner", "url", "address", "expected", "served_sha256", "served_not_after", "served_status",
-                   "finding"):
+                   "status", "finding"):
         assert column in written.columns
     assert len(written) == len(frame) == 9  # 8 URLs, one of them on two addresses
     ws = openpyxl.load_workbook(out / "test-websites.xlsx").active
