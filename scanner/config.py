@@ -170,9 +170,11 @@ class Config:
                 raise ConfigError(f"{flag_name(name)} {problem}")
         if self.engine not in ("pandas", "dask"):
             raise ConfigError(f"--engine must be pandas or dask, not {self.engine!r}")
-        bad_ids = [i for i in self.ca_ids if i < 1]
+        # -1 is crt.sh's own id for "Issuer Not Found": a search may ask for those certificates.
+        bad_ids = [i for i in self.ca_ids if i < 1 and i != -1]
         if bad_ids:
-            raise ConfigError(f"--ca-id must be a crt.sh CA id (1 or more), not {bad_ids[0]}")
+            raise ConfigError(f"--ca-id must be a crt.sh CA id (1 or more, or -1 for crt.sh's 'Issuer Not "
+                              f"Found'), not {bad_ids[0]}")
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ConfigError(f"--since ({self.since:%Y-%m-%d %H:%M:%S}) must be before --until "
                               f"({self.until:%Y-%m-%d %H:%M:%S}): notBefore >= since and < until selects nothing")
