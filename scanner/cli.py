@@ -132,7 +132,7 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     c = p.add_argument_group("crt.sh sources (--source crtsh-sql, crtsh-json, store)")
     c.add_argument("--dsn", default=_from_env("dsn", str, "postgresql://guest@crt.sh:5432/certwatch"),
                    help="crt.sh PostgreSQL DSN (default: crt.sh's public guest replica)")
-    c.add_argument("--ca-id", action="append", type=_number(int, "at_least_1"), default=[], metavar="N",
+    c.add_argument("--ca-id", action="append", type=int, default=[], metavar="N",
                    help="crt.sh CA id of the issuer to audit; repeatable")
     c.add_argument("--ca-name", action="append", default=[], metavar="TEXT",
                    help="crt.sh CA name (matched in the ca table; what it matched is printed); repeatable")
