@@ -461,14 +461,14 @@ def run_test_websites(
             targets.append((site, host, port, "", found))
 
     def connect(t: tuple[TestSite, str, int, str, Lookup]) -> tuple[list[bytes], str, str, bool]:
-        """-> (chain, status if not served, evidence, TCP connected?)."""
+        """-> (chain, status if not served, evidence, did a host answer? (a refused connection is an answer))."""
         _, host, port, address, found = t
         if not address:
             return [], "finding" if found.finding else "unknown", found.finding or found.unknown, False
         try:
             return served_chain(address, port, host, timeout), "", "", True
         except ConnectError as exc:
-            return [], "unknown" if exc.unanswered else "finding", str(exc), False
+            return [], "unknown" if exc.unanswered else "finding", str(exc), not exc.unanswered
         except (OSError, ssl.SSLError) as exc:
             return [], "finding", f"TLS to {address}:{port} (SNI {host}): {type(exc).__name__}: {exc}", True
         finally:
@@ -477,7 +477,7 @@ def run_test_websites(
     with tqdm(total=len(targets), desc="TLS", unit=" address", file=sys.stderr, disable=not show) as tls_bar, \
             ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tls") as pool:
         served = list(pool.map(connect, targets))
-    # Nothing connected anywhere: the resolver's NXDOMAINs and the timeouts say more about us than the CA.
+    # No host answered anywhere: the resolver's NXDOMAINs and the timeouts say more about us than the CA.
     offline = bool(targets) and not any(connected for *_, connected in served)
     leaves = {hashlib.sha256(chain[0]).hexdigest(): (chain[0], chain) for chain, *_ in served if chain}
     status = _revocation_status(leaves, timeout, now, dns_server)
