@@ -360,12 +360,6 @@ class CertStore:
                                (selection, log_url))
             self._conn.execute("DELETE FROM ct_progress WHERE selection = ? AND log_url = ?", (selection, log_url))
 
-    def ct_count(self, selection: str, log_url: str, start: int, end: int, *, pending: bool = False) -> int:
-        """How many entries in [start, end) this selection kept from a log."""
-        return int(self._conn.execute(
-            "SELECT count(*) FROM ct_entries WHERE selection = ? AND log_url = ? AND idx >= ? AND idx < ? "
-            "AND pending = ?", (selection, log_url, start, end, int(pending))).fetchone()[0])
-
     def ct_iter(self, selection: str, log_url: str, start: int, end: int, *, batch: int = 1000) -> Iterator[RawCert]:
         """The checked entries in [start, end) this selection kept from a log, in index order, as the log gave them."""
         cur = self._conn.cursor()
