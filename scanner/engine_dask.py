@@ -35,7 +35,7 @@ import pandas as pd
 
 from .columnar import read_parquet, write_parquet
 from .config import Config
-from .detect.revocation import early_revocations
+from .detect.revocation import early_revocations, may_replace
 from .detect.run import (
     concat_findings,
     cross_certificate_findings,
@@ -115,12 +115,11 @@ def context_rows(certs: pd.DataFrame, subs: Subscribers, bins: np.ndarray, confi
     revoked_at[early.index] = early["revoked_at"]
     revoked = revoked_at.dt.tz_localize(None).to_numpy("datetime64[us]")
     nb = pd.to_datetime(certs["not_before"], utc=True).dt.tz_localize(None).to_numpy("datetime64[us]")
-    window = np.timedelta64(pd.Timedelta(config.reissue_window))
     out = []
     for anchor, partner in (("bundle", "other"), ("other", "bundle")):
         a, p = pairs[anchor].to_numpy(), pairs[partner].to_numpy()
         # The anchor was revoked early and the partner issued within the reissue window of it.
-        near = np.abs(nb[p] - revoked[a]) <= window  # NaT (not revoked early) compares False
+        near = may_replace(nb[a], revoked[a], nb[p], config.reissue_window)  # NaT compares False
         out.append(pd.DataFrame({"row": p[near], "bin": bins[a[near]]}))
     ctx = pd.concat(out, ignore_index=True)
     ctx = ctx[ctx["bin"].to_numpy() != bins[ctx["row"].to_numpy()]]

@@ -136,15 +136,19 @@ class UnknownFindingCode(LookupError):
 
 _CODE_TABLE = (
     FindingCode("unregistered_domain", "high", 40.0, "SANs on unregistered domains",
-                "A SAN whose registrable domain the registry says does not exist."),
+                "A SAN whose registrable domain the registry says does not exist; asked after the "
+                "certificate expired, the name may have lapsed since, so it weighs a quarter."),
     FindingCode("typo_neighbour", "medium", 25.0, "SANs one typo away from a legitimate name",
-                "A SAN one edit (omission, insertion, substitution, transposition, TLD) from the subject O, "
-                "another SAN, or the subscriber's other names."),
+                "A SAN one edit (omission, insertion, substitution, transposition) from the subject O, "
+                "another SAN or the subscriber's other names, or the same name under a public suffix one "
+                "edit away; a name in 3 or more of the CA's certificates is established and weighs 0.4."),
     FindingCode("revoke_reissue", "medium", 20.0, "Revoked and reissued within the window",
-                "Revoked within --window of issuance and reissued within --reissue-window of the revocation, "
-                "with the change classified."),
+                "Revoked within --window of issuance and paired with a replacement of the same subscriber "
+                "(a name one typo away, or a shared DNS name) issued after it and no later than "
+                "--reissue-window after its revocation, with the change classified."),
     FindingCode("registered_after_issuance", "high", 35.0, "Domain registered after notBefore",
-                "The domain's registration date is after the certificate's notBefore."),
+                "The domain's current registration began after the certificate's notBefore: it was not "
+                "registered when validated, or that registration has lapsed since."),
     FindingCode("early_revocation", "low", 10.0, "Revoked soon after issuance",
                 "Revoked within --window (default 7 days) of notBefore, with the latency."),
     FindingCode("ip_san", "info", 2.0, "IP address SANs",

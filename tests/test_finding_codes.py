@@ -69,6 +69,19 @@ def test_an_unknown_finding_code_is_a_clear_error_naming_it():
     assert finding_code("typo_neighbour").weight == 25.0
 
 
+def test_scoring_a_finding_code_this_version_does_not_know_is_a_clear_error():
+    import pandas as pd
+
+    from scanner.detect.score import code_points
+
+    findings = pd.DataFrame({"sha256": ["a1" * 32, "b2" * 32], "code": ["typo_neighbour", "ocsp_renamed_long_ago"],
+                             "detail": ["{}", "{}"]})
+    # Scoring it 1.0 silently would rank a table from another version differently from its suspects.csv.
+    with pytest.raises(UnknownFindingCode, match="ocsp_renamed_long_ago"):
+        code_points(findings)
+    assert code_points(findings.iloc[:1])["points"].tolist() == [25.0]
+
+
 @pytest.fixture()
 def sample_with_an_ocsp_disagreement(tmp_path):
     """The bundled sample plus two certificates of a loopback CA: one its CRL revokes while OCSP says good."""

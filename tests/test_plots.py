@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from types import MappingProxyType
 
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
 
+from scanner import records
 from scanner.config import Config
 from scanner.pipeline import run
-from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, empty_frame, frame_from_rows
+from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, FindingCode, empty_frame, frame_from_rows
 from scanner.report import plots
 from tests.conftest import SAMPLE
 
@@ -167,8 +169,10 @@ def test_the_timeline_connects_the_revoked_certificate_to_its_reissue_and_marks_
     assert [t.get_text() for t in ax.get_yticklabels()] == ["cualtis (3)", "example.co.uk (1)", "northwindbank (1)"]
 
 
-def test_text_with_dollar_signs_is_drawn_literally_not_parsed_as_mathtext(tmp_path):
+def test_text_with_dollar_signs_is_drawn_literally_not_parsed_as_mathtext(tmp_path, monkeypatch):
     # Unescaped, "$\\frac{$" is invalid mathtext and savefig raises ValueError.
+    odd = FindingCode("odd$\\frac{$code", "low", 1.0, "odd", "An odd code.")
+    monkeypatch.setattr(records, "FINDING_CODES", MappingProxyType({**records.FINDING_CODES, odd.code: odd}))
     findings = frame_from_rows([{"sha256": A, "code": "odd$\\frac{$code"}], FINDING_COLUMNS)
     files = plots.write_plots(tmp_path, _certs(), findings)
     assert all(_png_size(path)[0] >= 600 for path in files.values())

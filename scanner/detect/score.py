@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 
-from ..records import FINDING_CODES, crtsh_url
+from ..records import crtsh_url, finding_code
 
 #: Extra weight when a signal's detail shows the strongest form of that evidence.
 BONUSES: dict[tuple[str, str, str], float] = {
@@ -79,7 +79,7 @@ def _joined_evidence(sentences: pd.Series) -> str:
 def code_points(findings: pd.DataFrame) -> pd.DataFrame:
     """Per (certificate, code): the most any of its findings earns, (weight + bonus) x factor (sha256, code, points)."""
     f = pd.DataFrame({"sha256": findings["sha256"].astype("object"), "code": findings["code"].astype("object")})
-    weight = f["code"].map(lambda c: FINDING_CODES[c].weight if c in FINDING_CODES else 1.0).astype("float64")
+    weight = f["code"].map(lambda c: finding_code(c).weight).astype("float64")
     f["points"] = weight
     # Only codes that can earn a bonus or a factor need their JSON detail read: at 100k findings that
     # is most of the cost.
