@@ -3,7 +3,7 @@
     python benchmarks/bench_crtsh_sql.py                 # 100,000 and 1,000,000 rows
     python benchmarks/bench_crtsh_sql.py --sizes 20000,100000
 
-Data: a few thousand real certificates (scanner.synth) spread over 20 days of notBefore; the rows are
+Data: a few thousand real certificates (tests.synth) spread over 20 days of notBefore; the rows are
 those DER blobs with 4 bytes of the serial number overwritten per row (done inside PostgreSQL), so
 every row is a distinct certificate that parses, but whose signature no longer verifies. 1% are in
 crl_revoked. Each size runs in a fresh child process so its peak RSS is its own; the baseline is a
@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
 DAYS = 20
 TEMPLATES = 2000
@@ -39,7 +39,7 @@ def load(dsn: str, sizes: list[int]) -> None:
     """One CA per size, each holding that many distinct certificates."""
     import psycopg
 
-    from scanner.synth import TestCA, der, utc
+    from tests.synth import TestCA, der, utc
 
     ca = TestCA(name="Bench Issuing CA")
     t0 = utc("2024-01-01T00:00")
@@ -78,10 +78,10 @@ def child(dsn: str, ca_id: int, size: int) -> None:
     """Measure one size: the source into a fresh store, then the bare-cursor baseline."""
     import psycopg
 
-    from scanner.config import Config
+    from scanner.core.config import Config
     from scanner.sources.base import RawCert
     from scanner.sources.crtsh_sql import WINDOW_QUERY, read_crtsh_sql
-    from scanner.synth import utc
+    from tests.synth import utc
 
     start_rss = rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +114,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
-    from loopback.pg import start_postgres
+    from tests.loopback.pg import start_postgres
 
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="ctscan-bench-pg-") as pgdata:

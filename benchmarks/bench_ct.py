@@ -24,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
-from scanner.config import Config
+from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceError
 from scanner.sources.ct import read_ct
 from scanner.sources.ct.issuers import spki_sha256
 from scanner.sources.ct.merkle import root_of
-from scanner.synth import TestCA, der, pem, utc
 from tests.loopback.ct_server import (
     CTServer,
     LogKey,
@@ -41,6 +40,7 @@ from tests.loopback.ct_server import (
     tile_leaf,
     timestamped_entry,
 )
+from tests.synth import TestCA, der, pem, utc
 
 POOL = 64
 T0 = 1_700_000_000_000

@@ -30,11 +30,11 @@ REAL_CRL = REPO / "tests" / "fixtures" / "crl" / "InCommon-RSA-Server-CA_2018-08
 def bench_ocsp(n_certs: int, n_limited: int) -> None:
     import pandas as pd
 
-    from scanner.config import Config
-    from scanner.parse import parse_der
-    from scanner.revocation.checks import check_revocation, issuers_by_key_id
-    from scanner.synth import TestCA, der
+    from scanner.core.config import Config
+    from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
+    from scanner.parse.certs import parse_der
     from tests.loopback.ocsp_server import OcspServer
+    from tests.synth import TestCA, der
 
     ca = TestCA(name="ctscan Bench OCSP CA")
     now = datetime.now(timezone.utc)
@@ -105,7 +105,7 @@ def build_crl(n: int) -> Path:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from scanner.synth import TestCA, der
+    from tests.synth import TestCA, der
 
     ca = TestCA(name="ctscan Bench CRL CA")
     when = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -138,7 +138,7 @@ def build_crl(n: int) -> Path:
 
 def crl_child(path: str) -> None:
     """Runs in a fresh process: parse one CRL file and print entries, seconds and peak RSS (MB)."""
-    from scanner.revocation.crl import crl_revocations, load_crl
+    from scanner.enrich.revocation.crl import crl_revocations, load_crl
 
     data = Path(path).read_bytes()
     start = time.perf_counter()

@@ -16,8 +16,8 @@ from corpus import make_corpus  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.x509.oid import ExtensionOID, NameOID  # noqa: E402
 
-from scanner.ingest import parse_in_chunks  # noqa: E402
-from scanner.parse import parse_der  # noqa: E402
+from scanner.parse.certs import parse_der  # noqa: E402
+from scanner.parse.items import parse_in_chunks  # noqa: E402
 from scanner.sources.base import RawCert  # noqa: E402
 
 

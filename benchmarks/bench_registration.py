@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO))
 
 import aiohttp
 
-from scanner.cache import Cache
-from scanner.config import Config
+from scanner.core.cache import Cache
+from scanner.core.config import Config
+from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.registration import CACHE_NAMESPACE, CACHE_TTL, RegistrationService, cache_value
-from scanner.records import Registration, RegistrationStatus
 
 BODY_FILE = REPO / "tests" / "fixtures" / "rdap" / "verisign_google.com_2021-12-17.json"
 IN_FLIGHT = 64

@@ -41,8 +41,8 @@ def build(n: int, cache: Path) -> Path:
     if path.exists():
         return path
     from benchmarks.corpus import make_corpus
-    from scanner.parse import collapse_precerts, record_from_raw, records_frame
-    from scanner.revocation.crl import apply_revocations, crl_revocations
+    from scanner.enrich.revocation.crl import apply_revocations, crl_revocations
+    from scanner.parse.certs import collapse_precerts, record_from_raw, records_frame
     from scanner.sources.base import RawCert
 
     started = time.perf_counter()
@@ -62,8 +62,8 @@ def build(n: int, cache: Path) -> Path:
 
 def measure(engine: str, path: Path) -> dict:
     """One detect run in this process: wall seconds, findings, peak RSS."""
-    from scanner.config import Config
-    from scanner.records import REGISTRATION_COLUMNS, empty_frame
+    from scanner.core.config import Config
+    from scanner.core.records import REGISTRATION_COLUMNS, empty_frame
 
     with open(path, "rb") as fh:
         certs = pickle.load(fh)
@@ -77,7 +77,7 @@ def measure(engine: str, path: Path) -> dict:
         findings = sort_findings(run_detectors(certs, registrations, config))
         out["detect_s"] = round(time.perf_counter() - started, 2)
     else:
-        from scanner.engine_dask import dask_client, run_detectors_dask
+        from scanner.scale.engine import dask_client, run_detectors_dask
 
         started = time.perf_counter()
         with dask_client(config) as client:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scanner.records import (
+from scanner.core.records import (
     CERT_COLUMNS,
     ERROR_COLUMNS,
     FINDING_CODES,

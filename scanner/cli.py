@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from .config import (
+from scanner import __version__
+from scanner.core.config import (
     REGISTRATION_MODES,
     SOURCES,
     Config,
@@ -301,7 +301,7 @@ def _add_test_websites_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _test_websites(args: argparse.Namespace) -> int:
-    from .testsites import OFFLINE, UnknownOwner, run_test_websites
+    from scanner.testsites.checks import OFFLINE, UnknownOwner, run_test_websites
 
     if not args.ccadb.is_file():
         print(f"ctscan: error: --ccadb: no such file: {args.ccadb}", file=sys.stderr)
@@ -422,7 +422,7 @@ def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
     if config.source == "ct" and not config.issuer_certs:
         parser.error("--source ct needs --issuer-cert PEM: the CA whose entries to keep")
     if config.source == "ct":
-        from .sources.ct import LogListError, choose_logs
+        from scanner.sources.ct import LogListError, choose_logs
 
         try:
             choose_logs(config)
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         _validate(config, parser)
     except SystemExit as exc:  # argparse's way of saying "usage error" (2) or "--help done" (0)
         return exc.code if isinstance(exc.code, int) else 2
-    from .pipeline import run
+    from scanner.pipeline import run
 
     try:
         result = run(config)

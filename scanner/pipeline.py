@@ -14,15 +14,15 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from .columnar import read_tables, write_tables
-from .config import Config
-from .detect.run import run_detectors, sort_findings
-from .detect.score import build_suspects
-from .ingest import error_row, parse_in_chunks
-from .parse import collapse_precerts, records_frame
-from .records import ERROR_COLUMNS, frame_from_rows
-from .revocation.crl import apply_revocations, read_crl_files
-from .sources.base import SourceItem
+from scanner.core.config import Config
+from scanner.core.records import ERROR_COLUMNS, frame_from_rows
+from scanner.detect.run import run_detectors, sort_findings
+from scanner.detect.score import build_suspects
+from scanner.enrich.revocation.crl import apply_revocations, read_crl_files
+from scanner.parse.certs import collapse_precerts, records_frame
+from scanner.parse.items import error_row, parse_in_chunks
+from scanner.scale.columnar import read_tables, write_tables
+from scanner.sources.base import SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,23 @@ class ScanResult:
 def open_source(config: Config) -> Iterator[SourceItem]:
     """The items of the configured source."""
     if config.source == "files":
-        from .sources.files import read_files
+        from scanner.sources.files import read_files
 
         return read_files(config.paths, exclude=[config.out_dir])  # a rerun must not read its own reports
     if config.source == "crtsh-sql":
-        from .sources.crtsh_sql import read_crtsh_sql
+        from scanner.sources.crtsh_sql import read_crtsh_sql
 
         return read_crtsh_sql(config)
     if config.source == "crtsh-json":
-        from .sources.crtsh_json import read_crtsh_json
+        from scanner.sources.crtsh_json import read_crtsh_json
 
         return read_crtsh_json(config)
     if config.source == "ct":
-        from .sources.ct import read_ct
+        from scanner.sources.ct import read_ct
 
         return read_ct(config, progress=config.progress, verify=config.ct_verify, resume=config.ct_resume)
     if config.source == "store":
-        from .store import read_store
+        from scanner.sources.store import read_store
 
         return read_store(config)
     raise NotImplementedError(f"--source {config.source} is not available yet")
@@ -183,8 +183,8 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
     if config.offline:
         state.notices.append("Offline: OCSP and CRL checks (--check-revocation) were not run.")
         return certs, None
-    from .revocation.checks import check_revocation, issuers_by_key_id
-    from .sources.ct.issuers import load_issuer_certs
+    from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
+    from scanner.sources.ct.issuers import load_issuer_certs
 
     check = check_revocation(certs, config, issuers=issuers_by_key_id(load_issuer_certs(config.issuer_certs)),
                              ccadb=config.ccadb)
@@ -204,7 +204,7 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
 def _detect(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config,
             revocation_findings: pd.DataFrame | None) -> pd.DataFrame:
     if config.engine == "dask":
-        from .engine_dask import run_detectors_dask
+        from scanner.scale.engine import run_detectors_dask
 
         findings = run_detectors_dask(certs, registrations, config)
     else:
@@ -249,7 +249,7 @@ def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.Data
 
 def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str, pd.DataFrame]],
            clock: StageClock) -> dict[str, Path]:
-    from .report import write_reports
+    from scanner.report import write_reports
 
     reports = write_reports(config.out_dir, result.suspects, result.certs, result.findings, result.errors,
                             result.registrations, result.summary, extra_tables=extra_tables)
@@ -259,7 +259,7 @@ def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str
         "registrations.parquet": result.registrations, "errors.parquet": result.errors,
     }))
     if config.plots:
-        from .report.plots import write_plots
+        from scanner.report.plots import write_plots
 
         reports.update(write_plots(config.out_dir, result.certs, result.findings))
     clock.lap("tables and plots")
@@ -268,7 +268,7 @@ def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str
 
 def run(config: Config, *, write: bool = True) -> ScanResult:
     """Run one scan end to end and (unless write=False) write its reports into config.out_dir."""
-    from .enrich.registration import RegistrationService
+    from scanner.enrich.registration import RegistrationService
 
     clock = StageClock()
     state = _Run()

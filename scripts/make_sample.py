@@ -14,7 +14,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from scanner.synth import TestCA, der, new_key, pem, utc
+# the throwaway CA lives with the tests (it is no part of the scanner's API); the checkout's root on the path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.synth import TestCA, der, new_key, pem, utc  # noqa: E402
 
 R = x509.ReasonFlags
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.synth import TestCA
+from tests.synth import TestCA
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "tests" / "fixtures"

@@ -7,8 +7,8 @@ import sqlite3
 import threading
 import time
 
-from scanner.cache import CACHE_FILENAME, SCHEMA_VERSION, Cache
-from scanner.config import Config
+from scanner.core.cache import CACHE_FILENAME, SCHEMA_VERSION, Cache
+from scanner.core.config import Config
 
 
 def test_values_survive_closing_and_reopening_the_cache(tmp_path):
@@ -49,7 +49,7 @@ def test_bulk_reads_return_every_stored_key_and_skip_missing_ones(tmp_path):
 
 def test_a_corrupted_cache_file_is_ignored_with_a_warning(tmp_path, caplog):
     (tmp_path / CACHE_FILENAME).write_bytes(b"this is not a sqlite database at all" * 100)
-    with caplog.at_level(logging.WARNING, logger="scanner.cache"):
+    with caplog.at_level(logging.WARNING, logger="scanner.core.cache"):
         cache = Cache(tmp_path)
         cache.put("ns", "k", 1)
         assert cache.get("ns", "k") is None
@@ -63,7 +63,7 @@ def test_a_locked_cache_is_skipped_with_one_warning_not_an_error(tmp_path, caplo
     other = sqlite3.connect(str(tmp_path / CACHE_FILENAME), isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
-        with caplog.at_level(logging.WARNING, logger="scanner.cache"):
+        with caplog.at_level(logging.WARNING, logger="scanner.core.cache"):
             cache.put("ns", "during", 2)
             cache.put("ns", "again", 3)
         assert caplog.text.count("unusable") == 1

@@ -83,7 +83,7 @@ def test_a_certificate_with_no_well_defined_expiration_is_scanned_not_crashed_on
     import openpyxl
 
     from scanner.pipeline import load_scan
-    from scanner.synth import pem, utc
+    from tests.synth import pem, utc
 
     start = utc("2020-01-01T00:00")
     forever = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)

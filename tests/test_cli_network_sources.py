@@ -15,7 +15,6 @@ from scanner.cli import main
 from scanner.sources.base import RawCert
 from scanner.sources.ct.issuers import spki_sha256
 from scanner.sources.files import read_files
-from scanner.synth import TestCA, der, pem, utc
 from tests.conftest import SAMPLE
 from tests.loopback import ocsp_server as srv
 from tests.loopback.ct_server import (
@@ -27,6 +26,7 @@ from tests.loopback.ct_server import (
     mth,
     rfc6962_log_entries,
 )
+from tests.synth import TestCA, der, pem, utc
 
 COMPARED = ["sha256", "serial", "subject_o", "subject_cn", "sans", "not_before", "not_after", "revoked_at",
             "signals", "score", "evidence"]

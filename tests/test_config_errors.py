@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scanner.cli import build_parser, config_from_args, main
-from scanner.config import Config, ConfigError
+from scanner.core.config import Config, ConfigError
 from tests.conftest import SAMPLE
 
 SCAN = ["scan", str(SAMPLE / "certs"), "--offline"]

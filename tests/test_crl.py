@@ -4,9 +4,15 @@ import pandas as pd
 import pytest
 from cryptography import x509
 
-from scanner.parse import collapse_precerts, parse_der, records_frame
-from scanner.revocation.crl import CRLError, apply_revocations, crl_revocations, load_crl, read_crl_files
-from scanner.synth import TestCA, der, pem, utc
+from scanner.enrich.revocation.crl import (
+    CRLError,
+    apply_revocations,
+    crl_revocations,
+    load_crl,
+    read_crl_files,
+)
+from scanner.parse.certs import collapse_precerts, parse_der, records_frame
+from tests.synth import TestCA, der, pem, utc
 
 
 def test_real_incommon_crl_yields_every_entry_with_dates(real_data):

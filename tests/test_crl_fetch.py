@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography import x509
 
-from scanner.revocation.checks import issuers_by_key_id
-from scanner.revocation.crl_fetch import ccadb_crl_urls, fetch_crls
-from scanner.synth import TestCA, der
+from scanner.enrich.revocation.checks import issuers_by_key_id
+from scanner.enrich.revocation.crl_fetch import ccadb_crl_urls, fetch_crls
 from tests.loopback.ocsp_server import OcspServer
 from tests.loopback.registry_servers import REAL
+from tests.synth import TestCA, der
 
 NOW = datetime(2025, 2, 7, 17, 25, tzinfo=timezone.utc)
 

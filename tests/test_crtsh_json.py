@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from scanner.config import Config
-from scanner.parse import record_from_raw
+from scanner.core.config import Config
+from scanner.parse.certs import record_from_raw
 from scanner.sources.base import RawCert, SourceError, SourceNotice
 from scanner.sources.crtsh_json import _row_facts, read_crtsh_json
-from scanner.store import CertStore
-from scanner.synth import TestCA, der, utc
+from scanner.sources.store import CertStore
 from tests.loopback.crtsh_server import CrtshServer
+from tests.synth import TestCA, der, utc
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = utc("2024-05-01T00:00")
@@ -179,7 +179,7 @@ def test_the_rate_limit_is_per_minute(tmp_path, crtsh):
 
 CHILD = """
 import json, sys
-from scanner.config import Config
+from scanner.core.config import Config
 from scanner.sources.crtsh_json import read_crtsh_json
 a = json.loads(sys.argv[1])
 config = Config(out_dir=a["out"], source="crtsh-json", crtsh_url=a["url"], ca_ids=(7,), orgs=("Example Org",),

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from scanner.config import Config
-from scanner.parse import record_from_raw
+from scanner.core.config import Config
+from scanner.parse.certs import record_from_raw
 from scanner.sources.base import RawCert, SourceError, SourceNotice
 from scanner.sources.crtsh_sql import read_crtsh_sql, reason_name, safe_dsn, serial_octets
-from scanner.store import CertStore
-from scanner.synth import TestCA, der, utc
+from scanner.sources.store import CertStore
 from tests.loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
+from tests.synth import TestCA, der, utc
 
 REPO = Path(__file__).resolve().parents[1]
 DAY0 = utc("2024-03-01T00:00")
@@ -204,7 +204,7 @@ def test_no_ca_is_an_error_not_an_empty_scan(tmp_path, db):
 CHILD = """
 import json, sys, time
 from datetime import datetime, timedelta
-from scanner.config import Config
+from scanner.core.config import Config
 from scanner.sources.crtsh_sql import read_crtsh_sql
 a = json.loads(sys.argv[1])
 config = Config(out_dir=a["out"], source="crtsh-sql", dsn=a["dsn"], ca_ids=(1,),
@@ -326,7 +326,7 @@ def test_a_certificate_crtsh_gains_for_a_window_that_ended_two_days_ago_is_found
 
 
 def test_refresh_days_must_not_be_negative(tmp_path, db):
-    from scanner.config import ConfigError
+    from scanner.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="--refresh-days"):
         make_config(tmp_path, db, refresh_days=-1)

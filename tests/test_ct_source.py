@@ -17,11 +17,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from scanner.config import Config
+from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceError, SourceNotice
 from scanner.sources.ct import read_ct
 from scanner.sources.ct.issuers import PRECERT_SIGNING_EKU, spki_sha256
-from scanner.synth import TestCA, der, pem, utc
 from tests.loopback.ct_server import (
     CTServer,
     Faults,
@@ -34,6 +33,7 @@ from tests.loopback.ct_server import (
     rfc6962_log_entries,
     tiled_log_leaves,
 )
+from tests.synth import TestCA, der, pem, utc
 
 REPO = Path(__file__).resolve().parents[1]
 NAVIGLI = "static-ct-api_navigli2025h2"
@@ -326,7 +326,7 @@ def test_kill_9_mid_run_then_rerun_reports_every_certificate_once(tmp_path, worl
         script = textwrap.dedent(f"""
             import os, signal, sys
             from pathlib import Path
-            from scanner.config import Config
+            from scanner.core.config import Config
             from scanner.sources.base import RawCert
             from scanner.sources.ct import read_ct
             tmp = Path({str(tmp_path)!r})

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
+from scanner.core.records import FINDING_COLUMNS, REGISTRATION_COLUMNS, Finding, frame_from_rows
 from scanner.detect.names import detect_name_kinds
 from scanner.detect.registration import detect_registered_after_issuance, detect_unregistered
 from scanner.detect.score import build_suspects
-from scanner.enrich.domains import name_table
-from scanner.parse import parse_der, records_frame
-from scanner.records import FINDING_COLUMNS, REGISTRATION_COLUMNS, Finding, frame_from_rows
-from scanner.synth import der, utc
+from scanner.parse.certs import parse_der, records_frame
+from scanner.parse.domains import name_table
+from tests.synth import der, utc
 
 
 def _certs(test_ca, specs):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scanner.config import Config
+from scanner.core.config import Config
+from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.dns import DnsClient, parse_address
-from scanner.records import Registration, RegistrationStatus
 from tests.loopback.registry_servers import DROP, NODATA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, DnsServer
 
 

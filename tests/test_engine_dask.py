@@ -14,21 +14,21 @@ import pytest
 pytest.importorskip("dask.dataframe")
 pytest.importorskip("distributed")
 
-from scanner import engine_dask  # noqa: E402
-from scanner.config import Config  # noqa: E402
+from scanner.core.config import Config  # noqa: E402
+from scanner.core.records import REGISTRATION_COLUMNS, empty_frame  # noqa: E402
 from scanner.detect.run import run_detectors, sort_findings  # noqa: E402
 from scanner.detect.score import build_suspects  # noqa: E402
-from scanner.engine_dask import DaskEngineError, assign_bins, dask_client, run_detectors_dask  # noqa: E402
-from scanner.enrich.domains import registrable_domain  # noqa: E402
+from scanner.enrich.revocation.crl import apply_revocations, crl_revocations, read_crl_files  # noqa: E402
 from scanner.enrich.subscribers import link_subscribers  # noqa: E402
-from scanner.parse import ParseError, collapse_precerts, record_from_raw, records_frame  # noqa: E402
-from scanner.records import REGISTRATION_COLUMNS, empty_frame  # noqa: E402
+from scanner.parse.certs import ParseError, collapse_precerts, record_from_raw, records_frame  # noqa: E402
+from scanner.parse.domains import registrable_domain  # noqa: E402
 from scanner.report.csv_report import read_frame  # noqa: E402
-from scanner.revocation.crl import apply_revocations, crl_revocations, read_crl_files  # noqa: E402
+from scanner.scale import engine as engine_dask  # noqa: E402
+from scanner.scale.engine import DaskEngineError, assign_bins, dask_client, run_detectors_dask  # noqa: E402
 from scanner.sources.base import RawCert  # noqa: E402
 from scanner.sources.files import read_files  # noqa: E402
-from scanner.synth import der, utc  # noqa: E402
 from tests.conftest import REPO, SAMPLE  # noqa: E402
+from tests.synth import der, utc  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from benchmarks.corpus import make_corpus  # noqa: E402
@@ -191,7 +191,7 @@ def test_with_a_scheduler_the_bins_are_scattered_not_written_and_the_findings_ar
 
 
 def test_an_empty_table_needs_no_cluster(config):
-    from scanner.records import CERT_COLUMNS
+    from scanner.core.records import CERT_COLUMNS
 
     got = run_detectors_dask(empty_frame(CERT_COLUMNS), empty_frame(REGISTRATION_COLUMNS), config)
     assert got.empty

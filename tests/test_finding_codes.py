@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from scanner import records
-from scanner.records import FINDING_CODES, FindingCode, UnknownFindingCode, finding_code
-from scanner.synth import TestCA, der, pem
+from scanner.core import records
+from scanner.core.records import FINDING_CODES, FindingCode, UnknownFindingCode, finding_code
 from tests.loopback import ocsp_server as srv
+from tests.synth import TestCA, der, pem
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -33,9 +33,9 @@ def fresh_python(code: str, *args: str) -> str:
 def test_importing_the_revocation_checks_does_not_change_the_finding_codes():
     codes = json.loads(fresh_python(
         "import json\n"
-        "from scanner.records import FINDING_CODES\n"
+        "from scanner.core.records import FINDING_CODES\n"
         "before = {c: [f.severity, f.weight, f.title] for c, f in FINDING_CODES.items()}\n"
-        "import scanner.revocation.checks\n"
+        "import scanner.enrich.revocation.checks\n"
         "after = {c: [f.severity, f.weight, f.title] for c, f in FINDING_CODES.items()}\n"
         "print(json.dumps([before, after]))\n"
     ))

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from scanner.net import Gate
+from scanner.core.net import Gate
 
 
 def test_no_more_than_the_limit_are_inside_at_once_and_everyone_gets_through():

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from scanner.cli import main
-from scanner.der import element
+from scanner.core.der import element
 from scanner.pipeline import load_scan
-from scanner.synth import TestCA, der, new_key, pem, utc
+from tests.synth import TestCA, der, new_key, pem, utc
 
 NB = utc("2024-01-10T00:00")
 

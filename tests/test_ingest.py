@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scanner.ingest import CHUNK, parse_in_chunks
+from scanner.parse.items import CHUNK, parse_in_chunks
 from scanner.sources.base import RawCert, SourceError, SourceNotice
-from scanner.synth import der, utc
+from tests.synth import der, utc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,9 @@ def test_parallel_parsing_keeps_every_certificate_error_and_notice_in_order(test
 
 def test_a_main_module_that_spawned_workers_cannot_import_falls_back_to_one_process():
     script = (
-        "from scanner.ingest import parse_in_chunks\n"
+        "from scanner.parse.items import parse_in_chunks\n"
         "from scanner.sources.base import RawCert\n"
-        "from scanner.synth import TestCA, der, utc\n"
+        "from tests.synth import TestCA, der, utc\n"
         "ca = TestCA()\n"
         "items = [RawCert(der(ca.issue(serial=i + 1, not_before=utc('2024-01-01T00:00'), dns=['a.example.com'])),"
         " 'files', str(i)) for i in range(5000)]\n"

@@ -9,10 +9,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp as cocsp
 
-from scanner.net import new_session
-from scanner.revocation.ocsp import build_request, classify, get_url, query
-from scanner.synth import TestCA
+from scanner.core.net import new_session
+from scanner.enrich.revocation.ocsp import build_request, classify, get_url, query
 from tests.loopback import ocsp_server as srv
+from tests.synth import TestCA
 
 OCSP_DIR = Path(__file__).resolve().parent / "fixtures" / "cryptography_vectors" / "ocsp"
 

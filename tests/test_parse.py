@@ -4,10 +4,10 @@ import hashlib
 
 import pytest
 
-from scanner.parse import ParseError, collapse_precerts, parse_der, records_frame, serial_hex
+from scanner.parse.certs import ParseError, collapse_precerts, parse_der, records_frame, serial_hex
 from scanner.sources.base import RawCert, SourceError
 from scanner.sources.files import read_files
-from scanner.synth import der, pem, utc
+from tests.synth import der, pem, utc
 
 
 def _der_of_pem(path):

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scanner import records
-from scanner.config import Config
+from scanner.core import records
+from scanner.core.config import Config
+from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, FindingCode, empty_frame, frame_from_rows
 from scanner.pipeline import run
-from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, FindingCode, empty_frame, frame_from_rows
 from scanner.report import plots
 from tests.conftest import SAMPLE
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scanner.config import Config
+from scanner.core.config import Config
+from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.rdap import NO_CONNECTION, RdapBootstrap, RdapClient
-from scanner.records import Registration, RegistrationStatus
 from tests.loopback.registry_servers import (
     HTML_200,
     NOT_FOUND_EMPTY,

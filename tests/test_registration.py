@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scanner.config import Config
+from scanner.core.config import Config
+from scanner.core.records import REGISTRATION_COLUMNS
 from scanner.enrich.registration import RegistrationService
-from scanner.records import REGISTRATION_COLUMNS
 from tests.loopback.registry_servers import (
     NOERROR,
     NOT_FOUND_EMPTY,
@@ -241,7 +241,7 @@ def test_default_404_is_unregistered_only_from_the_registry_itself(tmp_path):
 def test_registered_answers_are_kept_30_days_and_unregistered_ones_1_day(tmp_path, servers):
     import sqlite3
 
-    from scanner.cache import CACHE_FILENAME
+    from scanner.core.cache import CACHE_FILENAME
 
     config = make_config(tmp_path, servers)
     run(config, ["google.com", "free5.com", "alsodown.com"])

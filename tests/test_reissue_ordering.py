@@ -8,8 +8,8 @@ from datetime import timedelta
 import pandas as pd
 
 from scanner.detect.revocation import detect_revoke_reissue
-from scanner.parse import collapse_precerts, parse_der, records_frame
-from scanner.synth import der, new_key, utc
+from scanner.parse.certs import collapse_precerts, parse_der, records_frame
+from tests.synth import der, new_key, utc
 
 # The defaults of --window and --reissue-window.
 WEEK, TWO_DAYS = timedelta(days=7), timedelta(days=2)

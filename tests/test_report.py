@@ -14,9 +14,8 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from scanner import records
-from scanner.detect.score import build_suspects
-from scanner.records import (
+from scanner.core import records
+from scanner.core.records import (
     CERT_COLUMNS,
     ERROR_COLUMNS,
     FINDING_CODES,
@@ -29,6 +28,7 @@ from scanner.records import (
     empty_frame,
     frame_from_rows,
 )
+from scanner.detect.score import build_suspects
 from scanner.report import write_reports, xlsx_report
 from scanner.report.appendix import APPENDIX_COLUMNS
 from scanner.report.csv_report import read_frame

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
+from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
 from scanner.report.problems import certificate_facts, crtsh_url, problem_stats, revocation_states
 from scanner.report.sanitize import (
     EXCEL_CELL_LIMIT,

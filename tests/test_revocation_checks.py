@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from cryptography import x509
 
-from scanner.config import Config
-from scanner.parse import parse_der
-from scanner.records import FINDING_CODES, FINDING_COLUMNS
-from scanner.revocation.checks import check_revocation, issuers_by_key_id
-from scanner.revocation.crl import REVOCATION_COLUMNS, apply_revocations
-from scanner.synth import TestCA, der
+from scanner.core.config import Config
+from scanner.core.records import FINDING_CODES, FINDING_COLUMNS
+from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
+from scanner.enrich.revocation.crl import REVOCATION_COLUMNS, apply_revocations
+from scanner.parse.certs import parse_der
 from tests.loopback import ocsp_server as srv
 from tests.loopback.registry_servers import free_port
+from tests.synth import TestCA, der
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 T_CRL = NOW - timedelta(days=2)  # when serial 2 and 5 were revoked per the CRL

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from scanner.detect.revocation import detect_early_revocation, detect_revoke_reissue
-from scanner.parse import collapse_precerts, parse_der, records_frame
-from scanner.synth import der, new_key, utc
+from scanner.parse.certs import collapse_precerts, parse_der, records_frame
+from tests.synth import der, new_key, utc
 
 WEEK, TWO_DAYS = timedelta(days=7), timedelta(days=2)
 
@@ -118,7 +118,7 @@ def test_reissue_outside_the_reissue_window_is_not_paired(test_ca):
 
 
 def test_empty_certificate_table_gives_empty_findings():
-    from scanner.records import CERT_COLUMNS, empty_frame
+    from scanner.core.records import CERT_COLUMNS, empty_frame
 
     empty = empty_frame(CERT_COLUMNS)
     assert detect_revoke_reissue(empty, WEEK, TWO_DAYS).empty

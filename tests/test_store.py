@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from scanner.config import Config
+from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceNotice
-from scanner.store import CertStore, read_store
-from scanner.synth import TestCA, der, utc
+from scanner.sources.store import CertStore, read_store
+from tests.synth import TestCA, der, utc
 
 T0 = utc("2024-02-01T00:00")
 

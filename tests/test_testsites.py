@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from cryptography import x509
 
-from scanner.synth import TestCA, der, new_key, pem
-from scanner.testsites import chain_to_root, read_test_sites, run_test_websites
-from scanner.testsites_report import write_test_websites
+from scanner.testsites.checks import chain_to_root, read_test_sites, run_test_websites
+from scanner.testsites.report import write_test_websites
 from tests.loopback import ocsp_server as srv
 from tests.loopback.tls_servers import AddressDns, TlsNodes
+from tests.synth import TestCA, der, new_key, pem
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 MOZILLA_HEADER = ["Owner", "Common Name or Certificate Name", "SHA-256 Fingerprint", "Test Website - Valid",

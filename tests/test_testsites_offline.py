@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from scanner.cli import main
-from scanner.synth import TestCA, der, new_key, pem
 from tests.loopback.registry_servers import DROP
 from tests.loopback.tls_servers import AddressDns, SilentDns, TlsNodes
+from tests.synth import TestCA, der, new_key, pem
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 HEADER = ["Owner", "Common Name or Certificate Name", "SHA-256 Fingerprint", "Test Website - Valid",

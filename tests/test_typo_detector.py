@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
+from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
 from scanner.detect.score import certificate_scores
 from scanner.detect.typo import detect_typo_neighbours
-from scanner.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
 
 
 def cert(tag: str, sans: list[str], o: str | None = None, nb: str = "2021-01-01", revoked: str | None = None) -> dict:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scanner.config import Config
+from scanner.core.config import Config
+from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.rdap import NO_CONNECTION
 from scanner.enrich.whois import WhoisClient, classify_whois
-from scanner.records import Registration, RegistrationStatus
 from tests.loopback.registry_servers import EMPTY, SILENT, WhoisServer, free_port, whois_file
 
 NOT_FOUND_FILES = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..records import FINDING_COLUMNS, Finding, frame_from_rows
+from scanner.core.records import FINDING_COLUMNS, Finding, frame_from_rows
 
 
 def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
@@ -33,8 +33,3 @@ def human_duration(delta: pd.Timedelta) -> str:
     return f"{sign}{seconds / 86400:.1f} days"
 
 
-def iso(ts: Any) -> str:
-    """A timestamp as ISO 8601 UTC with a Z, or '' when missing."""
-    if ts is None or pd.isna(ts):
-        return ""
-    return pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")

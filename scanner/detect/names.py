@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..enrich.domains import INTERNAL, INVALID, IP
-from ..records import Finding
-from .findings import findings_frame
+from scanner.core.records import Finding
+from scanner.detect.findings import findings_frame
+from scanner.parse.domains import INTERNAL, INVALID, IP
 
 _CODES = {IP: "ip_san", INTERNAL: "internal_name", INVALID: "invalid_dns_name"}
 

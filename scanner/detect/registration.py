@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..enrich.domains import PUBLIC
-from ..records import Finding
-from .findings import as_json, findings_frame, human_duration, iso
+from scanner.core.records import Finding
+from scanner.core.times import iso
+from scanner.detect.findings import as_json, findings_frame, human_duration
+from scanner.parse.domains import PUBLIC
 
 
 def _joined(certs: pd.DataFrame, names: pd.DataFrame, registrations: pd.DataFrame) -> pd.DataFrame:

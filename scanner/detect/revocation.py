@@ -9,11 +9,12 @@ import pandas as pd
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from ..enrich.domains import Classified, classifier, classify_name
-from ..enrich.organisation import normalise_organisation
-from ..records import Finding
-from .findings import as_json, findings_frame, human_duration, iso
-from .typo import label_typo, suffix_typo
+from scanner.core.records import Finding
+from scanner.core.times import iso
+from scanner.detect.findings import as_json, findings_frame, human_duration
+from scanner.detect.typo import label_typo, suffix_typo
+from scanner.enrich.organisation import normalise_organisation
+from scanner.parse.domains import Classified, classifier, classify_name
 
 MIN_TYPO_LABEL = 4  # shorter labels are one edit away from too much to mean anything
 #: Names of each certificate compared for a typo link: the comparison is pairwise, and a certificate

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..config import Config
-from ..enrich.domains import Classified, classify_all, name_table
-from ..records import FINDING_COLUMNS, empty_frame
-from .names import detect_name_kinds
-from .registration import detect_registered_after_issuance, detect_unregistered
-from .revocation import detect_early_revocation, detect_revoke_reissue
-from .typo import IssuanceCounts, detect_typo_neighbours
+from scanner.core.config import Config
+from scanner.core.records import FINDING_COLUMNS, empty_frame
+from scanner.detect.names import detect_name_kinds
+from scanner.detect.registration import detect_registered_after_issuance, detect_unregistered
+from scanner.detect.revocation import detect_early_revocation, detect_revoke_reissue
+from scanner.detect.typo import IssuanceCounts, detect_typo_neighbours
+from scanner.parse.domains import Classified, classify_all, name_table
 
 
 def per_certificate_findings(

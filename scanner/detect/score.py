@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 
-from ..records import crtsh_url, finding_code
+from scanner.core.records import crtsh_url, finding_code
 
 #: Extra weight when a signal's detail shows the strongest form of that evidence.
 BONUSES: dict[tuple[str, str, str], float] = {

@@ -32,11 +32,11 @@ import idna
 import numpy as np
 import pandas as pd
 
-from ..enrich.domains import PUBLIC, Classified, classifier
-from ..enrich.organisation import fold, normalise_organisation, organisation_labels
-from ..enrich.typo_index import Edit, edit_between, one_edit_pairs
-from ..records import FINDING_COLUMNS, Finding, empty_frame
-from .findings import as_json, findings_frame
+from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
+from scanner.detect.findings import as_json, findings_frame
+from scanner.enrich.organisation import fold, normalise_organisation, organisation_labels
+from scanner.enrich.typo_index import Edit, edit_between, one_edit_pairs
+from scanner.parse.domains import PUBLIC, Classified, classifier
 
 CODE = "typo_neighbour"
 SOURCES = ("subject_o", "same_cert", "other_cert")

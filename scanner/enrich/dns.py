@@ -20,10 +20,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from scanner.config import Config
+from scanner.core.config import Config
+from scanner.core.net import Gate, RetryableError, async_retrying, parse_host_port
+from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.rdap import NO_CONNECTION, utc_now
-from scanner.net import Gate, RetryableError, async_retrying, parse_host_port
-from scanner.records import Registration, RegistrationStatus
 
 METHOD = "dns"
 MAX_SERVERS = 4  # addresses kept per zone: enough to ride out one dead server

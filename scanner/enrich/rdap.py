@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from scanner.config import Config
-from scanner.net import (
+from scanner.core.config import Config
+from scanner.core.net import (
     MAX_RETRY_AFTER,
     RETRYABLE_STATUSES,
     USER_AGENT,
@@ -33,7 +33,7 @@ from scanner.net import (
     backoff_delay,
     parse_retry_after,
 )
-from scanner.records import Registration, RegistrationStatus
+from scanner.core.records import Registration, RegistrationStatus
 
 try:  # orjson parses RDAP bodies about twice as fast; the standard library does the same job without it
     from orjson import loads as _fast_loads

@@ -24,13 +24,13 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from scanner.cache import Cache
-from scanner.config import Config
+from scanner.core.cache import Cache
+from scanner.core.config import Config
+from scanner.core.net import Gate
+from scanner.core.records import REGISTRATION_COLUMNS, Registration, RegistrationStatus, coerce
 from scanner.enrich.dns import DnsClient
 from scanner.enrich.rdap import NO_CONNECTION, RdapClient, utc_now
 from scanner.enrich.whois import WhoisClient
-from scanner.net import Gate
-from scanner.records import REGISTRATION_COLUMNS, Registration, RegistrationStatus, coerce
 
 log = logging.getLogger(__name__)
 

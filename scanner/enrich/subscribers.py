@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..detect.typo import MAX_REGISTRABLES, comparison_key
-from .domains import PUBLIC, classify_name
-from .organisation import normalise_organisation
-from .typo_index import one_edit_pairs
+from scanner.detect.typo import MAX_REGISTRABLES, comparison_key
+from scanner.enrich.organisation import normalise_organisation
+from scanner.enrich.typo_index import one_edit_pairs
+from scanner.parse.domains import PUBLIC, classify_name
 
 #: Labels shorter than this are never typo-linked (the detectors' minimum).
 MIN_LABEL = 4

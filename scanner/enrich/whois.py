@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from scanner.config import Config
+from scanner.core.config import Config
+from scanner.core.net import Gate, HostRateLimits, RetryableError, async_retrying, parse_host_port
+from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.rdap import NO_CONNECTION, parse_date, utc_now
-from scanner.net import Gate, HostRateLimits, RetryableError, async_retrying, parse_host_port
-from scanner.records import Registration, RegistrationStatus
 
 METHOD = "whois"
 PORT = 43

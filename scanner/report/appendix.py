@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from scanner.report.atomic import write_text_atomic
-from scanner.report.csv_report import format_time, write_frame
+from scanner.core.atomic import write_text_atomic
+from scanner.core.times import iso as format_time
+from scanner.report.csv_report import write_frame
 from scanner.report.problems import (
     EXPIRED,
     REVOKED,

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import csv
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from scanner.records import coerce
-from scanner.report.atomic import atomic_path
+from scanner.core.atomic import atomic_path
+from scanner.core.records import coerce
+from scanner.core.times import iso, iso_column
 from scanner.report.sanitize import safe_text, unescape_formula
-
-#: How every CSV spells a time: ISO 8601, UTC, whole seconds, e.g. 2019-11-12T12:17:00Z.
-ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
 
 #: What joins list values (SAN lists) inside one cell.
 LIST_SEPARATOR = ";"
-
-
-def format_time(value: datetime) -> str:
-    """A datetime as ISO 8601 UTC with a Z; a naive datetime is taken to be UTC already."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime(ISO_UTC)
 
 
 def is_missing(value: Any) -> bool:
@@ -40,7 +31,7 @@ def format_cell(value: Any) -> str:
     if is_missing(value):
         return ""
     if isinstance(value, datetime):
-        return "" if pd.isna(value) else format_time(value)
+        return iso(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)) or hasattr(value, "dtype"):
@@ -54,8 +45,7 @@ def format_cell(value: Any) -> str:
 def column_cells(series: pd.Series) -> list[str]:
     """A whole column as CSV text (vectorised for times, which dominate large tables)."""
     if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(series.dtype):
-        utc = pd.to_datetime(series, utc=True)
-        return utc.dt.strftime(ISO_UTC).fillna("").tolist()
+        return iso_column(series)
     return [format_cell(v) for v in series.tolist()]
 
 

@@ -16,11 +16,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from scanner.core.atomic import atomic_path
+from scanner.core.records import FINDING_CODES
 from scanner.detect.score import certificate_scores
-from scanner.enrich.domains import registrable_domain
 from scanner.enrich.organisation import normalise_organisation
-from scanner.records import FINDING_CODES
-from scanner.report.atomic import atomic_path
+from scanner.parse.domains import registrable_domain
 
 #: Report-relative file names of the plots, in the order write_plots draws them.
 PLOT_FILES: tuple[str, ...] = (

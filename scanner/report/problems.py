@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from scanner import records
+from scanner.core import records
+from scanner.core.records import crtsh_url
 from scanner.detect.score import SUSPECT_COLUMNS as _SCORER_COLUMNS
-from scanner.records import crtsh_url
 
 #: The suspects frame's columns, in order (the scorer's schema); the CSV and every sheet put them first.
 SUSPECT_COLUMNS: tuple[str, ...] = tuple(_SCORER_COLUMNS)

@@ -12,10 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from scanner.records import ERROR_COLUMNS, FINDING_COLUMNS, REGISTRATION_COLUMNS, coerce
+from scanner.core.atomic import write_text_atomic
+from scanner.core.records import ERROR_COLUMNS, FINDING_COLUMNS, REGISTRATION_COLUMNS, coerce
+from scanner.core.times import iso as format_time
 from scanner.report.appendix import write_appendix
-from scanner.report.atomic import write_text_atomic
-from scanner.report.csv_report import format_time, write_frame
+from scanner.report.csv_report import write_frame
 from scanner.report.problems import (
     certificate_facts,
     code_table,

@@ -21,8 +21,9 @@ import pandas as pd
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
-from scanner.report.atomic import atomic_path
-from scanner.report.csv_report import LIST_SEPARATOR, format_time, is_missing
+from scanner.core.atomic import atomic_path
+from scanner.core.times import iso as format_time
+from scanner.report.csv_report import LIST_SEPARATOR, is_missing
 from scanner.report.problems import PROBLEM_COLUMNS, crtsh_url
 from scanner.report.sanitize import safe_text, truncate
 

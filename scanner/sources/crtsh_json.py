@@ -21,9 +21,9 @@ from typing import Any
 
 import requests
 
-from .. import net
-from ..store import CertStore
-from .base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.core import net
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.sources.store import CertStore
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _open_cache(config: Any) -> Any:
     if not getattr(config, "use_cache", False):
         return None
     try:
-        from ..cache import Cache
+        from scanner.core.cache import Cache
     except ImportError:
         return None
     return Cache.from_config(config)

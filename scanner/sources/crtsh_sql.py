@@ -25,9 +25,9 @@ import psycopg
 from cryptography import x509
 from psycopg.conninfo import conninfo_to_dict
 
-from ..net import backoff_delay
-from ..store import CertStore
-from .base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.core.net import backoff_delay
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.sources.store import CertStore
 
 log = logging.getLogger(__name__)
 

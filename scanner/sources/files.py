@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-from ..der import element
-from .base import RawCert, SourceError, SourceItem
+from scanner.core.der import element
+from scanner.sources.base import RawCert, SourceError, SourceItem
 
 SOURCE = "files"
 _PEM_BLOCK = re.compile(

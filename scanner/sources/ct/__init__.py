@@ -7,15 +7,15 @@ from collections.abc import Iterator
 
 import requests
 
-from ...config import Config
-from ...net import new_session
-from ...store import CertStore
-from ..base import SourceError, SourceItem, SourceNotice
-from .context import SOURCE, Context
-from .issuers import IssuerError, IssuerFilter, load_issuer_certs
-from .loglist import RFC6962, LogInfo, LogListError, load_log_list, select_logs
-from .rfc6962 import read_rfc6962_log
-from .static import read_static_log
+from scanner.core.config import Config
+from scanner.core.net import new_session
+from scanner.sources.base import SourceError, SourceItem, SourceNotice
+from scanner.sources.ct.context import SOURCE, Context
+from scanner.sources.ct.issuers import IssuerError, IssuerFilter, load_issuer_certs
+from scanner.sources.ct.loglist import RFC6962, LogInfo, LogListError, load_log_list, select_logs
+from scanner.sources.ct.rfc6962 import read_rfc6962_log
+from scanner.sources.ct.static import read_static_log
+from scanner.sources.store import CertStore
 
 __all__ = ["IssuerError", "LogInfo", "LogListError", "choose_logs", "read_ct", "read_log"]
 

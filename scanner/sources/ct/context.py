@@ -14,13 +14,13 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
-from ... import net
-from ...config import Config
-from ...store import CertStore, CTProgress
-from ..base import RawCert, SourceError, SourceItem, SourceNotice
-from .issuers import IssuerFilter
-from .loglist import LogInfo
-from .verify import VerifyError
+from scanner.core import net
+from scanner.core.config import Config
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.sources.ct.issuers import IssuerFilter
+from scanner.sources.ct.loglist import LogInfo
+from scanner.sources.ct.verify import VerifyError
+from scanner.sources.store import CertStore, CTProgress
 
 SOURCE = "ct"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..base import SourceError
-from ..files import split_certificates
-from .leaf import PRECERT_ENTRY, LogEntry
+from scanner.sources.base import SourceError
+from scanner.sources.ct.leaf import PRECERT_ENTRY, LogEntry
+from scanner.sources.files import split_certificates
 
 #: the Extended Key Usage of a CA that only signs precertificates (RFC 6962 section 3.1)
 PRECERT_SIGNING_EKU = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")

@@ -17,14 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import requests
 
-from ...net import FetchError, RateLimiter, RetryableError
-from ...store import CTProgress
-from ..base import RawCert, SourceError, SourceItem, SourceNotice
-from .context import SOURCE, Context, ms_to_datetime, resumed_notice, skipped_log
-from .leaf import LeafError, parse_rfc6962_entry
-from .loglist import LogInfo
-from .merkle import CompactRange
-from .verify import VerifyError, sth_from_json, verify_tree_head
+from scanner.core.net import FetchError, RateLimiter, RetryableError
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.sources.ct.context import SOURCE, Context, ms_to_datetime, resumed_notice, skipped_log
+from scanner.sources.ct.leaf import LeafError, parse_rfc6962_entry
+from scanner.sources.ct.loglist import LogInfo
+from scanner.sources.ct.merkle import CompactRange
+from scanner.sources.ct.verify import VerifyError, sth_from_json, verify_tree_head
+from scanner.sources.store import CTProgress
 
 RawEntry = tuple[str, str]  # (leaf_input, extra_data) as base64, decoded per entry so one bad entry stays one error
 

@@ -11,14 +11,29 @@ from dataclasses import dataclass
 
 import requests
 
-from ...net import FetchError, RateLimiter, RetryableError
-from ...store import CTProgress
-from ..base import RawCert, SourceError, SourceItem, SourceNotice
-from .context import SOURCE, Context, maybe_gunzip, ms_to_datetime, resumed_notice, skipped_log
-from .leaf import LeafError, LogEntry, iter_tile_leaves
-from .loglist import LogInfo
-from .merkle import TILE_HEIGHT, TILE_WIDTH, CompactRange, aligned_pieces, perfect_root, tile_path, tile_width
-from .verify import VerifyError, parse_checkpoint, verify_checkpoint
+from scanner.core.net import FetchError, RateLimiter, RetryableError
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.sources.ct.context import (
+    SOURCE,
+    Context,
+    maybe_gunzip,
+    ms_to_datetime,
+    resumed_notice,
+    skipped_log,
+)
+from scanner.sources.ct.leaf import LeafError, LogEntry, iter_tile_leaves
+from scanner.sources.ct.loglist import LogInfo
+from scanner.sources.ct.merkle import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    CompactRange,
+    aligned_pieces,
+    perfect_root,
+    tile_path,
+    tile_width,
+)
+from scanner.sources.ct.verify import VerifyError, parse_checkpoint, verify_checkpoint
+from scanner.sources.store import CTProgress
 
 HASH = 32
 

@@ -21,9 +21,9 @@ import pandas as pd
 import requests
 from cryptography import x509
 
-from ..net import FetchError, HostRateLimits, get_with_retries
-from ..records import empty_frame, frame_from_rows
-from .crl import REVOCATION_COLUMNS, CRLError, crl_revocations, load_crl
+from scanner.core.net import FetchError, HostRateLimits, get_with_retries
+from scanner.core.records import empty_frame, frame_from_rows
+from scanner.enrich.revocation.crl import REVOCATION_COLUMNS, CRLError, crl_revocations, load_crl
 
 CRL_TABLE_COLUMNS: dict[str, str] = {
     "url": "string",
@@ -126,7 +126,7 @@ def fetch_crls(
 
     urls may be (url, source) pairs; the source (e.g. "ccadb:<CA name>") lands in the table.
     """
-    from ..net import new_session
+    from scanner.core.net import new_session
 
     now = now or datetime.now(timezone.utc)
     issuers = issuers or {}

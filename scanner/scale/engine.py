@@ -33,20 +33,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .columnar import read_parquet, write_parquet
-from .config import Config
-from .detect.revocation import early_revocations, may_replace
-from .detect.run import (
+from scanner.core.config import Config
+from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS
+from scanner.detect.revocation import early_revocations, may_replace
+from scanner.detect.run import (
     concat_findings,
     cross_certificate_findings,
     per_certificate_findings,
     run_detectors,
     sort_findings,
 )
-from .detect.typo import IssuanceCounts, issuance_counts
-from .enrich.domains import classify_all
-from .enrich.subscribers import Subscribers, link_subscribers
-from .records import CERT_COLUMNS, FINDING_COLUMNS
+from scanner.detect.typo import IssuanceCounts, issuance_counts
+from scanner.enrich.subscribers import Subscribers, link_subscribers
+from scanner.parse.domains import classify_all
+from scanner.scale.columnar import read_parquet, write_parquet
 
 N_WORKERS = 2  # the LocalCluster's worker processes
 PARTITION_ROWS = 50_000  # certificates per bin, at most (a bigger component stays whole)

@@ -65,6 +65,24 @@ ERROR_COLUMNS: dict[str, str] = {
     "error": "string",  # one readable line
 }
 
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """One thing that could not be read, parsed or checked (a row of ERROR_COLUMNS)."""
+
+    stage: str
+    source: str
+    provenance: str
+    error: str
+    sha256: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        """A dict with ERROR_COLUMNS keys."""
+        return {"stage": self.stage, "source": self.source, "provenance": self.provenance,
+                "sha256": self.sha256, "error": self.error}
+
+
 # --- registration ---------------------------------------------------------------------------
 
 
@@ -127,7 +145,7 @@ class UnknownFindingCode(LookupError):
 
     def __init__(self, code: str) -> None:
         super().__init__(
-            f"finding code {code!r} is not one this version of ctscan knows (scanner.records.FINDING_CODES), "
+            f"finding code {code!r} is not one this version of ctscan knows (scanner.core.records.FINDING_CODES), "
             "so it has no weight or severity; the findings table may come from another version: rescan, "
             "or drop those rows before scoring"
         )

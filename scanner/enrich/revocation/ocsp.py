@@ -22,8 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from ..der import spki_key_bits
-from ..net import RETRYABLE_STATUSES, FetchError, RateLimiter, RetryableError, parse_retry_after, retrying
+from scanner.core.der import spki_key_bits
+from scanner.core.net import (
+    RETRYABLE_STATUSES,
+    FetchError,
+    RateLimiter,
+    RetryableError,
+    parse_retry_after,
+    retrying,
+)
 
 #: How far a thisUpdate may sit in the future before we call the response future-dated (clock skew).
 CLOCK_SKEW = timedelta(minutes=5)

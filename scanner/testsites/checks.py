@@ -3,7 +3,7 @@
 A load-balanced test site can serve a fresh certificate from one node and an expired one from
 another (FNMT, 2025), so each A/AAAA address is connected to separately, with SNI and without
 verification (we want to see what is served, not whether it verifies). The served leaf is
-dated, checked against OCSP and its CRL (scanner.revocation.checks), and its chain walked up to
+dated, checked against OCSP and its CRL (scanner.enrich.revocation.checks), and its chain walked up to
 the root the report names (by SHA-256, with the root's PEM when the report carries it).
 
 Names are resolved and addresses connected to concurrently (bounded). Every row has a status:
@@ -40,12 +40,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from tqdm import tqdm
 
-from .config import Config
-from .net import parse_host_port
-from .parse import parse_der
-from .records import CERT_COLUMNS, empty_frame, frame_from_rows
-from .revocation.checks import check_revocation, issuers_by_key_id
-from .revocation.crl import apply_revocations
+from scanner.core.config import Config
+from scanner.core.net import parse_host_port
+from scanner.core.records import CERT_COLUMNS, empty_frame, frame_from_rows
+from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
+from scanner.enrich.revocation.crl import apply_revocations
+from scanner.parse.certs import parse_der
 
 #: Report column name variants: Mozilla's Included CA Certificate Report, then CCADB's AllCertificateRecords.
 KIND_COLUMNS = {
@@ -440,7 +440,7 @@ def run_test_websites(
     stderr (None: only when stderr is a terminal). port_override maps a host name (or a whole URL)
     to the port to connect to instead of the URL's. UnknownOwner when ca_owner matches no owner.
     """
-    from .testsites_report import write_test_websites
+    from scanner.testsites.report import write_test_websites
 
     now = now or datetime.now(timezone.utc)
     sites = read_test_sites(Path(ccadb), ca_owner)

@@ -18,13 +18,13 @@ from typing import Any, NamedTuple
 
 from cryptography import x509
 
-from .sources.base import RawCert, SourceItem, SourceNotice
+from scanner.core.times import STORE_FORMAT, store_text
+from scanner.sources.base import RawCert, SourceItem, SourceNotice
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _CHUNK = 900  # stay under SQLite's historical 999 bound-parameter limit
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # fixed width, so text order is time order
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certs (
@@ -102,20 +102,13 @@ ON CONFLICT (sha256) DO UPDATE SET
 _EXTRA_KEYS = ("crtsh_id", "issuer_ca_id", "first_seen", "revoked_at", "revocation_reason", "revocation_source")
 
 
-def time_text(value: datetime | None) -> str | None:
-    """A datetime as the store's fixed-width UTC text (naive values are taken as UTC)."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value.strftime(_TIME_FORMAT)
 
 
 def text_time(value: str | None) -> datetime | None:
     """The store's UTC text back to an aware datetime."""
     if not value:
         return None
-    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(value, STORE_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def der_not_before(der: bytes) -> datetime | None:
@@ -172,9 +165,9 @@ class CertStore:
             raw.provenance,
             _int_or_none(extra.get("crtsh_id")),
             _int_or_none(extra.get("issuer_ca_id")),
-            time_text(der_not_before(raw.der)),
-            time_text(extra.get("first_seen")),
-            time_text(extra.get("revoked_at")),
+            store_text(der_not_before(raw.der)),
+            store_text(extra.get("first_seen")),
+            store_text(extra.get("revoked_at")),
             extra.get("revocation_reason") or None,
             extra.get("revocation_source") or None,
             now,
@@ -185,7 +178,7 @@ class CertStore:
 
         Returns how many certificates were written. done_window is (key, start, end, rows).
         """
-        now = time_text(datetime.now(timezone.utc))
+        now = store_text(datetime.now(timezone.utc))
         rows = [self._row(raw, now) for raw in raws]  # type: ignore[arg-type]
         with self._transaction():
             if rows:
@@ -237,10 +230,10 @@ class CertStore:
             params.extend(int(c) for c in ca_ids)
         if not_before_from is not None:
             where.append("not_before >= ?")
-            params.append(time_text(not_before_from))
+            params.append(store_text(not_before_from))
         if not_before_to is not None:
             where.append("not_before < ?")
-            params.append(time_text(not_before_to))
+            params.append(store_text(not_before_to))
         yield from self._select(" AND ".join(where) or "1", params, batch)
 
     def _select(self, where: str, params: Sequence[Any], batch: int) -> Iterator[RawCert]:
@@ -272,10 +265,10 @@ class CertStore:
     def _mark(self, key: str, start: datetime, end: datetime, rows: int) -> None:
         # A refreshed window replaces the older, possibly differently cut, windows it covers.
         self._conn.execute("DELETE FROM checkpoints WHERE key = ? AND win_start >= ? AND win_end <= ?",
-                           (key, time_text(start), time_text(end)))
+                           (key, store_text(start), store_text(end)))
         self._conn.execute(
             "INSERT OR REPLACE INTO checkpoints (key, win_start, win_end, rows, done_at) VALUES (?, ?, ?, ?, ?)",
-            (key, time_text(start), time_text(end), rows, time_text(datetime.now(timezone.utc))),
+            (key, store_text(start), store_text(end), rows, store_text(datetime.now(timezone.utc))),
         )
 
     def mark_window_done(self, key: str, window: tuple[datetime, datetime], rows: int = 0) -> None:
@@ -297,7 +290,7 @@ class CertStore:
 
     def update_revocations(self, rows: Iterable[tuple[str, datetime, str, str]]) -> int:
         """Set the revocation of stored certificates from (sha256, revoked_at, reason, source); returns rows changed."""
-        params = [(time_text(when), reason or None, source or None, sha256.lower())
+        params = [(store_text(when), reason or None, source or None, sha256.lower())
                   for sha256, when, reason, source in rows]
         with self._transaction():
             before = self._conn.total_changes
@@ -331,7 +324,7 @@ class CertStore:
     def ct_commit(self, selection: str, log_url: str, kept: Sequence[tuple[int, RawCert]], progress: CTProgress,
                   *, pending: bool = False) -> None:
         """Store kept entries (index, certificate) and the new resume point in one transaction."""
-        now = time_text(datetime.now(timezone.utc))
+        now = store_text(datetime.now(timezone.utc))
         rows = [self._row(raw, now) for _, raw in kept]
         with self._transaction():
             if rows:

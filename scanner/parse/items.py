@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from .enrich.domains import PUBLIC, checked_names, classify_name
-from .parse import ParseError, record_from_raw, records_frame
-from .sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.parse.certs import ParseError, record_from_raw, records_frame
+from scanner.parse.domains import PUBLIC, checked_names, classify_name
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 
 log = logging.getLogger(__name__)
 CHUNK = 2000  # certificates per unit of work: between two hand-overs of new domains to the lookups

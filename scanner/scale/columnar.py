@@ -8,8 +8,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .records import CERT_COLUMNS, ERROR_COLUMNS, FINDING_COLUMNS, LIST_COLUMNS, REGISTRATION_COLUMNS, coerce
-from .report.atomic import atomic_path
+from scanner.core.atomic import atomic_path
+from scanner.core.records import (
+    CERT_COLUMNS,
+    ERROR_COLUMNS,
+    FINDING_COLUMNS,
+    LIST_COLUMNS,
+    REGISTRATION_COLUMNS,
+    coerce,
+)
 
 #: File name in the report folder -> the schema of the table it holds.
 TABLES: dict[str, dict[str, str]] = {

@@ -10,9 +10,9 @@ import pandas as pd
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from .der import element
-from .records import CERT_COLUMNS, coerce, frame_from_rows
-from .sources.base import RawCert
+from scanner.core.der import element
+from scanner.core.records import CERT_COLUMNS, coerce, frame_from_rows
+from scanner.sources.base import RawCert
 
 #: One shared empty value for the list columns a certificate leaves empty: at a million rows, four
 #: empty lists per row would cost 200 MB. Readers treat any list or tuple alike.

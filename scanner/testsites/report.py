@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import xlsxwriter
 
-from .report.atomic import atomic_path
-from .report.csv_report import write_frame
-from .report.xlsx_report import _Formats, write_table
+from scanner.core.atomic import atomic_path
+from scanner.report.csv_report import write_frame
+from scanner.report.xlsx_report import _Formats, write_table
 
 SHEET = "Test websites"
 

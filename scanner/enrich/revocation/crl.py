@@ -11,8 +11,8 @@ import pandas as pd
 from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
-from ..parse import serial_hex
-from ..sources.files import shown_path
+from scanner.parse.certs import serial_hex
+from scanner.sources.files import shown_path
 
 REVOCATION_COLUMNS: dict[str, str] = {
     "issuer_dn": "string",

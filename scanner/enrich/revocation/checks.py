@@ -25,9 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtensionOID
 
-from ..config import Config
-from ..net import FetchError, HostRateLimits, get_with_retries, new_session
-from ..records import (
+from scanner.core.config import Config
+from scanner.core.net import FetchError, HostRateLimits, get_with_retries, new_session
+from scanner.core.records import (
     CERT_COLUMNS,
     FINDING_COLUMNS,
     Finding,
@@ -35,9 +35,15 @@ from ..records import (
     empty_frame,
     frame_from_rows,
 )
-from .crl import REVOCATION_COLUMNS, apply_revocations
-from .crl_fetch import CRL_TABLE_COLUMNS, READABLE, CrlFetch, ccadb_crl_urls, fetch_crls
-from .ocsp import OcspResult, query
+from scanner.enrich.revocation.crl import REVOCATION_COLUMNS, apply_revocations
+from scanner.enrich.revocation.crl_fetch import (
+    CRL_TABLE_COLUMNS,
+    READABLE,
+    CrlFetch,
+    ccadb_crl_urls,
+    fetch_crls,
+)
+from scanner.enrich.revocation.ocsp import OcspResult, query
 
 #: Two revocation times closer than this are the same event (CRL and OCSP round differently).
 TIME_TOLERANCE = timedelta(seconds=5)

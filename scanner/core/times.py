@@ -1,0 +1,46 @@
+"""Every way ctscan writes a time as text: ISO 8601 UTC with a Z for people, fixed width for the store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+#: Reports, evidence and logs: second precision, UTC, a Z (what crt.sh and the CCADB reports show).
+ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
+#: The store's text columns: fixed width, so that text order is time order.
+STORE_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def utc(value: datetime) -> datetime:
+    """value as an aware UTC datetime; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def iso(value: Any) -> str:
+    """A datetime, pandas Timestamp or ISO text as ISO 8601 UTC with a Z; '' when missing (None, NaT)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime) and not isinstance(value, pd.Timestamp):
+        return utc(value).strftime(ISO_UTC)
+    if pd.isna(value):
+        return ""
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.strftime(ISO_UTC)
+
+
+def iso_column(values: pd.Series) -> list[str]:
+    """iso() of a whole column at once ('' for missing values)."""
+    stamps = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+    return stamps.dt.strftime(ISO_UTC).fillna("").tolist()
+
+
+def store_text(value: datetime | None) -> str | None:
+    """A datetime as the store's fixed-width UTC text (naive values are taken as UTC); None stays None."""
+    if value is None:
+        return None
+    return utc(value).replace(tzinfo=None).strftime(STORE_FORMAT)
