@@ -42,7 +42,8 @@ def build(n: int, cache: Path) -> Path:
         return path
     from benchmarks.corpus import make_corpus
     from scanner.enrich.revocation.crl import apply_revocations, crl_revocations
-    from scanner.parse.certs import collapse_precerts, record_from_raw, records_frame
+    from scanner.parse.certs import record_from_raw, records_frame
+    from scanner.parse.link import collapse_precerts
     from scanner.sources.base import RawCert
 
     started = time.perf_counter()

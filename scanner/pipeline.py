@@ -15,12 +15,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from scanner.core.config import Config
-from scanner.core.records import ERROR_COLUMNS, frame_from_rows
+from scanner.core.records import ERROR_COLUMNS, ErrorRecord, frame_from_rows
 from scanner.detect.run import run_detectors, sort_findings
 from scanner.detect.score import build_suspects
 from scanner.enrich.revocation.crl import apply_revocations, read_crl_files
-from scanner.parse.certs import collapse_precerts, records_frame
-from scanner.parse.items import error_row, parse_in_chunks
+from scanner.parse.certs import records_frame
+from scanner.parse.items import parse_in_chunks
+from scanner.parse.link import collapse_precerts
 from scanner.scale.columnar import read_tables, write_tables
 from scanner.sources.base import SourceItem
 
@@ -148,9 +149,9 @@ def _unchecked_names(certs: pd.DataFrame, cap: int) -> list[dict[str, str]]:
 
     sizes = certs["san_dns"].map(count) + certs["san_ip"].map(count)
     over = certs[sizes > cap]
-    return [error_row("check", r.source, r.provenance,
-                      f"only the first {cap:,} of its {n:,} SAN names were checked; the rest were not looked up "
-                      "in the registries nor checked for IP addresses, internal or invalid names", r.sha256)
+    return [ErrorRecord("check", r.source, r.provenance,
+                        f"only the first {cap:,} of its {n:,} SAN names were checked; the rest were not looked up "
+                        "in the registries nor checked for IP addresses, internal or invalid names", r.sha256).as_row()
             for r, n in zip(over.itertuples(index=False), sizes[sizes > cap])]
 
 
@@ -167,7 +168,7 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
     """Revocation dates from --crl files, then (with --check-revocation) OCSP and fetched CRLs."""
     crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
     for line in crl_errors:
-        state.errors.append(error_row("crl", "crl", line.split(":")[0], line))
+        state.errors.append(ErrorRecord("crl", "crl", line.split(":")[0], line).as_row())
     certs = apply_revocations(certs, revocations)
     state.revocation_data += [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
                               for i in crl_infos]

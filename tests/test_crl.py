@@ -11,7 +11,8 @@ from scanner.enrich.revocation.crl import (
     load_crl,
     read_crl_files,
 )
-from scanner.parse.certs import collapse_precerts, parse_der, records_frame
+from scanner.parse.certs import parse_der, records_frame
+from scanner.parse.link import collapse_precerts
 from tests.synth import TestCA, der, pem, utc
 
 

@@ -20,8 +20,9 @@ from scanner.detect.run import run_detectors, sort_findings  # noqa: E402
 from scanner.detect.score import build_suspects  # noqa: E402
 from scanner.enrich.revocation.crl import apply_revocations, crl_revocations, read_crl_files  # noqa: E402
 from scanner.enrich.subscribers import link_subscribers  # noqa: E402
-from scanner.parse.certs import ParseError, collapse_precerts, record_from_raw, records_frame  # noqa: E402
+from scanner.parse.certs import ParseError, record_from_raw, records_frame  # noqa: E402
 from scanner.parse.domains import registrable_domain  # noqa: E402
+from scanner.parse.link import collapse_precerts  # noqa: E402
 from scanner.report.csv_report import read_frame  # noqa: E402
 from scanner.scale import engine as engine_dask  # noqa: E402
 from scanner.scale.engine import DaskEngineError, assign_bins, dask_client, run_detectors_dask  # noqa: E402

@@ -4,7 +4,8 @@ import hashlib
 
 import pytest
 
-from scanner.parse.certs import ParseError, collapse_precerts, parse_der, records_frame, serial_hex
+from scanner.parse.certs import ParseError, parse_der, records_frame, serial_hex
+from scanner.parse.link import collapse_precerts
 from scanner.sources.base import RawCert, SourceError
 from scanner.sources.files import read_files
 from tests.synth import der, pem, utc

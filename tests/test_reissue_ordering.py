@@ -8,7 +8,8 @@ from datetime import timedelta
 import pandas as pd
 
 from scanner.detect.revocation import detect_revoke_reissue
-from scanner.parse.certs import collapse_precerts, parse_der, records_frame
+from scanner.parse.certs import parse_der, records_frame
+from scanner.parse.link import collapse_precerts
 from tests.synth import der, new_key, utc
 
 # The defaults of --window and --reissue-window.

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from scanner.detect.revocation import detect_early_revocation, detect_revoke_reissue
-from scanner.parse.certs import collapse_precerts, parse_der, records_frame
+from scanner.parse.certs import parse_der, records_frame
+from scanner.parse.link import collapse_precerts
 from tests.synth import der, new_key, utc
 
 WEEK, TWO_DAYS = timedelta(days=7), timedelta(days=2)

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from scanner.core.der import element
-from scanner.core.records import CERT_COLUMNS, coerce, frame_from_rows
+from scanner.core.records import CERT_COLUMNS, frame_from_rows
 from scanner.sources.base import RawCert
 
 #: One shared empty value for the list columns a certificate leaves empty: at a million rows, four
@@ -34,29 +34,36 @@ def serial_hex(serial: int) -> str:
     return h if len(h) % 2 == 0 else "0" + h
 
 
-def _attr(name: x509.Name, oid: x509.ObjectIdentifier, joiner: str | None = None) -> str:
-    values = [str(a.value) for a in name.get_attributes_for_oid(oid)]
-    if not values:
-        return ""
-    return joiner.join(values) if joiner else values[0]
-
-
-def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> Any:
-    try:
-        return cert.extensions.get_extension_for_oid(oid).value
-    except x509.ExtensionNotFound:
-        return None
-
-
 def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def parse_der(der: bytes, *, source: str = "", provenance: str = "") -> dict[str, Any]:
-    """Parse one DER certificate into a CERT_COLUMNS dict; raises ParseError with a readable reason."""
+class IssuerNames:
+    """rfc4514 strings of issuer Names by their DER, for one run of parsing (a CA signs with few names)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._by_der: dict[bytes, str] = {}
+        self._limit = limit
+
+    def dn(self, cert: x509.Certificate, raw: bytes) -> str:
+        """The issuer DN of cert, whose issuer Name DER is raw."""
+        dn = self._by_der.get(raw)
+        if dn is None:
+            dn = _name(cert, "issuer", raw).rfc4514_string()
+            if len(self._by_der) < self._limit:
+                self._by_der[raw] = dn
+        return dn
+
+
+def parse_der(der: bytes, *, source: str = "", provenance: str = "",
+              names: IssuerNames | None = None) -> dict[str, Any]:
+    """Parse one DER certificate into a CERT_COLUMNS dict; raises ParseError with a readable reason.
+
+    names: a cache of issuer DNs to share across many calls (parse_chunk keeps one per chunk).
+    """
     try:
         cert = x509.load_der_x509_certificate(der)
-        return _record(cert, der, source, provenance)
+        return _record(cert, der, source, provenance, names or IssuerNames())
     except ParseError:
         raise
     except Exception as exc:  # cryptography raises ValueError and friends from deep inside
@@ -135,8 +142,6 @@ def _name(cert: x509.Certificate, which: str, raw: bytes) -> x509.Name:
         return _lenient_name(raw)
 
 
-#: rfc4514 strings of issuer Names by their DER: a CA signs with few names, so this is a hot cache.
-_ISSUER_DN: dict[bytes, str] = {}
 _SUBJECT_OIDS = {
     NameOID.COMMON_NAME: "subject_cn",
     NameOID.ORGANIZATION_NAME: "subject_o",
@@ -144,15 +149,6 @@ _SUBJECT_OIDS = {
     NameOID.LOCALITY_NAME: "subject_l",
     NameOID.COUNTRY_NAME: "subject_c",
 }
-
-
-def _issuer_dn(cert: x509.Certificate, raw: bytes) -> str:
-    dn = _ISSUER_DN.get(raw)
-    if dn is None:
-        dn = _name(cert, "issuer", raw).rfc4514_string()
-        if len(_ISSUER_DN) < 10_000:
-            _ISSUER_DN[raw] = dn
-    return dn
 
 
 def _subject_fields(subject: x509.Name) -> dict[str, str]:
@@ -172,7 +168,7 @@ def _aia_urls(aia: Any, method: x509.ObjectIdentifier) -> list[str]:
             if d.access_method == method and isinstance(d.access_location, x509.UniformResourceIdentifier)]
 
 
-def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) -> dict[str, Any]:
+def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str, names: IssuerNames) -> dict[str, Any]:
     sha = hashlib.sha256(der).hexdigest()
     by_oid = {e.oid: e.value for e in cert.extensions}  # parses every extension: a bad one fails here
     is_precert = CT_POISON_OID in by_oid
@@ -202,7 +198,7 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) ->
         "precert_sha256": sha if is_precert else "",
         "is_precert": is_precert,
         "serial": serial_hex(cert.serial_number),
-        "issuer_dn": _issuer_dn(cert, issuer_raw),
+        "issuer_dn": names.dn(cert, issuer_raw),
         "issuer_key_id": aki.key_identifier.hex() if aki is not None and aki.key_identifier else "",
         "issuer_ca_id": None,
         "subject_dn": subject.rfc4514_string(),
@@ -227,63 +223,13 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str) ->
     return row
 
 
-def record_from_raw(raw: RawCert) -> dict[str, Any]:
+def record_from_raw(raw: RawCert, names: IssuerNames | None = None) -> dict[str, Any]:
     """Parse a RawCert and lay the source's extra facts (crt.sh id, revocation ...) over the record."""
-    row = parse_der(raw.der, source=raw.source, provenance=raw.provenance)
+    row = parse_der(raw.der, source=raw.source, provenance=raw.provenance, names=names)
     for key, value in raw.extra.items():
         if key in CERT_COLUMNS and value is not None and value != "":
             row[key] = value
     return row
-
-
-_FILL_FROM_PRECERT = ("revoked_at", "revocation_reason", "revocation_source", "crtsh_id", "issuer_ca_id")
-
-
-def pair_key(certs: pd.DataFrame) -> pd.Series:
-    """The unit a precertificate and its certificate share: issuer (key id, else DN) and serial."""
-    issuer = certs["issuer_key_id"].fillna("")
-    issuer = issuer.where(issuer != "", "dn:" + certs["issuer_dn"].fillna(""))
-    return issuer + "|" + certs["serial"].fillna("")
-
-
-def collapse_precerts(certs: pd.DataFrame) -> pd.DataFrame:
-    """One row per certificate: precertificate/certificate twins merged (both hashes kept), exact duplicates dropped.
-
-    Two different final certificates (or two precertificates) with one issuer and serial are both
-    kept: that is a defect worth seeing, not a twin.
-    """
-    if certs.empty:
-        return certs
-    df = certs.drop_duplicates("sha256").reset_index(drop=True)
-    key = pair_key(df)
-    size = key.map(key.value_counts())
-    precerts_in_group = df["is_precert"].astype(int).groupby(key).transform("sum")
-    twin = (size == 2) & (precerts_in_group == 1)
-    if twin.any():
-        # A precertificate naming what its certificate does not is no twin: merged, its names would go unchecked.
-        pairs = df.loc[twin, ["subject_dn", "san_dns", "san_ip", "san_email"]]
-        names = pd.Series([
-            (dn if isinstance(dn, str) else "", *(tuple(sorted(v)) if isinstance(v, (list, tuple)) else () for v in sans))
-            for dn, *sans in zip(*(pairs[c].tolist() for c in pairs.columns))
-        ], index=pairs.index, dtype=object)
-        same = pd.Series(pd.factorize(names)[0], index=pairs.index).groupby(key[twin]).transform("nunique") == 1
-        twin &= same.reindex(df.index, fill_value=False)
-    if not twin.any():
-        return df
-    pre = df[twin & df["is_precert"]].set_index(key[twin & df["is_precert"]])
-    final = df[twin & ~df["is_precert"]].copy()
-    fkey = key[final.index]
-    p = pre.loc[fkey.values]
-    p.index = final.index
-    final["precert_sha256"] = p["precert_sha256"]
-    for col in _FILL_FROM_PRECERT:
-        missing = final[col].isna() | (final[col].astype("string").fillna("") == "")
-        final.loc[missing, col] = p.loc[missing, col]
-    final["first_seen"] = pd.concat([final["first_seen"], p["first_seen"]], axis=1).min(axis=1)
-    other = (p["provenance"].fillna("") != "") & (p["provenance"] != final["provenance"])
-    final.loc[other, "provenance"] = final.loc[other, "provenance"] + " + precert " + p.loc[other, "provenance"]
-    out = pd.concat([df[~twin], final]).sort_index(kind="stable")
-    return coerce(out.reset_index(drop=True), CERT_COLUMNS)
 
 
 def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from scanner.parse.certs import ParseError, record_from_raw, records_frame
+from scanner.core.records import ErrorRecord
+from scanner.parse.certs import IssuerNames, ParseError, record_from_raw, records_frame
 from scanner.parse.domains import PUBLIC, checked_names, classify_name
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 
@@ -33,11 +34,6 @@ class Chunk:
     notices: list[SourceNotice] = field(default_factory=list)
     read: int = 0  # items that were certificates or errors (notices are not counted)
     domains: set[str] = field(default_factory=set)  # registrable domains worth a lookup
-
-
-def error_row(stage: str, source: str, provenance: str, error: str, sha256: str = "") -> dict[str, str]:
-    """A dict with records.ERROR_COLUMNS keys."""
-    return {"stage": stage, "source": source, "provenance": provenance, "sha256": sha256, "error": error}
 
 
 def _explain_parse_failure(raw: RawCert, exc: Exception) -> str:
@@ -64,6 +60,7 @@ def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
 def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
     """Parse one chunk: certificates to a frame, failures to error rows, notices kept. Runs in workers."""
     rows: list[dict[str, Any]] = []
+    names = IssuerNames()
     chunk = Chunk(certs=pd.DataFrame())
     for item in items:
         if isinstance(item, SourceNotice):
@@ -71,13 +68,13 @@ def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
             continue
         chunk.read += 1
         if isinstance(item, SourceError):
-            chunk.errors.append(error_row(item.stage, item.source, item.provenance, item.error, item.sha256))
+            chunk.errors.append(ErrorRecord(item.stage, item.source, item.provenance, item.error, item.sha256).as_row())
             continue
         try:
-            rows.append(record_from_raw(item))
+            rows.append(record_from_raw(item, names))
         except ParseError as exc:
-            chunk.errors.append(error_row("parse", item.source, item.provenance, _explain_parse_failure(item, exc),
-                                          hashlib.sha256(item.der).hexdigest()))
+            chunk.errors.append(ErrorRecord("parse", item.source, item.provenance, _explain_parse_failure(item, exc),
+                                            hashlib.sha256(item.der).hexdigest()).as_row())
     chunk.domains = domains_of(rows, max_sans_per_cert)
     chunk.certs = records_frame(rows)
     return chunk
