@@ -206,3 +206,23 @@ def test_an_unreachable_scheduler_is_named_with_what_to_do(tmp_path):
     with pytest.raises(DaskEngineError, match=f"127.0.0.1:{port}.*omit --scheduler"):
         with dask_client(config):
             pass
+
+
+def test_the_engine_leaves_the_callers_dask_logging_as_it_found_it(tmp_path):
+    # A notebook that turned distributed's logging up to debug a cluster keeps it after a scan.
+    import logging
+
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = Config(out_dir=tmp_path, engine="dask", scheduler=f"tcp://127.0.0.1:{port}", timeout=1.0)
+        with pytest.raises(DaskEngineError):
+            with dask_client(config):
+                pass
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.setLevel(before)

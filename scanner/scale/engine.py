@@ -68,8 +68,24 @@ def dask_client(config: Config) -> Iterator[Any]:
             f"--engine dask needs dask[dataframe] and distributed ({exc}); install them with "
             "pip install 'ctscan[dask]' or use --engine pandas"
         ) from None
-    # distributed logs its cluster's start and stop at INFO on its own loggers: keep stderr for our news.
-    logging.getLogger("distributed").setLevel(logging.INFO if config.verbose else logging.WARNING)
+    # distributed logs its cluster's start and stop at INFO on its own loggers: keep stderr for our news,
+    # for the life of this client only (a notebook's own Dask logging is its business).
+    with _logger_level("distributed", logging.INFO if config.verbose else logging.WARNING):
+        yield from _client(config, Client, LocalCluster)
+
+
+@contextmanager
+def _logger_level(name: str, level: int) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+def _client(config: Config, Client: Any, LocalCluster: Any) -> Iterator[Any]:  # noqa: N803 (the classes)
     if config.scheduler:
         try:
             client = Client(config.scheduler, timeout=max(config.timeout, 1.0))
