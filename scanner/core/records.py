@@ -54,6 +54,15 @@ CERT_COLUMNS: dict[str, str] = {
 
 LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls", "ca_issuers")
 
+# --- suspects -------------------------------------------------------------------------------
+
+#: The suspects table (detect.score builds it; every report puts these columns first, in this order).
+SUSPECT_COLUMNS: tuple[str, ...] = (
+    "sha256", "crtsh_url", "serial", "subject_o", "subject_cn", "sans", "not_before", "not_after",
+    "revoked_at", "signals", "score", "evidence",
+    "cert_sha256", "precert_sha256", "issuer_dn", "subject_dn", "revocation_reason", "provenance",
+)
+
 # --- errors -------------------------------------------------------------------------------
 
 #: Anything that could not be read, parsed or checked: one row each, never dropped.

@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 
-from scanner.core.records import crtsh_url, finding_code
+from scanner.core.records import SUSPECT_COLUMNS, crtsh_url, finding_code
 
 #: Extra weight when a signal's detail shows the strongest form of that evidence.
 BONUSES: dict[tuple[str, str, str], float] = {
@@ -26,13 +26,6 @@ FACTORS: dict[tuple[str, str, object], float] = {
     # The flagged name is itself certified again and again: likely a second site of one company.
     ("typo_neighbour", "established", True): 0.4,
 }
-
-SUSPECT_COLUMNS = [
-    "sha256", "crtsh_url", "serial", "subject_o", "subject_cn", "sans", "not_before", "not_after",
-    "revoked_at", "signals", "score", "evidence",
-    "cert_sha256", "precert_sha256", "issuer_dn", "subject_dn", "revocation_reason", "provenance",
-]
-
 
 def _detail(detail: str) -> dict:
     if not detail:
@@ -125,6 +118,6 @@ def build_suspects(certs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
     df["sans"] = df["san_dns"].map(lambda v: ";".join(v) if isinstance(v, (list, tuple)) else "")
     df["score"] = df["score"].astype(float).round(1)
     df = df.sort_values(["score", "not_before", "sha256"], ascending=[False, True, True], kind="stable")
-    return df[SUSPECT_COLUMNS].reset_index(drop=True)
+    return df[list(SUSPECT_COLUMNS)].reset_index(drop=True)
 
 

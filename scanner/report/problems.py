@@ -10,11 +10,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from scanner.core import records
-from scanner.core.records import crtsh_url
-from scanner.detect.score import SUSPECT_COLUMNS as _SCORER_COLUMNS
-
-#: The suspects frame's columns, in order (the scorer's schema); the CSV and every sheet put them first.
-SUSPECT_COLUMNS: tuple[str, ...] = tuple(_SCORER_COLUMNS)
+from scanner.core.records import SUSPECT_COLUMNS, crtsh_url
 
 #: Columns a per-problem list adds from the finding to the suspect's columns.
 FINDING_EXTRA_COLUMNS: dict[str, str] = {
