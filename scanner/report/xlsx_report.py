@@ -68,6 +68,24 @@ def sheet_name(wanted: str, used: set[str]) -> str:
     return name
 
 
+def _safe_workbook(path: Path) -> xlsxwriter.Workbook:
+    # No string guessing: a served subject or an evidence line must never become a formula or a link.
+    return xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
+                                           "strings_to_urls": False, "strings_to_numbers": False,
+                                           "remove_timezone": True})
+
+
+def write_table_workbook(path: Path, sheet: str, frame: pd.DataFrame) -> Path:
+    """A workbook of one sheet holding frame, written atomically with the suspects workbook's safe cells."""
+    with atomic_path(path) as tmp:
+        book = _safe_workbook(tmp)
+        try:
+            write_table(book.add_worksheet(sheet), _Formats(book), frame, links={})
+        finally:
+            book.close()
+    return path
+
+
 class _Formats:
     """The workbook's cell formats, created once."""
 
@@ -276,16 +294,7 @@ def write_xlsx(
     used = {name.lower() for name in RESERVED_SHEETS}
     sheets = {code: sheet_name(code, used) for code in stats["code"]}
     with atomic_path(path) as tmp:
-        book = xlsxwriter.Workbook(
-            str(tmp),
-            {
-                "constant_memory": True,
-                "strings_to_formulas": False,
-                "strings_to_urls": False,
-                "strings_to_numbers": False,
-                "remove_timezone": True,
-            },
-        )
+        book = _safe_workbook(tmp)
         try:
             fmt = _Formats(book)
             jobs: list[tuple[str, Callable[[Worksheet], object]]] = [
