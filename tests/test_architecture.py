@@ -120,6 +120,18 @@ def test_no_packages_import_each_other_in_a_cycle():
     assert not cycles, "package import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+def test_no_module_imports_another_folders_private_names():
+    # Another folder's _name is its own business: a shared helper gets a public name (and a docstring).
+    wrong = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("scanner."):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private and package_of(node.module) != package_of(name):
+                    wrong.append(f"{path.relative_to(PACKAGE.parent)}: {', '.join(private)} from {node.module}")
+    assert not wrong, "private names imported across folders:\n" + "\n".join(wrong)
+
+
 @pytest.mark.parametrize("graph, expected", [
     ({"scanner.enrich.a": {"scanner.detect.b"}, "scanner.detect.b": {"scanner.enrich.a"}}, 1),
     ({"scanner.enrich.a": {"scanner.core.b"}, "scanner.detect.b": {"scanner.enrich.a"}}, 0),
