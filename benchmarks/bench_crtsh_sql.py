@@ -78,19 +78,16 @@ def child(dsn: str, ca_id: int, size: int) -> None:
     """Measure one size: the source into a fresh store, then the bare-cursor baseline."""
     import psycopg
 
-    from scanner.core.config import Config
     from scanner.sources.base import RawCert
-    from scanner.sources.crtsh_sql import WINDOW_QUERY, read_crtsh_sql
+    from scanner.sources.crtsh_sql import WINDOW_QUERY, CrtshSqlOptions, read
     from tests.synth import utc
 
     start_rss = rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         since = utc("2024-01-01T00:00")
-        config = Config(out_dir=Path(tmp), source="crtsh-sql", dsn=dsn, ca_ids=(ca_id,), since=since,
-                        until=since + timedelta(days=DAYS), store_path=Path(tmp) / "store.sqlite3",
-                        cache_dir=Path(tmp))
+        options = CrtshSqlOptions(dsn=dsn, ca_ids=(ca_id,), since=since, until=since + timedelta(days=DAYS))
         t = time.perf_counter()
-        certs = sum(1 for item in read_crtsh_sql(config) if isinstance(item, RawCert))
+        certs = sum(1 for item in read(options, store=Path(tmp) / "store.sqlite3") if isinstance(item, RawCert))
         seconds = time.perf_counter() - t
         peak = rss_mb()
         t = time.perf_counter()

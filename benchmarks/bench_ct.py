@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
-from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceError
-from scanner.sources.ct import read_ct
+from scanner.sources.ct import CtOptions, read
 from scanner.sources.ct.issuers import spki_sha256
 from scanner.sources.ct.merkle import root_of
 from tests.loopback.ct_server import (
@@ -148,8 +147,8 @@ def run(kind: str, n: int, share: int) -> None:
             key.log_json(f"bench {kind}", monitoring_url=url, submission_url="https://bench.test/")
         (tmpd / "list.json").write_text(json.dumps(log_list([lg]) if kind != "tiled" else log_list(tiled=[lg])))
         (tmpd / "ca.pem").write_bytes(pem(audited.cert))
-        cfg = Config(out_dir=tmpd / "out", source="ct", log_list=tmpd / "list.json", logs=(f"bench {kind}",),
-                     issuer_certs=(tmpd / "ca.pem",), cache_dir=tmpd / "cache", ct_batch=1024, ct_parallel=4)
+        options = CtOptions(log_list=tmpd / "list.json", logs=(f"bench {kind}",), issuer_certs=(tmpd / "ca.pem",),
+                            batch=1024, parallel=4, progress=False)
         base_n = min(n, 100_000)
         base = baseline(kind, url, base_n)
         print(f"  baseline (plain GETs, no parsing) over {base_n:,} entries: {base:,.0f} entries/s")
@@ -158,7 +157,7 @@ def run(kind: str, n: int, share: int) -> None:
         t = time.perf_counter()
         last_index = 0
         start_rss = rss_mb()
-        for item in read_ct(cfg, progress=False):
+        for item in read(options, store=tmpd / "store.sqlite3"):
             if isinstance(item, RawCert):
                 kept += 1
                 last_index = int(item.provenance.rsplit("#", 1)[1])

@@ -422,10 +422,10 @@ def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
     if config.source == "ct" and not config.issuer_certs:
         parser.error("--source ct needs --issuer-cert PEM: the CA whose entries to keep")
     if config.source == "ct":
-        from scanner.sources.ct import LogListError, choose_logs
+        from scanner.sources.ct import CtOptions, LogListError, choose_logs
 
         try:
-            choose_logs(config)
+            choose_logs(CtOptions.from_config(config))
         except LogListError as exc:
             parser.error(str(exc))
     if config.check_revocation and not config.issuer_certs:

@@ -44,25 +44,25 @@ class ScanResult:
 def open_source(config: Config) -> Iterator[SourceItem]:
     """The items of the configured source."""
     if config.source == "files":
-        from scanner.sources.files import read_files
+        from scanner.sources import files
 
-        return read_files(config.paths, exclude=[config.out_dir])  # a rerun must not read its own reports
+        return files.read(files.FilesOptions.from_config(config))
     if config.source == "crtsh-sql":
-        from scanner.sources.crtsh_sql import read_crtsh_sql
+        from scanner.sources import crtsh_sql
 
-        return read_crtsh_sql(config)
+        return crtsh_sql.read(crtsh_sql.CrtshSqlOptions.from_config(config), store=config.store_file)
     if config.source == "crtsh-json":
-        from scanner.sources.crtsh_json import read_crtsh_json
+        from scanner.sources import crtsh_json
 
-        return read_crtsh_json(config)
+        return crtsh_json.read(crtsh_json.CrtshJsonOptions.from_config(config), store=config.store_file)
     if config.source == "ct":
-        from scanner.sources.ct import read_ct
+        from scanner.sources import ct
 
-        return read_ct(config, progress=config.progress, verify=config.ct_verify, resume=config.ct_resume)
+        return ct.read(ct.CtOptions.from_config(config), store=config.store_file)
     if config.source == "store":
-        from scanner.sources.store import read_store
+        from scanner.sources import store
 
-        return read_store(config)
+        return store.read(store.StoreOptions.from_config(config))
     raise NotImplementedError(f"--source {config.source} is not available yet")
 
 

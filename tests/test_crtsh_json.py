@@ -19,7 +19,7 @@ import pytest
 from scanner.core.config import Config
 from scanner.parse.certs import record_from_raw
 from scanner.sources.base import RawCert, SourceError, SourceNotice
-from scanner.sources.crtsh_json import _row_facts, read_crtsh_json
+from scanner.sources.crtsh_json import CrtshJsonOptions, _row_facts, read
 from scanner.sources.store import CertStore
 from tests.loopback.crtsh_server import CrtshServer
 from tests.synth import TestCA, der, utc
@@ -59,7 +59,7 @@ def make_config(tmp_path: Path, server: CrtshServer, **kw) -> Config:
 
 
 def run(config: Config) -> tuple[list[RawCert], list[SourceError], list[SourceNotice]]:
-    items = list(read_crtsh_json(config, base_delay=0.01))
+    items = list(read(CrtshJsonOptions.from_config(config), store=config.store_file, base_delay=0.01))
     return ([i for i in items if isinstance(i, RawCert)], [i for i in items if isinstance(i, SourceError)],
             [i for i in items if isinstance(i, SourceNotice)])
 
@@ -179,12 +179,10 @@ def test_the_rate_limit_is_per_minute(tmp_path, crtsh):
 
 CHILD = """
 import json, sys
-from scanner.core.config import Config
-from scanner.sources.crtsh_json import read_crtsh_json
+from scanner.sources.crtsh_json import CrtshJsonOptions, read
 a = json.loads(sys.argv[1])
-config = Config(out_dir=a["out"], source="crtsh-json", crtsh_url=a["url"], ca_ids=(7,), orgs=("Example Org",),
-                crtsh_rate=300, store_path=a["store"], cache_dir=a["cache"])
-for item in read_crtsh_json(config):
+options = CrtshJsonOptions(url=a["url"], ca_ids=(7,), orgs=("Example Org",), rate=300, cache_dir=a["cache"])
+for item in read(options, store=a["store"]):
     pass
 """
 
@@ -204,8 +202,7 @@ def test_kill_9_in_the_middle_of_the_downloads_then_rerun_fetches_only_the_rest(
     for n in range(3, 20):
         st.add(100 + n, certs[n], 7, T0, ("o", "Example Org"))
     store = tmp_path / "store.sqlite3"
-    args = json.dumps({"out": str(tmp_path / "out"), "url": crtsh.url, "store": str(store),
-                       "cache": str(tmp_path / "cache")})
+    args = json.dumps({"url": crtsh.url, "store": str(store), "cache": str(tmp_path / "cache")})
     child = subprocess.Popen([sys.executable, "-c", CHILD, args], env=dict(os.environ, PYTHONPATH=str(REPO)))
     deadline = time.monotonic() + 20
     while len(stored_ids(store)) < 5 and time.monotonic() < deadline and child.poll() is None:

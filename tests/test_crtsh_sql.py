@@ -23,7 +23,7 @@ import pytest
 from scanner.core.config import Config
 from scanner.parse.certs import record_from_raw
 from scanner.sources.base import RawCert, SourceError, SourceNotice
-from scanner.sources.crtsh_sql import read_crtsh_sql, reason_name, safe_dsn, serial_octets
+from scanner.sources.crtsh_sql import CrtshSqlOptions, read, reason_name, safe_dsn, serial_octets
 from scanner.sources.store import CertStore
 from tests.loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
 from tests.synth import TestCA, der, utc
@@ -80,7 +80,7 @@ def make_config(tmp_path: Path, db: CertwatchDB, **kw) -> Config:
 def run(config: Config, **kw) -> tuple[list[RawCert], list[SourceError], list[SourceNotice]]:
     kw.setdefault("base_delay", 0.01)
     kw.setdefault("target_rows", None)
-    items = list(read_crtsh_sql(config, **kw))
+    items = list(read(CrtshSqlOptions.from_config(config), store=config.store_file, **kw))
     return ([i for i in items if isinstance(i, RawCert)], [i for i in items if isinstance(i, SourceError)],
             [i for i in items if isinstance(i, SourceNotice)])
 
@@ -204,13 +204,11 @@ def test_no_ca_is_an_error_not_an_empty_scan(tmp_path, db):
 CHILD = """
 import json, sys, time
 from datetime import datetime, timedelta
-from scanner.core.config import Config
-from scanner.sources.crtsh_sql import read_crtsh_sql
+from scanner.sources.crtsh_sql import CrtshSqlOptions, read
 a = json.loads(sys.argv[1])
-config = Config(out_dir=a["out"], source="crtsh-sql", dsn=a["dsn"], ca_ids=(1,),
-                since=datetime.fromisoformat(a["since"]), until=datetime.fromisoformat(a["until"]),
-                store_path=a["store"], cache_dir=a["cache"])
-for item in read_crtsh_sql(config, target_rows=None, itersize=1):
+options = CrtshSqlOptions(dsn=a["dsn"], ca_ids=(1,), since=datetime.fromisoformat(a["since"]),
+                          until=datetime.fromisoformat(a["until"]))
+for item in read(options, store=a["store"], target_rows=None, itersize=1):
     time.sleep(0.15)  # a slow consumer, so the parent can kill us half way
 """
 
@@ -227,9 +225,8 @@ def done_windows(store: Path) -> list[tuple[str, str]]:
 
 def test_kill_9_in_the_middle_of_a_fetch_then_rerun_gives_the_full_set_once(tmp_path, db, issued):
     store = tmp_path / "store.sqlite3"
-    args = json.dumps({"out": str(tmp_path / "out"), "dsn": db.dsn, "since": DAY0.isoformat(),
-                       "until": (DAY0 + timedelta(days=10)).isoformat(), "store": str(store),
-                       "cache": str(tmp_path / "cache")})
+    args = json.dumps({"dsn": db.dsn, "since": DAY0.isoformat(), "until": (DAY0 + timedelta(days=10)).isoformat(),
+                       "store": str(store)})
     env = dict(os.environ, PYTHONPATH=str(REPO))
     child = subprocess.Popen([sys.executable, "-c", CHILD, args], env=env)
     deadline = time.monotonic() + 20

@@ -1,4 +1,4 @@
-"""read_ct against real CT log servers on loopback: RFC 6962 and static-ct-api, verified, filtered, resumable."""
+"""The ct source against real CT log servers on loopback: RFC 6962 and static-ct-api, verified, filtered, resumable."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from scanner.core.config import Config
-from scanner.sources.base import RawCert, SourceError, SourceNotice
-from scanner.sources.ct import read_ct
+from scanner.sources import ct
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 from scanner.sources.ct.issuers import PRECERT_SIGNING_EKU, spki_sha256
 from tests.loopback.ct_server import (
     CTServer,
@@ -96,6 +98,11 @@ def config(tmp_path: Path, lists: dict, issuers: tuple[TestCA, ...] = (), **kw) 
     kw.setdefault("timeout", 5.0)
     return Config(out_dir=tmp_path / "out", source="ct", log_list=path, logs=tuple(names),
                   issuer_certs=tuple(certs), cache_dir=tmp_path / "cache", **kw)
+
+
+def read_ct(cfg: Config, **options) -> Iterator[SourceItem]:
+    """The ct source's items for a scan's Config, with some options changed (progress, verify, resume)."""
+    return ct.read(replace(ct.CtOptions.from_config(cfg), **options), store=cfg.store_file)
 
 
 def split(items: list) -> tuple[list[RawCert], list[SourceError], list[SourceNotice]]:
@@ -326,17 +333,15 @@ def test_kill_9_mid_run_then_rerun_reports_every_certificate_once(tmp_path, worl
         script = textwrap.dedent(f"""
             import os, signal, sys
             from pathlib import Path
-            from scanner.core.config import Config
             from scanner.sources.base import RawCert
-            from scanner.sources.ct import read_ct
+            from scanner.sources.ct import CtOptions, read
             tmp = Path({str(tmp_path)!r})
-            cfg = Config(out_dir=tmp / "out", source="ct", log_list=tmp / "log_list.json",
-                         logs=("Kill RFC6962", "Kill tiled"), issuer_certs=(tmp / "issuer0.pem",),
-                         cache_dir=tmp / "cache", ct_batch=9, ct_parallel=3)
+            options = CtOptions(log_list=tmp / "log_list.json", logs=("Kill RFC6962", "Kill tiled"),
+                                issuer_certs=(tmp / "issuer0.pem",), batch=9, parallel=3, progress=False)
             kill_at = int(sys.argv[1])
             n = 0
             with open({str(out)!r}, "w") as f:  # what this run handed over
-                for item in read_ct(cfg, progress=False):
+                for item in read(options, store=tmp / "cache" / "store.sqlite3"):
                     if isinstance(item, RawCert):
                         n += 1
                         if n == kill_at:

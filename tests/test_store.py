@@ -1,4 +1,4 @@
-"""The local certificate store: one row per SHA-256, facts that survive refetches, checkpoints, read_store."""
+"""The local certificate store: one row per SHA-256, facts that survive refetches, checkpoints, reading it as a source."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceNotice
-from scanner.sources.store import CertStore, read_store
+from scanner.sources.store import CertStore, StoreOptions, read
 from tests.synth import TestCA, der, utc
 
 T0 = utc("2024-02-01T00:00")
@@ -74,12 +74,12 @@ def test_read_store_yields_only_the_chosen_cas_without_the_network(tmp_path, der
     with CertStore(path) as store:
         store.put_many([raw(d, crtsh_id=n, issuer_ca_id=4 if n % 2 else 9) for n, d in enumerate(ders)])
     config = Config(out_dir=tmp_path, store_path=path, ca_ids=(4,), dsn="postgresql://nobody@127.0.0.1:1/x")
-    assert sorted(r.extra["crtsh_id"] for r in read_store(config)) == [1, 3]
+    assert sorted(r.extra["crtsh_id"] for r in read(StoreOptions.from_config(config))) == [1, 3]
     everything = Config(out_dir=tmp_path, store_path=path)
-    assert len(list(read_store(everything))) == 5
+    assert len(list(read(StoreOptions.from_config(everything)))) == 5
 
 
 def test_read_store_of_a_missing_file_says_so_and_marks_the_run_partial(tmp_path):
-    (item,) = list(read_store(Config(out_dir=tmp_path, store_path=tmp_path / "none.sqlite3")))
+    (item,) = list(read(StoreOptions(tmp_path / "none.sqlite3")))
     assert isinstance(item, SourceNotice) and item.partial and "does not exist" in item.message
     assert not (tmp_path / "none.sqlite3").exists()

@@ -16,14 +16,18 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from scanner.core import net
+from scanner.core.cache import Cache
+from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
-from scanner.sources.store import CertStore
+from scanner.sources.store import CertStore, opened_store
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,36 @@ ISSUER_NOT_FOUND = -1
 _MAX_ID = 2**63 - 1  # crt.sh ids are PostgreSQL bigints; a larger one (a broken answer) fits no table or store
 ADVICE = "retry later or use --source crtsh-sql"
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class CrtshJsonOptions:
+    """What a crt.sh JSON read needs: what to search for, which CAs to keep, and how gently to ask."""
+
+    identities: tuple[str, ...] = ()  # crt.sh Identity (q=) searches
+    orgs: tuple[str, ...] = ()  # crt.sh O= searches
+    ca_ids: tuple[int, ...] = ()  # keep only these issuers; () = every issuer the searches return
+    url: str = Config.crtsh_url
+    exclude_expired: bool = False
+    rate: float = Config.crtsh_rate  # requests per MINUTE (crt.sh tolerates a few); 0 = unlimited
+    offline: bool = False  # the cache and the store only: nothing goes to crt.sh
+    timeout: float = Config.timeout  # seconds per request
+    retries: int = Config.retries  # attempts after the first for 429s, 5xx, HTML and truncated answers
+    cache_dir: Path | None = None  # where search answers are kept for 6 hours; None = not kept
+
+    def __post_init__(self) -> None:
+        # A notebook passes lists; a search's key and the CA filter want fixed sequences.
+        for name in ("identities", "orgs"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "ca_ids", tuple(int(i) for i in self.ca_ids))
+
+    @classmethod
+    def from_config(cls, config: Config) -> CrtshJsonOptions:
+        """The options a scan's Config gives (--identity, --org, --ca-id, --crtsh-url, --crtsh-rate, ...)."""
+        return cls(identities=config.identities, orgs=config.orgs, ca_ids=config.ca_ids, url=config.crtsh_url,
+                   exclude_expired=config.exclude_expired, rate=config.crtsh_rate, offline=config.offline,
+                   timeout=config.timeout, retries=config.retries,
+                   cache_dir=config.cache_dir if config.use_cache else None)
 
 
 class _BadBody(Exception):
@@ -84,18 +118,18 @@ def _fetch_failure(kind: str, url: str, exc: net.FetchError) -> str:
 class _Client:
     """The HTTP side of one crtsh-json run: session, per-host rate limit, retries, optional page cache."""
 
-    def __init__(self, config: Any, base_delay: float, session: requests.Session | None):
-        self.config = config
-        self.base = config.crtsh_url.rstrip("/") + "/"
+    def __init__(self, options: CrtshJsonOptions, base_delay: float, session: requests.Session | None):
+        self.options = options
+        self.base = options.url.rstrip("/") + "/"
         self.session = session or net.new_session()
-        self.limiter = net.HostRateLimits(config.crtsh_rate / 60.0).for_url(self.base)  # flag is per MINUTE
+        self.limiter = net.HostRateLimits(options.rate / 60.0).for_url(self.base)  # the rate is per MINUTE
         self.base_delay = base_delay
-        self.cache = _open_cache(config)
+        self.cache = Cache(options.cache_dir) if options.cache_dir is not None else None
 
     def get(self, params: dict[str, str], validate: Any) -> requests.Response:
         return net.get_with_retries(
-            self.session, self.base, params=params, limiter=self.limiter, retries=self.config.retries,
-            timeout=self.config.timeout, validate=validate, base_delay=self.base_delay,
+            self.session, self.base, params=params, limiter=self.limiter, retries=self.options.retries,
+            timeout=self.options.timeout, validate=validate, base_delay=self.base_delay,
         )
 
     def search(self, params: dict[str, str]) -> list[Any]:
@@ -105,7 +139,7 @@ class _Client:
             cached = self.cache.get(CACHE_NAMESPACE, key)
             if isinstance(cached, list):
                 return cached
-        if self.config.offline:
+        if self.options.offline:
             raise net.FetchError(key, "offline and no cached answer (run once without --offline)")
         parsed: list[Any] = []
 
@@ -141,18 +175,8 @@ class _Client:
             self.cache.close()
 
 
-def _open_cache(config: Any) -> Any:
-    if not getattr(config, "use_cache", False):
-        return None
-    try:
-        from scanner.core.cache import Cache
-    except ImportError:
-        return None
-    return Cache.from_config(config)
-
-
-def _searches(config: Any) -> list[tuple[str, str]]:
-    return [("q", v) for v in config.identities] + [("O", v) for v in config.orgs]
+def _searches(options: CrtshJsonOptions) -> list[tuple[str, str]]:
+    return [("q", v) for v in options.identities] + [("O", v) for v in options.orgs]
 
 
 def _row_facts(row: Any) -> tuple[int, dict[str, Any]]:
@@ -176,28 +200,35 @@ def _row_facts(row: Any) -> tuple[int, dict[str, Any]]:
     return crtsh_id, extra
 
 
-def read_crtsh_json(
-    config: Any, *, base_delay: float = 2.0, session: requests.Session | None = None
+def read(
+    options: CrtshJsonOptions,
+    *,
+    store: CertStore | Path | str | None = None,
+    base_delay: float = 2.0,
+    session: requests.Session | None = None,
 ) -> Iterator[SourceItem]:
-    """Yield the certificates crt.sh's JSON searches find for config.identities / config.orgs, of config.ca_ids."""
-    searches = _searches(config)
+    """Yield the certificates crt.sh's JSON searches find for options.identities / options.orgs, of options.ca_ids.
+
+    store keeps the downloaded certificates and each search's answer for later reads: an open
+    CertStore (left open), a store file, or None for one in memory that lasts this read only.
+    """
+    searches = _searches(options)
     if not searches:
-        yield SourceError(SOURCE, config.crtsh_url, "--source crtsh-json needs --identity or --org to search for")
+        yield SourceError(SOURCE, options.url, "--source crtsh-json needs --identity or --org to search for")
         yield SourceNotice("crt.sh JSON fetch did not run: nothing to search for", partial=True)
         return
-    wanted_cas = {int(i) for i in config.ca_ids}
+    wanted_cas = set(options.ca_ids)
     if not wanted_cas:
         yield SourceNotice("no --ca-id given: keeping certificates of every issuer the crt.sh searches return")
-    client = _Client(config, base_delay, session)
-    store = CertStore(config.store_file)
+    client = _Client(options, base_delay, session)
     try:
-        found: dict[int, dict[str, Any]] = {}  # crt.sh id -> facts, deduplicated across searches
-        for param, value in searches:
-            yield from _run_search(client, store, param, value, wanted_cas, found)
-        yield from _certificates(client, store, found)
+        with opened_store(store) as certs:
+            found: dict[int, dict[str, Any]] = {}  # crt.sh id -> facts, deduplicated across searches
+            for param, value in searches:
+                yield from _run_search(client, certs, param, value, wanted_cas, found)
+            yield from _certificates(client, certs, found)
     finally:
         client.close()
-        store.close()
 
 
 def search_key(param: str, value: str, exclude_expired: bool) -> str:
@@ -209,15 +240,15 @@ def search_key(param: str, value: str, exclude_expired: bool) -> str:
 def _run_search(client: _Client, store: CertStore, param: str, value: str, wanted_cas: set[int],
                 found: dict[int, dict[str, Any]]) -> Iterator[SourceItem]:
     params = {param: value, "output": "json"}
-    if client.config.exclude_expired:
+    if client.options.exclude_expired:
         params["exclude"] = "expired"
     where = f"{client.base}?{param}={value}"
-    key = search_key(param, value, bool(client.config.exclude_expired))
+    key = search_key(param, value, bool(client.options.exclude_expired))
     try:
         rows = client.search(params)
     except net.FetchError as exc:
         earlier = _earlier_answer(store, key, wanted_cas, found)
-        if client.config.offline and earlier:
+        if client.options.offline and earlier:
             yield SourceNotice(f"offline: crt.sh search {param}={value!r} answered from the store ({earlier} "
                                "certificate(s) an earlier run found)")
             return
@@ -279,7 +310,7 @@ def _certificates(client: _Client, store: CertStore, found: dict[int, dict[str, 
     for crtsh_id in missing:
         where = f"crtsh:{crtsh_id}"
         try:
-            if client.config.offline:
+            if client.options.offline:
                 raise _BadBody("offline and not in the local store; run without --offline")
             der = client.download(crtsh_id)
         except net.FetchError as exc:

@@ -15,19 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from array import array
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import tenacity
 from cryptography import x509
 from psycopg.conninfo import conninfo_to_dict
 
-from scanner.core.net import backoff_delay
+from scanner.core.config import Config
+from scanner.core.net import RetryableError, retrying
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
-from scanner.sources.store import CertStore
+from scanner.sources.store import CertStore, opened_store
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,35 @@ REVOCATION_BATCH = 1000
 
 CA_EXACT_QUERY = "SELECT id, name FROM ca WHERE lower(name) = lower(%s) ORDER BY id LIMIT 200"
 CA_LIKE_QUERY = "SELECT id, name FROM ca WHERE name ILIKE %s ESCAPE '\\' ORDER BY id LIMIT 200"
+
+
+@dataclass(frozen=True)
+class CrtshSqlOptions:
+    """What a crt.sh SQL read needs: the replica, the CAs, the notBefore range and how hard to try."""
+
+    dsn: str = Config.dsn  # crt.sh's public replica
+    ca_ids: tuple[int, ...] = ()
+    ca_names: tuple[str, ...] = ()  # resolved through crt.sh's ca table (exact, else substring)
+    since: datetime | None = None  # notBefore >= since (UTC); None = 398 days before until
+    until: datetime | None = None  # notBefore < until (UTC); None = now
+    refresh_days: float = 7.0  # windows ending this recently are read again (crt.sh still gains rows)
+    refresh_revocations: bool = False  # read crl_revoked again for the stored certificates
+    offline: bool = False  # the store only: nothing goes to crt.sh
+    timeout: float = Config.timeout  # seconds to connect
+    retries: int = Config.retries  # attempts after the first for replica failures
+
+    def __post_init__(self) -> None:
+        # A notebook passes lists; the checkpoint key and the query want a fixed sequence of ints.
+        object.__setattr__(self, "ca_ids", tuple(int(i) for i in self.ca_ids))
+        object.__setattr__(self, "ca_names", tuple(self.ca_names))
+
+    @classmethod
+    def from_config(cls, config: Config) -> CrtshSqlOptions:
+        """The options a scan's Config gives (--dsn, --ca-id, --ca-name, --since, --until, ...)."""
+        return cls(dsn=config.dsn, ca_ids=config.ca_ids, ca_names=config.ca_names, since=config.since,
+                   until=config.until, refresh_days=config.refresh_days,
+                   refresh_revocations=config.refresh_revocations, offline=config.offline,
+                   timeout=config.timeout, retries=config.retries)
 
 
 def reason_name(code: int | None) -> str:
@@ -140,20 +172,25 @@ class _WindowFailed(Exception):
         self.fatal = fatal
 
 
+class _Unreachable(RetryableError):
+    """No connection to the replica: retried like a failed query, but fatal once the attempts are spent."""
+
+
 class _Fetcher:
     """One crtsh-sql run: connection handling, window retries and the store writes."""
 
-    def __init__(self, config: Any, store: CertStore, ca_ids: list[int], *, itersize: int, base_delay: float):
-        self.config, self.store, self.ca_ids = config, store, ca_ids
+    def __init__(self, options: CrtshSqlOptions, store: CertStore, ca_ids: list[int], *, itersize: int,
+                 base_delay: float):
+        self.options, self.store, self.ca_ids = options, store, ca_ids
         self.itersize, self.base_delay = itersize, base_delay
-        self.where = safe_dsn(config.dsn)
+        self.where = safe_dsn(options.dsn)
         self.conn: psycopg.Connection | None = None
 
     def connect(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed:
             self.conn = psycopg.connect(
-                self.config.dsn,
-                connect_timeout=max(1, round(self.config.timeout)),
+                self.options.dsn,
+                connect_timeout=max(1, round(self.options.timeout)),
                 application_name="ctscan",
             )
         return self.conn
@@ -166,69 +203,84 @@ class _Fetcher:
                 pass
         self.conn = None
 
+    def _policy(self, what: str) -> tenacity.Retrying:
+        def warn(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if exc is not None and not isinstance(exc, _Unreachable):
+                log.warning("crt.sh SQL %s failed (%s); retry %d in %.1fs", what, exc, state.attempt_number,
+                            state.upcoming_sleep)
+
+        return retrying(self.options.retries, base=self.base_delay).copy(before_sleep=warn)
+
+    def _connected(self) -> psycopg.Connection:
+        try:
+            return self.connect()
+        except psycopg.OperationalError as exc:
+            raise _Unreachable(_describe(exc)) from exc
+
     def window(self, start: datetime, end: datetime) -> Iterator[list[RawCert]]:
         """Batches of one window's certificates (each batch already stored), retried on replica failures."""
         yielded = array("q")  # ids already handed on: a retry must not hand them on twice
-        attempt = 0
-        while True:
-            skip = set(yielded) if attempt else set()
-            try:
-                conn = self.connect()
-            except psycopg.OperationalError as exc:
-                attempt += 1
-                if attempt > self.config.retries:
-                    # Nothing later can work either: stop instead of failing every window in turn.
-                    raise _WindowFailed(f"cannot connect: {_describe(exc)}; after {attempt} attempt(s); "
-                                        "check --dsn", fatal=True) from exc
-                time.sleep(backoff_delay(attempt, self.base_delay))
-                continue
-            try:
-                with conn.transaction(), conn.cursor(name="ctscan_window", binary=True) as cur:
-                    cur.itersize = self.itersize
-                    cur.execute(WINDOW_QUERY, {"ca_ids": self.ca_ids, "start": _naive(start), "end": _naive(end)})
-                    while True:
-                        rows = cur.fetchmany(self.itersize)
-                        if not rows:
-                            break
-                        batch = [self._raw(r) for r in rows if r[0] not in skip]
-                        self.store.put_many(batch)
+        attempts = 0
+        try:
+            for attempt in self._policy(f"window {start}..{end}"):
+                with attempt:
+                    attempts += 1
+                    skip = set(yielded)
+                    for batch in self._window_once(start, end, skip):
                         yielded.extend(r.extra["crtsh_id"] for r in batch)
                         yield batch
-                return
-            except psycopg.OperationalError as exc:
-                # 40001 (conflict with recovery), 57014 (statement timeout), 57P01 and dropped sockets.
-                self.drop()
-                attempt += 1
-                if attempt > self.config.retries:
-                    raise _WindowFailed(_describe(exc) + f"; after {attempt} attempt(s)") from exc
-                delay = backoff_delay(attempt, self.base_delay)
-                log.warning("crt.sh SQL window %s..%s failed (%s); retry %d in %.1fs",
-                            start, end, _describe(exc), attempt, delay)
-                time.sleep(delay)
-            except psycopg.Error as exc:
-                self.drop()
-                raise _WindowFailed(_describe(exc), fatal=True) from exc
+        except _Unreachable as exc:
+            # Nothing later can work either: stop instead of failing every window in turn.
+            raise _WindowFailed(f"cannot connect: {exc}; after {attempts} attempt(s); check --dsn",
+                                fatal=True) from exc
+        except RetryableError as exc:
+            raise _WindowFailed(f"{exc}; after {attempts} attempt(s)") from exc
+
+    def _window_once(self, start: datetime, end: datetime, skip: set[int]) -> Iterator[list[RawCert]]:
+        """One attempt at a window through a server-side cursor; replica failures become RetryableError."""
+        conn = self._connected()
+        try:
+            with conn.transaction(), conn.cursor(name="ctscan_window", binary=True) as cur:
+                cur.itersize = self.itersize
+                cur.execute(WINDOW_QUERY, {"ca_ids": self.ca_ids, "start": _naive(start), "end": _naive(end)})
+                while rows := cur.fetchmany(self.itersize):
+                    batch = [self._raw(r) for r in rows if r[0] not in skip]
+                    self.store.put_many(batch)
+                    yield batch
+        except psycopg.OperationalError as exc:
+            # 40001 (conflict with recovery), 57014 (statement timeout), 57P01 and dropped sockets.
+            self.drop()
+            raise RetryableError(_describe(exc)) from exc
+        except psycopg.Error as exc:
+            self.drop()
+            raise _WindowFailed(_describe(exc), fatal=True) from exc
 
     def revocations(self, pairs: Sequence[tuple[int, bytes]]) -> dict[tuple[int, bytes], tuple[datetime, str]]:
         """crl_revoked's (revocation date, reason name) for these (issuer CA id, serial octets), retried like windows."""
-        attempt = 0
-        while True:
+        attempts = 0
+
+        def once() -> list[tuple[Any, ...]]:
+            nonlocal attempts
+            attempts += 1
             try:
                 conn = self.connect()
                 with conn.transaction(), conn.cursor(binary=True) as cur:
                     cur.execute(REVOCATION_QUERY, {"ca_ids": [p[0] for p in pairs], "serials": [p[1] for p in pairs]})
-                    rows = cur.fetchall()
-                return {(int(ca), bytes(serial)): (_aware(when), reason_name(code))  # type: ignore[misc]
-                        for ca, serial, when, code in rows}
+                    return cur.fetchall()
             except psycopg.OperationalError as exc:
                 self.drop()
-                attempt += 1
-                if attempt > self.config.retries:
-                    raise _WindowFailed(_describe(exc) + f"; after {attempt} attempt(s)") from exc
-                time.sleep(backoff_delay(attempt, self.base_delay))
+                raise RetryableError(_describe(exc)) from exc
             except psycopg.Error as exc:
                 self.drop()
                 raise _WindowFailed(_describe(exc), fatal=True) from exc
+
+        try:
+            rows = retrying(self.options.retries, base=self.base_delay)(once)
+        except RetryableError as exc:
+            raise _WindowFailed(f"{exc}; after {attempts} attempt(s)") from exc
+        return {(int(ca), bytes(serial)): (_aware(when), reason_name(code))  # type: ignore[misc]
+                for ca, serial, when, code in rows}
 
     def _raw(self, row: tuple[Any, ...]) -> RawCert:
         crtsh_id, ca_id, der, first_seen, revoked_at, reason, revoked = row
@@ -271,62 +323,66 @@ def resolve_ca_names(conn: psycopg.Connection, names: Sequence[str]) -> tuple[li
     return ids, items
 
 
-def read_crtsh_sql(
-    config: Any,
+def read(
+    options: CrtshSqlOptions,
     *,
+    store: CertStore | Path | str | None = None,
     window: timedelta = DEFAULT_WINDOW,
     target_rows: int | None = 50_000,
     itersize: int = 2000,
     base_delay: float = 1.0,
     now: datetime | None = None,
 ) -> Iterator[SourceItem]:
-    """Yield one CA's certificates from crt.sh's PostgreSQL over [since, until) on notBefore, resuming past windows."""
+    """Yield the CAs' certificates from crt.sh's PostgreSQL over [since, until) on notBefore, resuming past windows.
+
+    store is where fetched windows are kept and served from on later reads: an open CertStore (left
+    open), a store file, or None for one in memory that lasts this read only.
+    """
     now = now or _utcnow()
-    since, until = resolve_range(config.since, config.until, now)
-    if config.since is None:
+    since, until = resolve_range(options.since, options.until, now)
+    if options.since is None:
         yield SourceNotice(f"no --since given: scanning notBefore from {since:%Y-%m-%d %H:%M} UTC "
                            "(every certificate that can still be unexpired)")
-    ca_ids = [int(i) for i in config.ca_ids]
-    store = CertStore(config.store_file)
-    fetcher = _Fetcher(config, store, ca_ids, itersize=itersize, base_delay=base_delay)
-    try:
-        if config.ca_names and not config.offline:
-            try:
-                found, items = resolve_ca_names(fetcher.connect(), config.ca_names)
-            except psycopg.Error as exc:
-                fetcher.drop()
-                yield SourceError(SOURCE, fetcher.where, f"cannot resolve --ca-name through crt.sh's ca table: "
-                                  f"{_describe(exc)}; check --dsn or pass --ca-id")
-                yield SourceNotice("crt.sh SQL fetch did not run: --ca-name could not be resolved", partial=True)
+    ca_ids = list(options.ca_ids)
+    with opened_store(store) as certs:
+        fetcher = _Fetcher(options, certs, ca_ids, itersize=itersize, base_delay=base_delay)
+        try:
+            if options.ca_names and not options.offline:
+                try:
+                    found, items = resolve_ca_names(fetcher.connect(), options.ca_names)
+                except psycopg.Error as exc:
+                    fetcher.drop()
+                    yield SourceError(SOURCE, fetcher.where, f"cannot resolve --ca-name through crt.sh's ca table: "
+                                      f"{_describe(exc)}; check --dsn or pass --ca-id")
+                    yield SourceNotice("crt.sh SQL fetch did not run: --ca-name could not be resolved", partial=True)
+                    return
+                yield from items
+                ca_ids = sorted(set(ca_ids) | set(found))
+                fetcher.ca_ids = ca_ids
+            if not ca_ids:
+                yield SourceError(SOURCE, fetcher.where, "--source crtsh-sql needs --ca-id N or a --ca-name that "
+                                  "matches a CA (find the id on https://crt.sh/)")
+                yield SourceNotice("crt.sh SQL fetch did not run: no CA to fetch", partial=True)
                 return
-            yield from items
-            ca_ids = sorted(set(ca_ids) | set(found))
-            fetcher.ca_ids = ca_ids
-        if not ca_ids:
-            yield SourceError(SOURCE, fetcher.where, "--source crtsh-sql needs --ca-id N or a --ca-name that "
-                              "matches a CA (find the id on https://crt.sh/)")
-            yield SourceNotice("crt.sh SQL fetch did not run: no CA to fetch", partial=True)
-            return
-        yield from _walk(config, store, fetcher, ca_ids, since, until, now, window, target_rows)
-    finally:
-        fetcher.drop()
-        store.close()
+            yield from _walk(options, certs, fetcher, ca_ids, since, until, now, window, target_rows)
+        finally:
+            fetcher.drop()
 
 
-def _walk(config: Any, store: CertStore, fetcher: _Fetcher, ca_ids: list[int], since: datetime,
+def _walk(options: CrtshSqlOptions, store: CertStore, fetcher: _Fetcher, ca_ids: list[int], since: datetime,
           until: datetime, now: datetime, size: timedelta, target_rows: int | None) -> Iterator[SourceItem]:
-    key = checkpoint_key(config.dsn, ca_ids)
+    key = checkpoint_key(options.dsn, ca_ids)
     windows = store.done_windows(key)
-    refresh_from = now - timedelta(days=float(getattr(config, "refresh_days", 7.0)))
+    refresh_from = now - timedelta(days=float(options.refresh_days))
     # Windows that ended within the refresh span still gain certificates at crt.sh: read them again.
     done = [w for w in windows if w[1] <= refresh_from]
     stale = [w for w in windows if w[1] > refresh_from and w[0] < until and since < w[1]]
-    if stale and config.offline:
+    if stale and options.offline:
         done = windows  # offline, what was fetched before is the best there is
         yield SourceNotice(f"offline: {len(stale)} crt.sh SQL window(s) ending after {refresh_from:%Y-%m-%d %H:%M} "
                            "were served from the store without re-reading crt.sh")
-    refresh_revocations = bool(getattr(config, "refresh_revocations", False))
-    if refresh_revocations and config.offline:
+    refresh_revocations = options.refresh_revocations
+    if refresh_revocations and options.offline:
         yield SourceNotice("offline: --refresh-revocations did not re-read crt.sh; the stored revocations are reported")
         refresh_revocations = False
     cursor, fetched, served, revised = since, 0, 0, 0
@@ -353,7 +409,7 @@ def _walk(config: Any, store: CertStore, fetcher: _Fetcher, ca_ids: list[int], s
         end = min([cursor + size, until, *later])
         refetch = any(w[0] < end and cursor < w[1] for w in stale)  # fetched before: the store has a copy
         where = f"{fetcher.where} ca_id={','.join(map(str, ca_ids))} notBefore [{cursor.isoformat()}, {end.isoformat()})"
-        if config.offline:
+        if options.offline:
             yield SourceError(SOURCE, where, "offline: this window is not in the local store; run without --offline")
             yield SourceNotice(f"crt.sh SQL window {cursor:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} was skipped "
                                "(offline, not in the store)", partial=True)

@@ -9,10 +9,12 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+from scanner.core.config import Config
 from scanner.core.der import element
 from scanner.sources.base import RawCert, SourceError, SourceItem
 
@@ -24,6 +26,23 @@ _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 _PKCS7_LABELS = {b"PKCS7", b"CMS"}
 #: DER of the OID 1.2.840.113549.1.7.2 (PKCS#7 signedData): how a .p7b/.p7c file begins its content.
 _SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
+
+
+@dataclass(frozen=True)
+class FilesOptions:
+    """What reading the CA's own files needs: the files and folders, and folders to leave out."""
+
+    paths: tuple[Path, ...]
+    exclude: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", tuple(Path(p) for p in self.paths))
+        object.__setattr__(self, "exclude", tuple(Path(p) for p in self.exclude))
+
+    @classmethod
+    def from_config(cls, config: Config) -> FilesOptions:
+        """The scan's PATHs, leaving out its report folder: a rerun must not read its own reports."""
+        return cls(config.paths, exclude=(config.out_dir,))
 
 
 def shown_path(path: Path | str) -> str:
@@ -171,3 +190,8 @@ def read_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[
             yield SourceError(SOURCE, shown_path(path), f"cannot read file: {exc.strerror or exc}")
             continue
         yield from split_certificates(data, shown_path(path))
+
+
+def read(options: FilesOptions) -> Iterator[SourceItem]:
+    """Yield every certificate (or read error) in options.paths, leaving out options.exclude."""
+    return read_files(options.paths, options.exclude)

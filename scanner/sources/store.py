@@ -12,12 +12,15 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography import x509
 
+from scanner.core.config import Config
 from scanner.core.times import STORE_FORMAT, store_text
 from scanner.sources.base import RawCert, SourceItem, SourceNotice
 
@@ -395,16 +398,39 @@ class _Transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def read_store(config: Any) -> Iterator[SourceItem]:
-    """Every stored certificate (only those of config.ca_ids when given): re-run detectors without the network."""
-    path = Path(config.store_file)
+@contextmanager
+def opened_store(store: CertStore | Path | str | None) -> Iterator[CertStore]:
+    """The store a source reads and writes: the caller's open CertStore (left open), a file (opened and
+    closed here), or None for a private one in memory that lasts this read only."""
+    if isinstance(store, CertStore):
+        yield store
+        return
+    with CertStore(":memory:" if store is None else store) as own:
+        yield own
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """What reading the store as a source needs: its file, and which certificates."""
+
+    path: Path
+    ca_ids: tuple[int, ...] = ()  # () = every issuer
+    since: datetime | None = None  # notBefore >= since
+    until: datetime | None = None  # notBefore < until
+
+    @classmethod
+    def from_config(cls, config: Config) -> StoreOptions:
+        """The options a scan's Config gives (--store, --ca-id, --since, --until)."""
+        return cls(Path(config.store_file), tuple(config.ca_ids), config.since, config.until)
+
+
+def read(options: StoreOptions) -> Iterator[SourceItem]:
+    """Every stored certificate (only those of options.ca_ids when given): re-run detectors without the network."""
+    path = Path(options.path)
     if not path.exists():
         yield SourceNotice(f"the certificate store {path} does not exist yet: nothing to read", partial=True)
         return
     with CertStore(path) as store:
         # Materialise nothing: the cursor streams, and the store closes when the consumer is done.
-        yield from store.iter_raw(
-            ca_ids=tuple(config.ca_ids),
-            not_before_from=getattr(config, "since", None),
-            not_before_to=getattr(config, "until", None),
-        )
+        yield from store.iter_raw(ca_ids=tuple(options.ca_ids), not_before_from=options.since,
+                                  not_before_to=options.until)

@@ -15,10 +15,10 @@ import requests
 from tqdm import tqdm
 
 from scanner.core import net
-from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 from scanner.sources.ct.issuers import IssuerFilter
 from scanner.sources.ct.loglist import LogInfo
+from scanner.sources.ct.options import CtOptions
 from scanner.sources.ct.verify import VerifyError
 from scanner.sources.store import CertStore, CTProgress
 
@@ -51,40 +51,38 @@ def selection_key(issuers: IssuerFilter, verified: bool) -> str:
 class Context:
     """One run's shared machinery; readers take one per log."""
 
-    config: Config
+    options: CtOptions
     filter: IssuerFilter
+    store: CertStore  # kept entries and resume points
     session: requests.Session = field(default_factory=net.new_session)
-    progress: bool = False
-    verify: bool = True
-    resume: bool = True
-    store: CertStore | None = None  # kept entries and resume points; None = a private store in memory
 
     def __post_init__(self) -> None:
-        if self.store is None:
-            self.store = CertStore(":memory:")
+        self.verify = self.options.verify
+        self.resume = self.options.resume
+        self.progress = sys.stderr.isatty() if self.options.progress is None else self.options.progress
         self.selection = selection_key(self.filter, self.verify)
 
     def limiter(self) -> net.RateLimiter:
-        """A fresh per-log rate limiter (Config.ct_rate requests per second)."""
-        return net.RateLimiter(self.config.ct_rate)
+        """A fresh per-log rate limiter (options.rate requests per second)."""
+        return net.RateLimiter(self.options.rate)
 
     def get(self, url: str, limiter: net.RateLimiter, **kwargs: Any) -> requests.Response:
         """GET with the run's timeout, retries and the log's rate limit; FetchError when it gives up."""
-        return net.get_with_retries(self.session, url, limiter=limiter, retries=self.config.retries,
-                                    timeout=self.config.timeout, **kwargs)
+        return net.get_with_retries(self.session, url, limiter=limiter, retries=self.options.retries,
+                                    timeout=self.options.timeout, **kwargs)
 
     def saved(self, log: LogInfo) -> CTProgress | None:
         """How far an earlier run of this selection read the log (None when resuming is off or it never did)."""
-        return self.store.ct_progress(self.selection, log.url) if self.resume else None  # type: ignore[union-attr]
+        return self.store.ct_progress(self.selection, log.url) if self.resume else None
 
     def commit(self, log: LogInfo, kept: list[tuple[int, RawCert]], progress: CTProgress, *,
                pending: bool = False) -> None:
         """Store what a batch kept and how far the read got, together: a kill loses at most the batch."""
-        self.store.ct_commit(self.selection, log.url, kept, progress, pending=pending)  # type: ignore[union-attr]
+        self.store.ct_commit(self.selection, log.url, kept, progress, pending=pending)
 
     def stored(self, log: LogInfo, start: int, end: int) -> Iterator[RawCert]:
         """The checked entries of [start, end) that earlier reads of this selection kept."""
-        return self.store.ct_iter(self.selection, log.url, start, end)  # type: ignore[union-attr]
+        return self.store.ct_iter(self.selection, log.url, start, end)
 
     def bar(self, log: LogInfo, total: int, initial: int) -> tqdm:
         """A per-log progress bar (entries/s, ETA) on stderr; silent unless progress is on."""
@@ -97,11 +95,10 @@ class Context:
         Saved progress covers [saved.first, saved.next); it only counts when that span holds the
         first index asked for, so a run asking for earlier entries is never skipped past them.
         """
-        cfg = self.config
-        first = max(0, cfg.log_start or 0)
-        end = tree_size if cfg.log_end is None else max(first, min(tree_size, cfg.log_end))
+        first = max(0, self.options.start or 0)
+        end = tree_size if self.options.end is None else max(first, min(tree_size, self.options.end))
         reuse = saved is not None and saved.next > 0 and saved.first <= first <= saved.next
-        start = min(end, max(first, saved.next)) if reuse else first  # type: ignore[union-attr]
+        start = min(end, max(first, saved.next)) if reuse else first
         return first, start, end, reuse
 
 
@@ -126,3 +123,9 @@ def resumed_notice(log: LogInfo, first: int, start: int) -> SourceNotice:
     """Says that entries before `start` come from the store, read by an earlier run."""
     return SourceNotice(f"CT log {log.name}: resumed at entry {start}; entries {first}..{start - 1} were read by "
                         "an earlier run and come from the store (--restart reads them again)")
+
+
+def unreachable(log: LogInfo, what: str, at: int, end: int, exc: Exception) -> Iterator[SourceItem]:
+    """The error and partial notice of a read that stopped at entry `at` because the log did not answer `what`."""
+    yield SourceError(SOURCE, f"{log.url}#{at}", f"cannot read {what}: {exc}; rerun to resume at entry {at}")
+    yield SourceNotice(f"CT log {log.name}: stopped at entry {at} of {end} (log unreachable); rerun to resume", True)

@@ -20,6 +20,7 @@ from scanner.sources.ct.context import (
     ms_to_datetime,
     resumed_notice,
     skipped_log,
+    unreachable,
 )
 from scanner.sources.ct.leaf import LeafError, LogEntry, iter_tile_leaves
 from scanner.sources.ct.loglist import LogInfo
@@ -32,7 +33,7 @@ from scanner.sources.ct.merkle import (
     tile_path,
     tile_width,
 )
-from scanner.sources.ct.verify import VerifyError, parse_checkpoint, verify_checkpoint
+from scanner.sources.ct.verify import Checkpoint, VerifyError, parse_checkpoint, verify_checkpoint
 from scanner.sources.store import CTProgress
 
 HASH = 32
@@ -139,15 +140,19 @@ def fetch_tile(reader: TileReader, n: int) -> TileResult:
     return result
 
 
+def fetch_checkpoint(ctx: Context, log: LogInfo, limiter: RateLimiter) -> Checkpoint:
+    """The log's checkpoint, its signature checked unless verification is off; FetchError or VerifyError."""
+    text = ctx.get(log.url + "checkpoint", limiter).content
+    if ctx.verify:
+        return verify_checkpoint(text, log.key, log.origin, log.name)[0]
+    return parse_checkpoint(text, log.name)
+
+
 def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     """Yield the audited CA's certificates (and unreadable entries) of one static-ct-api log."""
     limiter = ctx.limiter()
     try:
-        text = ctx.get(log.url + "checkpoint", limiter).content
-        if ctx.verify:
-            cp, _ = verify_checkpoint(text, log.key, log.origin, log.name)
-        else:
-            cp = parse_checkpoint(text, log.name)
+        cp = fetch_checkpoint(ctx, log, limiter)
     except (FetchError, VerifyError) as exc:
         yield from skipped_log(log, "checkpoint", exc)
         return
@@ -165,7 +170,7 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
         return
 
     reader = TileReader(ctx, log, size, limiter)
-    parallel = max(1, ctx.config.ct_parallel)
+    parallel = max(1, ctx.options.parallel)
     first_tile, last_tile = start // TILE_WIDTH, (end - 1) // TILE_WIDTH
     bar = ctx.bar(log, end - first, start - first)
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="ct-tiles")
@@ -182,11 +187,8 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
             try:
                 results = list(pool.map(lambda t: fetch_tile(reader, t), batch))
             except FetchError as exc:
-                lo = max(start, batch[0] * TILE_WIDTH)
-                yield SourceError(SOURCE, f"{log.url}#{lo}", f"cannot read tiles {batch[0]}..{batch[-1]} of "
-                                  f"{log.name}: {exc}; rerun to resume at entry {lo}")
-                yield SourceNotice(f"CT log {log.name}: stopped at entry {lo} of {end} (log unreachable); "
-                                   "rerun to resume", True)
+                yield from unreachable(log, f"tiles {batch[0]}..{batch[-1]} of {log.name}",
+                                       max(start, batch[0] * TILE_WIDTH), end, exc)
                 return
             bad = next((r for r in results if r.mismatch is not None), None)
             if bad is not None and ctx.verify:
@@ -221,10 +223,7 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
                     yield item
                 bar.update(done - max(start, r.n * TILE_WIDTH))
     except FetchError as exc:  # a hash tile or issuer outside a batch fetch
-        yield SourceError(SOURCE, f"{log.url}#{progress.next}", f"cannot read {log.name}: {exc}; "
-                          f"rerun to resume at entry {progress.next}")
-        yield SourceNotice(f"CT log {log.name}: stopped at entry {progress.next} of {end} (log "
-                           "unreachable); rerun to resume", True)
+        yield from unreachable(log, log.name, progress.next, end, exc)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
