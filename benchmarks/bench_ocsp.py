@@ -31,8 +31,9 @@ def bench_ocsp(n_certs: int, n_limited: int) -> None:
     import pandas as pd
 
     from scanner.core.config import Config
-    from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
+    from scanner.enrich.revocation.issuers import issuers_by_key_id
     from scanner.parse.certs import parse_der
+    from scanner.pipeline import check_revocation
     from tests.loopback.ocsp_server import OcspServer
     from tests.synth import TestCA, der
 

@@ -8,10 +8,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import requests
+from cryptography import x509
 from tqdm import tqdm
 
 from scanner.core.config import Config
@@ -164,11 +167,47 @@ def _crl_is_for(info: Any, certs: pd.DataFrame) -> bool:
     return bool((same_dn if not info.issuer_key_id else same_dn & (kids == "")).any())
 
 
+@dataclass
+class RevocationCheck:
+    """The revocation check: its findings, and the per-responder, per-CRL, CRL-entry and per-request tables."""
+
+    findings: pd.DataFrame
+    responders: pd.DataFrame
+    crls: pd.DataFrame
+    revocations: pd.DataFrame
+    errors: list[dict[str, str]]
+    ocsp_results: pd.DataFrame
+
+
+def check_revocation(
+    certs: pd.DataFrame,
+    config: Config,
+    *,
+    issuers: dict[str, x509.Certificate] | None = None,
+    now: datetime | None = None,
+    session: requests.Session | None = None,
+    ccadb: Any = None,
+    backoff_base: float = 0.5,
+) -> RevocationCheck:
+    """Ask the OCSP responders and CRLs (enrich), then find every disagreement (detect); never raises for network trouble.
+
+    The arguments are fetch_revocation's (scanner.enrich.revocation.fetch).
+    """
+    from scanner.detect.revocation_status import detect_revocation_status
+    from scanner.enrich.revocation.fetch import fetch_revocation
+
+    now = now or datetime.now(timezone.utc)
+    tables = fetch_revocation(certs, config, issuers=issuers, now=now, session=session, ccadb=ccadb,
+                              backoff_base=backoff_base)
+    findings = detect_revocation_status(certs, tables.ocsp_results, tables.crls, tables.revocations, now)
+    return RevocationCheck(findings, tables.responders, tables.crls, tables.revocations, tables.errors,
+                           tables.ocsp_results)
+
+
 def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Revocation dates from --crl files, then (with --check-revocation) OCSP and fetched CRLs."""
     crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
-    for line in crl_errors:
-        state.errors.append(ErrorRecord("crl", "crl", line.split(":")[0], line).as_row())
+    state.errors.extend(crl_errors)
     certs = apply_revocations(certs, revocations)
     state.revocation_data += [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
                               for i in crl_infos]
@@ -184,7 +223,7 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
     if config.offline:
         state.notices.append("Offline: OCSP and CRL checks (--check-revocation) were not run.")
         return certs, None
-    from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
+    from scanner.enrich.revocation.issuers import issuers_by_key_id
     from scanner.sources.ct.issuers import load_issuer_certs
 
     check = check_revocation(certs, config, issuers=issuers_by_key_id(load_issuer_certs(config.issuer_certs)),

@@ -38,7 +38,8 @@ def test_garbage_crl_file_is_an_error_naming_the_file(tmp_path):
     bad.write_bytes(b"\x30\x82\x01")
     infos, revs, errors = read_crl_files([bad])
     assert infos == [] and revs.empty
-    assert len(errors) == 1 and "bad.crl" in errors[0]
+    assert len(errors) == 1 and "bad.crl" in errors[0]["error"]
+    assert errors[0]["provenance"] == str(bad) and errors[0]["stage"] == "crl"
     with pytest.raises(CRLError):
         load_crl(b"nonsense", "x")
 

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography import x509
 
-from scanner.enrich.revocation.checks import issuers_by_key_id
 from scanner.enrich.revocation.crl_fetch import ccadb_crl_urls, fetch_crls
+from scanner.enrich.revocation.issuers import issuers_by_key_id
 from tests.loopback.ocsp_server import OcspServer
 from tests.loopback.registry_servers import REAL
 from tests.synth import TestCA, der

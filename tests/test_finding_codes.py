@@ -35,7 +35,7 @@ def test_importing_the_revocation_checks_does_not_change_the_finding_codes():
         "import json\n"
         "from scanner.core.records import FINDING_CODES\n"
         "before = {c: [f.severity, f.weight, f.title] for c, f in FINDING_CODES.items()}\n"
-        "import scanner.enrich.revocation.checks\n"
+        "import scanner.enrich.revocation.fetch, scanner.detect.revocation_status\n"
         "after = {c: [f.severity, f.weight, f.title] for c, f in FINDING_CODES.items()}\n"
         "print(json.dumps([before, after]))\n"
     ))

@@ -180,3 +180,15 @@ def test_a_closed_port_is_unreachable_with_the_url_named(ca):
     url = f"http://127.0.0.1:{free_port()}/ocsp"
     r = query(new_session(), url, 1, ca.cert, retries=0, timeout=2)
     assert r.status == "unreachable" and url in r.error
+
+
+def test_a_503_to_a_post_is_retried_by_the_same_policy_and_then_answers(ca):
+    with srv.OcspServer(ca.cert, ca.key, {30: srv.Answer(srv.FLAKY)}) as fresh:
+        r = ask(fresh, ca, 30, retries=2, method="POST", hash_name="sha256")
+        assert (r.status, r.method) == ("good", "POST")
+        assert [m for m, _, _ in fresh.requests] == ["POST", "POST"]
+
+
+def test_an_unreachable_get_is_named_by_its_responder_not_by_the_encoded_request(server, ca):
+    r = ask(server, ca, 13, retries=0)
+    assert r.error.startswith(f"{server.url} answered 503")

@@ -12,9 +12,11 @@ from cryptography import x509
 
 from scanner.core.config import Config
 from scanner.core.records import FINDING_CODES, FINDING_COLUMNS
-from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
-from scanner.enrich.revocation.crl import REVOCATION_COLUMNS, apply_revocations
+from scanner.enrich.revocation.crl import apply_revocations
+from scanner.enrich.revocation.issuers import issuers_by_key_id
+from scanner.enrich.revocation.tables import REVOCATION_COLUMNS
 from scanner.parse.certs import parse_der
+from scanner.pipeline import check_revocation
 from tests.loopback import ocsp_server as srv
 from tests.loopback.registry_servers import free_port
 from tests.synth import TestCA, der
@@ -101,7 +103,7 @@ def test_ocsp_good_while_the_fetched_crl_lists_it_is_good_but_revoked_with_both_
     f = result.findings[(result.findings["code"] == "ocsp_good_but_revoked")]
     detail = [json.loads(d) for d in f["detail"]]
     crl_case = next(d for d in detail if d["revocation_source"] == "crl")
-    assert crl_case["revoked_at"] == T_CRL.strftime("%Y-%m-%d %H:%M:%SZ") and crl_case["this_update"]
+    assert crl_case["revoked_at"] == T_CRL.strftime("%Y-%m-%dT%H:%M:%SZ") and crl_case["this_update"]
 
 
 def test_ocsp_good_while_crtsh_says_revoked_is_good_but_revoked_naming_crtsh(outcome):

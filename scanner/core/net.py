@@ -224,6 +224,55 @@ def new_session() -> requests.Session:
     return session
 
 
+def request_with_retries(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    limiter: RateLimiter | None = None,
+    retries: int = 4,
+    timeout: float = 10.0,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+    ok_statuses: frozenset[int] | None = frozenset({200}),
+    validate: Callable[[requests.Response], None] | None = None,
+    base_delay: float = 0.5,
+) -> requests.Response:
+    """One HTTP request under the rate limit and the retry policy (429/5xx/timeouts/`validate` raising RetryableError).
+
+    A status outside ok_statuses is a FetchError at once; ok_statuses None hands every status that
+    is not retried back to the caller (an OCSP responder's 404 is itself evidence).
+    """
+    attempts = 0
+
+    def once() -> requests.Response:
+        nonlocal attempts
+        attempts += 1
+        if limiter is not None:
+            limiter.acquire()
+        try:
+            resp = session.request(method, url, params=params, headers=headers, data=data, timeout=timeout)
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:  # a body cut short is worth another try
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code in RETRYABLE_STATUSES:
+            wait = parse_retry_after(resp.headers.get("Retry-After"))
+            if wait is not None and limiter is not None:
+                limiter.pause(min(wait, MAX_RETRY_AFTER))
+            raise RetryableError(f"HTTP {resp.status_code}", wait, resp.status_code, resp.text[:200])
+        if ok_statuses is not None and resp.status_code not in ok_statuses:
+            raise FetchError(url, resp.reason or "", resp.status_code, resp.text[:200], attempts)
+        if validate is not None:
+            validate(resp)
+        return resp
+
+    try:
+        return retrying(retries, base=base_delay)(once)
+    except RetryableError as exc:
+        raise FetchError(url, str(exc), exc.status, exc.body, attempts) from exc
+
+
 def get_with_retries(
     session: requests.Session,
     url: str,
@@ -237,31 +286,6 @@ def get_with_retries(
     validate: Callable[[requests.Response], None] | None = None,
     base_delay: float = 0.5,
 ) -> requests.Response:
-    """GET with the rate limit, retries on 429/5xx/timeouts/`validate` raising RetryableError; FetchError at the end."""
-    attempts = 0
-
-    def once() -> requests.Response:
-        nonlocal attempts
-        attempts += 1
-        if limiter is not None:
-            limiter.acquire()
-        try:
-            resp = session.get(url, params=params, headers=headers, timeout=timeout)
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as exc:  # a body cut short is worth another try
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code in RETRYABLE_STATUSES:
-            wait = parse_retry_after(resp.headers.get("Retry-After"))
-            if wait is not None and limiter is not None:
-                limiter.pause(min(wait, MAX_RETRY_AFTER))
-            raise RetryableError(f"HTTP {resp.status_code}", wait, resp.status_code, resp.text[:200])
-        if resp.status_code not in ok_statuses:
-            raise FetchError(url, resp.reason or "", resp.status_code, resp.text[:200], attempts)
-        if validate is not None:
-            validate(resp)
-        return resp
-
-    try:
-        return retrying(retries, base=base_delay)(once)
-    except RetryableError as exc:
-        raise FetchError(url, str(exc), exc.status, exc.body, attempts) from exc
+    """GET with the rate limit and the retry policy (see request_with_retries); FetchError at the end."""
+    return request_with_retries(session, "GET", url, limiter=limiter, retries=retries, timeout=timeout, params=params,
+                                headers=headers, ok_statuses=ok_statuses, validate=validate, base_delay=base_delay)

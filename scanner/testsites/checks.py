@@ -3,7 +3,7 @@
 A load-balanced test site can serve a fresh certificate from one node and an expired one from
 another (FNMT, 2025), so each A/AAAA address is connected to separately, with SNI and without
 verification (we want to see what is served, not whether it verifies). The served leaf is
-dated, checked against OCSP and its CRL (scanner.enrich.revocation.checks), and its chain walked up to
+dated, checked against OCSP and its CRL (scanner.enrich.revocation.fetch), and its chain walked up to
 the root the report names (by SHA-256, with the root's PEM when the report carries it).
 
 Names are resolved and addresses connected to concurrently (bounded). Every row has a status:
@@ -43,8 +43,9 @@ from tqdm import tqdm
 from scanner.core.config import Config
 from scanner.core.net import parse_host_port
 from scanner.core.records import CERT_COLUMNS, empty_frame, frame_from_rows
-from scanner.enrich.revocation.checks import check_revocation, issuers_by_key_id
 from scanner.enrich.revocation.crl import apply_revocations
+from scanner.enrich.revocation.fetch import fetch_revocation
+from scanner.enrich.revocation.issuers import issuers_by_key_id
 from scanner.parse.certs import parse_der
 
 #: Report column name variants: Mozilla's Included CA Certificate Report, then CCADB's AllCertificateRecords.
@@ -341,7 +342,7 @@ def _revocation_status(leaves: dict[str, tuple[bytes, list[bytes]]], timeout: fl
                 continue
     certs = frame_from_rows(rows, CERT_COLUMNS)
     config = Config(out_dir=Path("."), check_revocation=True, timeout=timeout, retries=1, dns_server=dns_server)
-    check = check_revocation(certs, config, issuers=issuers_by_key_id(chain_certs), now=now, backoff_base=0.2)
+    check = fetch_revocation(certs, config, issuers=issuers_by_key_id(chain_certs), now=now, backoff_base=0.2)
     ocsp = {}
     for r in check.ocsp_results.itertuples():
         if r.hash == "sha1" or r.sha256 not in ocsp:

@@ -11,17 +11,10 @@ import pandas as pd
 from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
+from scanner.core.records import ErrorRecord
+from scanner.enrich.revocation.tables import REVOCATION_COLUMNS
 from scanner.parse.certs import serial_hex
 from scanner.sources.files import shown_path
-
-REVOCATION_COLUMNS: dict[str, str] = {
-    "issuer_dn": "string",
-    "issuer_key_id": "string",
-    "serial": "string",
-    "revoked_at": "datetime64[us, UTC]",
-    "revocation_reason": "string",
-    "crl": "string",  # where the CRL came from
-}
 
 
 class CRLError(ValueError):
@@ -114,22 +107,26 @@ def crl_revocations(crl: x509.CertificateRevocationList, source: str) -> tuple[C
     return info, df.astype(REVOCATION_COLUMNS)
 
 
-def read_crl_files(paths: Iterable[Path]) -> tuple[list[CRLInfo], pd.DataFrame, list[str]]:
-    """Read CRL files: their infos, all revocation rows, and one error line per unreadable file."""
-    infos, frames, errors = [], [], []
+def read_crl_files(paths: Iterable[Path]) -> tuple[list[CRLInfo], pd.DataFrame, list[dict[str, str]]]:
+    """Read CRL files: their infos, all revocation rows, and one error row per unreadable file (or CRL in it)."""
+    infos: list[CRLInfo] = []
+    frames: list[pd.DataFrame] = []
+    errors: list[dict[str, str]] = []
     for path in paths:
         name = shown_path(path)  # a file name that is not UTF-8 must not break the reports
         try:
             crls = load_crls(Path(path).read_bytes(), name)
         except (OSError, CRLError) as exc:
-            errors.append(f"{name}: {exc}" if isinstance(exc, OSError) else str(exc))
+            message = f"{name}: {exc}" if isinstance(exc, OSError) else str(exc)
+            errors.append(ErrorRecord("crl", "crl", name, message).as_row())
             continue
         for n, crl in enumerate(crls, start=1):
             where = name if len(crls) == 1 else f"{name}#{n}"
             try:
                 info, df = crl_revocations(crl, where)
             except ValueError as exc:  # parsed lazily: a bad issuer name or extension shows up only here
-                errors.append(f"{where}: not a readable CRL ({type(exc).__name__}: {exc})")
+                message = f"{where}: not a readable CRL ({type(exc).__name__}: {exc})"
+                errors.append(ErrorRecord("crl", "crl", where, message).as_row())
                 continue
             infos.append(info)
             frames.append(df)

@@ -21,26 +21,12 @@ import pandas as pd
 import requests
 from cryptography import x509
 
-from scanner.core.net import FetchError, HostRateLimits, get_with_retries
-from scanner.core.records import empty_frame, frame_from_rows
-from scanner.enrich.revocation.crl import REVOCATION_COLUMNS, CRLError, crl_revocations, load_crl
+from scanner.core.net import FetchError, HostRateLimits, get_with_retries, new_session
+from scanner.core.records import ErrorRecord, empty_frame, frame_from_rows
+from scanner.core.times import iso
+from scanner.enrich.revocation.crl import CRLError, crl_revocations, load_crl
+from scanner.enrich.revocation.tables import CRL_TABLE_COLUMNS, READABLE, REVOCATION_COLUMNS
 
-CRL_TABLE_COLUMNS: dict[str, str] = {
-    "url": "string",
-    "status": "string",  # ok / unverified / stale / bad_signature / unparseable / unreachable
-    "issuer_dn": "string",
-    "issuer_key_id": "string",
-    "this_update": "datetime64[us, UTC]",
-    "next_update": "datetime64[us, UTC]",
-    "entries": "Int64",
-    "bytes": "Int64",
-    "http_status": "Int64",
-    "signature": "string",  # ok / bad / unchecked
-    "error": "string",
-    "source": "string",  # certificates / ccadb:<CA name>
-}
-#: Statuses whose entries are used as revocation evidence.
-READABLE = frozenset({"ok", "unverified", "stale"})
 MAX_CRL_BYTES = 1 << 30  # a 1M-entry CRL is ~40 MB; anything past 1 GiB is not a CRL we want
 
 
@@ -50,7 +36,7 @@ class CrlFetch:
 
     crls: pd.DataFrame
     revocations: pd.DataFrame
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
 
     def status_of(self, url: str) -> str:
         """The status of one fetched CRL URL ('' when it was not fetched)."""
@@ -103,7 +89,7 @@ def check_crl(
         status = "ok"
     if info.next_update is not None and info.next_update < pd.Timestamp(now):
         status = "stale"
-        row["error"] = f"nextUpdate {info.next_update:%Y-%m-%d %H:%M:%S}Z has passed"
+        row["error"] = f"nextUpdate {iso(info.next_update)} has passed"
     elif issuer is None:
         row["error"] = "no issuer certificate known: signature not checked (pass it with --issuer-cert)"
     row["status"] = status
@@ -126,8 +112,6 @@ def fetch_crls(
 
     urls may be (url, source) pairs; the source (e.g. "ccadb:<CA name>") lands in the table.
     """
-    from scanner.core.net import new_session
-
     now = now or datetime.now(timezone.utc)
     issuers = issuers or {}
     session = session or new_session()
@@ -137,7 +121,7 @@ def fetch_crls(
         url, source = (item, "certificates") if isinstance(item, str) else item
         wanted.setdefault(url.strip(), source)
 
-    def one(url: str) -> tuple[dict[str, Any], pd.DataFrame | None, dict[str, Any] | None]:
+    def one(url: str) -> tuple[dict[str, Any], pd.DataFrame | None, dict[str, str] | None]:
         if not url.lower().startswith(("http://", "https://")):
             row = {"url": url, "status": "unreachable", "error": "not an http(s) URL (LDAP and others are not fetched)"}
             return row, None, None
@@ -146,12 +130,13 @@ def fetch_crls(
                                     base_delay=backoff_base)
         except FetchError as exc:
             row = {"url": url, "status": "unreachable", "http_status": exc.status, "error": str(exc)[:300]}
-            return row, None, _error(url, f"CRL unreachable: {exc}; check the URL or pass the file with --crl")
+            message = f"CRL unreachable: {exc}; check the URL or pass the file with --crl"
+            return row, None, ErrorRecord("crl", "crl-fetch", url, message).as_row()
         row, revs = check_crl(resp.content[:MAX_CRL_BYTES], url, issuers, now)
         row["http_status"] = resp.status_code
         err = None
         if row["status"] in ("unparseable", "bad_signature"):
-            err = _error(url, f"CRL {row['status']}: {row.get('error', '')}")
+            err = ErrorRecord("crl", "crl-fetch", url, f"CRL {row['status']}: {row.get('error', '')}").as_row()
         return row, revs, err
 
     rows, frames, errors = [], [], []
@@ -165,10 +150,6 @@ def fetch_crls(
                 errors.append(err)
     revocations = pd.concat(frames, ignore_index=True) if frames else empty_frame(REVOCATION_COLUMNS)
     return CrlFetch(frame_from_rows(rows, CRL_TABLE_COLUMNS), revocations.astype(REVOCATION_COLUMNS), errors)
-
-
-def _error(url: str, message: str) -> dict[str, Any]:
-    return {"stage": "crl", "source": "crl-fetch", "provenance": url, "sha256": "", "error": message}
 
 
 # --- CCADB ------------------------------------------------------------------------------------

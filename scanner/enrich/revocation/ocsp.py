@@ -1,6 +1,7 @@
 """OCSP, one certificate at a time: build the request, send it (GET or POST), read and verify the answer.
 
-Nothing here knows about DataFrames or findings: `checks.py` turns these results into findings.
+Nothing here knows about DataFrames or findings: `fetch.py` puts these results in a table and
+`scanner.detect.revocation_status` turns the table into findings.
 Every response byte comes from a responder we do not control, so parsing failures become a
 `malformed` result, never an exception.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
@@ -23,14 +23,8 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from scanner.core.der import spki_key_bits
-from scanner.core.net import (
-    RETRYABLE_STATUSES,
-    FetchError,
-    RateLimiter,
-    RetryableError,
-    parse_retry_after,
-    retrying,
-)
+from scanner.core.net import FetchError, RateLimiter, request_with_retries
+from scanner.core.times import iso
 
 #: How far a thisUpdate may sit in the future before we call the response future-dated (clock skew).
 CLOCK_SKEW = timedelta(minutes=5)
@@ -132,35 +126,17 @@ def send(
     Retries timeouts, connection failures and 429/5xx (with Retry-After); any other status is
     returned for the caller to classify, because a 404 from a responder is itself evidence.
     """
-    attempts = 0
-    url = get_url(responder, request_der) if method == "GET" else responder
-
-    def once() -> tuple[int, bytes, float]:
-        nonlocal attempts
-        attempts += 1
-        if limiter is not None:
-            limiter.acquire()
-        start = time.perf_counter()
-        try:
-            if method == "GET":
-                resp = session.get(url, timeout=timeout)
-            else:
-                resp = session.post(url, data=request_der, timeout=timeout,
-                                    headers={"Content-Type": "application/ocsp-request"})
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
-        latency = (time.perf_counter() - start) * 1000
-        if resp.status_code in RETRYABLE_STATUSES:
-            wait = parse_retry_after(resp.headers.get("Retry-After"))
-            if wait is not None and limiter is not None:
-                limiter.pause(min(wait, 60.0))
-            raise RetryableError(f"HTTP {resp.status_code}", wait, resp.status_code, resp.text[:200])
-        return resp.status_code, resp.content[:MAX_BODY], latency
-
+    if method == "GET":
+        url, data, headers = get_url(responder, request_der), None, None
+    else:
+        url, data, headers = responder, request_der, {"Content-Type": "application/ocsp-request"}
     try:
-        return retrying(retries, base=backoff_base)(once)
-    except RetryableError as exc:
-        raise FetchError(responder, str(exc), exc.status, exc.body, attempts) from exc
+        resp = request_with_retries(session, method, url, data=data, headers=headers, limiter=limiter,
+                                    retries=retries, timeout=timeout, ok_statuses=None, base_delay=backoff_base)
+    except FetchError as exc:
+        # Named by the responder: a GET URL carries the whole base64 request.
+        raise FetchError(responder, exc.reason, exc.status, exc.body, exc.attempts) from exc
+    return resp.status_code, resp.content[:MAX_BODY], resp.elapsed.total_seconds() * 1000
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -235,11 +211,11 @@ def _freshness(this_update: datetime | None, next_update: datetime | None, now: 
     if this_update is None:
         return "stale", "no thisUpdate"
     if this_update > now + CLOCK_SKEW:
-        return "future", f"thisUpdate {this_update:%Y-%m-%d %H:%M:%S}Z is in the future"
+        return "future", f"thisUpdate {iso(this_update)} is in the future"
     if next_update is not None and next_update < now:
-        return "stale", f"nextUpdate {next_update:%Y-%m-%d %H:%M:%S}Z has passed"
+        return "stale", f"nextUpdate {iso(next_update)} has passed"
     if now - this_update > MAX_RESPONSE_AGE:
-        return "stale", f"thisUpdate {this_update:%Y-%m-%d %H:%M:%S}Z is older than {MAX_RESPONSE_AGE.days} days"
+        return "stale", f"thisUpdate {iso(this_update)} is older than {MAX_RESPONSE_AGE.days} days"
     return "ok", ""
 
 
