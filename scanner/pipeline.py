@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import requests
-from cryptography import x509
 from tqdm import tqdm
 
 from scanner.core.config import Config
@@ -179,26 +177,17 @@ class RevocationCheck:
     ocsp_results: pd.DataFrame
 
 
-def check_revocation(
-    certs: pd.DataFrame,
-    config: Config,
-    *,
-    issuers: dict[str, x509.Certificate] | None = None,
-    now: datetime | None = None,
-    session: requests.Session | None = None,
-    ccadb: Any = None,
-    backoff_base: float = 0.5,
-) -> RevocationCheck:
+def check_revocation(certs: pd.DataFrame, config: Config, *, now: datetime | None = None,
+                     **fetch_options: Any) -> RevocationCheck:
     """Ask the OCSP responders and CRLs (enrich), then find every disagreement (detect); never raises for network trouble.
 
-    The arguments are fetch_revocation's (scanner.enrich.revocation.fetch).
+    fetch_options: issuers, session, ccadb, backoff_base, as scanner.enrich.revocation.fetch.fetch_revocation takes them.
     """
     from scanner.detect.revocation_status import detect_revocation_status
     from scanner.enrich.revocation.fetch import fetch_revocation
 
     now = now or datetime.now(timezone.utc)
-    tables = fetch_revocation(certs, config, issuers=issuers, now=now, session=session, ccadb=ccadb,
-                              backoff_base=backoff_base)
+    tables = fetch_revocation(certs, config, now=now, **fetch_options)
     findings = detect_revocation_status(certs, tables.ocsp_results, tables.crls, tables.revocations, now)
     return RevocationCheck(findings, tables.responders, tables.crls, tables.revocations, tables.errors,
                            tables.ocsp_results)

@@ -273,19 +273,6 @@ def request_with_retries(
         raise FetchError(url, str(exc), exc.status, exc.body, attempts) from exc
 
 
-def get_with_retries(
-    session: requests.Session,
-    url: str,
-    *,
-    limiter: RateLimiter | None = None,
-    retries: int = 4,
-    timeout: float = 10.0,
-    params: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-    ok_statuses: frozenset[int] = frozenset({200}),
-    validate: Callable[[requests.Response], None] | None = None,
-    base_delay: float = 0.5,
-) -> requests.Response:
-    """GET with the rate limit and the retry policy (see request_with_retries); FetchError at the end."""
-    return request_with_retries(session, "GET", url, limiter=limiter, retries=retries, timeout=timeout, params=params,
-                                headers=headers, ok_statuses=ok_statuses, validate=validate, base_delay=base_delay)
+def get_with_retries(session: requests.Session, url: str, **options: Any) -> requests.Response:
+    """GET under the rate limit and the retry policy: request_with_retries(session, "GET", url, **options)."""
+    return request_with_retries(session, "GET", url, **options)
