@@ -43,6 +43,7 @@ from tqdm import tqdm
 from scanner.core.config import Config
 from scanner.core.net import parse_host_port
 from scanner.core.records import CERT_COLUMNS, empty_frame, frame_from_rows
+from scanner.core.times import iso
 from scanner.enrich.revocation.crl import apply_revocations
 from scanner.enrich.revocation.fetch import fetch_revocation
 from scanner.enrich.revocation.issuers import issuers_by_key_id
@@ -353,7 +354,7 @@ def _revocation_status(leaves: dict[str, tuple[bytes, list[bytes]]], timeout: fl
     for row in listed.itertuples():
         o = ocsp.get(row.sha256, "not asked" if not row.ocsp_urls else "not asked (no issuer certificate)")
         if pd.notna(row.revoked_at):
-            c = f"revoked at {pd.Timestamp(row.revoked_at):%Y-%m-%d %H:%M:%SZ}"
+            c = f"revoked at {iso(row.revoked_at)}"
         elif row.crl_distribution_points:
             states = {crl_status.get(u, "not fetched") for u in row.crl_distribution_points}
             readable = states & {"ok", "unverified", "stale"}
