@@ -394,3 +394,18 @@ def test_checkpoints_of_the_older_range_keyed_layout_are_ignored_not_trusted(tmp
         store.mark_window_done(old_key, (DAY0, DAY0 + timedelta(days=10)), 0)
     raws, errors, _ = run(make_config(tmp_path, db))
     assert errors == [] and {sha(r.der) for r in raws} == expected(issued)
+
+
+def test_a_failing_window_is_tried_once_plus_retries_times_then_reported_with_the_count(tmp_path, db):
+    db.fault("57014", DAY0 + timedelta(days=3), DAY0 + timedelta(days=4), fail_first=1000,
+             message="canceling statement due to statement timeout")
+    _, errors, _ = run(make_config(tmp_path, db, retries=2))
+    assert len(errors) == 1 and "after 3 attempt(s)" in errors[0].error
+    tripped = db.conn.execute("SELECT last_value FROM test_fault_calls").fetchone()[0]
+    assert tripped == 3  # each attempt trips the fault once, at the window's first certificate
+
+
+def test_an_unreachable_database_is_tried_once_plus_retries_times(tmp_path, db):
+    config = make_config(tmp_path, db, dsn="postgresql://guest@127.0.0.1:1/certwatch", timeout=1, retries=2)
+    _, errors, _ = run(config)
+    assert len(errors) == 1 and "cannot connect" in errors[0].error and "after 3 attempt(s); check --dsn" in errors[0].error
