@@ -12,11 +12,9 @@ from rapidfuzz.distance import OSA
 from scanner.core.records import Finding
 from scanner.core.times import iso
 from scanner.detect.findings import as_json, findings_frame, human_duration
-from scanner.detect.typo import label_typo, suffix_typo
-from scanner.enrich.organisation import normalise_organisation
+from scanner.enrich.subscribers import MIN_LABEL, comparison_key, domain_typo, organisation_keys
 from scanner.parse.domains import Classified, classifier, classify_name
 
-MIN_TYPO_LABEL = 4  # shorter labels are one edit away from too much to mean anything
 #: Names of each certificate compared for a typo link: the comparison is pairwise, and a certificate
 #: with thousands of SANs (attacker-controlled) must not make it quadratic; a typo correction is a
 #: small certificate anyway.
@@ -53,19 +51,12 @@ def detect_early_revocation(certs: pd.DataFrame, window: timedelta) -> pd.DataFr
 
 
 def _typo_link(a_names: list[str], b_names: list[str]) -> tuple[str, str] | None:
-    """A pair (name in A, name in B) whose registrable label or suffix is one typo apart, if any."""
-    a_names, b_names = a_names[:MAX_TYPO_NAMES], b_names[:MAX_TYPO_NAMES]
-    for na in a_names:
-        ia = classify_name(na)
-        if not ia.registrable:
-            continue
-        for nb in b_names:
-            ib = classify_name(nb)
-            if not ib.registrable or ia.registrable == ib.registrable:
-                continue
-            if ia.suffix == ib.suffix and label_typo(ia.label, ib.label, min_label_len=MIN_TYPO_LABEL):
-                return na, nb
-            if ia.label == ib.label and suffix_typo(ia.suffix, ib.suffix):
+    """A pair (name in A, name in B) whose registrable domains have a typo link (subscribers.domain_typo), if any."""
+    a_info = [(n, classify_name(n)) for n in a_names[:MAX_TYPO_NAMES]]
+    b_info = [(n, classify_name(n)) for n in b_names[:MAX_TYPO_NAMES]]
+    for na, ia in a_info:
+        for nb, ib in b_info:
+            if domain_typo(ia, ib):
                 return na, nb
     return None
 
@@ -102,8 +93,10 @@ def _naive_utc(col: pd.Series) -> pd.Series:
 class _Subscribers:
     """Certificates sorted by notBefore with what links two of them to one subscriber.
 
-    Built once per scan: organisation and domain keys index the rows, and the flat label list lets
-    one rapidfuzz call find names one edit away among the certificates of a time window.
+    What links them is subscribers' definition (organisation key, shared registrable domain, typo
+    link). Built once per scan: organisation keys, registrable domains and comparison keys index the
+    rows, and the flat list of comparison keys lets one rapidfuzz call find the keys one edit away
+    among the certificates of a time window.
     """
 
     def __init__(self, certs: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None,
@@ -115,8 +108,8 @@ class _Subscribers:
         self.names = [v if isinstance(v, list) else list(v) if isinstance(v, tuple) else []
                       for v in self.rows["san_dns"]]
         self.cn = self.rows["subject_cn"].fillna("").tolist()
-        orgs = {o: normalise_organisation(o) for o in self.rows["subject_o"].fillna("").unique()}
-        self.org = [orgs[o] for o in self.rows["subject_o"].fillna("")]
+        self.org = organisation_keys(self.rows["subject_o"].tolist()).tolist()
+        self._comparison_keys: dict[str, str] = {}
         self._name_sets: dict[int, set[str]] = {}
         # Only rows inside some window can ever be a candidate: index those alone.
         wanted = np.zeros(len(self.rows), dtype=bool)
@@ -124,30 +117,37 @@ class _Subscribers:
             lo, hi = self.window(start, end) if start is not None else (0, len(self.rows))
             wanted[lo:hi] = True
         index: dict[str, list[int]] = {}
-        flat_labels: list[str] = []
+        flat_keys: list[str] = []
         self.flat_start = np.zeros(len(self.rows) + 1, dtype=np.int64)
         for i in range(len(self.rows)):
             if wanted[i]:
-                domains, labels = self._names_of(i)
-                for k in self._keys(i, domains, labels):
+                domains, keys = self._names_of(i)
+                for k in self._keys(i, domains, keys):
                     index.setdefault(k, []).append(i)
-                flat_labels.extend(labels)
-            self.flat_start[i + 1] = len(flat_labels)
+                flat_keys.extend(k for k in keys if len(k) >= MIN_LABEL)
+            self.flat_start[i + 1] = len(flat_keys)
         self.index = {k: np.asarray(v, dtype=np.int64) for k, v in index.items()}
-        self.flat_labels = flat_labels
+        self.flat_keys = flat_keys
         self.flat_row = np.repeat(np.arange(len(self.rows)), np.diff(self.flat_start))
 
     def _names_of(self, i: int) -> tuple[set[str], list[str]]:
-        """Registrable domains and their labels (sorted) of row i's SANs and CN."""
+        """Registrable domains and their labels' comparison keys (sorted) of row i's SANs and CN."""
         infos = [x for x in map(self.classify, [*self.names[i], self.cn[i]]) if x.registrable]
-        return {x.registrable for x in infos}, sorted({x.label for x in infos})
+        return {x.registrable for x in infos}, sorted({self._comparison_key(x.label) for x in infos})
+
+    def _comparison_key(self, label: str) -> str:
+        key = self._comparison_keys.get(label)
+        if key is None:
+            key = self._comparison_keys[label] = comparison_key(label)
+        return key
 
     def domains(self, i: int) -> set[str]:
         """Registrable domains of row i's SANs and CN."""
         return self._names_of(i)[0]
 
     def _keys(self, i: int, domains: set[str], labels: list[str]) -> set[str]:
-        keys = {"d:" + d for d in domains} | {"l:" + lab for lab in labels}
+        # "k:": one comparison key under another suffix, the candidates of a suffix typo.
+        keys = {"d:" + d for d in domains} | {"k:" + lab for lab in labels}
         if self.org[i]:
             keys.add("o:" + self.org[i])
         return keys
@@ -159,7 +159,7 @@ class _Subscribers:
         return lo, hi
 
     def candidates(self, i: int, lo: int, hi: int) -> set[int]:
-        """Rows in [lo, hi) sharing a key with row i, or holding a label one edit from one of its labels."""
+        """Rows in [lo, hi) sharing a key with row i, or holding a comparison key one edit from one of its own."""
         out: set[int] = set()
         domains, mine = self._names_of(i)
         for k in self._keys(i, domains, mine):
@@ -167,10 +167,10 @@ class _Subscribers:
             if rows is not None:
                 a, b = np.searchsorted(rows, lo), np.searchsorted(rows, hi)
                 out.update(rows[a:b].tolist())
-        mine = [lab for lab in mine if len(lab) >= MIN_TYPO_LABEL]
+        mine = [lab for lab in mine if len(lab) >= MIN_LABEL]
         f0, f1 = int(self.flat_start[lo]), int(self.flat_start[hi])
         if mine and f1 > f0:
-            dist = process.cdist(mine, self.flat_labels[f0:f1], scorer=OSA.distance, score_cutoff=1,
+            dist = process.cdist(mine, self.flat_keys[f0:f1], scorer=OSA.distance, score_cutoff=1,
                                  dtype=np.int32, workers=1)
             hits = np.nonzero((dist <= 1).any(axis=0))[0]
             out.update(self.flat_row[f0 + hits].tolist())

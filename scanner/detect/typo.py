@@ -26,61 +26,33 @@ in ESTABLISHED_CERTIFICATES or more of the CA's certificates is marked ``establi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-import idna
 import numpy as np
 import pandas as pd
 
 from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
 from scanner.detect.findings import as_json, findings_frame
-from scanner.enrich.organisation import fold, normalise_organisation, organisation_labels
-from scanner.enrich.typo_index import Edit, edit_between, one_edit_pairs
+from scanner.enrich.organisation import organisation_labels
+from scanner.enrich.subscribers import (
+    MAX_REGISTRABLES,
+    MIN_LABEL,
+    comparison_key,
+    label_pairs,
+    organisation_keys,
+    suffix_pairs,
+    typo_pairs,
+)
+from scanner.enrich.typo_index import Edit, edit_between
 from scanner.parse.domains import PUBLIC, Classified, classifier
 
 CODE = "typo_neighbour"
 SOURCES = ("subject_o", "same_cert", "other_cert")
 
-#: A certificate naming more registrable domains than this is treated as a bundle of different
-#: subscribers (shared hosting, CDN): its names are neither compared with each other nor used to
-#: link certificates to one subscriber.
-MAX_REGISTRABLES = 20
-
 #: A suspect name certified this many times is one the subscriber has had validated again and again
 #: (a second country site, a sister brand), not a one-off slip: still reported, weighed less.
 ESTABLISHED_CERTIFICATES = 3
-
-
-def comparison_key(label: str) -> str:
-    """The form of a registrable label that is compared: U-label, folded, hyphens removed."""
-    text = label
-    if label.startswith("xn--"):
-        try:
-            text = idna.decode(label)
-        except (idna.IDNAError, UnicodeError):
-            text = label
-    return fold(text).replace("-", "")
-
-
-def label_typo(a: str, b: str, *, min_label_len: int = 4) -> Edit | None:
-    """The edit between two registrable labels when they count as a typo pair, else None.
-
-    The same rules as the CA-wide search: compared as comparison keys, both at least min_label_len
-    long, and a digit-for-digit substitution ("web1" / "web2") is a sibling, not a typo.
-    """
-    ka, kb = comparison_key(a), comparison_key(b)
-    if ka == kb or min(len(ka), len(kb)) < min_label_len:
-        return None
-    edit = edit_between(ka, kb)
-    if edit is None or (edit.kind == "substitution" and ka[edit.position].isdigit()
-                        and kb[edit.position].isdigit()):
-        return None
-    return edit
-
-
-def suffix_typo(a: str, b: str) -> Edit | None:
-    """The edit between two public suffixes one keystroke apart ("co"/"com", "es"/"ec"), else None."""
-    return None if a == b else edit_between(a, b)
 
 
 def _clip(text: object, limit: int = 80) -> str:
@@ -136,7 +108,7 @@ def _counts(regs: pd.DataFrame) -> IssuanceCounts:
     return regs["registrable"].value_counts(), regs.drop_duplicates(["cert", "key"])["key"].value_counts()
 
 
-def issuance_counts(certs: pd.DataFrame, *, min_label_len: int = 4) -> IssuanceCounts:
+def issuance_counts(certs: pd.DataFrame, *, min_label_len: int = MIN_LABEL) -> IssuanceCounts:
     """The CA-wide counts the ranking compares; they add up over disjoint sets of certificates."""
     empty = pd.Series(dtype="int64")
     if certs is None or certs.empty or "san_dns" not in certs.columns:
@@ -153,48 +125,6 @@ def _sans_of(sans: pd.DataFrame, wanted: set[tuple[int, str]]) -> dict[tuple[int
         if (cert, reg) in wanted:
             out.setdefault((cert, reg), []).append(san)
     return out
-
-
-def _symmetric(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Columns x, y holding each unordered pair in both orders."""
-    return pd.concat(
-        [pairs[["a", "b"]].set_axis(["x", "y"], axis=1), pairs[["b", "a"]].set_axis(["x", "y"], axis=1)],
-        ignore_index=True,
-    ).astype(object)
-
-
-def _label_pairs(keys: Iterable[str], min_label_len: int) -> pd.DataFrame:
-    """Keys one edit apart, without digit-for-digit substitutions ("web1" / "web2" are siblings)."""
-    pairs = one_edit_pairs(list(keys), min_len=min_label_len)
-    if pairs.empty:
-        return pd.DataFrame(columns=["x", "y"])
-    digit_swap = [
-        kind == "substitution" and a[p].isdigit() and b[p].isdigit()
-        for a, b, kind, p in zip(pairs["a"], pairs["b"], pairs["edit"], pairs["position"])
-    ]
-    return _symmetric(pairs[~np.array(digit_swap, dtype=bool)])
-
-
-def _suffix_pairs(suffixes: Iterable[str]) -> pd.DataFrame:
-    """Public suffixes one edit apart, of any kind: "co"/"com", "ne"/"net", "es"/"ec", "de"/"dk"."""
-    pairs = one_edit_pairs(list(suffixes), min_len=1)
-    if pairs.empty:
-        return pd.DataFrame(columns=["x", "y"])
-    return _symmetric(pairs)
-
-
-def _registrable_pairs(regs: pd.DataFrame, labels: pd.DataFrame, suffixes: pd.DataFrame) -> pd.DataFrame:
-    """Distinct (registrable, registrable_n, scope): label one edit apart, or same label and suffix one edit."""
-    reg = regs[["registrable", "key", "suffix"]].drop_duplicates("registrable").astype(object)
-    other = reg.add_suffix("_n")
-    by_label = reg.merge(labels, left_on="key", right_on="x").merge(other, left_on="y", right_on="key_n")
-    by_label["scope"] = "label"
-    by_suffix = reg.merge(suffixes, left_on="suffix", right_on="x").merge(
-        other, left_on=["key", "y"], right_on=["key_n", "suffix_n"]
-    )
-    by_suffix["scope"] = "suffix"
-    cols = ["registrable", "registrable_n", "scope"]
-    return pd.concat([by_label[cols], by_suffix[cols]], ignore_index=True).drop_duplicates(["registrable", "registrable_n"])
 
 
 _RANK_COLUMNS = ("is_o", "reg_count", "key_count", "not_revoked")
@@ -230,8 +160,142 @@ def _nearest_witness(left: pd.DataFrame, right: pd.DataFrame, by: list[str], rig
     return out
 
 
+@dataclass(frozen=True)
+class _Subjects:
+    """What the detector reads of each certificate besides its SANs, by row position."""
+
+    raw_o: list[str]  # the subject O as written ('' for none)
+    okey: np.ndarray  # its organisation key
+    olabels: pd.DataFrame  # (cert, olabel): the labels the O could be registered as
+    nb: np.ndarray  # notBefore as int64 nanoseconds (0 when missing)
+    not_revoked: np.ndarray  # bool
+    sha: np.ndarray  # sha256
+
+
+def _subjects(certs: pd.DataFrame, min_label_len: int) -> _Subjects:
+    """The subject O, its key and labels, notBefore and revocation of every certificate."""
+    n = len(certs)
+    subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
+    raw_o = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
+    # Once per distinct O: a large CA has more of them than any cache holds.
+    per_o = {o: organisation_labels(o, min_len=min_label_len) for o in set(raw_o)}
+    olabels = pd.DataFrame(
+        [(cert, label) for cert, o in enumerate(raw_o) for label in per_o[o]], columns=["cert", "olabel"]
+    )
+    not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
+    revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
+    return _Subjects(
+        raw_o=raw_o,
+        okey=organisation_keys(raw_o),
+        olabels=olabels,
+        nb=not_before.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy(),
+        not_revoked=revoked.isna().to_numpy(),
+        sha=certs["sha256"].astype(object).to_numpy(),
+    )
+
+
+def _with_subjects(regs: pd.DataFrame, subjects: _Subjects) -> pd.DataFrame:
+    """regs with its certificate's okey, nb and not_revoked, and is_o: the label is one of the O's."""
+    cert = regs["cert"].to_numpy()
+    regs["okey"] = subjects.okey[cert]
+    regs["nb"] = subjects.nb[cert]
+    regs["not_revoked"] = subjects.not_revoked[cert]
+    own = set(zip(subjects.olabels["cert"].tolist(), subjects.olabels["olabel"].tolist()))
+    regs["is_o"] = [(c, k) in own for c, k in zip(regs["cert"].tolist(), regs["key"].tolist())]
+    return regs
+
+
+def _subject_o_candidates(regs: pd.DataFrame, olabels: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """(a) SAN labels one typo from a label of their own certificate's subject O."""
+    from_o = regs[~regs["is_o"]][["cert", "registrable", "key"]].merge(olabels, on="cert")
+    from_o = from_o.astype({"key": object, "olabel": object}).merge(labels, left_on=["key", "olabel"], right_on=["x", "y"])
+    return from_o.assign(source="subject_o", scope="label", neighbour=from_o["olabel"])
+
+
+_SIDE_COLUMNS = ["cert", "registrable", "order", "nb", "okey", "bundle", *_RANK_COLUMNS]
+
+
+def _suspect_sides(regs: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every held registrable with each of its typo pairs, every held registrable as a neighbour: columns _n)."""
+    side = regs[_SIDE_COLUMNS].astype({"registrable": object})
+    return side.merge(pairs, on="registrable"), side.add_suffix("_n")
+
+
+def _same_cert_candidates(mine: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
+    """(b) SANs one typo from another SAN of the same certificate, the less legitimate of the two."""
+    same = mine[~mine["bundle"]].merge(
+        theirs, left_on=["cert", "registrable_n"], right_on=["cert_n", "registrable_n"]
+    )
+    less, tied = _less_legitimate(same)
+    # On a full tie the later SAN is the suspect: the first is usually the intended name.
+    same = same[less | (tied & (same["order"].to_numpy() > same["order_n"].to_numpy()))]
+    return same.assign(source="same_cert", neighbour=same["registrable_n"])
+
+
+def _holders(regs: pd.DataFrame) -> pd.DataFrame:
+    """Every (certificate, registrable) as a possible witness: columns cert_n, registrable_n, nb_n, okey_n."""
+    return regs[["cert", "registrable", "nb", "okey"]].astype({"registrable": object}).add_suffix("_n")
+
+
+def _organisation_witnesses(mine: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
+    """For each suspect pair, the nearest certificate of the same organisation holding the neighbour."""
+    by_org = _nearest_witness(
+        mine[mine["okey"] != ""], holders[holders["okey_n"] != ""],
+        ["registrable_n", "okey"], ["registrable_n", "okey_n"],
+    )
+    by_org["link"] = "organisation " + by_org["okey"].astype(str)
+    return by_org
+
+
+def _shared_domain_witnesses(mine: pd.DataFrame, holders: pd.DataFrame, regs: pd.DataFrame) -> pd.DataFrame:
+    """For each suspect pair, the nearest certificate holding the neighbour and a third domain of the suspect's.
+
+    Bundles take no part: a domain they share says nothing about one subscriber.
+    """
+    linkable = regs[~regs["bundle"]][["cert", "registrable"]].astype({"registrable": object})
+    shared = mine[~mine["bundle"]].merge(linkable.rename(columns={"registrable": "shared"}), on="cert")
+    shared = shared[(shared["shared"] != shared["registrable"]) & (shared["shared"] != shared["registrable_n"])]
+    holders_shared = holders.merge(linkable.rename(columns={"cert": "cert_n", "registrable": "shared"}), on="cert_n")
+    holders_shared = holders_shared[holders_shared["shared"] != holders_shared["registrable_n"]]
+    by_domain = _nearest_witness(shared, holders_shared, ["registrable_n", "shared"], ["registrable_n", "shared"])
+    by_domain["link"] = "shared domain " + by_domain["shared"].astype(str)
+    return by_domain
+
+
+def _other_cert_candidates(witnesses: pd.DataFrame, regs: pd.DataFrame) -> pd.DataFrame:
+    """(c) Of the witnessed pairs, the nearest witness of each, kept where the suspect is not the more legitimate."""
+    other = witnesses[witnesses["cert"] != witnesses["cert_n"]]
+    if other.empty:
+        return other
+    other = other.assign(gap=(other["nb"] - other["nb_n"]).abs())
+    other = other.sort_values(["gap", "link"]).drop_duplicates(["cert", "registrable", "registrable_n"])
+    other = other.drop(columns=[c for c in other.columns if c.endswith("_n") and c != "registrable_n"
+                                and c not in ("cert_n", "nb_n")])
+    ranks = regs[["cert", "registrable", *_RANK_COLUMNS]].astype({"registrable": object}).add_suffix("_n")
+    other = other.merge(ranks, on=["cert_n", "registrable_n"])
+    less, tied = _less_legitimate(other)
+    other = other[less | tied]  # across certificates a full tie is reported both ways
+    return other.assign(source="other_cert", neighbour=other["registrable_n"])
+
+
+def _candidates(regs: pd.DataFrame, subjects: _Subjects, min_label_len: int) -> list[pd.DataFrame]:
+    """Every piece of evidence that a held registrable is a typo: (a), (b) and (c) of the module docstring."""
+    labels = label_pairs(set(regs["key"]) | set(subjects.olabels["olabel"]), min_label_len)
+    found = [_subject_o_candidates(regs, subjects.olabels, labels)]
+    pairs = typo_pairs(regs, labels, suffix_pairs(set(regs["suffix"])))
+    if not pairs.empty:
+        mine, theirs = _suspect_sides(regs, pairs[["registrable", "registrable_n", "scope"]])
+        holders = _holders(regs)
+        witnesses = pd.concat(
+            [_organisation_witnesses(mine, holders), _shared_domain_witnesses(mine, holders, regs)],
+            ignore_index=True,
+        )
+        found += [_same_cert_candidates(mine, theirs), _other_cert_candidates(witnesses, regs)]
+    return [c for c in found if not c.empty]
+
+
 def detect_typo_neighbours(
-    certs: pd.DataFrame, *, min_label_len: int = 4, max_registrables: int = MAX_REGISTRABLES,
+    certs: pd.DataFrame, *, min_label_len: int = MIN_LABEL, max_registrables: int = MAX_REGISTRABLES,
     counts: IssuanceCounts | None = None, classified: Classified | None = None,
 ) -> pd.DataFrame:
     """Findings "typo_neighbour" for SANs one edit away from the subject O, another SAN or the subscriber's names.
@@ -246,93 +310,19 @@ def detect_typo_neighbours(
     regs, sans = _registrables(certs, min_label_len, max_registrables, counts, classified)
     if regs.empty:
         return empty_frame(FINDING_COLUMNS)
-
-    n = len(certs)
-    subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
-    raw_o = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
-    # Once per distinct O: a large CA has more of them than any cache holds.
-    per_o = {o: (normalise_organisation(o), organisation_labels(o, min_len=min_label_len)) for o in set(raw_o)}
-    okey = np.array([per_o[o][0] for o in raw_o], dtype=object)
-    olabels = [per_o[o][1] for o in raw_o]
-    not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
-    nb = not_before.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy()
-    revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
-    sha = certs["sha256"].astype(object).to_numpy()
-
-    ol = pd.DataFrame(
-        [(cert, label) for cert, labels in enumerate(olabels) for label in labels], columns=["cert", "olabel"]
-    )
-    regs["okey"] = okey[regs["cert"].to_numpy()]
-    regs["nb"] = nb[regs["cert"].to_numpy()]
-    regs["not_revoked"] = revoked.isna().to_numpy()[regs["cert"].to_numpy()]
-    own = set(zip(ol["cert"].tolist(), ol["olabel"].tolist()))
-    regs["is_o"] = [(c, k) in own for c, k in zip(regs["cert"].tolist(), regs["key"].tolist())]
-
-    labels = _label_pairs(set(regs["key"]) | set(ol["olabel"]), min_label_len)
-    suffixes = _suffix_pairs(set(regs["suffix"]))
-    candidates: list[pd.DataFrame] = []
-
-    # (a) the subject O
-    from_o = regs[~regs["is_o"]][["cert", "registrable", "key"]].merge(ol, on="cert")
-    from_o = from_o.astype({"key": object, "olabel": object}).merge(labels, left_on=["key", "olabel"], right_on=["x", "y"])
-    if not from_o.empty:
-        candidates.append(from_o.assign(source="subject_o", scope="label", neighbour=from_o["olabel"]))
-
-    pairs = _registrable_pairs(regs, labels, suffixes)
-    if not pairs.empty:
-        keep = ["cert", "registrable", "order", "nb", "okey", "bundle", *_RANK_COLUMNS]
-        side = regs[keep].astype({"registrable": object})
-        mine = side.merge(pairs, on="registrable")
-        theirs = side.add_suffix("_n")
-
-        # (b) another SAN of the same certificate
-        same = mine[~mine["bundle"]].merge(
-            theirs, left_on=["cert", "registrable_n"], right_on=["cert_n", "registrable_n"]
-        )
-        less, tied = _less_legitimate(same)
-        same = same[less | (tied & (same["order"].to_numpy() > same["order_n"].to_numpy()))]
-        if not same.empty:
-            candidates.append(same.assign(source="same_cert", neighbour=same["registrable_n"]))
-
-        # (c) the subscriber's other certificates: same organisation, or a shared registrable domain
-        holders = regs[["cert", "registrable", "nb", "okey"]].astype({"registrable": object}).add_suffix("_n")
-        by_org = _nearest_witness(
-            mine[mine["okey"] != ""], holders[holders["okey_n"] != ""],
-            ["registrable_n", "okey"], ["registrable_n", "okey_n"],
-        )
-        by_org["link"] = "organisation " + by_org["okey"].astype(str)
-        linkable = regs[~regs["bundle"]][["cert", "registrable"]].astype({"registrable": object})
-        shared = mine[~mine["bundle"]].merge(linkable.rename(columns={"registrable": "shared"}), on="cert")
-        shared = shared[(shared["shared"] != shared["registrable"]) & (shared["shared"] != shared["registrable_n"])]
-        holders_shared = holders.merge(
-            linkable.rename(columns={"cert": "cert_n", "registrable": "shared"}), on="cert_n"
-        )
-        holders_shared = holders_shared[holders_shared["shared"] != holders_shared["registrable_n"]]
-        by_domain = _nearest_witness(shared, holders_shared, ["registrable_n", "shared"], ["registrable_n", "shared"])
-        by_domain["link"] = "shared domain " + by_domain["shared"].astype(str)
-        other = pd.concat([by_org, by_domain], ignore_index=True)
-        other = other[other["cert"] != other["cert_n"]]
-        if not other.empty:
-            other["gap"] = (other["nb"] - other["nb_n"]).abs()
-            other = other.sort_values(["gap", "link"]).drop_duplicates(["cert", "registrable", "registrable_n"])
-            other = other.drop(columns=[c for c in other.columns if c.endswith("_n") and c != "registrable_n"
-                                        and c not in ("cert_n", "nb_n")])
-            ranks = regs[["cert", "registrable", *_RANK_COLUMNS]].astype({"registrable": object}).add_suffix("_n")
-            other = other.merge(ranks, on=["cert_n", "registrable_n"])
-            less, tied = _less_legitimate(other)
-            other = other[less | tied]
-            if not other.empty:
-                candidates.append(other.assign(source="other_cert", neighbour=other["registrable_n"]))
-
+    subjects = _subjects(certs, min_label_len)
+    candidates = _candidates(_with_subjects(regs, subjects), subjects, min_label_len)
     if not candidates:
         return empty_frame(FINDING_COLUMNS)
-    return _findings(candidates, regs, sans, raw_o, sha)
+    return _findings(candidates, regs, sans, subjects.raw_o, subjects.sha)
 
 
-def _findings(
-    candidates: list[pd.DataFrame], regs: pd.DataFrame, sans: pd.DataFrame, raw_o: list[str], sha: np.ndarray
-) -> pd.DataFrame:
-    """One finding per (certificate, suspect registrable), from its best evidence."""
+#: Who shows that the suspect and its neighbour belong to one subscriber: (certificate, registrable, link).
+Witness = tuple[int, str, str]
+
+
+def _best_evidence(candidates: list[pd.DataFrame]) -> tuple[list[Any], dict[tuple[int, str], Witness]]:
+    """(the best candidate per (certificate, suspect registrable), its nearest other-certificate witness)."""
     cols = ["cert", "registrable", "source", "scope", "neighbour", "cert_n", "link"]
     found = pd.concat([c.reindex(columns=cols) for c in candidates], ignore_index=True).astype(
         {"registrable": object, "source": object, "scope": object, "neighbour": object, "link": object}
@@ -343,88 +333,129 @@ def _findings(
         (int(r.cert), r.registrable): (int(r.cert_n), r.neighbour, str(r.link))
         for r in found[found["source"] == "other_cert"].drop_duplicates(["cert", "registrable"]).itertuples()
     }
-    best = list(found.drop_duplicates(["cert", "registrable"]).itertuples(index=False))
+    return list(found.drop_duplicates(["cert", "registrable"]).itertuples(index=False)), witnesses
+
+
+def _names_needed(best: list[Any], witnesses: dict[tuple[int, str], Witness]) -> set[tuple[int, str]]:
+    """The (certificate, registrable) pairs whose SANs the evidence quotes."""
     wanted = {(int(r.cert), r.registrable) for r in best}
     wanted |= {(int(r.cert), r.neighbour) for r in best if r.source == "same_cert"}
-    wanted |= {(c, n) for c, n, _ in witnesses.values()}
-    names = _sans_of(sans, wanted)
-    first = regs.drop_duplicates("registrable")
-    key_of = dict(zip(first["registrable"].tolist(), first["key"].tolist()))
-    suffix_of = dict(zip(first["registrable"].tolist(), first["suffix"].tolist()))
-    count_of = dict(zip(first["registrable"].tolist(), first["reg_count"].tolist()))
+    return wanted | {(c, n) for c, n, _ in witnesses.values()}
 
-    out = []
-    for row in best:
-        cert = int(row.cert)
-        mine = names[(cert, row.registrable)]
-        san = mine[0]
-        if row.scope == "suffix":
-            edit = edit_between(suffix_of[row.registrable], suffix_of[row.neighbour])
-            shown, shown_n = row.registrable, row.neighbour
-            where = f" in the public suffix (.{suffix_of[row.registrable]} instead of .{suffix_of[row.neighbour]})"
-        else:
-            shown = key_of[row.registrable]
-            shown_n = row.neighbour if row.source == "subject_o" else key_of[row.neighbour]
-            edit = edit_between(shown, shown_n)
-            where = ""
-        if edit is None:  # cannot happen for verified pairs; never report an unexplained pair
-            continue
-        sentence = f"{san}: '{shown}' is '{shown_n}' with {edit.detail}{where}; "
-        neighbour_name = ""
-        if row.source == "subject_o":
-            neighbour_name = raw_o[cert]
-            sentence += f"'{shown_n}' is the subject O '{_clip(neighbour_name)}'"
-        elif row.source == "same_cert":
-            neighbour_name = names[(cert, row.neighbour)][0]
-            sentence += f"'{row.neighbour}' is also on this certificate ({neighbour_name})"
-        related, link = "", ""
-        if (cert, row.registrable) in witnesses:
-            w_cert, w_reg, link = witnesses[(cert, row.registrable)]
-            related = str(sha[w_cert])
-            w_name = names[(w_cert, w_reg)][0]
-            if row.source == "other_cert":
-                neighbour_name = w_name
-            else:
-                sentence += "; "
-            sentence += (
-                f"'{w_reg}' ({w_name}) is on certificate {related[:16]}… of the same subscriber ({_clip(link)})"
-            )
-        count = int(count_of[row.registrable])
-        count_n = None if row.source == "subject_o" else int(count_of[row.neighbour])
-        if count_n is not None:
-            sentence += f"; {row.neighbour} is named in {count_n} of the CA's certificates, {row.registrable} in {count}"
-        established = count >= ESTABLISHED_CERTIFICATES
-        if established:
-            if count_n is None:
-                sentence += f"; {row.registrable} is named in {count} of the CA's certificates"
-            sentence += (": a name certified this often is likely one the subscriber really uses "
-                         "(a second site of one company), so it weighs less")
-        detail = {
-            "neighbour": row.neighbour,
-            "neighbour_name": neighbour_name,
-            "neighbour_source": row.source,
-            "edit": edit.kind,
-            "edit_detail": edit.detail,
-            "position": edit.position,
-            "scope": row.scope,
-            "suffix": suffix_of[row.registrable],
-            "neighbour_suffix": suffix_of.get(row.neighbour, "") if row.source != "subject_o" else "",
-            "established": established,
-            "suspect_label": shown,
-            "neighbour_label": shown_n,
-            "sans": mine,
-            "suspect_certificates": count,
-            "neighbour_certificates": count_n,
-            "related_link": link,
-        }
-        out.append(
-            Finding(
-                sha256=str(sha[cert]),
-                code=CODE,
-                evidence=sentence + ".",
-                name=san,
-                related_sha256=related,
-                detail=as_json(detail),
-            )
-        )
-    return findings_frame(out).sort_values(["sha256", "name"], ignore_index=True)
+
+@dataclass(frozen=True)
+class _Domains:
+    """Per registrable domain: its comparison key, public suffix and the CA's certificates naming it."""
+
+    key: dict[str, str]
+    suffix: dict[str, str]
+    count: dict[str, int]
+
+    @classmethod
+    def of(cls, regs: pd.DataFrame) -> _Domains:
+        """The facts of every registrable domain in regs."""
+        first = regs.drop_duplicates("registrable")
+        names = first["registrable"].tolist()
+        return cls(dict(zip(names, first["key"].tolist())), dict(zip(names, first["suffix"].tolist())),
+                   dict(zip(names, first["reg_count"].tolist())))
+
+
+def _pair_edit(row: Any, domains: _Domains) -> tuple[str, str, Edit, str] | None:
+    """(suspect as shown, neighbour as shown, the edit, where it is) for a candidate; None if unexplained."""
+    if row.scope == "suffix":
+        suffix, suffix_n = domains.suffix[row.registrable], domains.suffix[row.neighbour]
+        edit = edit_between(suffix, suffix_n)
+        shown, shown_n = row.registrable, row.neighbour
+        where = f" in the public suffix (.{suffix} instead of .{suffix_n})"
+    else:
+        shown = domains.key[row.registrable]
+        shown_n = row.neighbour if row.source == "subject_o" else domains.key[row.neighbour]
+        edit = edit_between(shown, shown_n)
+        where = ""
+    return None if edit is None else (shown, shown_n, edit, where)
+
+
+def _neighbour_clause(row: Any, cert: int, shown_n: str, raw_o: list[str],
+                      names: dict[tuple[int, str], list[str]]) -> tuple[str, str]:
+    """(the neighbour's name, the clause saying where it is) for a subject O or same-certificate neighbour."""
+    if row.source == "subject_o":
+        return raw_o[cert], f"'{shown_n}' is the subject O '{_clip(raw_o[cert])}'"
+    if row.source == "same_cert":
+        name = names[(cert, row.neighbour)][0]
+        return name, f"'{row.neighbour}' is also on this certificate ({name})"
+    return "", ""
+
+
+def _witness_clause(witness: Witness, names: dict[tuple[int, str], list[str]], sha: np.ndarray) -> tuple[str, str]:
+    """(the witness's name, the clause naming its certificate and how it is the same subscriber's)."""
+    w_cert, w_reg, link = witness
+    w_name = names[(w_cert, w_reg)][0]
+    related = str(sha[w_cert])
+    return w_name, f"'{w_reg}' ({w_name}) is on certificate {related[:16]}… of the same subscriber ({_clip(link)})"
+
+
+def _count_clauses(row: Any, count: int, count_n: int | None) -> tuple[list[str], str]:
+    """(clauses on how often the CA certified the two names, the tail saying an established name weighs less)."""
+    clauses = []
+    if count_n is not None:
+        clauses.append(f"{row.neighbour} is named in {count_n} of the CA's certificates, {row.registrable} in {count}")
+    if count < ESTABLISHED_CERTIFICATES:
+        return clauses, ""
+    if count_n is None:
+        clauses.append(f"{row.registrable} is named in {count} of the CA's certificates")
+    return clauses, (": a name certified this often is likely one the subscriber really uses "
+                     "(a second site of one company), so it weighs less")
+
+
+def _finding(row: Any, domains: _Domains, names: dict[tuple[int, str], list[str]],
+             witness: Witness | None, raw_o: list[str], sha: np.ndarray) -> Finding | None:
+    """The finding for one (certificate, suspect registrable) from its best evidence; None if unexplained."""
+    pair = _pair_edit(row, domains)
+    if pair is None:  # cannot happen for verified pairs; never report an unexplained pair
+        return None
+    shown, shown_n, edit, where = pair
+    cert = int(row.cert)
+    mine = names[(cert, row.registrable)]
+    neighbour_name, clause = _neighbour_clause(row, cert, shown_n, raw_o, names)
+    clauses = [f"{mine[0]}: '{shown}' is '{shown_n}' with {edit.detail}{where}"] + ([clause] if clause else [])
+    related, link = "", ""
+    if witness is not None:
+        w_name, clause = _witness_clause(witness, names, sha)
+        related, link = str(sha[witness[0]]), witness[2]
+        clauses.append(clause)
+        if row.source == "other_cert":
+            neighbour_name = w_name
+    count = int(domains.count[row.registrable])
+    count_n = None if row.source == "subject_o" else int(domains.count[row.neighbour])
+    more, tail = _count_clauses(row, count, count_n)
+    detail = {
+        "neighbour": row.neighbour,
+        "neighbour_name": neighbour_name,
+        "neighbour_source": row.source,
+        "edit": edit.kind,
+        "edit_detail": edit.detail,
+        "position": edit.position,
+        "scope": row.scope,
+        "suffix": domains.suffix[row.registrable],
+        "neighbour_suffix": domains.suffix.get(row.neighbour, "") if row.source != "subject_o" else "",
+        "established": bool(tail),
+        "suspect_label": shown,
+        "neighbour_label": shown_n,
+        "sans": mine,
+        "suspect_certificates": count,
+        "neighbour_certificates": count_n,
+        "related_link": link,
+    }
+    return Finding(sha256=str(sha[cert]), code=CODE, evidence="; ".join(clauses + more) + tail + ".",
+                   name=mine[0], related_sha256=related, detail=as_json(detail))
+
+
+def _findings(
+    candidates: list[pd.DataFrame], regs: pd.DataFrame, sans: pd.DataFrame, raw_o: list[str], sha: np.ndarray
+) -> pd.DataFrame:
+    """One finding per (certificate, suspect registrable), from its best evidence."""
+    best, witnesses = _best_evidence(candidates)
+    names = _sans_of(sans, _names_needed(best, witnesses))
+    domains = _Domains.of(regs)
+    out = [_finding(row, domains, names, witnesses.get((int(row.cert), row.registrable)), raw_o, sha) for row in best]
+    return findings_frame([f for f in out if f is not None]).sort_values(["sha256", "name"], ignore_index=True)

@@ -1,31 +1,186 @@
-"""Subscribers: certificates linked by what the cross-certificate detectors compare, as components.
+"""Same subscriber: the one definition the detectors, the Dask engine and the plots share.
 
-Two certificates are linked when they share the normalised subject O, a registrable domain (a SAN
-or the subject CN), or hold registrable domains one typo apart: labels one edit apart under the
-same public suffix, or one label under suffixes one edit apart. A connected component of that
-graph holds every certificate the typo and revoke-and-reissue detectors could compare with any of
-its members, so detectors run on whole components give the findings of the whole table.
+Two primitives say what ties certificates to one subscriber:
 
-A certificate naming more registrable domains than the typo detector's cap (shared hosting, a CDN)
-would glue unrelated subscribers into one component. Like the typo detector, the components link
-it by organisation only; its name links are returned apart (`Subscribers.bundle_pairs`) for a
-caller that must still show it to the few certificates it can be paired with.
+* the organisation key of a subject O (`organisation_keys`: the O normalised, "CUALTIS S.L.U" and
+  "Cualtis SLU" -> "cualtis");
+* the typo link between two registrable domains (`domain_typo`, vectorised as `typo_links`): their
+  labels' comparison keys one edit apart under one public suffix (``cuatis.net``/``cualtis.net``),
+  or one comparison key under suffixes one edit apart (``cualtis.ne``/``cualtis.net``). A
+  comparison key is the label as a person reads it: U-label, case-folded, hyphens removed.
+
+Each use derives what it needs from those two, so none can disagree with another:
+
+* revoke-and-reissue pairing (detect.revocation) links two certificates holding names with a typo
+  link, the same organisation key, or a registrable domain in common;
+* the typo detector (detect.typo) takes witnesses of the same subscriber by organisation key or a
+  shared registrable domain; the pairs it flags (`typo_pairs`) are wider than the typo link (a
+  label edit under any suffix), because a flagged pair is evidence, not a link;
+* the Dask engine's partitions (`link_subscribers`) are the connected components of the graph of
+  all those links, so they hold every pair any detector can compare (a superset, by construction);
+* a plot's row label (`subscriber_key`) is the organisation key, else the subject CN's
+  registrable domain: both are nodes of that graph, so certificates with one label are in one
+  component (bundles aside, below).
+
+A certificate naming more registrable domains than MAX_REGISTRABLES (shared hosting, a CDN) is a
+bundle of different subscribers: its names are neither compared with each other by the typo
+detector nor used to link it into a component, which it would otherwise glue to every customer.
+It is linked by its organisation only; its name links are returned apart
+(`Subscribers.bundle_pairs`) for a caller that must still show it to the few certificates it can be
+paired with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import idna
 import numpy as np
 import pandas as pd
 
-from scanner.detect.typo import MAX_REGISTRABLES, comparison_key
-from scanner.enrich.organisation import normalise_organisation
-from scanner.enrich.typo_index import one_edit_pairs
-from scanner.parse.domains import PUBLIC, classify_name
+from scanner.enrich.organisation import fold, normalise_organisation
+from scanner.enrich.typo_index import Edit, edit_between, one_edit_pairs
+from scanner.parse.domains import PUBLIC, DomainInfo, classify_name
 
-#: Labels shorter than this are never typo-linked (the detectors' minimum).
+#: A certificate naming more registrable domains than this is a bundle (see the module docstring).
+MAX_REGISTRABLES = 20
+
+#: Comparison keys shorter than this are never a label typo: a short label is one edit from too much.
 MIN_LABEL = 4
+
+
+def comparison_key(label: str) -> str:
+    """The form of a registrable label that is compared: U-label, folded, hyphens removed."""
+    text = label
+    if label.startswith("xn--"):
+        try:
+            text = idna.decode(label)
+        except (idna.IDNAError, UnicodeError):
+            text = label
+    return fold(text).replace("-", "")
+
+
+def label_typo(a: str, b: str, *, min_label_len: int = MIN_LABEL) -> Edit | None:
+    """The edit between two registrable labels when they count as a typo pair, else None.
+
+    Compared as comparison keys, both at least min_label_len long; a digit-for-digit substitution
+    ("web1" / "web2") is a sibling, not a typo.
+    """
+    ka, kb = comparison_key(a), comparison_key(b)
+    if ka == kb or min(len(ka), len(kb)) < min_label_len:
+        return None
+    edit = edit_between(ka, kb)
+    if edit is None or _digit_swap(ka, kb, edit.kind, edit.position):
+        return None
+    return edit
+
+
+def suffix_typo(a: str, b: str) -> Edit | None:
+    """The edit between two public suffixes one keystroke apart ("co"/"com", "es"/"ec"), else None."""
+    return None if a == b else edit_between(a, b)
+
+
+def domain_typo(a: DomainInfo, b: DomainInfo, *, min_label_len: int = MIN_LABEL) -> Edit | None:
+    """The typo link between two registrable domains (see the module docstring), else None."""
+    if not a.registrable or not b.registrable or a.registrable == b.registrable:
+        return None
+    if a.suffix == b.suffix:
+        return label_typo(a.label, b.label, min_label_len=min_label_len)
+    if comparison_key(a.label) == comparison_key(b.label):
+        return suffix_typo(a.suffix, b.suffix)
+    return None
+
+
+def _digit_swap(a: str, b: str, kind: str, position: int) -> bool:
+    return kind == "substitution" and a[position].isdigit() and b[position].isdigit()
+
+
+def _symmetric(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Columns x, y holding each unordered pair in both orders."""
+    return pd.concat(
+        [pairs[["a", "b"]].set_axis(["x", "y"], axis=1), pairs[["b", "a"]].set_axis(["x", "y"], axis=1)],
+        ignore_index=True,
+    ).astype(object)
+
+
+def label_pairs(keys: Iterable[str], min_label_len: int = MIN_LABEL) -> pd.DataFrame:
+    """Comparison keys one label typo apart (label_typo, for many), each pair in both orders (x, y)."""
+    pairs = one_edit_pairs(list(keys), min_len=min_label_len)
+    if pairs.empty:
+        return pd.DataFrame(columns=["x", "y"])
+    swap = [_digit_swap(a, b, kind, p) for a, b, kind, p in zip(pairs["a"], pairs["b"], pairs["edit"], pairs["position"])]
+    return _symmetric(pairs[~np.array(swap, dtype=bool)])
+
+
+def suffix_pairs(suffixes: Iterable[str]) -> pd.DataFrame:
+    """Public suffixes one edit apart (suffix_typo, for many), each pair in both orders (x, y)."""
+    pairs = one_edit_pairs(list(suffixes), min_len=1)
+    if pairs.empty:
+        return pd.DataFrame(columns=["x", "y"])
+    return _symmetric(pairs)
+
+
+def typo_pairs(domains: pd.DataFrame, labels: pd.DataFrame, suffixes: pd.DataFrame) -> pd.DataFrame:
+    """Distinct (registrable, registrable_n, scope, same_suffix): keys a label pair under any suffix, or one key under a suffix pair.
+
+    `domains` has columns registrable, key (its comparison key) and suffix; `labels` and
+    `suffixes` come from label_pairs and suffix_pairs. The rows with scope "suffix" or same_suffix
+    are the typo links.
+    """
+    reg = domains[["registrable", "key", "suffix"]].drop_duplicates("registrable").astype(object)
+    other = reg.add_suffix("_n")
+    by_label = reg.merge(labels, left_on="key", right_on="x").merge(other, left_on="y", right_on="key_n")
+    by_label["scope"] = "label"
+    by_suffix = reg.merge(suffixes, left_on="suffix", right_on="x").merge(
+        other, left_on=["key", "y"], right_on=["key_n", "suffix_n"]
+    )
+    by_suffix["scope"] = "suffix"
+    cols = ["registrable", "registrable_n", "scope", "suffix", "suffix_n"]
+    out = pd.concat([by_label[cols], by_suffix[cols]], ignore_index=True).drop_duplicates(
+        ["registrable", "registrable_n"]
+    )
+    out["same_suffix"] = (out["suffix"] == out["suffix_n"]).to_numpy(dtype=bool)
+    return out.drop(columns=["suffix", "suffix_n"]).reset_index(drop=True)
+
+
+def typo_links(domains: pd.DataFrame, *, min_label_len: int = MIN_LABEL) -> pd.DataFrame:
+    """(registrable, registrable_n) for every typo link (domain_typo, for many), in both orders.
+
+    `domains` has columns registrable, label and suffix, one row per registrable domain.
+    """
+    keyed = domains[["registrable", "label", "suffix"]].drop_duplicates("registrable")
+    keys = {label: comparison_key(label) for label in keyed["label"].unique().tolist()}
+    keyed = keyed.assign(key=keyed["label"].map(keys))
+    pairs = typo_pairs(keyed, label_pairs(set(keys.values()), min_label_len), suffix_pairs(set(keyed["suffix"])))
+    pairs = pairs[(pairs["scope"] == "suffix").to_numpy() | pairs["same_suffix"].to_numpy()]
+    return pairs[["registrable", "registrable_n"]].reset_index(drop=True)
+
+
+def organisation_keys(subject_o: Iterable[object]) -> np.ndarray:
+    """The organisation key of each subject O ('' for none), normalised once per distinct value."""
+    values = [o if isinstance(o, str) else "" for o in subject_o]
+    # A large CA has more distinct O values than normalise_organisation's cache holds.
+    per_o = {o: normalise_organisation(o) for o in set(values)}
+    return np.array([per_o[o] for o in values], dtype=object)
+
+
+def subscriber_key(subject_o: object, subject_cn: object) -> str:
+    """The subscriber a certificate is labelled with: its organisation key, else its CN's registrable domain ('')."""
+    label = normalise_organisation(subject_o if isinstance(subject_o, str) else None)
+    if not label and isinstance(subject_cn, str) and subject_cn:
+        label = classify_name(subject_cn).registrable
+    return label
+
+
+def subscriber_keys(certs: pd.DataFrame) -> pd.Series:
+    """subscriber_key of every certificate (index aligned with certs)."""
+    if certs.empty:
+        return pd.Series([], index=certs.index, dtype="object")
+    # Subscribers repeat a lot across a CA's issuance: key each distinct (O, CN) once.
+    pairs = list(zip(certs["subject_o"].astype("object"), certs["subject_cn"].astype("object")))
+    keys = {p: subscriber_key(*p) for p in dict.fromkeys(pairs)}
+    return pd.Series([keys[p] for p in pairs], index=certs.index, dtype="object")
 
 
 @dataclass(frozen=True)
@@ -35,10 +190,6 @@ class Subscribers:
     component: np.ndarray  # int64 per row: the smallest row position of the row's component
     bundle: np.ndarray  # bool per row: too many registrable domains, linked by organisation only
     bundle_pairs: pd.DataFrame  # columns bundle, other (row positions): a name link of a bundle row
-
-    def sizes(self) -> pd.Series:
-        """Certificates per component, largest first."""
-        return pd.Series(self.component).value_counts()
 
 
 def connected_components(n_nodes: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -91,7 +242,7 @@ def _name_rows(certs: pd.DataFrame) -> pd.DataFrame:
 
 def _bundles(rows: pd.DataFrame, n: int, labels: dict[str, str], max_registrables: int,
              min_label_len: int) -> np.ndarray:
-    """Rows the typo detector treats as bundles: more SAN registrables (long enough labels) than the cap."""
+    """Rows the typo detector treats as bundles: more SAN registrables (long enough keys) than the cap."""
     san = rows[rows["san"]].drop_duplicates(["cert", "registrable"])
     keys = {r: len(comparison_key(labels[r])) >= min_label_len for r in san["registrable"].unique()}
     san = san[san["registrable"].map(keys).to_numpy(dtype=bool)]
@@ -100,24 +251,11 @@ def _bundles(rows: pd.DataFrame, n: int, labels: dict[str, str], max_registrable
 
 
 def _typo_edges(regs: pd.DataFrame, min_label_len: int) -> pd.DataFrame:
-    """Pairs (x, y) of registrable ids one typo apart: label edit under one suffix, or suffix edit."""
-    frames = []
-    labels = one_edit_pairs(regs["label"].unique().tolist(), min_len=min_label_len)
-    if not labels.empty:
-        pairs = labels[["a", "b"]].astype(object)
-        x = regs.merge(pairs, left_on="label", right_on="a")
-        xy = x.merge(regs, left_on=["b", "suffix"], right_on=["label", "suffix"], suffixes=("", "_n"))
-        frames.append(xy[["id", "id_n"]])
-    suffixes = one_edit_pairs(regs["suffix"].unique().tolist(), min_len=1)
-    if not suffixes.empty:
-        pairs = suffixes[["a", "b"]].astype(object)
-        x = regs.merge(pairs, left_on="suffix", right_on="a")
-        xy = x.merge(regs, left_on=["label", "b"], right_on=["label", "suffix"], suffixes=("", "_n"))
-        frames.append(xy[["id", "id_n"]])
-    if not frames:
-        return pd.DataFrame({"x": np.zeros(0, np.int64), "y": np.zeros(0, np.int64)})
-    edges = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame({"x": edges["id"].to_numpy(np.int64), "y": edges["id_n"].to_numpy(np.int64)})
+    """Pairs (x, y) of registrable ids with a typo link (typo_links)."""
+    links = typo_links(regs, min_label_len=min_label_len)
+    ids = dict(zip(regs["registrable"], regs["id"]))
+    return pd.DataFrame({"x": links["registrable"].map(ids).to_numpy(np.int64),
+                         "y": links["registrable_n"].map(ids).to_numpy(np.int64)})
 
 
 def link_subscribers(
@@ -141,10 +279,8 @@ def link_subscribers(
     })
     typo = _typo_edges(regs, min_label_len)
 
-    orgs = [o if isinstance(o, str) else "" for o in
-            (certs["subject_o"].tolist() if "subject_o" in certs.columns else [None] * n)]
-    per_o = {o: normalise_organisation(o) for o in set(orgs)}  # once per distinct O
-    okey = pd.Series([per_o[o] for o in orgs], dtype=object)
+    okey = pd.Series(organisation_keys(certs["subject_o"] if "subject_o" in certs.columns else [None] * n),
+                     dtype=object)
     has_org = (okey != "").to_numpy()
     org_id = pd.factorize(okey[has_org])[0].astype(np.int64)
 
@@ -165,10 +301,10 @@ def _bundle_pairs(held: pd.DataFrame, typo: pd.DataFrame, bundle: np.ndarray) ->
     if not bundle.any() or held.empty:
         return empty
     mine = held[bundle[held["cert"].to_numpy()]]
+    # typo_links lists each link in both orders already.
     near = pd.concat([
         pd.DataFrame({"reg": mine["reg"].unique(), "near": mine["reg"].unique()}),
         typo.rename(columns={"x": "reg", "y": "near"}),
-        typo.rename(columns={"y": "reg", "x": "near"}),
     ], ignore_index=True)
     pairs = mine.merge(near, on="reg").merge(held.rename(columns={"cert": "other", "reg": "near"}), on="near")
     pairs = pairs[pairs["cert"] != pairs["other"]].drop_duplicates(["cert", "other"])
