@@ -79,12 +79,6 @@ def edit_between(candidate: str, reference: str) -> Edit | None:
     return None
 
 
-def classify_edit(candidate: str, reference: str) -> str | None:
-    """The kind of edit (omission|insertion|substitution|transposition) turning reference into candidate."""
-    edit = edit_between(candidate, reference)
-    return edit.kind if edit else None
-
-
 # --- hashing --------------------------------------------------------------------------------------
 
 _U64 = np.uint64
@@ -202,61 +196,28 @@ def _hash_chunk(codes: np.ndarray, lengths: np.ndarray, deletions: np.ndarray, f
     deletions[1:] ^= a[:-1]
 
 
-def _candidates(x: _Hashed, at_x: np.ndarray, y: _Hashed, at_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(name in x, name in y) for key matches that can be one edit (elements at_x of x equal at_y of y)."""
-    n_x, n_y = len(x.codes), len(y.codes)
-    whole_x, whole_y = at_x >= n_x, at_y >= n_y
+def _candidates(h: _Hashed, at_x: np.ndarray, at_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(name, name) for key matches that can be one edit (elements at_x of h equal elements at_y)."""
+    n = len(h.codes)
+    whole_x, whole_y = at_x >= n, at_y >= n
     del_x, del_y = np.where(whole_x, 0, at_x), np.where(whole_y, 0, at_y)
-    pos_x = x.positions[del_x].astype(np.int64) if n_x else np.zeros(len(at_x), np.int64)
-    pos_y = y.positions[del_y].astype(np.int64) if n_y else np.zeros(len(at_y), np.int64)
+    pos_x = h.positions[del_x].astype(np.int64) if n else np.zeros(len(at_x), np.int64)
+    pos_y = h.positions[del_y].astype(np.int64) if n else np.zeros(len(at_y), np.int64)
     # Deletions at positions p and p+1 meet for a transposition only if they removed the same
     # character (x[p] == y[p+1]); without that the names are two edits apart.
-    same_char = (x.codes[del_x] == y.codes[del_y]) if n_x and n_y else np.zeros(len(at_x), dtype=bool)
+    same_char = (h.codes[del_x] == h.codes[del_y]) if n else np.zeros(len(at_x), dtype=bool)
     step = np.abs(pos_x - pos_y)
     keep = np.where(
         whole_x | whole_y,
         whole_x != whole_y,  # a whole name equal to a deletion of the other: an omission
         (step == 0) | ((step == 1) & same_char),  # a substitution | a transposition
     )
-    if x is y:  # not two deletions of one name: the name's start, position less, tells them apart
-        keep &= whole_x | whole_y | (del_x - pos_x != del_y - pos_y)
+    # Not two deletions of one name: the name's start, position less, tells them apart.
+    keep &= whole_x | whole_y | (del_x - pos_x != del_y - pos_y)
     at_x, at_y, whole_x, whole_y = at_x[keep], at_y[keep], whole_x[keep], whole_y[keep]
-    owner_x = np.where(whole_x, at_x - n_x, x.owners(np.where(whole_x, 0, at_x)))
-    owner_y = np.where(whole_y, at_y - n_y, y.owners(np.where(whole_y, 0, at_y)))
+    owner_x = np.where(whole_x, at_x - n, h.owners(np.where(whole_x, 0, at_x)))
+    owner_y = np.where(whole_y, at_y - n, h.owners(np.where(whole_y, 0, at_y)))
     return owner_x, owner_y
-
-
-class _Sorted:
-    """Hash keys indexed for many-to-many lookups."""
-
-    def __init__(self, keys: np.ndarray, ids: np.ndarray) -> None:
-        self.ids = ids
-        self._index = pd.Index(keys)
-        self._unique = self._index.is_unique  # false only for repeated keys or a hash collision
-        if not self._unique:
-            order = np.argsort(keys, kind="stable")
-            self.keys = keys[order]
-            self.ids = ids[order]
-
-    def match(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position in keys, owner id) for every stored key equal to a query key."""
-        if not len(self.ids) or not len(keys):
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if self._unique:  # a hash probe per key: much faster than a binary search
-            found = self._index.get_indexer(keys)
-            at = np.flatnonzero(found >= 0)
-            return at, self.ids[found[at]]
-        lo = np.searchsorted(self.keys, keys, side="left")
-        inside = lo < len(self.keys)
-        hit = np.zeros(len(keys), dtype=bool)
-        hit[inside] = self.keys[lo[inside]] == keys[inside]
-        at = np.flatnonzero(hit)
-        lo = lo[at]
-        hi = np.searchsorted(self.keys, keys[at], side="right")
-        counts = hi - lo
-        starts = np.cumsum(counts) - counts
-        offsets = np.arange(counts.sum()) - np.repeat(starts - lo, counts)
-        return np.repeat(at, counts), self.ids[offsets]
 
 
 _ID_BITS = 24  # owner ids packed under a key's top bits, so a plain (SIMD) sort does the join
@@ -365,46 +326,4 @@ def one_edit_pairs(names: Sequence[str] | Iterable[str], *, min_len: int = DEFAU
     """Every unordered pair of distinct names one edit apart (PAIR_COLUMNS; the edit turns a into b)."""
     h = _hash_names(_unique_names(names, min_len))
     first, second = _equal_key_pairs(h.keys)  # one sort of every key (see the module docstring)
-    return _classified(h.names, *_candidates(h, first, h, second))
-
-
-LOOKUP_COLUMNS: dict[str, str] = {
-    "name": "string",
-    "neighbour": "string",  # a reference name
-    "edit": "string",  # the edit that turns the neighbour into the name
-    "position": "Int64",
-    "detail": "string",
-}
-
-
-class TypoIndex:
-    """A reference set of names, queried for names one edit away from it."""
-
-    def __init__(self, reference: Iterable[str], *, min_len: int = DEFAULT_MIN_LEN) -> None:
-        self.min_len = min_len
-        self._hashed = _hash_names(_unique_names(reference, min_len))
-        self._keys = _Sorted(self._hashed.keys, np.arange(len(self._hashed.keys), dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self._hashed.names)
-
-    def lookup(self, names: Iterable[str]) -> pd.DataFrame:
-        """LOOKUP_COLUMNS: each query name one edit from a reference name, with that edit."""
-        q = _hash_names(_unique_names(names, self.min_len))
-        at_q, at_ref = self._keys.match(q.keys)
-        query, ref = _candidates(q, at_q, self._hashed, at_ref)
-        rows = []
-        if len(query):
-            width = np.int64(max(len(self._hashed.names), 1))
-            packed = np.unique(query * width + ref)
-            for i, j in zip((packed // width).tolist(), (packed % width).tolist()):
-                name, neighbour = q.names[i], self._hashed.names[j]
-                edit = edit_between(name, neighbour)
-                if edit is not None:  # else a hash collision or two edits apart
-                    rows.append((name, neighbour, edit.kind, edit.position, edit.detail))
-        return _frame(rows, LOOKUP_COLUMNS)
-
-    def neighbours(self, name: str) -> list[tuple[str, str]]:
-        """(neighbour, edit that turns the neighbour into name) for each reference name one edit away."""
-        found = self.lookup([name])
-        return list(zip(found["neighbour"].tolist(), found["detail"].tolist()))
+    return _classified(h.names, *_candidates(h, first, second))
