@@ -290,7 +290,7 @@ def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str
     if config.plots:
         from scanner.report.plots import write_plots
 
-        reports.update(write_plots(config.out_dir, result.certs, result.findings))
+        reports.update(write_plots(config.out_dir, result.certs, result.findings, suspects=result.suspects))
     clock.lap("tables and plots")
     return reports
 

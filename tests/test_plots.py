@@ -14,6 +14,7 @@ import pytest
 from scanner.core import records
 from scanner.core.config import Config
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, FindingCode, empty_frame, frame_from_rows
+from scanner.detect.score import certificate_scores
 from scanner.pipeline import run
 from scanner.report import plots
 from tests.conftest import SAMPLE
@@ -87,12 +88,12 @@ def test_findings_about_certificates_not_in_the_table_are_not_counted_in_any_mon
 def test_the_subscriber_is_the_normalised_o_else_the_registrable_domain_of_the_cn():
     names = plots.subscribers(_certs())
     assert list(names) == ["cualtis", "cualtis", "cualtis", "example.co.uk", "northwindbank", "quiet"]
-    assert plots.subscriber_of(None, None) == plots.NO_SUBSCRIBER
-    assert plots.subscriber_of("", "10.0.0.1") == plots.NO_SUBSCRIBER
+    nameless = frame_from_rows([{"sha256": A}, {"sha256": B, "subject_o": "", "subject_cn": "10.0.0.1"}], CERT_COLUMNS)
+    assert list(plots.subscribers(nameless)) == [plots.NO_SUBSCRIBER, plots.NO_SUBSCRIBER]
 
 
 def test_subscribers_are_ranked_by_their_summed_suspect_scores():
-    ranking = plots.subscriber_scores(_certs(), _findings())
+    ranking = plots.subscriber_scores(_certs(), _findings(), scores=certificate_scores(_findings()))
     assert list(ranking["subscriber"]) == ["cualtis", "example.co.uk", "northwindbank", "quiet"]
     first = ranking.iloc[0]
     assert (first["certificates"], first["suspects"], first["findings"]) == (3, 1, 3)
@@ -101,10 +102,12 @@ def test_subscribers_are_ranked_by_their_summed_suspect_scores():
 
 
 def test_the_timeline_shows_only_the_top_suspicious_subscribers_most_suspicious_first():
-    frame = plots.timeline_frame(_certs(), _findings(), top=2)
+    scores = certificate_scores(_findings())
+    frame = plots.timeline_frame(_certs(), _findings(), top=2, scores=scores)
     assert list(dict.fromkeys(frame["subscriber"])) == ["cualtis", "example.co.uk"]
     assert list(frame.loc[frame["subscriber"] == "cualtis", "sha256"]) == [C, A, B]  # by notBefore
-    assert plots.timeline_frame(_certs(), _findings(), top=12)["subscriber"].nunique() == 3  # "quiet" has no findings
+    # "quiet" has no findings
+    assert plots.timeline_frame(_certs(), _findings(), top=12, scores=scores)["subscriber"].nunique() == 3
 
 
 #: A typo'd subject O revoked hours after issuance, and its corrected reissue.
@@ -125,7 +128,7 @@ def test_a_reissue_under_another_subject_o_gets_its_own_row_below_its_partner():
         {"sha256": A, "code": "revoke_reissue", "related_sha256": B},
         {"sha256": C, "code": "ip_san"},
     ], FINDING_COLUMNS)
-    frame = plots.timeline_frame(certs, findings, top=12)
+    frame = plots.timeline_frame(certs, findings, top=12, scores=certificate_scores(findings))
     assert frame.drop_duplicates("row")["subscriber"].tolist() == ["exmaplewidgets", "examplewidgets", "other"]
 
 
@@ -160,7 +163,7 @@ def test_the_latency_plot_is_log_scaled_and_draws_the_24h_and_5_day_deadlines():
 
 
 def test_the_timeline_connects_the_revoked_certificate_to_its_reissue_and_marks_revocations():
-    fig = plots.issuance_timeline(_certs(), _findings())
+    fig = plots.issuance_timeline(_certs(), _findings(), scores=certificate_scores(_findings()))
     ax = fig.axes[0]
     assert [line.get_gid() for line in ax.get_lines() if line.get_gid()] == [f"revoke_reissue:{A}:{B}"]
     texts = [t.get_text() for t in ax.texts]
@@ -174,7 +177,7 @@ def test_text_with_dollar_signs_is_drawn_literally_not_parsed_as_mathtext(tmp_pa
     odd = FindingCode("odd$\\frac{$code", "low", 1.0, "odd", "An odd code.")
     monkeypatch.setattr(records, "FINDING_CODES", MappingProxyType({**records.FINDING_CODES, odd.code: odd}))
     findings = frame_from_rows([{"sha256": A, "code": "odd$\\frac{$code"}], FINDING_COLUMNS)
-    files = plots.write_plots(tmp_path, _certs(), findings)
+    files = plots.write_plots(tmp_path, _certs(), findings, scores=certificate_scores(findings))
     assert all(_png_size(path)[0] >= 600 for path in files.values())
     legend = plots.findings_per_month(_certs(), findings).axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["odd\\$\\frac{\\$code"]
@@ -215,7 +218,7 @@ def sample_scan(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sample_plots(sample_scan) -> dict[str, Path]:
     config, result = sample_scan
-    return plots.write_plots(config.out_dir, result.certs, result.findings)
+    return plots.write_plots(config.out_dir, result.certs, result.findings, suspects=result.suspects)
 
 
 def test_write_plots_puts_three_readable_pngs_in_the_report_plots_folder(sample_plots):
@@ -233,16 +236,22 @@ def test_write_plots_puts_three_readable_pngs_in_the_report_plots_folder(sample_
 
 def test_the_sample_timeline_puts_cualtis_on_top_with_its_pair_connected(sample_scan):
     _, result = sample_scan
-    ax = plots.issuance_timeline(result.certs, result.findings).axes[0]
+    ax = plots.issuance_timeline(result.certs, result.findings, suspects=result.suspects).axes[0]
     assert ax.get_yticklabels()[0].get_text() == "cualtis (3)"
     assert "revoked after 4.6 h, reissued 23 min later" in [t.get_text() for t in ax.texts]
 
 
-def test_certificate_scores_are_the_scores_of_suspects_csv(sample_scan):
+def test_the_plots_rank_by_the_scores_of_suspects_csv(sample_scan):
     _, result = sample_scan
-    scores = plots.certificate_scores(result.findings)
     expected = dict(zip(result.suspects["sha256"], result.suspects["score"]))
-    assert scores.to_dict() == expected and len(expected) == 6
+    assert plots.suspect_scores(result.suspects).to_dict() == expected and len(expected) == 6
+    ranking = plots.subscriber_scores(result.certs, result.findings, suspects=result.suspects)
+    assert ranking["score"].sum() == sum(expected.values())
+
+
+def test_the_plots_ask_for_the_scans_scores_rather_than_compute_their_own():
+    with pytest.raises(TypeError, match="suspects="):
+        plots.timeline_frame(_certs(), _findings())
 
 
 def test_reissue_subscribers_count_towards_the_top_limit():
@@ -250,4 +259,5 @@ def test_reissue_subscribers_count_towards_the_top_limit():
         *_WIDGETS_REISSUE,
     ], CERT_COLUMNS)
     findings = frame_from_rows([{"sha256": A, "code": "revoke_reissue", "related_sha256": B}], FINDING_COLUMNS)
-    assert plots.timeline_frame(certs, findings, top=1)["subscriber"].unique().tolist() == ["exmaplewidgets"]
+    frame = plots.timeline_frame(certs, findings, top=1, scores=certificate_scores(findings))
+    assert frame["subscriber"].unique().tolist() == ["exmaplewidgets"]

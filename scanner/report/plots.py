@@ -1,7 +1,10 @@
 """PNG plots of a scan: issuance timeline per subscriber, revocation latency, findings per month.
 
 Each plot is a pure data function (tested on its values) plus a function drawing a matplotlib
-Figure from it, so notebooks show the same pictures `ctscan scan --plots` writes. Figures are
+Figure from it, so notebooks show the same pictures `ctscan scan --plots` writes. The plots render
+what the scan computed and compute none of it: the suspect scores come in (`scores`, or the scan's
+`suspects` table), and a timeline row is a subscriber as enrich.subscribers defines it
+(subscriber_key), the same definition that pairs revocations and keeps subscribers whole on Dask. Figures are
 built without pyplot on an Agg canvas: no display is needed and no global backend is switched,
 so a notebook's inline display keeps working. Empty data draws a figure that says "no data".
 """
@@ -18,9 +21,7 @@ from matplotlib.figure import Figure
 
 from scanner.core.atomic import atomic_path
 from scanner.core.records import FINDING_CODES
-from scanner.detect.score import certificate_scores
-from scanner.enrich.organisation import normalise_organisation
-from scanner.parse.domains import registrable_domain
+from scanner.enrich.subscribers import subscriber_keys
 
 #: Report-relative file names of the plots, in the order write_plots draws them.
 PLOT_FILES: tuple[str, ...] = (
@@ -45,31 +46,42 @@ _PAIR_LABELS = 20  # beyond this many revoke_reissue pairs, timing labels would 
 # --- data ---------------------------------------------------------------------------------
 
 
-def subscriber_of(subject_o: object, subject_cn: object) -> str:
-    """The subscriber of a certificate: its normalised subject O, else the CN's registrable domain."""
-    label = normalise_organisation(subject_o if isinstance(subject_o, str) else None)
-    if not label and isinstance(subject_cn, str) and subject_cn:
-        label = registrable_domain(subject_cn)
-    return label or NO_SUBSCRIBER
-
-
 def subscribers(certs: pd.DataFrame) -> pd.Series:
-    """The subscriber of every certificate (index aligned with certs)."""
-    if certs.empty:
-        return pd.Series([], index=certs.index, dtype="object")
-    # Subscribers repeat a lot across a CA's issuance: label each distinct (O, CN) once.
-    pairs = list(zip(certs["subject_o"].astype("object"), certs["subject_cn"].astype("object")))
-    labels = {p: subscriber_of(*p) for p in dict.fromkeys(pairs)}
-    return pd.Series([labels[p] for p in pairs], index=certs.index, dtype="object")
+    """The subscriber label of every certificate (subscriber_key; NO_SUBSCRIBER for none), index aligned with certs."""
+    keys = subscriber_keys(certs)
+    return keys.where(keys != "", NO_SUBSCRIBER)
 
 
-def subscriber_scores(certs: pd.DataFrame, findings: pd.DataFrame, *, scores: pd.Series | None = None) -> pd.DataFrame:
-    """Per subscriber: certificates, suspects, findings and score (sum of its suspects' scores), most suspicious first."""
+def suspect_scores(suspects: pd.DataFrame) -> pd.Series:
+    """The score of every suspect certificate (sha256 -> score), as the suspects table (suspects.csv) has it."""
+    if suspects.empty:
+        return pd.Series([], dtype="float64")
+    return pd.Series(suspects["score"].astype("float64").to_numpy(), index=suspects["sha256"].astype("object"))
+
+
+def _scores(findings: pd.DataFrame, scores: pd.Series | None, suspects: pd.DataFrame | None) -> pd.Series:
+    """The scores given, else those of the suspects table; the plots never compute a score themselves."""
+    if scores is not None:
+        return scores
+    if suspects is not None:
+        return suspect_scores(suspects)
+    if findings.empty:
+        return pd.Series([], dtype="float64")
+    raise TypeError("the plots rank by the scan's suspect scores: pass suspects= (the scan's suspects table, "
+                    "ScanResult.suspects) or scores= (sha256 -> score)")
+
+
+def subscriber_scores(certs: pd.DataFrame, findings: pd.DataFrame, *, scores: pd.Series | None = None,
+                      suspects: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per subscriber: certificates, suspects, findings and score (sum of its suspects' scores), most suspicious first.
+
+    The scores are `scores` (sha256 -> score) or, when absent, those of the `suspects` table.
+    """
     columns = ["subscriber", "certificates", "suspects", "findings", "score"]
     if certs.empty:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame({"sha256": certs["sha256"].astype("object"), "subscriber": subscribers(certs)})
-    frame["score"] = frame["sha256"].map(certificate_scores(findings) if scores is None else scores)
+    frame["score"] = frame["sha256"].map(_scores(findings, scores, suspects))
     per_cert = findings.groupby("sha256").size() if not findings.empty else pd.Series(dtype="int64")
     frame["findings"] = frame["sha256"].map(per_cert).fillna(0).astype("int64")
     frame["score"] = frame["score"].astype("float64").fillna(0.0)
@@ -94,13 +106,15 @@ def reissue_pairs(findings: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))
 
 
-def timeline_frame(certs: pd.DataFrame, findings: pd.DataFrame, top: int = 12) -> pd.DataFrame:
+def timeline_frame(certs: pd.DataFrame, findings: pd.DataFrame, top: int = 12, *,
+                   scores: pd.Series | None = None, suspects: pd.DataFrame | None = None) -> pd.DataFrame:
     """Certificates of the `top` most suspicious subscribers, one row each (a reissue's subscriber counts as one).
 
-    Columns: sha256, subscriber, row (0 = most suspicious), not_before, revoked_at, score.
+    Columns: sha256, subscriber, row (0 = most suspicious), not_before, revoked_at, score. Scores as
+    in subscriber_scores.
     """
     columns = ["sha256", "subscriber", "row", "not_before", "revoked_at", "score"]
-    scores = certificate_scores(findings)
+    scores = _scores(findings, scores, suspects)
     ranking = subscriber_scores(certs, findings, scores=scores)
     ranking = ranking[ranking["score"] > 0].head(max(int(top), 0))
     if ranking.empty:
@@ -211,10 +225,14 @@ def _code_colours(codes: list[str]) -> dict[str, object]:
     return {c: palette((known.index(c) if c in known else len(known) + i) % 10) for i, c in enumerate(codes)}
 
 
-def issuance_timeline(certs: pd.DataFrame, findings: pd.DataFrame, top: int = 12) -> Figure:
-    """Issuance timeline of the `top` most suspicious subscribers: notBefore, revocations, reissue pairs."""
+def issuance_timeline(certs: pd.DataFrame, findings: pd.DataFrame, top: int = 12, *,
+                      scores: pd.Series | None = None, suspects: pd.DataFrame | None = None) -> Figure:
+    """Issuance timeline of the `top` most suspicious subscribers: notBefore, revocations, reissue pairs.
+
+    Scores as in subscriber_scores.
+    """
     title = f"Issuance timeline of the most suspicious subscribers (up to {top})"
-    frame = timeline_frame(certs, findings, top)
+    frame = timeline_frame(certs, findings, top, scores=scores, suspects=suspects)
     if frame.empty:
         return _no_data(_figure(10, 3), title, "no certificate with findings")
     n_rows = int(frame["row"].max()) + 1
@@ -338,11 +356,15 @@ def save_png(fig: Figure, path: Path) -> Path:
     return Path(path)
 
 
-def write_plots(out_dir: Path, certs: pd.DataFrame, findings: pd.DataFrame, *, top: int = 12) -> dict[str, Path]:
-    """Write the three plots as PNG under out_dir/plots/; report-relative name -> path."""
+def write_plots(out_dir: Path, certs: pd.DataFrame, findings: pd.DataFrame, *, top: int = 12,
+                scores: pd.Series | None = None, suspects: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write the three plots as PNG under out_dir/plots/; report-relative name -> path.
+
+    Scores as in subscriber_scores.
+    """
     out_dir = Path(out_dir)
     figures = (
-        issuance_timeline(certs, findings, top=top),
+        issuance_timeline(certs, findings, top=top, scores=scores, suspects=suspects),
         revocation_latency(certs),
         findings_per_month(certs, findings),
     )
