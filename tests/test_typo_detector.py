@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pandas as pd
 import pytest
 
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
+from scanner.detect import typo
 from scanner.detect.score import certificate_scores
 from scanner.detect.typo import detect_typo_neighbours
+from scanner.enrich.subscribers import MAX_REGISTRABLES, MIN_LABEL, label_pairs, suffix_pairs, typo_pairs
 
 
 def cert(tag: str, sans: list[str], o: str | None = None, nb: str = "2021-01-01", revoked: str | None = None) -> dict:
@@ -196,3 +199,84 @@ def test_two_long_standing_country_sites_of_one_company_rank_below_a_one_off_unr
     site = by_name["www.acme-maschinen.dk"][0]
     assert scores[site] == 10.0  # 25, weighed down as established
     assert scores["8" * 64] == 65.0 > scores[site]
+
+
+# --- the detector's steps, one at a time ------------------------------------------------------
+
+
+def prepared(*rows: dict) -> tuple[pd.DataFrame, pd.DataFrame, typo._Subjects]:
+    """(registrables with their certificates' facts, SANs, subjects) as detect_typo_neighbours prepares them."""
+    certs = frame_from_rows(list(rows), CERT_COLUMNS)
+    regs, sans = typo._registrables(certs, MIN_LABEL, MAX_REGISTRABLES)
+    subjects = typo._subjects(certs, MIN_LABEL)
+    return typo._with_subjects(regs, subjects), sans, subjects
+
+
+def sides(regs: pd.DataFrame, subjects: typo._Subjects) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labels = label_pairs(set(regs["key"]) | set(subjects.olabels["olabel"]))
+    pairs = typo_pairs(regs, labels, suffix_pairs(set(regs["suffix"])))
+    return typo._suspect_sides(regs, pairs[["registrable", "registrable_n", "scope"]])
+
+
+def test_the_subject_o_step_compares_a_san_with_its_own_certificates_o_only():
+    regs, _, subjects = prepared(cert("a", ["mail.cuatis.net"], CUALTIS), cert("b", ["mail.cuatis.es"], "Other SA"),
+                                 cert("c", ["www.cualtis.net"], CUALTIS))
+    labels = label_pairs(set(regs["key"]) | set(subjects.olabels["olabel"]))
+    found = typo._subject_o_candidates(regs, subjects.olabels, labels)
+    assert list(zip(found["cert"], found["registrable"], found["neighbour"])) == [(0, "cuatis.net", "cualtis")]
+
+
+def test_the_same_certificate_step_flags_the_rarer_name_and_on_a_tie_the_later_san():
+    regs, _, subjects = prepared(cert("a", ["www.example-shop.com", "www.exmaple-shop.com"]),
+                                 cert("b", ["example-shop.com"]), cert("c", ["www.abcdef.com", "www.abcdeg.com"]))
+    found = typo._same_cert_candidates(*sides(regs, subjects))
+    assert list(zip(found["cert"], found["registrable"], found["neighbour"])) == [
+        (0, "exmaple-shop.com", "example-shop.com"), (2, "abcdeg.com", "abcdef.com")]
+
+
+def test_the_organisation_witness_is_the_certificate_nearest_in_time():
+    regs, _, subjects = prepared(*CAMERFIRMA_CASE)
+    mine, _ = sides(regs, subjects)
+    found = typo._organisation_witnesses(mine, typo._holders(regs))
+    suspect = found[found["registrable"] == "cuatis.net"]
+    assert list(zip(suspect["cert_n"], suspect["link"])) == [(1, "organisation cualtis")]  # the reissue, not 2020's
+
+
+def test_a_shared_domain_witness_needs_a_third_domain_on_both_certificates():
+    regs, _, subjects = prepared(cert("a", ["mail.cuatis.net", "www.grupo-cualtis.es"]),
+                                 cert("b", ["mail.cualtis.net", "www.grupo-cualtis.es"]),
+                                 cert("c", ["mail.cualtis.net"]))
+    mine, _ = sides(regs, subjects)
+    found = typo._shared_domain_witnesses(mine, typo._holders(regs), regs)
+    assert set(zip(found["cert"], found["cert_n"], found["link"])) == {
+        (0, 1, "shared domain grupo-cualtis.es"), (1, 0, "shared domain grupo-cualtis.es")}
+
+
+def test_the_other_certificate_step_keeps_only_the_suspect_that_is_not_the_more_legitimate():
+    regs, _, subjects = prepared(*CAMERFIRMA_CASE)
+    mine, _ = sides(regs, subjects)
+    witnesses = typo._organisation_witnesses(mine, typo._holders(regs))
+    found = typo._other_cert_candidates(witnesses, regs)
+    assert list(zip(found["cert"], found["registrable"], found["cert_n"])) == [(0, "cuatis.net", 1)]
+
+
+def test_the_best_evidence_is_the_subject_o_and_the_witness_is_kept_for_the_sentence():
+    regs, _, subjects = prepared(*CAMERFIRMA_CASE)
+    best, witnesses = typo._best_evidence(typo._candidates(regs, subjects, MIN_LABEL))
+    assert [(r.cert, r.registrable, r.source) for r in best] == [(0, "cuatis.net", "subject_o")]
+    assert witnesses == {(0, "cuatis.net"): (1, "cualtis.net", "organisation cualtis")}
+
+
+def test_a_suffix_pair_is_shown_as_whole_domains_with_the_suffix_named():
+    regs, _, subjects = prepared(cert("a", ["mail.cualtis.ne"], CUALTIS), cert("b", ["mail.cualtis.net"], CUALTIS))
+    best, _ = typo._best_evidence(typo._candidates(regs, subjects, MIN_LABEL))
+    shown, shown_n, edit, where = typo._pair_edit(best[0], typo._Domains.of(regs))
+    assert (shown, shown_n, edit.detail, where) == (
+        "cualtis.ne", "cualtis.net", "'t' omitted", " in the public suffix (.ne instead of .net)")
+
+
+def test_the_count_clauses_say_how_often_each_name_was_certified_and_when_it_weighs_less():
+    row = types.SimpleNamespace(registrable="acme.dk", neighbour="acme.de")
+    assert typo._count_clauses(row, 1, 4) == (["acme.de is named in 4 of the CA's certificates, acme.dk in 1"], "")
+    clauses, tail = typo._count_clauses(row, 3, None)
+    assert clauses == ["acme.dk is named in 3 of the CA's certificates"] and "weighs less" in tail
