@@ -17,6 +17,7 @@ import json
 import logging
 from array import array
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -224,10 +225,10 @@ class _Fetcher:
         attempts = 0
         try:
             for attempt in self._policy(f"window {start}..{end}"):
-                with attempt:
+                # closing(): a consumer that stops early ends the cursor and its transaction now, not at GC
+                with attempt, closing(self._window_once(start, end, set(yielded))) as batches:
                     attempts += 1
-                    skip = set(yielded)
-                    for batch in self._window_once(start, end, skip):
+                    for batch in batches:
                         yielded.extend(r.extra["crtsh_id"] for r in batch)
                         yield batch
         except _Unreachable as exc:
