@@ -20,7 +20,6 @@ import socket
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +29,7 @@ import aiohttp
 
 from scanner.core.cache import Cache
 from scanner.core.config import Config
-from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.registration import CACHE_NAMESPACE, CACHE_TTL, RegistrationService, cache_value
+from scanner.enrich.registration import CACHE_NAMESPACE, CACHE_TTL, RegistrationService
 
 BODY_FILE = REPO / "tests" / "fixtures" / "rdap" / "verisign_google.com_2021-12-17.json"
 IN_FLIGHT = 64
@@ -197,19 +195,11 @@ def main() -> None:
             out_dir=tmp, rdap_bootstrap=boot, cache_dir=tmp / "cache", registration="rdap", use_cache=True
         )
         names = names_for(args.cached, "c")
-        value = cache_value(
-            Registration(
-                "x.com",
-                RegistrationStatus.REGISTERED,
-                "rdap",
-                base + "domain/x.com",
-                "HTTP 200",
-                datetime(2026, 6, 27, 10, 11, 12, 123456, tzinfo=timezone.utc),
-                datetime(1997, 9, 15, 4, tzinfo=timezone.utc),
-                1,
-            )
-        )
+        # One real lookup writes the entry in the service's own layout; every name then reuses it.
+        service_run(cached_config, ["rseed.com"])
         with Cache(tmp / "cache") as cache:
+            value = cache.get(CACHE_NAMESPACE, "rseed.com")
+            assert value is not None, "the seeding lookup was not cached"
             cache.put_many(CACHE_NAMESPACE, {n: value for n in names}, CACHE_TTL["registered"])
             start = time.perf_counter()
             got = cache.get_many(CACHE_NAMESPACE, names)

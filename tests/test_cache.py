@@ -47,6 +47,14 @@ def test_bulk_reads_return_every_stored_key_and_skip_missing_ones(tmp_path):
     assert got == items
 
 
+def test_bulk_text_reads_return_the_stored_json_for_the_caller_to_decode(tmp_path):
+    with Cache(tmp_path) as cache:
+        cache.put_many("registration", {"a.com": ["registered", 1], "b.com": None}, ttl=60)
+        cache.put("registration", "gone.com", [1], ttl=-1)
+        got = cache.get_many_text("registration", ["a.com", "b.com", "gone.com", "missing.com"])
+    assert got == {"a.com": '["registered", 1]', "b.com": "null"}
+
+
 def test_a_corrupted_cache_file_is_ignored_with_a_warning(tmp_path, caplog):
     (tmp_path / CACHE_FILENAME).write_bytes(b"this is not a sqlite database at all" * 100)
     with caplog.at_level(logging.WARNING, logger="scanner.core.cache"):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from scanner.core.config import Config
+from scanner.core.net import parse_host_port
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.dns import DnsClient, parse_address
+from scanner.enrich.dns import PORT, DnsClient
 from tests.loopback.registry_servers import DROP, NODATA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, DnsServer
 
 
@@ -79,9 +80,9 @@ def test_a_server_that_never_answers_is_unknown(tmp_path, dns_server):
 
 
 def test_dns_server_addresses_parse_with_and_without_port():
-    assert parse_address("127.0.0.1:5353") == ("127.0.0.1", 5353)
-    assert parse_address("9.9.9.9") == ("9.9.9.9", 53)
-    assert parse_address("[::1]:5300") == ("::1", 5300)
+    assert parse_host_port("127.0.0.1:5353", PORT) == ("127.0.0.1", 5353)
+    assert parse_host_port("9.9.9.9", PORT) == ("9.9.9.9", 53)
+    assert parse_host_port("[::1]:5300", PORT) == ("::1", 5300)
 
 
 def test_without_a_fixed_server_the_tld_servers_are_found_and_asked_without_recursion(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 
 from scanner.core.config import Config
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.rdap import NO_CONNECTION, RdapBootstrap, RdapClient
+from scanner.enrich.lookups import NO_CONNECTION
+from scanner.enrich.rdap import RdapBootstrap, RdapClient
 from tests.loopback.registry_servers import (
     HTML_200,
     NOT_FOUND_EMPTY,

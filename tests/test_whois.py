@@ -10,7 +10,7 @@ import pytest
 
 from scanner.core.config import Config
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.rdap import NO_CONNECTION
+from scanner.enrich.lookups import NO_CONNECTION
 from scanner.enrich.whois import WhoisClient, classify_whois
 from tests.loopback.registry_servers import EMPTY, SILENT, WhoisServer, free_port, whois_file
 

@@ -6,7 +6,6 @@ is logged once and the run carries on as if nothing were cached.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import sqlite3
@@ -114,41 +113,38 @@ class Cache:
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
         """The live values of these keys (missing or expired keys are absent), read in bulk."""
+        return self._decode(self.get_many_text(namespace, keys))
+
+    def get_many_text(self, namespace: str, keys: Iterable[str]) -> dict[str, str]:
+        """The live values of these keys as their stored JSON text, for callers that decode them their own way."""
         wanted = list(dict.fromkeys(keys))
         if self._conn is None or not wanted:
             return {}
         now = time.time()
-        found: list[tuple[str, str]] = []
-        # Building 100k small objects trips the cyclic GC again and again; it has nothing to collect here.
-        gc_was_on = gc.isenabled()
-        gc.disable()
-        try:
-            with self._lock:
-                try:
-                    for i in range(0, len(wanted), _CHUNK):
-                        chunk = wanted[i : i + _CHUNK]
-                        sql = (
-                            "SELECT key, value FROM entries WHERE namespace=? AND key IN ("
-                            + ",".join("?" * len(chunk))
-                            + ") AND (expires_at IS NULL OR expires_at > ?)"
-                        )
-                        found.extend(self._conn.execute(sql, (namespace, *chunk, now)))
-                except sqlite3.Error as exc:
-                    self._disable(exc, "read")
-                    return {}
-            return self._decode(found)
-        finally:
-            if gc_was_on:
-                gc.enable()
+        found: dict[str, str] = {}
+        with self._lock:
+            try:
+                for i in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[i : i + _CHUNK]
+                    sql = (
+                        "SELECT key, value FROM entries WHERE namespace=? AND key IN ("
+                        + ",".join("?" * len(chunk))
+                        + ") AND (expires_at IS NULL OR expires_at > ?)"
+                    )
+                    found.update(self._conn.execute(sql, (namespace, *chunk, now)))
+            except sqlite3.Error as exc:
+                self._disable(exc, "read")
+                return {}
+        return found
 
-    def _decode(self, found: list[tuple[str, str]]) -> dict[str, Any]:
+    @staticmethod
+    def _decode(found: dict[str, str]) -> dict[str, Any]:
         try:
             # One json.loads over all values is several times faster than one call per value.
-            values = json_loads("[" + ",".join(value for _, value in found) + "]")
-            return dict(zip((key for key, _ in found), values))
+            return dict(zip(found, json_loads("[" + ",".join(found.values()) + "]")))
         except ValueError:
             out: dict[str, Any] = {}
-            for key, value in found:
+            for key, value in found.items():
                 try:
                     out[key] = json.loads(value)
                 except ValueError:

@@ -21,17 +21,13 @@ import dns.rdatatype
 import dns.resolver
 
 from scanner.core.config import Config
-from scanner.core.net import Gate, RetryableError, async_retrying, parse_host_port
+from scanner.core.net import Gate, RetryableError, parse_host_port
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.rdap import NO_CONNECTION, utc_now
+from scanner.enrich.lookups import NO_CONNECTION, GaveUp, utc_now, with_retries
 
 METHOD = "dns"
+PORT = 53
 MAX_SERVERS = 4  # addresses kept per zone: enough to ride out one dead server
-
-
-def parse_address(value: str, default_port: int = 53) -> tuple[str, int]:
-    """'HOST[:PORT]' or '[v6]:PORT' -> (host, port)."""
-    return parse_host_port(value, default_port)
 
 
 @dataclass
@@ -44,7 +40,7 @@ class DnsClient:
     resolver_address: str | None = (
         None  # ADDR[:PORT] of the resolver that finds TLD servers (None = system's)
     )
-    authority_port: int = 53  # port the TLD servers are asked on
+    authority_port: int = PORT  # port the TLD servers are asked on
     _zones: dict[str, asyncio.Future[list[tuple[str, int]]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -53,7 +49,7 @@ class DnsClient:
     def _get_resolver(self) -> dns.asyncresolver.Resolver:
         if self._resolver is None:
             if self.config.dns_server or self.resolver_address:
-                addr, port = parse_address(self.config.dns_server or self.resolver_address or "")
+                addr, port = parse_host_port(self.config.dns_server or self.resolver_address or "", PORT)
                 resolver = dns.asyncresolver.Resolver(configure=False)
                 resolver.nameservers = [addr]
                 resolver.port = port
@@ -66,7 +62,7 @@ class DnsClient:
     async def servers_for(self, domain: str) -> list[tuple[str, int]]:
         """(address, port) of the servers to ask about this domain (raises RetryableError)."""
         if self.config.dns_server:
-            return [parse_address(self.config.dns_server)]
+            return [parse_host_port(self.config.dns_server, PORT)]
         zone = domain.lower().strip(".").split(".", 1)[-1]
         future = self._zones.get(zone)
         if future is None or (future.done() and future.exception() is not None):
@@ -145,19 +141,20 @@ class DnsClient:
 
     async def lookup(self, domain: str) -> Registration:
         """The delegation status of one registrable domain (never raises for network trouble)."""
-        attempts = 0
         server_text = self.config.dns_server or ""
+
+        async def ask(attempt: int) -> tuple[RegistrationStatus, str]:
+            nonlocal server_text
+            servers = await self.servers_for(domain)
+            # Each retry goes to the next server: one dead server should not decide.
+            server = servers[(attempt - 1) % len(servers)]
+            server_text = f"{server[0]}:{server[1]}"
+            return await self._ask(domain, server)
+
         try:
-            async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
-                with attempt:
-                    attempts += 1
-                    servers = await self.servers_for(domain)
-                    # Each retry goes to the next server: one dead server should not decide.
-                    server = servers[(attempts - 1) % len(servers)]
-                    server_text = f"{server[0]}:{server[1]}"
-                    status, detail = await self._ask(domain, server)
-        except RetryableError as exc:
-            status, detail = RegistrationStatus.UNKNOWN, f"{exc} (after {attempts} attempt(s))"
+            (status, detail), attempts = await with_retries(ask, self.config.retries, self.backoff_base)
+        except GaveUp as exc:
+            status, detail, attempts = RegistrationStatus.UNKNOWN, str(exc), exc.attempts
         return Registration(
             domain, status, METHOD, server=server_text, detail=detail, checked_at=utc_now(), attempts=attempts
         )

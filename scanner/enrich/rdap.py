@@ -11,7 +11,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -30,10 +30,10 @@ from scanner.core.net import (
     HostRateLimits,
     RateLimiter,
     RetryableError,
-    backoff_delay,
     parse_retry_after,
 )
 from scanner.core.records import Registration, RegistrationStatus
+from scanner.enrich.lookups import NO_CONNECTION, GaveUp, parse_date, utc_now, with_retries
 
 try:  # orjson parses RDAP bodies about twice as fast; the standard library does the same job without it
     from orjson import loads as _fast_loads
@@ -52,24 +52,6 @@ def json_loads(body: bytes | str) -> Any:
 
 METHOD = "rdap"
 ACCEPT = "application/rdap+json, application/json"
-#: Detail prefix of answers that failed because nothing could be reached (no route, refused, no DNS).
-NO_CONNECTION = "no connection"
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
-
-
-def parse_date(value: Any) -> datetime | None:
-    """An ISO 8601 date from a registry -> aware UTC datetime (None when unreadable)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -230,23 +212,12 @@ class RdapClient:
         url = domain_url(bases[0], domain)
         target = request_url(bases[0], domain)
         origin = _origin(bases[0])
-        attempts = 0
-        # A plain loop rather than tenacity: the first attempt is the hot path of a large scan,
-        # and the policy is the same (backoff with jitter, Retry-After honoured, capped).
-        while True:
-            attempts += 1
-            try:
-                answer = await self._ask(url, origin, target)
-                break
-            except RetryableError as exc:
-                if attempts > self.config.retries:
-                    detail = f"{exc} (after {attempts} attempt(s))"
-                    answer = _Answer(RegistrationStatus.UNKNOWN, detail, server=url)
-                    break
-                if exc.retry_after is not None:
-                    await asyncio.sleep(min(exc.retry_after, MAX_RETRY_AFTER))
-                else:
-                    await asyncio.sleep(backoff_delay(attempts, self.backoff_base))
+        try:
+            answer, attempts = await with_retries(
+                lambda _: self._ask(url, origin, target), self.config.retries, self.backoff_base
+            )
+        except GaveUp as exc:
+            answer, attempts = _Answer(RegistrationStatus.UNKNOWN, str(exc), server=url), exc.attempts
         return Registration(
             domain,
             answer.status,

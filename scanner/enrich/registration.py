@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextlib
-import gc
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +27,8 @@ from scanner.core.config import Config
 from scanner.core.net import Gate
 from scanner.core.records import REGISTRATION_COLUMNS, Registration, RegistrationStatus, coerce
 from scanner.enrich.dns import DnsClient
-from scanner.enrich.rdap import NO_CONNECTION, RdapClient, utc_now
+from scanner.enrich.lookups import failed_to_connect, utc_now
+from scanner.enrich.rdap import RdapClient, json_loads
 from scanner.enrich.whois import WhoisClient
 
 log = logging.getLogger(__name__)
@@ -64,11 +63,6 @@ def _row(reg: Registration) -> Row:
 def _cache_row(row: Row) -> list[Any]:
     """The JSON value the cache keeps for one row: the row without its domain, dates as ISO strings."""
     return [row[1], row[2], row[3], row[4], _iso(row[5]), _iso(row[6]), row[7]]
-
-
-def cache_value(reg: Registration) -> list[Any]:
-    """The JSON value the cache keeps for one answer (its row without the domain)."""
-    return _cache_row(_row(reg))
 
 
 def normalise_domain(name: str) -> str:
@@ -220,9 +214,8 @@ class RegistrationService:
     def results(self) -> pd.DataFrame:
         """Wait for every submitted lookup; one row per domain, columns REGISTRATION_COLUMNS."""
         self._wait()
-        with _gc_paused():
-            rows = [self._rows[name] for name in self._order if name in self._rows]
-            return registration_frame(rows)
+        rows = [self._rows[name] for name in self._order if name in self._rows]
+        return registration_frame(rows)
 
     def summary(self) -> dict[str, Any]:
         """Counts: lookups by status and by method, cache hits, recorded answers, network failures."""
@@ -359,16 +352,22 @@ class RegistrationService:
 
     def _from_cache(self, names: list[str]) -> list[str]:
         assert self._cache is not None
-        with _gc_paused():
-            return self._split_cached(names, self._cache.get_many(CACHE_NAMESPACE, names))
+        # The stored text, decoded here one value at a time: each list lives only until its row tuple
+        # is built, so 100k cache hits leave no 100k lists behind to make the cyclic GC rescan the heap
+        # (measured: 4 full collections per 100k hits become 1; the GC stays on for every thread).
+        return self._split_cached(names, self._cache.get_many_text(CACHE_NAMESPACE, names))
 
-    def _split_cached(self, names: list[str], cached: dict[str, Any]) -> list[str]:
+    def _split_cached(self, names: list[str], cached: dict[str, str]) -> list[str]:
         hits: list[Row] = []
         rest: list[str] = []
         width = len(REGISTRATION_COLUMNS) - 1
         any_method = self.mode == "auto"
         for name in names:
-            value = cached.get(name)
+            text = cached.get(name)
+            try:
+                value = json_loads(text) if text is not None else None
+            except ValueError:
+                value = None
             # value = the row without its domain; anything else (an older layout) is a miss
             if (
                 isinstance(value, list)
@@ -445,7 +444,7 @@ class RegistrationService:
                 try:
                     if single is not None:
                         reg = await single(name)
-                        no_connection = _no_connection(reg)
+                        no_connection = failed_to_connect(reg)
                     else:
                         reg, no_connection = await self._lookup(name)
                 except Exception as exc:  # one odd domain must not stop the batch
@@ -505,7 +504,7 @@ class RegistrationService:
             first.attempts + last.attempts,
         )
         # The DNS fallback only times out when offline (UDP has no "refused"): the first method decides.
-        return combined, _no_connection(first)
+        return combined, failed_to_connect(first)
 
     def _check_network(self) -> None:
         c = self._counts
@@ -516,22 +515,6 @@ class RegistrationService:
                 self._warned = True
         else:
             self._notice = None
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Hold the cyclic GC while building 100k-row tables: it rescans them and finds nothing to free."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
-
-
-def _no_connection(reg: Registration) -> bool:
-    return reg.status is RegistrationStatus.UNKNOWN and reg.detail.startswith(NO_CONNECTION)
 
 
 def _row_of(name: str, status: RegistrationStatus, method: str, detail: str, now: str) -> Row:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from scanner.core.config import Config
-from scanner.core.net import Gate, HostRateLimits, RetryableError, async_retrying, parse_host_port
+from scanner.core.net import Gate, HostRateLimits, RetryableError, parse_host_port
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.rdap import NO_CONNECTION, parse_date, utc_now
+from scanner.enrich.lookups import NO_CONNECTION, GaveUp, parse_date, utc_now, with_retries
 
 METHOD = "whois"
 PORT = 43
@@ -156,11 +156,6 @@ def classify_whois(text: str, domain: str) -> tuple[RegistrationStatus, str, dat
     return RegistrationStatus.UNKNOWN, f"unrecognised WHOIS answer starting {lines[0][:80]!r}", None
 
 
-def parse_server(value: str, default_port: int = PORT) -> tuple[str, int]:
-    """'HOST[:PORT]' or '[v6]:PORT' -> (host, port)."""
-    return parse_host_port(value, default_port)
-
-
 @dataclass
 class WhoisClient:
     """Asks registry WHOIS servers about domains, one rate limit per server."""
@@ -186,7 +181,7 @@ class WhoisClient:
 
     async def _server_and_reason(self, domain: str) -> tuple[tuple[str, int] | None, str]:
         if self.config.whois_server:
-            return parse_server(self.config.whois_server), ""
+            return parse_host_port(self.config.whois_server, PORT), ""
         tld = domain.lower().rstrip(".").rsplit(".", 1)[-1]
         if tld in self.servers:
             return (self.servers[tld], self.registry_port), ""
@@ -199,10 +194,12 @@ class WhoisClient:
         return ((host, self.registry_port) if host else None), reason
 
     async def _ask_iana(self, tld: str) -> tuple[str | None, str]:
-        host, port = parse_server(self.iana_server)
+        host, port = parse_host_port(self.iana_server, PORT)
         try:
-            text = await self._query_with_retries(host, port, tld)
-        except RetryableError as exc:
+            text, _ = await with_retries(
+                lambda _: self.query(host, port, tld), self.config.retries, self.backoff_base
+            )
+        except GaveUp as exc:
             return None, str(exc)
         match = _REFER.search(text)
         if match:
@@ -253,12 +250,6 @@ class WhoisClient:
         except UnicodeDecodeError:
             return raw.decode("latin-1")
 
-    async def _query_with_retries(self, host: str, port: int, question: str) -> str:
-        async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
-            with attempt:
-                return await self.query(host, port, question)
-        raise AssertionError("unreachable")  # pragma: no cover
-
     async def lookup(self, domain: str) -> Registration:
         """The registration status of one registrable domain (never raises for network trouble)."""
         target, reason = await self._server_and_reason(domain)
@@ -273,18 +264,18 @@ class WhoisClient:
             )
         host, port = target
         server = f"{host}:{port}"
-        attempts = 0
-        status, detail, created = RegistrationStatus.UNKNOWN, "", None
+
+        async def ask(_: int) -> tuple[RegistrationStatus, str, datetime | None]:
+            answer = classify_whois(await self.query(host, port, domain), domain)
+            if answer[0] is RegistrationStatus.UNKNOWN:
+                # An empty, rate-limited or unreadable answer may be read the next time.
+                raise RetryableError(f"whois {server}: {answer[1]}")
+            return answer
+
         try:
-            async for attempt in async_retrying(self.config.retries, base=self.backoff_base):
-                with attempt:
-                    attempts += 1
-                    text = await self.query(host, port, domain)
-                    status, detail, created = classify_whois(text, domain)
-                    if status is RegistrationStatus.UNKNOWN:
-                        raise RetryableError(f"whois {server}: {detail}")
-        except RetryableError as exc:
-            status, detail, created = RegistrationStatus.UNKNOWN, f"{exc} (after {attempts} attempt(s))", None
+            (status, detail, created), attempts = await with_retries(ask, self.config.retries, self.backoff_base)
+        except GaveUp as exc:
+            status, detail, created, attempts = RegistrationStatus.UNKNOWN, str(exc), None, exc.attempts
         return Registration(
             domain,
             status,
