@@ -160,11 +160,6 @@ def read_test_sites(ccadb: Path, ca_owner: str | None = None) -> list[TestSite]:
 # --- network --------------------------------------------------------------------------------
 
 
-def parse_server(value: str, default_port: int = 53) -> tuple[str, int]:
-    """'HOST[:PORT]' or '[v6]:PORT' -> (host, port)."""
-    return parse_host_port(value, default_port)
-
-
 #: Connection errors that say our side has no route, not that the site is down.
 NO_ROUTE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
 
@@ -182,7 +177,7 @@ def make_resolver(dns_server: str | None, timeout: float) -> dns.resolver.Resolv
     """A resolver asking dns_server (or the system's), each name given at most `timeout` seconds per type."""
     if dns_server:
         resolver = dns.resolver.Resolver(configure=False)
-        addr, port = parse_server(dns_server)
+        addr, port = parse_host_port(dns_server, 53)
         resolver.nameservers, resolver.port = [addr], port
     else:
         resolver = dns.resolver.Resolver()  # NoResolverConfiguration when the machine has no DNS at all
