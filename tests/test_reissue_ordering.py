@@ -8,24 +8,11 @@ from datetime import timedelta
 import pandas as pd
 
 from scanner.detect.revocation import detect_revoke_reissue
-from scanner.parse.certs import parse_der, records_frame
-from scanner.parse.link import collapse_precerts
-from tests.synth import der, new_key, utc
+from tests.issued import issued
+from tests.synth import new_key
 
 # The defaults of --window and --reissue-window.
 WEEK, TWO_DAYS = timedelta(days=7), timedelta(days=2)
-
-
-def _frame(test_ca, specs):
-    """specs: (serial, not_before, issue() keywords, revoked_at or None)."""
-    rows = []
-    for serial, nb, kw, revoked in specs:
-        row = parse_der(der(test_ca.issue(serial=serial, not_before=nb if not isinstance(nb, str) else utc(nb),
-                                          **kw)), provenance=f"s{serial}")
-        if revoked is not None:
-            row["revoked_at"] = revoked if not isinstance(revoked, str) else utc(revoked)
-        rows.append(row)
-    return collapse_precerts(records_frame(rows))
 
 
 def _sha_by_serial(df: pd.DataFrame) -> dict[int, str]:
@@ -41,7 +28,7 @@ def test_a_replacement_issued_three_and_a_half_days_before_the_revocation_is_pai
     # Sectigo (bug 1649961): the corrected certificate came about 25 June, the original was revoked
     # 29 June 02:37 UTC, in a batch.
     key, names = new_key(), ["www.alpha-data.com"]
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x5001, "2020-06-24T09:00", dict(org="Alpha Dta GmbH", dns=names, key=key), "2020-06-29T02:37:40"),
         (0x5002, "2020-06-25T15:10", dict(org="Alpha Data GmbH", dns=names, key=key), None),
     ])
@@ -55,7 +42,7 @@ def test_a_replacement_issued_three_and_a_half_days_before_the_revocation_is_pai
 
 def test_a_certificate_older_than_the_revoked_one_is_never_its_replacement(test_ca):
     names = ["api.example-corp.com"]
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x5101, "2021-05-02T08:00", dict(org="Example Corp", dns=names), None),  # issued the day before A
         (0x5102, "2021-05-03T08:00", dict(org="Example Corp", dns=names), "2021-05-03T10:00"),
     ])
@@ -65,7 +52,7 @@ def test_a_certificate_older_than_the_revoked_one_is_never_its_replacement(test_
 def test_a_routine_renewal_of_another_name_is_not_taken_for_the_replacement_of_an_early_revoked_certificate(
         test_ca):
     org = "Acme Tools GmbH"
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         # vpn.acme-tools.com is revoked early (a key compromise, say) and never reissued
         (0x5201, "2021-03-01T08:00", dict(org=org, dns=["vpn.acme-tools.com"]), "2021-03-02T08:00"),
         # shop.acme-tools.com is renewed as usual the same day; the old one is never revoked
@@ -97,7 +84,7 @@ def test_a_subscriber_with_300_certificates_gets_exactly_the_pairs_of_its_replac
         (0x7060, nb[60] + pd.Timedelta(days=29), host(60), None),
         (0x7050, nb[50] + pd.Timedelta(days=2), host(50), None),  # a renewal while h050's first lives, no revocation
     ]
-    df = _frame(test_ca, specs)
+    df = issued(test_ca, specs)
     found = detect_revoke_reissue(df, WEEK, TWO_DAYS)
     assert _pairs(df, found) == {(0x600A, 0x7010), (0x6064, 0x7100)}
     assert {json.loads(d)["change"] for d in found["detail"]} == {"same_content"}

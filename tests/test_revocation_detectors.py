@@ -9,22 +9,10 @@ import pandas as pd
 import pytest
 
 from scanner.detect.revocation import detect_early_revocation, detect_revoke_reissue
-from scanner.parse.certs import parse_der, records_frame
-from scanner.parse.link import collapse_precerts
-from tests.synth import der, new_key, utc
+from tests.issued import issued
+from tests.synth import new_key
 
 WEEK, TWO_DAYS = timedelta(days=7), timedelta(days=2)
-
-
-def _frame(test_ca, specs):
-    """specs: (serial, not_before, kwargs, revoked_at or None)"""
-    rows = []
-    for serial, nb, kw, revoked in specs:
-        row = parse_der(der(test_ca.issue(serial=serial, not_before=utc(nb), **kw)), provenance=f"s{serial}")
-        if revoked:
-            row["revoked_at"] = utc(revoked)
-        rows.append(row)
-    return collapse_precerts(records_frame(rows))
 
 
 def _by_serial(df):
@@ -35,7 +23,7 @@ def _by_serial(df):
 def cualtis(test_ca):
     key = new_key()
     org = "CUALTIS S.L.U"
-    return _frame(test_ca, [
+    return issued(test_ca, [
         (0x1001, "2018-11-05T09:12", dict(org=org, cn="mail.cualtis.net", dns=["mail.cualtis.net"], key=key), None),
         (0x1002, "2019-11-12T12:17", dict(org=org, cn="mail.cuatis.net", dns=["mail.cuatis.net"], key=key),
          "2019-11-12T16:55"),
@@ -68,7 +56,7 @@ def test_camerfirma_typo_cert_is_an_early_revocation_with_its_latency(cualtis):
 def test_sectigo_style_replacement_issued_before_the_revocation_is_a_subject_change_pair(test_ca):
     key = new_key()
     names = ["www.widgets-example.com"]
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x2001, "2020-03-02T09:00", dict(org="Exmaple Widgets Ltd", dns=names, key=key), "2020-03-02T13:10"),
         (0x2002, "2020-03-02T11:05", dict(org="Example Widgets Ltd", dns=names, key=key), None),
     ])
@@ -82,7 +70,7 @@ def test_sectigo_style_replacement_issued_before_the_revocation_is_a_subject_cha
 
 def test_ordinary_renewal_with_late_superseded_revocation_is_not_a_pair_nor_early(test_ca):
     names = ["shop.acme-tools.com"]
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x4001, "2019-01-15T10:00", dict(org="Acme Tools GmbH", dns=names), "2020-01-11T09:00"),
         (0x4002, "2020-01-10T10:00", dict(org="Acme Tools GmbH", dns=names), None),
     ])
@@ -92,7 +80,7 @@ def test_ordinary_renewal_with_late_superseded_revocation_is_not_a_pair_nor_earl
 
 def test_rekey_only_reissue_is_classified_as_such(test_ca):
     names = ["api.example-corp.com"]
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x9001, "2021-05-01T08:00", dict(org="Example Corp", dns=names, key=new_key()), "2021-05-02T08:00"),
         (0x9002, "2021-05-02T08:30", dict(org="Example Corp", dns=names, key=new_key()), None),
     ])
@@ -101,7 +89,7 @@ def test_rekey_only_reissue_is_classified_as_such(test_ca):
 
 
 def test_revocation_after_the_window_is_not_early(test_ca):
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x9101, "2021-05-01T08:00", dict(dns=["a.example-corp.com"]), "2021-05-09T08:00"),
     ])
     assert detect_early_revocation(df, WEEK).empty
@@ -110,7 +98,7 @@ def test_revocation_after_the_window_is_not_early(test_ca):
 
 def test_reissue_outside_the_reissue_window_is_not_paired(test_ca):
     names = ["api.example-corp.com"]
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x9201, "2021-05-01T08:00", dict(org="Example Corp", dns=names), "2021-05-01T10:00"),
         (0x9202, "2021-05-05T08:30", dict(org="Example Corp", dns=names), None),
     ])
@@ -129,7 +117,7 @@ def test_empty_certificate_table_gives_empty_findings():
 
 def test_certificates_with_thousands_of_sans_are_paired_without_quadratic_work(test_ca):
     big = [f"h{i}.bulk-hosting-{i}.com" for i in range(5000)]
-    df = _frame(test_ca, [
+    df = issued(test_ca, [
         (0x9301, "2021-05-01T08:00", dict(org="Bulk Hosting", dns=big), "2021-05-01T10:00"),
         (0x9302, "2021-05-01T11:00", dict(org="Bulk Hosting", dns=big[1:]), None),
     ])

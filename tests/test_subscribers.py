@@ -23,12 +23,11 @@ from scanner.enrich.subscribers import (
     subscriber_key,
     typo_links,
 )
-from scanner.parse.certs import parse_der, records_frame
 from scanner.parse.domains import classify_name
-from scanner.parse.link import collapse_precerts
 from scanner.report import plots
 from scanner.scale.engine import bin_rows
-from tests.synth import der, new_key, utc
+from tests.issued import issued
+from tests.synth import new_key
 
 WEEK, TWO_DAYS = timedelta(days=7), timedelta(days=2)
 
@@ -132,17 +131,6 @@ def test_the_organisation_key_and_the_subscriber_key():
     assert subscriber_key(None, None) == ""
 
 
-def _issued(test_ca, specs) -> pd.DataFrame:
-    """specs: (serial, not_before, issue() keywords, revoked_at or None)."""
-    rows = []
-    for serial, nb, kw, revoked in specs:
-        row = parse_der(der(test_ca.issue(serial=serial, not_before=utc(nb), **kw)), provenance=f"s{serial}")
-        if revoked:
-            row["revoked_at"] = utc(revoked)
-        rows.append(row)
-    return collapse_precerts(records_frame(rows)).reset_index(drop=True)
-
-
 @pytest.fixture()
 def cualtis(test_ca) -> pd.DataFrame:
     """Camerfirma's CUALTIS case, with the reissue's subject O written another way, among other subscribers."""
@@ -150,7 +138,7 @@ def cualtis(test_ca) -> pd.DataFrame:
     fillers = [(0x2000 + i, f"2019-11-{1 + i:02d}T08:00", dict(org=f"Filler {i} GmbH", cn=f"www.filler{i}shop.de",
                                                                dns=[f"www.filler{i}shop.de"]), None)
                for i in range(8)]
-    return _issued(test_ca, [
+    return issued(test_ca, [
         (0x1001, "2018-11-05T09:12", dict(org="CUALTIS S.L.U", cn="mail.cualtis.net", dns=["mail.cualtis.net"],
                                           key=key), None),
         # mail.cuatis.net, revoked 4.6 hours after issuance and reissued as mail.cualtis.net 23 minutes later
@@ -160,7 +148,7 @@ def cualtis(test_ca) -> pd.DataFrame:
                                           key=key), None),
         (0x1004, "2019-11-12T17:00", dict(org="Other SA", cn="www.other.es", dns=["www.other.es"]), None),
         *fillers,
-    ])
+    ]).reset_index(drop=True)
 
 
 def test_dask_partitions_pairing_and_plot_labels_agree_on_the_cualtis_reissue(cualtis, tmp_path):
@@ -196,7 +184,7 @@ def test_dask_partitions_pairing_and_plot_labels_agree_on_the_cualtis_reissue(cu
 
 
 def test_a_reissue_correcting_a_typo_behind_a_hyphen_is_paired_and_kept_in_one_partition(test_ca):
-    certs = _issued(test_ca, [
+    certs = issued(test_ca, [
         (0x3001, "2021-05-03T08:00", dict(cn="mail.cu-atis.net", dns=["mail.cu-atis.net"]), "2021-05-03T10:00"),
         (0x3002, "2021-05-03T10:30", dict(org="Cualtis SLU", cn="mail.cualtis.net", dns=["mail.cualtis.net"]), None),
     ])

@@ -5,8 +5,8 @@ and reissued for ``mail.cualtis.net``. Each SAN's registrable label is compared 
 
 * the subject O, normalised (``subject_o``),
 * the other SANs of the same certificate (``same_cert``),
-* the names in the CA's other certificates for the same subscriber: same normalised O, or sharing
-  a registrable domain (``other_cert``);
+* the names in the CA's other certificates for the same subscriber, as enrich.subscribers defines
+  it: the same organisation key, or a registrable domain in common (``other_cert``);
 
 and, for suffix typos, the same label under a public suffix one edit away: any two suffixes of the
 Public Suffix List, generic or country code (``cualtis.ne`` for ``cualtis.net``, ``cualtis.ec`` for
@@ -208,7 +208,9 @@ def _with_subjects(regs: pd.DataFrame, subjects: _Subjects) -> pd.DataFrame:
 def _subject_o_candidates(regs: pd.DataFrame, olabels: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """(a) SAN labels one typo from a label of their own certificate's subject O."""
     from_o = regs[~regs["is_o"]][["cert", "registrable", "key"]].merge(olabels, on="cert")
-    from_o = from_o.astype({"key": object, "olabel": object}).merge(labels, left_on=["key", "olabel"], right_on=["x", "y"])
+    from_o = from_o.astype({"key": object, "olabel": object}).merge(
+        labels, left_on=["key", "olabel"], right_on=["x", "y"]
+    )
     return from_o.assign(source="subject_o", scope="label", neighbour=from_o["olabel"])
 
 
