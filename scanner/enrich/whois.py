@@ -2,6 +2,11 @@
 
 A domain is called unregistered only when the registry's own no-match phrase is recognised;
 rate-limit replies, empty answers, timeouts and refused connections are retried, then unknown.
+
+The reader is our own, not python-whois's parser: on the recorded registry answers in
+tests/fixtures/whois it found one creation date fewer (the 2008 PIR format), recognised one of the
+seven other registries' no-match phrases, cannot tell a rate-limit reply from an empty record, and
+took about a hundred times as long per answer.
 """
 
 from __future__ import annotations
