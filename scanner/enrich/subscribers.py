@@ -109,7 +109,8 @@ def label_pairs(keys: Iterable[str], min_label_len: int = MIN_LABEL) -> pd.DataF
     pairs = one_edit_pairs(list(keys), min_len=min_label_len)
     if pairs.empty:
         return pd.DataFrame(columns=["x", "y"])
-    swap = [_digit_swap(a, b, kind, p) for a, b, kind, p in zip(pairs["a"], pairs["b"], pairs["edit"], pairs["position"])]
+    swap = [_digit_swap(a, b, kind, p)
+            for a, b, kind, p in zip(pairs["a"], pairs["b"], pairs["edit"], pairs["position"])]
     return _symmetric(pairs[~np.array(swap, dtype=bool)])
 
 
@@ -122,7 +123,10 @@ def suffix_pairs(suffixes: Iterable[str]) -> pd.DataFrame:
 
 
 def typo_pairs(domains: pd.DataFrame, labels: pd.DataFrame, suffixes: pd.DataFrame) -> pd.DataFrame:
-    """Distinct (registrable, registrable_n, scope, same_suffix): keys a label pair under any suffix, or one key under a suffix pair.
+    """Distinct (registrable, registrable_n, scope, same_suffix) one edit apart, by key or by suffix.
+
+    Scope "label": their comparison keys are a label pair, under any suffix; scope "suffix": one
+    key under a suffix pair.
 
     `domains` has columns registrable, key (its comparison key) and suffix; `labels` and
     `suffixes` come from label_pairs and suffix_pairs. The rows with scope "suffix" or same_suffix
