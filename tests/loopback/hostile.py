@@ -1,0 +1,186 @@
+"""An HTTP server on 127.0.0.1 that misbehaves the way broken or hostile servers do, one fault per path.
+
+Routes map a path (without the query) to a fault name (FAULTS) or to bytes served plainly, so a
+real client's ordinary requests (a log's checkpoint, an issuer) can be answered while one request
+(a data tile, a CRL) meets the fault. Unrouted paths get the `default` fault.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from . import ServedInThread
+
+FAULTS = (
+    "gzip_bomb",        # Content-Encoding: gzip, 4 GiB of zeros once decompressed, about 4 MB on the wire
+    "endless",          # a chunked body that never ends
+    "drip",             # one byte a second of a 100,000-byte body
+    "header_drip",      # the status line, then the headers at one byte a second
+    "length_lie_long",  # Content-Length: 100000, then 10 bytes and the connection closed
+    "length_huge",      # Content-Length: 10 GiB
+    "length_lie_short",  # Content-Length: 5, then 1,000 bytes
+    "truncated_gzip",   # Content-Encoding: gzip, the stream cut in half
+    "redirect_loop",    # 302 to itself, forever
+    "redirect_file",    # 302 to file:///etc/passwd
+    "big_json",         # a 50 MB JSON document
+    "deep_json",        # JSON nested 100,000 deep
+)
+
+_BOMB_MEMBER = (lambda c: c.compress(b"\0" * (16 << 20)) + c.flush())(zlib.compressobj(9, zlib.DEFLATED, 31))
+BOMB_MEMBERS = 256  # 256 gzip members of 16 MiB of zeros each: 4 GiB decompressed
+
+
+class HostileServer(ServedInThread):
+    """A ThreadingHTTPServer on 127.0.0.1 (port 0) serving FAULTS by path; `hits` counts requests per path."""
+
+    def __init__(self, routes: dict[str, str | bytes] | None = None, default: str | bytes = b"ok",
+                 content_type: str = "application/octet-stream") -> None:
+        self.routes = dict(routes or {})
+        self.default = default
+        self.content_type = content_type
+        self.hits: dict[str, int] = {}
+        self.stopping = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server._serve(self)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                server._serve(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._served = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._served.daemon_threads = True
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self._served.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        """The URL of path on this server."""
+        return self.base_url + path
+
+    def stop(self) -> None:
+        """Stop the endless answers too, then the server."""
+        self.stopping.set()
+        super().stop()
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(h.path).path
+        self.hits[path] = self.hits.get(path, 0) + 1
+        what = self.routes.get(path, self.default)
+        try:
+            if isinstance(what, bytes):
+                self._plain(h, what)
+            else:
+                getattr(self, "_" + what)(h, path)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, OSError):
+            pass  # the client gave up, which is what the fault is for
+        h.close_connection = True
+
+    def _head(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", self.content_type)
+        headers.setdefault("Connection", "close")  # each answer is one fault: no connection is reused
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.flush()
+
+    def _plain(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        self._head(h, 200, {"Content-Length": str(len(body))})
+        h.wfile.write(body)
+
+    def _gzip_bomb(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 200, {"Content-Encoding": "gzip"})
+        for _ in range(BOMB_MEMBERS):
+            if self.stopping.is_set():
+                return
+            h.wfile.write(_BOMB_MEMBER)
+
+    def _endless(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 200, {"Transfer-Encoding": "chunked"})
+        chunk = b"%x\r\n%s\r\n" % (1 << 16, b"A" * (1 << 16))
+        while not self.stopping.is_set():
+            h.wfile.write(chunk)
+
+    def _drip(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 200, {"Content-Length": "100000"})
+        for _ in range(100_000):
+            if self.stopping.wait(1.0):
+                return
+            h.wfile.write(b"x")
+            h.wfile.flush()
+
+    def _header_drip(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        h.wfile.flush()
+        for byte in b"X-Slow: " + b"y" * 100_000:
+            if self.stopping.wait(1.0):
+                return
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+
+    def _length_lie_long(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 200, {"Content-Length": "100000"})
+        h.wfile.write(b"0123456789")
+
+    def _length_huge(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 200, {"Content-Length": str(10 << 30)})
+        h.wfile.write(b"\0" * 1024)
+        self.stopping.wait(30.0)
+
+    def _length_lie_short(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 200, {"Content-Length": "5"})
+        h.wfile.write(b"y" * 1000)
+
+    def _truncated_gzip(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        c = zlib.compressobj(9, zlib.DEFLATED, 31)
+        whole = c.compress(json.dumps({"entries": list(range(50_000))}).encode()) + c.flush()
+        cut = whole[: len(whole) // 2]
+        self._head(h, 200, {"Content-Encoding": "gzip", "Content-Length": str(len(cut))})
+        h.wfile.write(cut)
+
+    def _redirect_loop(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 302, {"Location": path, "Content-Length": "0"})
+
+    def _redirect_file(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        self._head(h, 302, {"Location": "file:///etc/passwd", "Content-Length": "0"})
+
+    def _big_json(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        row = b'{"id": 1234567, "name_value": "' + b"a" * 200 + b'"},'
+        n = (50 << 20) // len(row)
+        self._head(h, 200, {"Content-Length": str(1 + n * len(row) + 2)})
+        h.wfile.write(b"[")
+        for _ in range(n // 1000):
+            h.wfile.write(row * 1000)
+        h.wfile.write(row * (n % 1000))
+        h.wfile.write(b"1]")
+
+    def _deep_json(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        body = b"[" * 100_000 + b"]" * 100_000
+        self._head(h, 200, {"Content-Length": str(len(body))})
+        h.wfile.write(body)
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:  # noqa: ANN001
+    """Poll predicate until it holds or timeout passes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
