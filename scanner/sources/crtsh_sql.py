@@ -17,7 +17,7 @@ import json
 import logging
 from array import array
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -241,14 +241,19 @@ class _Fetcher:
     def _window_once(self, start: datetime, end: datetime, skip: set[int]) -> Iterator[list[RawCert]]:
         """One attempt at a window through a server-side cursor; replica failures become RetryableError."""
         conn = self._connected()
+        with self._replica_errors(), conn.transaction(), conn.cursor(name="ctscan_window", binary=True) as cur:
+            cur.itersize = self.itersize
+            cur.execute(WINDOW_QUERY, {"ca_ids": self.ca_ids, "start": _naive(start), "end": _naive(end)})
+            while rows := cur.fetchmany(self.itersize):
+                batch = [self._raw(r) for r in rows if r[0] not in skip]
+                self.store.put_many(batch)
+                yield batch
+
+    @contextmanager
+    def _replica_errors(self) -> Iterator[None]:
+        """A failing replica as RetryableError (a new connection may work), any other SQL error as fatal."""
         try:
-            with conn.transaction(), conn.cursor(name="ctscan_window", binary=True) as cur:
-                cur.itersize = self.itersize
-                cur.execute(WINDOW_QUERY, {"ca_ids": self.ca_ids, "start": _naive(start), "end": _naive(end)})
-                while rows := cur.fetchmany(self.itersize):
-                    batch = [self._raw(r) for r in rows if r[0] not in skip]
-                    self.store.put_many(batch)
-                    yield batch
+            yield
         except psycopg.OperationalError as exc:
             # 40001 (conflict with recovery), 57014 (statement timeout), 57P01 and dropped sockets.
             self.drop()
@@ -264,17 +269,12 @@ class _Fetcher:
         def once() -> list[tuple[Any, ...]]:
             nonlocal attempts
             attempts += 1
-            try:
+            with self._replica_errors():
                 conn = self.connect()
                 with conn.transaction(), conn.cursor(binary=True) as cur:
                     cur.execute(REVOCATION_QUERY, {"ca_ids": [p[0] for p in pairs], "serials": [p[1] for p in pairs]})
-                    return cur.fetchall()
-            except psycopg.OperationalError as exc:
-                self.drop()
-                raise RetryableError(_describe(exc)) from exc
-            except psycopg.Error as exc:
-                self.drop()
-                raise _WindowFailed(_describe(exc), fatal=True) from exc
+                    found = cur.fetchall()
+            return found
 
         try:
             rows = retrying(self.options.retries, base=self.base_delay)(once)
