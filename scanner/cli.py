@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -86,6 +87,20 @@ def _number(kind: type, rule: str) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(problem)
         return value
     return parse
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    """An argparse type: '512M', '2G', '1048576' -> bytes (binary units), at least 1."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size (bytes, or a number with K, M or G): {text!r}")
+    value = int(float(match.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2).upper()])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, not {text!r}")
+    return value
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -185,6 +200,9 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--ocsp-rate", type=_RATE, default=_from_env("ocsp_rate", _RATE, 10.0),
                    metavar="N",
                    help="OCSP requests per second per responder; 0 = no limit (default: 10)")
+    r.add_argument("--max-crl-bytes", type=_size, default=None, metavar="SIZE",
+                   help="refuse a fetched CRL larger than SIZE (bytes, or with K, M, G: 512M); "
+                        "default 256M, about 8 million entries")
     r.add_argument("--ccadb", type=Path, metavar="FILE",
                    help="CCADB AllCertificateRecords or Mozilla report CSV: the CA's published CRLs")
 
@@ -380,6 +398,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ocsp_sample=args.ocsp_sample,
         ocsp_rate=args.ocsp_rate,
         ccadb=args.ccadb,
+        max_crl_bytes=args.max_crl_bytes,
         registration=args.registration,
         rdap_bootstrap=args.rdap_bootstrap,
         rdap_rate=args.rdap_rate,

@@ -16,7 +16,7 @@ from scanner.core.bounded import LIMITS, BoundedAdapter, BoundExceeded, Limit, b
 from tests.loopback.hostile import HostileServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = Limit(16 << 20, 3.0, "test answer")
+SMALL = Limit(16 << 20, 1.5, "test answer")  # with the 2 s timeout below: a 3 s deadline
 
 
 @pytest.fixture(scope="module")

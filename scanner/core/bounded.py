@@ -33,26 +33,35 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """How much one answer of a kind may be: bytes (on the wire and decompressed) and seconds in all."""
+    """How much one answer of a kind may be: bytes (on the wire and decompressed), and time in all.
+
+    The deadline is counted in read timeouts (--timeout), so a test or a user on a fast network who
+    lowers the timeout lowers every deadline with it.
+    """
 
     max_bytes: int
-    deadline: float
+    timeouts: float  # the whole request (connect, headers, body) within this many --timeout
     what: str = "answer"  # how an error names it: "CRL", "OCSP response", ...
 
+    def deadline(self, timeout: float) -> float:
+        """Seconds the whole request may take with this read timeout."""
+        return self.timeouts * timeout
 
-#: The caps per kind of answer. A CRL of 8 million entries is about 256 MiB (raise with --max-crl-bytes); an
-#: OCSP response is a few KB; a static-ct-api data tile holds at most 256 entries.
+
+#: The caps per kind of answer (deadlines in --timeout units: 90 x 10 s is 15 minutes). A CRL of 8
+#: million entries is about 256 MiB (raise with --max-crl-bytes); an OCSP response is a few KB; a
+#: static-ct-api data tile holds at most 256 entries; crt.sh answers large searches slowly.
 LIMITS: Mapping[str, Limit] = MappingProxyType({
-    "default": Limit(64 * MiB, 300.0),
-    "crl": Limit(256 * MiB, 900.0, "CRL"),
-    "ocsp": Limit(1 * MiB, 60.0, "OCSP response"),
-    "ca_issuers": Limit(4 * MiB, 60.0, "caIssuers certificate bundle"),
-    "ct_tile": Limit(64 * MiB, 300.0, "CT data tile"),
-    "ct_json": Limit(64 * MiB, 300.0, "CT log answer"),
-    "ct_issuer": Limit(1 * MiB, 60.0, "CT issuer certificate"),
-    "crtsh_json": Limit(512 * MiB, 900.0, "crt.sh answer"),
-    "rdap": Limit(4 * MiB, 60.0, "RDAP answer"),
-    "loglist": Limit(16 * MiB, 120.0, "CT log list"),
+    "default": Limit(64 * MiB, 30),
+    "crl": Limit(256 * MiB, 90, "CRL"),
+    "ocsp": Limit(1 * MiB, 6, "OCSP response"),
+    "ca_issuers": Limit(4 * MiB, 6, "caIssuers certificate bundle"),
+    "ct_tile": Limit(64 * MiB, 30, "CT data tile"),
+    "ct_json": Limit(64 * MiB, 30, "CT log answer"),
+    "ct_issuer": Limit(1 * MiB, 6, "CT issuer certificate"),
+    "crtsh_json": Limit(512 * MiB, 90, "crt.sh answer"),
+    "rdap": Limit(4 * MiB, 6, "RDAP answer"),
+    "loglist": Limit(16 * MiB, 12, "CT log list"),
 })
 
 #: About where Python's JSON parser stops nesting (the interpreter's recursion limit); no real answer comes near.
@@ -73,10 +82,10 @@ class BoundExceeded(Exception):
         self.received = received
 
 
-def limit(kind: str, *, max_bytes: int | None = None, deadline: float | None = None) -> Limit:
-    """The Limit of kind (LIMITS['default'] for an unknown kind), with a user's overrides."""
+def limit(kind: str, *, max_bytes: int | None = None) -> Limit:
+    """The Limit of kind (LIMITS['default'] for an unknown kind), with a user's byte cap."""
     base = LIMITS.get(kind, LIMITS["default"])
-    return replace(base, max_bytes=max_bytes or base.max_bytes, deadline=deadline or base.deadline)
+    return replace(base, max_bytes=max_bytes or base.max_bytes)
 
 
 def size_text(n: int) -> str:
@@ -226,7 +235,8 @@ def bounded_request(
     """
     headers = {"Accept-Encoding": ACCEPT_ENCODING, **(kwargs.pop("headers", None) or {})}
     kwargs["headers"] = headers
-    watch = _WATCHDOG.watch(bound.deadline)
+    seconds = bound.deadline(timeout)
+    watch = _WATCHDOG.watch(seconds)
     _CURRENT.watch = watch
     try:
         for _ in range(max_redirects + 1):
@@ -234,7 +244,7 @@ def bounded_request(
             resp = session.request(method, url, stream=True, allow_redirects=False,
                                    timeout=(timeout, timeout), **kwargs)
             if not resp.is_redirect:
-                return _read_body(resp, url, bound, watch)
+                return _read_body(resp, bound, watch, seconds)
             location = resp.headers.get("Location", "")
             resp.close()
             url = requests.compat.urljoin(url, location)
@@ -243,7 +253,7 @@ def bounded_request(
         raise BoundExceeded(f"more than {max_redirects} redirects (the last to {url})")
     except (requests.RequestException, Urllib3Error, OSError):
         if watch.fired:
-            raise _late(bound, 0) from None
+            raise _late(bound, seconds, 0) from None
         raise
     finally:
         watch.finish()
@@ -256,12 +266,12 @@ def _check_scheme(url: str) -> None:
         raise BoundExceeded(f"not fetched: {scheme or 'no'} scheme ({url[:200]}); only http and https are")
 
 
-def _late(bound: Limit, received: int) -> BoundExceeded:
-    return BoundExceeded(f"{bound.what} not complete within the {bound.deadline:g} s deadline "
+def _late(bound: Limit, seconds: float, received: int) -> BoundExceeded:
+    return BoundExceeded(f"{bound.what} not complete within the {seconds:g} s deadline "
                          f"({size_text(received)} received)", received=received)
 
 
-def _read_body(resp: requests.Response, url: str, bound: Limit, watch: _Watch) -> requests.Response:
+def _read_body(resp: requests.Response, bound: Limit, watch: _Watch, seconds: float) -> requests.Response:
     declared = resp.headers.get("Content-Length", "")
     if declared.strip().isdigit() and int(declared) > bound.max_bytes:
         resp.close()
@@ -290,11 +300,11 @@ def _read_body(resp: requests.Response, url: str, bound: Limit, watch: _Watch) -
     except (Urllib3Error, OSError, zlib.error) as exc:
         resp.close()
         if watch.fired:
-            raise _late(bound, decoder.size) from None
+            raise _late(bound, seconds, decoder.size) from None
         raise requests.exceptions.ChunkedEncodingError(f"{type(exc).__name__}: {exc}") from exc
     if watch.fired:
         resp.close()
-        raise _late(bound, decoder.size)
+        raise _late(bound, seconds, decoder.size)
     # requests' own non-streaming read fills these two; every caller then reads .content/.text/.json().
     resp._content = decoder.body()  # noqa: SLF001
     resp._content_consumed = True  # noqa: SLF001
@@ -361,6 +371,29 @@ class _Decoder:
     def body(self) -> bytes:
         """The whole decoded body."""
         return b"".join(self._parts)
+
+
+async def read_aiohttp(resp: Any, bound: Limit) -> bytes:  # noqa: ANN401 (an aiohttp.ClientResponse)
+    """The body of an aiohttp response, read within bound's bytes; BoundExceeded past it.
+
+    aiohttp decompresses chunk by chunk (a gzip bomb grows by a chunk at a time), and the session's
+    ClientTimeout(total=...) is the request's deadline.
+    """
+    declared = resp.content_length
+    if declared is not None and declared > bound.max_bytes:
+        resp.release()
+        raise BoundExceeded(f"{bound.what} declared {size_text(declared)} (Content-Length), more than "
+                            f"the {size_text(bound.max_bytes)} limit; not read")
+    parts: list[bytes] = []
+    got = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        got += len(chunk)
+        if got > bound.max_bytes:
+            resp.close()
+            raise BoundExceeded(f"{bound.what} larger than the {size_text(bound.max_bytes)} limit "
+                                f"({size_text(got)} after decompression); not read to the end", received=got)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 # --- JSON ------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ FIELD_RULES: dict[str, str] = {
     "crtsh_rate": "rate", "ct_rate": "rate", "ocsp_rate": "rate", "rdap_rate": "rate", "whois_rate": "rate",
     "timeout": "seconds",
     "ct_batch": "at_least_1", "ct_parallel": "at_least_1", "lookup_concurrency": "at_least_1",
-    "ocsp_sample": "at_least_1", "max_sans_per_cert": "at_least_1",
+    "ocsp_sample": "at_least_1", "max_sans_per_cert": "at_least_1", "max_crl_bytes": "at_least_1",
     "log_start": "at_least_0", "log_end": "at_least_0", "retries": "at_least_0", "workers": "at_least_0",
 }
 
@@ -124,6 +124,7 @@ class Config:
     ocsp_rate: float = 10.0  # requests per second per responder
     fetch_crls: bool = True  # with --check-revocation, fetch the CRLs the certificates point at
     ccadb: Path | None = None  # CCADB / Mozilla report CSV: CRL URLs of the CA (and test websites)
+    max_crl_bytes: int | None = None  # a fetched CRL past this is refused; None = bounded.LIMITS["crl"]
 
     # registration lookups
     registration: str = "auto"

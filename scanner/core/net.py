@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import requests
 import tenacity
 
+from scanner.core.bounded import BoundedAdapter, BoundExceeded, Limit, bounded_request, limit
+
 T = TypeVar("T")
 
 USER_AGENT = "ctscan/0.1 (+certificate transparency audit tool)"
@@ -218,7 +220,8 @@ def new_session() -> requests.Session:
     """The requests Session every synchronous client uses (keep-alive, our User-Agent)."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
-    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+    # BoundedAdapter: a request's deadline can cut its connection (bounded.bounded_request)
+    adapter = BoundedAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -238,12 +241,17 @@ def request_with_retries(
     ok_statuses: frozenset[int] | None = frozenset({200}),
     validate: Callable[[requests.Response], None] | None = None,
     base_delay: float = 0.5,
+    bound: Limit | str = "default",
 ) -> requests.Response:
     """One HTTP request under the rate limit and the retry policy (429/5xx/timeouts/`validate` raising RetryableError).
 
-    A status outside ok_statuses is a FetchError at once; ok_statuses None hands every status that
-    is not retried back to the caller (an OCSP responder's 404 is itself evidence).
+    The answer is read within bound (a Limit, or a kind of bounded.LIMITS): past its bytes, its
+    decompressed bytes or its deadline, or redirected off http/https, it is a FetchError at once,
+    never retried (the same server would send the same thing). A status outside ok_statuses is a
+    FetchError at once; ok_statuses None hands every status that is not retried back to the caller
+    (an OCSP responder's 404 is itself evidence).
     """
+    limits = bound if isinstance(bound, Limit) else limit(bound)
     attempts = 0
 
     def once() -> requests.Response:
@@ -252,7 +260,10 @@ def request_with_retries(
         if limiter is not None:
             limiter.acquire()
         try:
-            resp = session.request(method, url, params=params, headers=headers, data=data, timeout=timeout)
+            resp = bounded_request(session, method, url, bound=limits, timeout=timeout, params=params,
+                                   headers=headers, data=data)
+        except BoundExceeded as exc:
+            raise FetchError(url, str(exc), None, "", attempts) from exc
         except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:  # a body cut short is worth another try
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc

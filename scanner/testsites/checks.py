@@ -264,6 +264,7 @@ def served_chain(address: str, port: int, server_name: str, timeout: float) -> l
         sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
         raise ConnectError(address, port, exc) from exc
+    # CPython bounds the whole handshake by the socket timeout (one deadline), not each read.
     with sock:
         with ctx.wrap_socket(sock, server_hostname=server_name) as tls:
             leaf = tls.getpeercert(binary_form=True)

@@ -19,7 +19,7 @@ from . import ServedInThread
 FAULTS = (
     "gzip_bomb",        # Content-Encoding: gzip, 4 GiB of zeros once decompressed, about 4 MB on the wire
     "endless",          # a chunked body that never ends
-    "drip",             # one byte a second of a 100,000-byte body
+    "drip",             # one byte every drip_gap seconds (default 1) of a 100,000-byte body
     "header_drip",      # the status line, then the headers at one byte a second
     "length_lie_long",  # Content-Length: 100000, then 10 bytes and the connection closed
     "length_huge",      # Content-Length: 10 GiB
@@ -39,8 +39,9 @@ class HostileServer(ServedInThread):
     """A ThreadingHTTPServer on 127.0.0.1 (port 0) serving FAULTS by path; `hits` counts requests per path."""
 
     def __init__(self, routes: dict[str, str | bytes] | None = None, default: str | bytes = b"ok",
-                 content_type: str = "application/octet-stream") -> None:
+                 content_type: str = "application/octet-stream", drip_gap: float = 1.0) -> None:
         self.routes = dict(routes or {})
+        self.drip_gap = drip_gap
         self.default = default
         self.content_type = content_type
         self.hits: dict[str, int] = {}
@@ -81,7 +82,9 @@ class HostileServer(ServedInThread):
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         path = urlsplit(h.path).path
         self.hits[path] = self.hits.get(path, 0) + 1
-        what = self.routes.get(path, self.default)
+        # a route covers its path and everything under it (an OCSP GET puts the request after the path)
+        what = next((v for k, v in sorted(self.routes.items(), key=lambda kv: -len(kv[0]))
+                     if path == k or path.startswith(k.rstrip("/") + "/")), self.default)
         try:
             if isinstance(what, bytes):
                 self._plain(h, what)
@@ -120,7 +123,7 @@ class HostileServer(ServedInThread):
     def _drip(self, h: BaseHTTPRequestHandler, path: str) -> None:
         self._head(h, 200, {"Content-Length": "100000"})
         for _ in range(100_000):
-            if self.stopping.wait(1.0):
+            if self.stopping.wait(self.drip_gap):
                 return
             h.wfile.write(b"x")
             h.wfile.flush()
@@ -129,7 +132,7 @@ class HostileServer(ServedInThread):
         h.wfile.write(b"HTTP/1.1 200 OK\r\n")
         h.wfile.flush()
         for byte in b"X-Slow: " + b"y" * 100_000:
-            if self.stopping.wait(1.0):
+            if self.stopping.wait(self.drip_gap):
                 return
             h.wfile.write(bytes([byte]))
             h.wfile.flush()

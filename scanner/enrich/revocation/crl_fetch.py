@@ -21,13 +21,12 @@ import pandas as pd
 import requests
 from cryptography import x509
 
+from scanner.core.bounded import limit
 from scanner.core.net import FetchError, HostRateLimits, get_with_retries, new_session
 from scanner.core.records import ErrorRecord, empty_frame, frame_from_rows
 from scanner.core.times import iso
 from scanner.enrich.revocation.crl import CRLError, crl_revocations, load_crl
 from scanner.enrich.revocation.tables import CRL_TABLE_COLUMNS, READABLE, REVOCATION_COLUMNS
-
-MAX_CRL_BYTES = 1 << 30  # a 1M-entry CRL is ~40 MB; anything past 1 GiB is not a CRL we want
 
 
 @dataclass
@@ -107,11 +106,14 @@ def fetch_crls(
     workers: int = 8,
     now: datetime | None = None,
     backoff_base: float = 0.5,
+    max_bytes: int | None = None,
 ) -> CrlFetch:
     """Fetch each CRL URL once (http/https only), check it, and collect its revocations.
 
     urls may be (url, source) pairs; the source (e.g. "ccadb:<CA name>") lands in the table.
+    max_bytes: refuse a CRL larger than this, on the wire or decompressed (default bounded.LIMITS["crl"]).
     """
+    bound = limit("crl", max_bytes=max_bytes)
     now = now or datetime.now(timezone.utc)
     issuers = issuers or {}
     session = session or new_session()
@@ -127,12 +129,14 @@ def fetch_crls(
             return row, None, None
         try:
             resp = get_with_retries(session, url, limiter=limits.for_url(url), retries=retries, timeout=timeout,
-                                    base_delay=backoff_base)
+                                    base_delay=backoff_base, bound=bound)
         except FetchError as exc:
             row = {"url": url, "status": "unreachable", "http_status": exc.status, "error": str(exc)[:300]}
-            message = f"CRL unreachable: {exc}; check the URL or pass the file with --crl"
+            hint = "raise --max-crl-bytes, or pass the file with --crl" if "limit" in exc.reason else \
+                "check the URL or pass the file with --crl"
+            message = f"CRL unreachable: {exc}; {hint}"
             return row, None, ErrorRecord("crl", "crl-fetch", url, message).as_row()
-        row, revs = check_crl(resp.content[:MAX_CRL_BYTES], url, issuers, now)
+        row, revs = check_crl(resp.content, url, issuers, now)
         row["http_status"] = resp.status_code
         err = None
         if row["status"] in ("unparseable", "bad_signature"):

@@ -86,7 +86,8 @@ def fetch_revocation(
         if ccadb:
             crl_urls += ccadb_crl_urls(ccadb)
     fetched = fetch_crls(crl_urls, issuers=known, session=session, timeout=config.timeout, retries=config.retries,
-                         workers=min(8, config.lookup_concurrency), now=now, backoff_base=backoff_base)
+                         workers=min(8, config.lookup_concurrency), now=now, backoff_base=backoff_base,
+                         max_bytes=config.max_crl_bytes)
     errors += fetched.errors
 
     jobs, missing = ocsp_jobs(base[base["not_after"] > pd.Timestamp(now)], known, config.ocsp_sample)
@@ -121,9 +122,16 @@ def ocsp_jobs(
     by_dn = {c.subject.rfc4514_string(): c for c in issuers.values()}
     per_responder: dict[str, list[tuple[int, str, _Job]]] = defaultdict(list)
     missing: Counter[tuple[str, str]] = Counter()
+    unsupported: list[dict[str, str]] = []
     for row in unexpired.itertuples():
-        urls = [u for u in (row.ocsp_urls if isinstance(row.ocsp_urls, list) else []) if u.lower().startswith("http")]
+        listed = list(row.ocsp_urls) if isinstance(row.ocsp_urls, (list, tuple)) else []
+        urls = [u for u in listed if u.lower().startswith(("http://", "https://"))]
         if not urls:
+            if listed:  # ldap: and the like are named, not tried: a certificate's URLs are the CA's to choose
+                unsupported.append(ErrorRecord(
+                    "ocsp", _SOURCE, listed[0][:300],
+                    f"OCSP not asked: {listed[0][:200]!r} is not an http or https URL (only those are fetched)",
+                    row.sha256).as_row())
             continue
         issuer = issuer_for(row.issuer_key_id or "", row.issuer_dn or "", issuers, by_dn)
         if issuer is None:
@@ -136,7 +144,7 @@ def ocsp_jobs(
         per_responder[urls[0]].append((priority, row.sha256, _Job(row.sha256, row.serial, serial, urls[0], issuer)))
     errors = [ErrorRecord("ocsp", _SOURCE, dn, f"{n} unexpired certificate(s) of issuer {dn} (key id {kid or 'none'}): "
                           "no issuer certificate, so OCSP was not asked; pass it with --issuer-cert").as_row()
-              for (kid, dn), n in missing.items()]
+              for (kid, dn), n in missing.items()] + unsupported
     jobs = []
     for items in per_responder.values():
         items.sort(key=lambda t: (t[0], t[1]))

@@ -40,7 +40,7 @@ def load_issuer_bytes(data: bytes) -> list[x509.Certificate]:
 
 def fetch_issuer(session: requests.Session, url: str, timeout: float, retries: int) -> list[x509.Certificate]:
     """The certificates an AIA caIssuers URL serves (FetchError or ValueError when it cannot)."""
-    resp = get_with_retries(session, url, retries=retries, timeout=timeout)
+    resp = get_with_retries(session, url, retries=retries, timeout=timeout, bound="ca_issuers")
     return load_issuer_bytes(resp.content)
 
 

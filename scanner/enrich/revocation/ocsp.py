@@ -45,7 +45,6 @@ CERT_STATUS_NAMES = {
     ocsp.OCSPCertStatus.REVOKED: "revoked",
     ocsp.OCSPCertStatus.UNKNOWN: "unknown",
 }
-MAX_BODY = 1 << 20  # an OCSP response is a few KB; more is not an OCSP response
 
 
 @dataclass
@@ -132,11 +131,12 @@ def send(
         url, data, headers = responder, request_der, {"Content-Type": "application/ocsp-request"}
     try:
         resp = request_with_retries(session, method, url, data=data, headers=headers, limiter=limiter,
-                                    retries=retries, timeout=timeout, ok_statuses=None, base_delay=backoff_base)
+                                    retries=retries, timeout=timeout, ok_statuses=None, base_delay=backoff_base,
+                                    bound="ocsp")
     except FetchError as exc:
         # Named by the responder: a GET URL carries the whole base64 request.
         raise FetchError(responder, exc.reason, exc.status, exc.body, exc.attempts) from exc
-    return resp.status_code, resp.content[:MAX_BODY], resp.elapsed.total_seconds() * 1000
+    return resp.status_code, resp.content, resp.elapsed.total_seconds() * 1000
 
 
 # --- responses ------------------------------------------------------------------------------

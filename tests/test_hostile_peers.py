@@ -1,0 +1,151 @@
+"""Each network client against peers that misbehave on purpose: a clear error, bounded time, the run goes on."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scanner.core.config import Config
+from scanner.enrich.revocation.issuers import issuers_by_key_id
+from scanner.parse.certs import parse_der, records_frame
+from scanner.pipeline import check_revocation
+from scanner.testsites.checks import served_chain
+from tests.loopback.hostile import HostileServer
+from tests.synth import TestCA, der
+
+
+class DrippingTcp:
+    """A TCP server on 127.0.0.1 that reads what comes and answers `reply`, one byte every `gap` seconds."""
+
+    def __init__(self, reply: bytes, gap: float) -> None:
+        self.reply, self.gap = reply, gap
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                for byte in self.reply:
+                    if self.stop.wait(self.gap):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.fixture()
+def dripping_handshake():
+    # A TLS record header promising a 16 KB ServerHello, then its body a byte every 0.3 s: every
+    # read completes inside the 1 s timeout and the handshake would take over an hour.
+    server = DrippingTcp(b"\x16\x03\x03\x40\x00" + b"\x02" * 16384, gap=0.3)
+    yield server
+    server.close()
+
+
+def test_a_tls_server_that_never_finishes_its_handshake_is_cut_off_at_the_timeout(dripping_handshake):
+    # The timeout bounds the whole handshake, not each read (CPython keeps one deadline for it).
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="handshake"):
+        served_chain("127.0.0.1", dripping_handshake.port, "slow.example", timeout=1.0)
+    assert time.monotonic() - start < 6
+
+
+def test_a_tls_server_that_answers_garbage_is_a_tls_error_at_once():
+    server = DrippingTcp(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4, gap=0.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            served_chain("127.0.0.1", server.port, "garbage.example", timeout=1.0)
+        assert time.monotonic() - start < 3
+    finally:
+        server.close()
+
+
+# --- revocation: OCSP responders, CRLs and caIssuers named in certificates ---------------------------
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    with HostileServer({"/bomb": "gzip_bomb", "/endless": "endless", "/drip": "drip",
+                        "/huge": "length_huge", "/loop": "redirect_loop", "/file": "redirect_file"},
+                       drip_gap=0.2) as srv:  # each byte inside the 0.5 s read timeout: only the deadline ends it
+        yield srv
+
+
+def _certs(ca: TestCA, specs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for serial, spec in enumerate(specs, start=1):
+        cert = ca.issue(serial=serial, not_before=NOW - timedelta(days=10), dns=[f"h{serial}.example"], **spec)
+        rows.append(parse_der(der(cert), source="files", provenance=f"serial {serial}"))
+    return records_frame(rows)
+
+
+def _errors(check) -> dict[str, str]:
+    return {row["provenance"]: row["error"] for row in check.errors}
+
+
+def test_hostile_revocation_servers_each_cost_one_error_row_naming_the_limit_and_the_run_goes_on(hostile):
+    ca = TestCA(name="ctscan Hostile Revocation CA")
+    certs = _certs(ca, [
+        {"ocsp_url": hostile.url("/bomb"), "crl_url": hostile.url("/endless")},
+        {"ocsp_url": hostile.url("/drip"), "crl_url": hostile.url("/huge")},
+        {"ocsp_url": hostile.url("/loop"), "crl_url": hostile.url("/file")},
+        {"ocsp_url": "ldap://ldap.example/ocsp", "crl_url": "ldap://ldap.example/cn=CA?certificateRevocationList"},
+    ])
+    config = Config(out_dir=Path("/tmp/unused"), check_revocation=True, timeout=0.5, retries=1, ocsp_rate=0,
+                    max_crl_bytes=8 << 20)
+    start = time.monotonic()
+    check = check_revocation(certs, config, issuers=issuers_by_key_id([ca.cert]), now=NOW, backoff_base=0.01)
+    took = time.monotonic() - start
+    errors = _errors(check)
+    crls = {row["url"]: row for row in check.crls.to_dict("records")}
+    assert "larger than the 8.0 MiB limit" in crls[hostile.url("/endless")]["error"]
+    assert "raise --max-crl-bytes" in errors[hostile.url("/endless")]
+    assert "declared 10.0 GiB (Content-Length)" in crls[hostile.url("/huge")]["error"]
+    assert "not fetched: file scheme" in crls[hostile.url("/file")]["error"]
+    assert "LDAP and others are not fetched" in crls["ldap://ldap.example/cn=CA?certificateRevocationList"]["error"]
+    ocsp = " | ".join(e for p, e in errors.items() if "OCSP" in e)
+    assert "OCSP response larger than the 1.0 MiB limit" in ocsp  # the bomb
+    assert "OCSP response not complete within the 3 s deadline" in ocsp  # the drip
+    assert "more than 5 redirects" in ocsp
+    assert "OCSP not asked: 'ldap://ldap.example/ocsp' is not an http or https URL" in errors["ldap://ldap.example/ocsp"]
+    # every certificate asked is still there, each with what could not be learned about it
+    assert set(check.ocsp_results["sha256"]) == set(certs["sha256"][:3])
+    assert took < 30, f"{took:.0f} s"
+
+
+def test_a_caissuers_url_that_drips_is_an_error_row_and_the_certificate_is_kept(hostile):
+    ca = TestCA(name="ctscan Hostile caIssuers CA")
+    certs = _certs(ca, [{"ocsp_url": hostile.url("/drip"), "ca_issuers_url": hostile.url("/drip")}])
+    certs["ca_issuers"] = [[hostile.url("/drip")]]
+    config = Config(out_dir=Path("/tmp/unused"), check_revocation=True, timeout=0.5, retries=0, ocsp_rate=0,
+                    fetch_crls=False)
+    start = time.monotonic()
+    check = check_revocation(certs, config, issuers={}, now=NOW, backoff_base=0.01)
+    assert time.monotonic() - start < 15
+    assert any("caIssuers certificate bundle not complete within the 3 s deadline" in e
+               for e in _errors(check).values()), check.errors
