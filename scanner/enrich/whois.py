@@ -4,9 +4,10 @@ A domain is called unregistered only when the registry's own no-match phrase is 
 rate-limit replies, empty answers, timeouts and refused connections are retried, then unknown.
 
 The reader is our own, not python-whois's parser: on the recorded registry answers in
-tests/fixtures/whois it found one creation date fewer (the 2008 PIR format), recognised one of the
-seven other registries' no-match phrases, cannot tell a rate-limit reply from an empty record, and
-took about a hundred times as long per answer.
+tests/fixtures/whois it found one creation date fewer (the 2008 PIR format), and of the seven other
+no-match phrases tests/test_whois.py sends it recognised one; a rate-limit reply, an empty answer and
+an unreadable one all come back from it as a record without a name, and it took about a hundred
+times as long per answer.
 """
 
 from __future__ import annotations
