@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
 import ssl
 import threading
@@ -16,9 +18,23 @@ from scanner.core.config import Config
 from scanner.enrich.revocation.issuers import issuers_by_key_id
 from scanner.parse.certs import parse_der, records_frame
 from scanner.pipeline import check_revocation
+from scanner.sources import ct
+from scanner.sources.base import SourceError
+from scanner.sources.ct.options import CtOptions
 from scanner.testsites.checks import served_chain
+from tests.loopback.ct_server import (
+    CTServer,
+    LogEntrySpec,
+    LogKey,
+    RFC6962Log,
+    TiledLog,
+    log_list,
+    mth,
+    rfc6962_log_entries,
+    tiled_log_leaves,
+)
 from tests.loopback.hostile import HostileServer
-from tests.synth import TestCA, der
+from tests.synth import TestCA, der, pem, utc
 
 
 class DrippingTcp:
@@ -149,3 +165,61 @@ def test_a_caissuers_url_that_drips_is_an_error_row_and_the_certificate_is_kept(
     assert time.monotonic() - start < 15
     assert any("caIssuers certificate bundle not complete within the 3 s deadline" in e
                for e in _errors(check).values()), check.errors
+
+
+# --- CT logs: a data tile or a get-entries answer replaced by a hostile one ---------------------------
+
+
+@pytest.fixture(scope="module")
+def ct_world():
+    ca = TestCA(name="ctscan Hostile CT CA")
+    when = utc("2024-03-01T00:00")
+    specs = [LogEntrySpec(der(ca.issue(serial=100 + i, not_before=when, dns=[f"t{i}.example.com"])),
+                          (der(ca.cert),), False, b"", 1_700_000_000_000 + i) for i in range(20)]
+    return ca, specs
+
+
+def _ct_read(tmp_path, srv, key, ca, kind):
+    lists = log_list([key.log_json("Hostile RFC6962", url=srv.url)]) if kind == "rfc6962" else \
+        log_list(tiled=[key.log_json("Hostile tiled", monitoring_url=srv.url, submission_url="https://hostile.test/log/")])
+    (tmp_path / "log_list.json").write_text(json.dumps(lists))
+    (tmp_path / "issuer.pem").write_bytes(pem(ca.cert))
+    names = [lg["description"] for op in lists["operators"] for lg in op["logs"] + op["tiled_logs"]]
+    # each byte of the drip inside the 0.5 s read timeout: only the deadline (30 x 0.5 s) ends it
+    options = CtOptions(log_list=tmp_path / "log_list.json", logs=tuple(names),
+                        issuer_certs=(tmp_path / "issuer.pem",), timeout=0.5, retries=1, progress=False)
+    start = time.monotonic()
+    items = list(ct.read(options, store=tmp_path / "store.sqlite"))
+    return items, time.monotonic() - start
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("gzip_bomb", "larger than the 64.0 MiB limit"),
+    ("endless", "larger than the 64.0 MiB limit"),
+    ("drip", "not complete within the 15 s deadline"),
+    ("length_huge", "declared 10.0 GiB"),
+])
+def test_a_hostile_data_tile_is_an_error_naming_its_url_and_the_limit_not_a_hang(tmp_path, ct_world, fault, message):
+    ca, specs = ct_world
+    key = LogKey()
+    leaves, hashes = tiled_log_leaves(specs)
+    log = TiledLog(b"".join(hashes), key.checkpoint("hostile.test/log", len(hashes), mth(hashes)),
+                   tile_leaf=leaves.__getitem__, issuers={hashlib.sha256(der(ca.cert)).digest(): der(ca.cert)})
+    with CTServer(log, hostile={"tile/data/": fault}, drip_gap=0.2) as srv:
+        items, took = _ct_read(tmp_path, srv, key, ca, "tiled")
+    errors = [i for i in items if isinstance(i, SourceError)]
+    assert errors and any(message in e.error and "tile/data/" in (e.provenance + e.error) for e in errors), errors
+    assert took < 60
+
+
+@pytest.mark.parametrize("fault, message", [("gzip_bomb", "larger than the 64.0 MiB limit"),
+                                            ("deep_json", "nested deeper than")])
+def test_a_hostile_get_entries_answer_is_an_error_not_a_crash(tmp_path, ct_world, fault, message):
+    ca, specs = ct_world
+    key = LogKey()
+    entries, hashes = rfc6962_log_entries(specs)
+    with CTServer(RFC6962Log(entries, key.sth(len(entries), mth(hashes))), hostile={"ct/v1/get-entries": fault}) as srv:
+        items, took = _ct_read(tmp_path, srv, key, ca, "rfc6962")
+    errors = [i for i in items if isinstance(i, SourceError)]
+    assert errors and any(message in e.error for e in errors), errors
+    assert took < 60

@@ -399,6 +399,17 @@ async def read_aiohttp(resp: Any, bound: Limit) -> bytes:  # noqa: ANN401 (an ai
 # --- JSON ------------------------------------------------------------------------------------------
 
 
+def response_json(resp: requests.Response, what: str = "answer") -> Any:  # noqa: ANN401
+    """load_json of a response's body, parsed once however often asked (a validator, then its caller)."""
+    cached = resp.__dict__.get("_ctscan_json", _UNPARSED)
+    if cached is _UNPARSED:
+        cached = resp.__dict__["_ctscan_json"] = load_json(resp.content, what=what)
+    return cached
+
+
+_UNPARSED = object()
+
+
 def load_json(body: bytes | str, *, what: str = "answer") -> Any:  # noqa: ANN401
     """Parse JSON from a server; ValueError with a reason for bad JSON or JSON nested past the recursion limit.
 

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from scanner.core import net
+from scanner.core.bounded import response_json
 from scanner.core.cache import Cache
 from scanner.core.config import Config
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
@@ -129,7 +130,7 @@ class _Client:
     def get(self, params: dict[str, str], validate: Any) -> requests.Response:
         return net.get_with_retries(
             self.session, self.base, params=params, limiter=self.limiter, retries=self.options.retries,
-            timeout=self.options.timeout, validate=validate, base_delay=self.base_delay,
+            timeout=self.options.timeout, validate=validate, base_delay=self.base_delay, bound="crtsh_json",
         )
 
     def search(self, params: dict[str, str]) -> list[Any]:
@@ -147,7 +148,7 @@ class _Client:
             if looks_like_html(resp.headers.get("Content-Type", ""), resp.content):
                 raise net.RetryableError("HTML instead of JSON", status=resp.status_code, body=resp.text[:200])
             try:
-                data = resp.json()
+                data = response_json(resp, "crt.sh answer")
             except ValueError as exc:
                 raise net.RetryableError(f"truncated or invalid JSON: {exc}", status=resp.status_code,
                                          body=resp.text[-120:]) from exc

@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .hostile import serve_fault
+
 TILE = 256
 
 
@@ -260,6 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path is None:
             self._send(404, b"not found", {})
             return
+        fault = next((f for p, f in srv.hostile.items() if path.startswith(p)), None)
+        if fault:  # answers of the log replaced by a hostile one (tests/loopback/hostile.py)
+            try:
+                serve_fault(srv, self, fault, path)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         status, body, headers = srv.log.answer(path, parse_qs(parts.query))
         if fault == "short" and status == 200:
             # Promise more than is sent, then hang up: the client sees a body cut short.
@@ -297,8 +307,11 @@ class CTServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, log: RFC6962Log | TiledLog, *, prefix: str = "/log/", faults: Faults | None = None,
-                 gzip_encoding: bool = False):
+                 gzip_encoding: bool = False, hostile: dict[str, str] | None = None, drip_gap: float = 1.0):
         super().__init__(("127.0.0.1", 0), _Handler)
+        # log-relative path prefix (e.g. "tile/data/") -> a fault of tests/loopback/hostile.py served instead
+        self.hostile = dict(hostile or {})
+        self.stopping, self.drip_gap, self.content_type = threading.Event(), drip_gap, "application/octet-stream"
         self.log, self.prefix, self.faults, self.gzip_encoding = log, prefix.lstrip("/"), faults, gzip_encoding
         self.prefix = "/" + self.prefix
         self.requests: list[str] = []
@@ -314,6 +327,7 @@ class CTServer(ThreadingHTTPServer):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self.shutdown()
         self.server_close()
 

@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from . import ServedInThread
@@ -87,96 +88,112 @@ class HostileServer(ServedInThread):
                      if path == k or path.startswith(k.rstrip("/") + "/")), self.default)
         try:
             if isinstance(what, bytes):
-                self._plain(h, what)
+                plain(self, h, what)
             else:
-                getattr(self, "_" + what)(h, path)
+                serve_fault(self, h, what, path)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, OSError):
             pass  # the client gave up, which is what the fault is for
         h.close_connection = True
 
-    def _head(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", self.content_type)
-        headers.setdefault("Connection", "close")  # each answer is one fault: no connection is reused
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.end_headers()
+class FaultContext(Protocol):
+    """What a fault needs from the server that serves it."""
+
+    stopping: threading.Event
+    drip_gap: float
+    content_type: str
+
+
+def serve_fault(ctx: FaultContext, h: BaseHTTPRequestHandler, fault: str, path: str) -> None:
+    """Answer the request h is handling with the named fault (one of FAULTS)."""
+    if fault not in FAULTS:
+        raise ValueError(f"no such fault: {fault!r}")
+    globals()["_" + fault](ctx, h, path)
+
+
+def _head(ctx: FaultContext, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:
+    h.send_response(status)
+    h.send_header("Content-Type", ctx.content_type)
+    headers.setdefault("Connection", "close")  # each answer is one fault: no connection is reused
+    for k, v in headers.items():
+        h.send_header(k, v)
+    h.end_headers()
+    h.wfile.flush()
+
+def plain(ctx: FaultContext, h: BaseHTTPRequestHandler, body: bytes) -> None:
+    _head(ctx, h, 200, {"Content-Length": str(len(body))})
+    h.wfile.write(body)
+
+def _gzip_bomb(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 200, {"Content-Encoding": "gzip"})
+    for _ in range(BOMB_MEMBERS):
+        if ctx.stopping.is_set():
+            return
+        h.wfile.write(_BOMB_MEMBER)
+
+def _endless(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 200, {"Transfer-Encoding": "chunked"})
+    chunk = b"%x\r\n%s\r\n" % (1 << 16, b"A" * (1 << 16))
+    while not ctx.stopping.is_set():
+        h.wfile.write(chunk)
+
+def _drip(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 200, {"Content-Length": "100000"})
+    for _ in range(100_000):
+        if ctx.stopping.wait(ctx.drip_gap):
+            return
+        h.wfile.write(b"x")
         h.wfile.flush()
 
-    def _plain(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
-        self._head(h, 200, {"Content-Length": str(len(body))})
-        h.wfile.write(body)
-
-    def _gzip_bomb(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 200, {"Content-Encoding": "gzip"})
-        for _ in range(BOMB_MEMBERS):
-            if self.stopping.is_set():
-                return
-            h.wfile.write(_BOMB_MEMBER)
-
-    def _endless(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 200, {"Transfer-Encoding": "chunked"})
-        chunk = b"%x\r\n%s\r\n" % (1 << 16, b"A" * (1 << 16))
-        while not self.stopping.is_set():
-            h.wfile.write(chunk)
-
-    def _drip(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 200, {"Content-Length": "100000"})
-        for _ in range(100_000):
-            if self.stopping.wait(self.drip_gap):
-                return
-            h.wfile.write(b"x")
-            h.wfile.flush()
-
-    def _header_drip(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+def _header_drip(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+    h.wfile.flush()
+    for byte in b"X-Slow: " + b"y" * 100_000:
+        if ctx.stopping.wait(ctx.drip_gap):
+            return
+        h.wfile.write(bytes([byte]))
         h.wfile.flush()
-        for byte in b"X-Slow: " + b"y" * 100_000:
-            if self.stopping.wait(self.drip_gap):
-                return
-            h.wfile.write(bytes([byte]))
-            h.wfile.flush()
 
-    def _length_lie_long(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 200, {"Content-Length": "100000"})
-        h.wfile.write(b"0123456789")
+def _length_lie_long(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 200, {"Content-Length": "100000"})
+    h.wfile.write(b"0123456789")
 
-    def _length_huge(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 200, {"Content-Length": str(10 << 30)})
-        h.wfile.write(b"\0" * 1024)
-        self.stopping.wait(30.0)
+def _length_huge(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 200, {"Content-Length": str(10 << 30)})
+    h.wfile.write(b"\0" * 1024)
+    ctx.stopping.wait(30.0)
 
-    def _length_lie_short(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 200, {"Content-Length": "5"})
-        h.wfile.write(b"y" * 1000)
+def _length_lie_short(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 200, {"Content-Length": "5"})
+    h.wfile.write(b"y" * 1000)
 
-    def _truncated_gzip(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        c = zlib.compressobj(9, zlib.DEFLATED, 31)
-        whole = c.compress(json.dumps({"entries": list(range(50_000))}).encode()) + c.flush()
-        cut = whole[: len(whole) // 2]
-        self._head(h, 200, {"Content-Encoding": "gzip", "Content-Length": str(len(cut))})
-        h.wfile.write(cut)
+def _truncated_gzip(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    whole = c.compress(json.dumps({"entries": list(range(50_000))}).encode()) + c.flush()
+    cut = whole[: len(whole) // 2]
+    _head(ctx, h, 200, {"Content-Encoding": "gzip", "Content-Length": str(len(cut))})
+    h.wfile.write(cut)
 
-    def _redirect_loop(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 302, {"Location": path, "Content-Length": "0"})
+def _redirect_loop(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 302, {"Location": path, "Content-Length": "0"})
 
-    def _redirect_file(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        self._head(h, 302, {"Location": "file:///etc/passwd", "Content-Length": "0"})
+def _redirect_file(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    _head(ctx, h, 302, {"Location": "file:///etc/passwd", "Content-Length": "0"})
 
-    def _big_json(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        row = b'{"id": 1234567, "name_value": "' + b"a" * 200 + b'"},'
-        n = (50 << 20) // len(row)
-        self._head(h, 200, {"Content-Length": str(1 + n * len(row) + 2)})
-        h.wfile.write(b"[")
-        for _ in range(n // 1000):
-            h.wfile.write(row * 1000)
-        h.wfile.write(row * (n % 1000))
-        h.wfile.write(b"1]")
+def _big_json(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    row = b'{"id": 1234567, "name_value": "' + b"a" * 200 + b'"},'
+    n = (50 << 20) // len(row)
+    _head(ctx, h, 200, {"Content-Length": str(1 + n * len(row) + 2)})
+    h.wfile.write(b"[")
+    for _ in range(n // 1000):
+        h.wfile.write(row * 1000)
+    h.wfile.write(row * (n % 1000))
+    h.wfile.write(b"1]")
 
-    def _deep_json(self, h: BaseHTTPRequestHandler, path: str) -> None:
-        body = b"[" * 100_000 + b"]" * 100_000
-        self._head(h, 200, {"Content-Length": str(len(body))})
-        h.wfile.write(body)
+def _deep_json(ctx: FaultContext, h: BaseHTTPRequestHandler, path: str) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    _head(ctx, h, 200, {"Content-Length": str(len(body))})
+    h.wfile.write(body)
+
 
 
 def wait_for(predicate, timeout: float = 5.0) -> bool:  # noqa: ANN001

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import sys
 import zlib
@@ -15,6 +14,7 @@ import requests
 from tqdm import tqdm
 
 from scanner.core import net
+from scanner.core.bounded import LIMITS, size_text
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 from scanner.sources.ct.issuers import IssuerFilter
 from scanner.sources.ct.loglist import LogInfo
@@ -25,14 +25,34 @@ from scanner.sources.store import CertStore, CTProgress
 SOURCE = "ct"
 
 
-def maybe_gunzip(body: bytes, expected_len: int | None = None) -> bytes:
-    """Undo gzip on a tile stored compressed (served without Content-Encoding)."""
+def maybe_gunzip(body: bytes, expected_len: int | None = None, *, url: str = "",
+                 max_bytes: int = LIMITS["ct_tile"].max_bytes) -> bytes:
+    """Undo gzip on a tile stored compressed (served without Content-Encoding), never past max_bytes.
+
+    FetchError when the stored tile inflates past max_bytes (a gzip bomb that no Content-Encoding
+    announced, so the bounded read could not undo it as it came).
+    """
     if body[:2] != b"\x1f\x8b" or (expected_len is not None and len(body) == expected_len):
         return body
+    out: list[bytes] = []
+    size = 0
+    data = body
     try:
-        return gzip.decompress(body)
-    except (OSError, EOFError, zlib.error):
+        while data:
+            z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while data:
+                chunk = z.decompress(data, max_bytes - size + 1)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise net.FetchError(url, f"stored gzip tile inflates past the {size_text(max_bytes)} limit; not read")
+                out.append(chunk)
+                data = z.unconsumed_tail
+            if not z.eof:
+                return body
+            data = z.unused_data  # the next gzip member, if any
+    except zlib.error:
         return body
+    return b"".join(out)
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -68,6 +88,7 @@ class Context:
 
     def get(self, url: str, limiter: net.RateLimiter, **kwargs: Any) -> requests.Response:
         """GET with the run's timeout, retries and the log's rate limit; FetchError when it gives up."""
+        kwargs.setdefault("bound", "ct_json")
         return net.get_with_retries(self.session, url, limiter=limiter, retries=self.options.retries,
                                     timeout=self.options.timeout, **kwargs)
 

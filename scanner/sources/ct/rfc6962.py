@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+from scanner.core.bounded import response_json
 from scanner.core.net import FetchError, RateLimiter, RetryableError
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 from scanner.sources.ct.context import (
@@ -44,10 +45,10 @@ RawEntry = tuple[str, str]  # (leaf_input, extra_data) as base64, decoded per en
 
 def _json_object(resp: requests.Response) -> None:
     try:
-        body = resp.json()
-    except ValueError:
-        raise RetryableError(f"{resp.url} answered {resp.status_code} with a body that is not JSON",
-                             status=resp.status_code, body=resp.text[:200]) from None
+        body = response_json(resp, "CT log answer")
+    except ValueError as exc:
+        raise RetryableError(f"{resp.url} answered {resp.status_code} with a body that is not JSON ({exc})",
+                             status=resp.status_code, body=resp.content[:200].decode("latin-1")) from None
     if not isinstance(body, dict):
         raise RetryableError(f"{resp.url} answered JSON that is not an object", body=resp.text[:200])
 
@@ -55,7 +56,7 @@ def _json_object(resp: requests.Response) -> None:
 def fetch_tree_head(ctx: Context, log: LogInfo, limiter: RateLimiter) -> TreeHead:
     """The log's signed tree head, its signature checked unless verification is off; FetchError or VerifyError."""
     resp = ctx.get(log.url + "ct/v1/get-sth", limiter, validate=_json_object)
-    head = sth_from_json(resp.json(), log.name)
+    head = sth_from_json(response_json(resp), log.name)
     if ctx.verify:
         verify_tree_head(log.key, head, log.name)
     return head
@@ -118,7 +119,7 @@ def fetch_range(ctx: Context, log: LogInfo, limiter: RateLimiter, start: int, en
     while start + len(out) < end:
         first = start + len(out)
         resp = ctx.get(url, limiter, params={"start": first, "end": end - 1}, validate=_json_object)
-        entries = resp.json().get("entries")
+        entries = response_json(resp).get("entries")
         if not isinstance(entries, list) or not entries:
             raise FetchError(f"{url}?start={first}&end={end - 1}",
                              "answered no entries inside the tree; the log is broken or lagging",

@@ -88,7 +88,8 @@ class TileReader:
     def data_tile(self, n: int) -> bytes:
         """Raw TileLeaf bytes of data tile n (gzip undone, whether by Content-Encoding or as stored)."""
         width = tile_width(0, n, self.size)
-        return maybe_gunzip(self.ctx.get(tile_url(self.log.url, "data", n, width), self.limiter).content)
+        url = tile_url(self.log.url, "data", n, width)
+        return maybe_gunzip(self.ctx.get(url, self.limiter, bound="ct_tile").content, url=url)
 
     def issuer(self, fingerprint: bytes) -> bytes | None:
         """The issuer certificate with this SHA-256, fetched once per run; None (and noted) if unavailable."""
@@ -101,7 +102,7 @@ class TileReader:
 
         try:
             der: bytes | None = self.ctx.get(f"{self.log.url}issuer/{fingerprint.hex()}", self.limiter,
-                                             validate=check).content
+                                             validate=check, bound="ct_issuer").content
         except FetchError as exc:
             der = None
             self.failed_issuers.append((fingerprint, str(exc)))
