@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import idna
 import numpy as np
@@ -50,6 +51,7 @@ MAX_REGISTRABLES = 20
 MIN_LABEL = 4
 
 
+@lru_cache(maxsize=262_144)  # pairwise comparisons ask for the same labels again and again
 def comparison_key(label: str) -> str:
     """The form of a registrable label that is compared: U-label, folded, hyphens removed."""
     text = label
@@ -163,6 +165,8 @@ def typo_links(domains: pd.DataFrame, *, min_label_len: int = MIN_LABEL) -> pd.D
 
 def organisation_keys(subject_o: Iterable[object]) -> np.ndarray:
     """The organisation key of each subject O ('' for none), normalised once per distinct value."""
+    if isinstance(subject_o, pd.Series):
+        subject_o = subject_o.tolist()  # far faster than iterating an Arrow-backed column
     values = [o if isinstance(o, str) else "" for o in subject_o]
     # A large CA has more distinct O values than normalise_organisation's cache holds.
     per_o = {o: normalise_organisation(o) for o in set(values)}
