@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import socket
@@ -15,6 +16,8 @@ import pandas as pd
 import pytest
 
 from scanner.core.config import Config
+from scanner.core.records import Registration, RegistrationStatus
+from scanner.enrich.rdap import RdapClient
 from scanner.enrich.revocation.issuers import issuers_by_key_id
 from scanner.parse.certs import parse_der, records_frame
 from scanner.pipeline import check_revocation
@@ -34,6 +37,7 @@ from tests.loopback.ct_server import (
     tiled_log_leaves,
 )
 from tests.loopback.hostile import HostileServer
+from tests.loopback.registry_servers import write_bootstrap
 from tests.synth import TestCA, der, pem, utc
 
 
@@ -223,3 +227,33 @@ def test_a_hostile_get_entries_answer_is_an_error_not_a_crash(tmp_path, ct_world
     errors = [i for i in items if isinstance(i, SourceError)]
     assert errors and any(message in e.error for e in errors), errors
     assert took < 60
+
+
+# --- RDAP: a registry that misbehaves ------------------------------------------------------------
+
+
+def test_a_hostile_rdap_server_leaves_its_domains_unknown_never_unregistered(tmp_path):
+    with HostileServer({"/bomb/": "gzip_bomb", "/endless/": "endless", "/deep/": "deep_json",
+                        "/huge/": "length_huge", "/drip/": "drip"}, drip_gap=0.2) as srv:
+        boot = write_bootstrap(tmp_path / "dns.json", {tld: f"{srv.base_url}/{tld}/"
+                                                       for tld in ("bomb", "endless", "deep", "huge", "drip")})
+        config = Config(out_dir=tmp_path, rdap_bootstrap=boot, cache_dir=tmp_path / "cache", timeout=1.0,
+                        retries=0, rdap_rate=0)
+
+        async def run() -> list[Registration]:
+            client = RdapClient(config, backoff_base=0.01)
+            try:
+                names = ("a.bomb", "a.endless", "a.deep", "a.huge", "a.drip")
+                return list(await asyncio.gather(*(client.lookup(n) for n in names)))
+            finally:
+                await client.close()
+
+        start = time.monotonic()
+        got = {r.domain: r for r in asyncio.run(run())}
+        took = time.monotonic() - start
+    assert {r.status for r in got.values()} == {RegistrationStatus.UNKNOWN}
+    assert "RDAP answer larger than the 4.0 MiB limit" in got["a.bomb"].detail
+    assert "RDAP answer larger than the 4.0 MiB limit" in got["a.endless"].detail
+    assert "declared 10.0 GiB" in got["a.huge"].detail
+    assert "non-JSON body" in got["a.deep"].detail  # a ValueError, not a RecursionError that ends the run
+    assert took < 20

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from scanner.core.bounded import LIMITS, BoundExceeded, load_json, read_aiohttp
 from scanner.core.config import Config
 from scanner.core.net import (
     MAX_RETRY_AFTER,
@@ -35,6 +36,8 @@ from scanner.core.net import (
 from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.lookups import NO_CONNECTION, GaveUp, parse_date, utc_now, with_retries
 
+_BOUND = LIMITS["rdap"]  # an RDAP answer is a few KB; a registry sending more is misbehaving
+
 try:  # orjson parses RDAP bodies about twice as fast; the standard library does the same job without it
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - depends on the environment
@@ -46,8 +49,9 @@ def json_loads(body: bytes | str) -> Any:
     try:
         return _fast_loads(body)
     except ValueError:
-        # orjson is stricter (integers beyond 64 bits, NaN): let the standard parser decide.
-        return json.loads(body)
+        # orjson is stricter (integers beyond 64 bits, NaN) and refuses nesting past 1,024: let the
+        # standard parser decide, bounded (a 100,000-deep answer is a ValueError, not RecursionError).
+        return load_json(body, what="RDAP answer")
 
 
 METHOD = "rdap"
@@ -257,12 +261,15 @@ class RdapClient:
                 await gate.enter()
             try:
                 async with session.get(target) as resp:
-                    body = await resp.read()
+                    body = await read_aiohttp(resp, _BOUND)
                     status, headers = resp.status, resp.headers
                     final_url = str(resp.url) if resp.history else url
             finally:
                 if gate is not None:
                     gate.leave()
+        except BoundExceeded as exc:
+            # The same server would send the same thing again: unknown at once, never unregistered.
+            return _Answer(RegistrationStatus.UNKNOWN, f"{url}: {exc}", server=url)
         except asyncio.TimeoutError:
             raise RetryableError(f"{url}: no answer within {self.config.timeout:g}s") from None
         except aiohttp.ClientSSLError as exc:
