@@ -257,3 +257,27 @@ def test_a_hostile_rdap_server_leaves_its_domains_unknown_never_unregistered(tmp
     assert "declared 10.0 GiB" in got["a.huge"].detail
     assert "non-JSON body" in got["a.deep"].detail  # a ValueError, not a RecursionError that ends the run
     assert took < 20
+
+
+def test_a_scan_whose_data_tile_is_a_gzip_bomb_finishes_partial_exit_3_and_says_why(tmp_path, ct_world, capsys):
+    from scanner.cli import main
+
+    ca, specs = ct_world
+    key = LogKey()
+    leaves, hashes = tiled_log_leaves(specs)
+    log = TiledLog(b"".join(hashes), key.checkpoint("hostile.test/log", len(hashes), mth(hashes)),
+                   tile_leaf=leaves.__getitem__, issuers={hashlib.sha256(der(ca.cert)).digest(): der(ca.cert)})
+    (tmp_path / "issuer.pem").write_bytes(pem(ca.cert))
+    with CTServer(log, hostile={"tile/data/": "gzip_bomb"}) as srv:
+        lists = tmp_path / "log_list.json"
+        lists.write_text(json.dumps(log_list(tiled=[key.log_json("Hostile tiled", monitoring_url=srv.url,
+                                                                 submission_url="https://hostile.test/log/")])))
+        args = ["scan", "--source", "ct", "--log-list", str(lists), "--log", "Hostile tiled",
+                "--issuer-cert", str(tmp_path / "issuer.pem"), "--registration", "off", "--timeout", "2",
+                "--retries", "0", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "-q"]
+        codes = [main(args), main(args)]  # the rerun meets the same bomb and says the same
+    assert codes == [3, 3]
+    err = capsys.readouterr().err
+    assert "partial" in err and "Traceback" not in err
+    errors = (tmp_path / "out" / "errors.csv").read_text()
+    assert "CT data tile larger than the 64.0 MiB limit" in errors and "tile/data/" in errors
