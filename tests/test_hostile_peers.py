@@ -281,3 +281,11 @@ def test_a_scan_whose_data_tile_is_a_gzip_bomb_finishes_partial_exit_3_and_says_
     assert "partial" in err and "Traceback" not in err
     errors = (tmp_path / "out" / "errors.csv").read_text()
     assert "CT data tile larger than the 64.0 MiB limit" in errors and "tile/data/" in errors
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "5T", "-1M"])
+def test_a_max_crl_bytes_that_is_no_size_is_a_usage_error(tmp_path, value, capsys):
+    from scanner.cli import main
+
+    assert main(["scan", str(tmp_path), "--max-crl-bytes", value, "--out", str(tmp_path / "o")]) == 2
+    assert "--max-crl-bytes" in capsys.readouterr().err
