@@ -150,9 +150,10 @@ def _unchecked_names(certs: pd.DataFrame, cap: int) -> list[dict[str, str]]:
 
     sizes = certs["san_dns"].map(count) + certs["san_ip"].map(count)
     over = certs[sizes > cap]
-    return [ErrorRecord("check", r.source, r.provenance,
+    return [ErrorRecord(r.source, r.provenance,
                         f"only the first {cap:,} of its {n:,} SAN names were checked; the rest were not looked up "
-                        "in the registries nor checked for IP addresses, internal or invalid names", r.sha256).as_row()
+                        "in the registries nor checked for IP addresses, internal or invalid names", r.sha256,
+                        "check").as_row()
             for r, n in zip(over.itertuples(index=False), sizes[sizes > cap])]
 
 

@@ -196,24 +196,19 @@ def _wait_for(retry_state: tenacity.RetryCallState, base: float, cap: float) -> 
     return backoff_delay(retry_state.attempt_number, base, cap)
 
 
+def _policy(retries: int, base: float, cap: float) -> dict[str, Any]:
+    return {"stop": tenacity.stop_after_attempt(retries + 1), "wait": lambda rs: _wait_for(rs, base, cap),
+            "retry": tenacity.retry_if_exception_type(RetryableError), "reraise": True}
+
+
 def retrying(retries: int, base: float = 0.5, cap: float = 30.0) -> tenacity.Retrying:
     """A tenacity policy: retry RetryableError up to `retries` more times, Retry-After honoured."""
-    return tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(retries + 1),
-        wait=lambda rs: _wait_for(rs, base, cap),
-        retry=tenacity.retry_if_exception_type(RetryableError),
-        reraise=True,
-    )
+    return tenacity.Retrying(**_policy(retries, base, cap))
 
 
 def async_retrying(retries: int, base: float = 0.5, cap: float = 30.0) -> tenacity.AsyncRetrying:
     """The asyncio twin of `retrying`."""
-    return tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(retries + 1),
-        wait=lambda rs: _wait_for(rs, base, cap),
-        retry=tenacity.retry_if_exception_type(RetryableError),
-        reraise=True,
-    )
+    return tenacity.AsyncRetrying(**_policy(retries, base, cap))
 
 
 def new_session() -> requests.Session:

@@ -78,13 +78,13 @@ ERROR_COLUMNS: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class ErrorRecord:
-    """One thing that could not be read, parsed or checked (a row of ERROR_COLUMNS)."""
+    """One thing that could not be read, parsed or checked (a row of ERROR_COLUMNS); sources yield it as SourceError."""
 
-    stage: str
     source: str
     provenance: str
     error: str
     sha256: str = ""
+    stage: str = "source"  # source / parse / crl / ocsp / registration / check ...
 
     def as_row(self) -> dict[str, str]:
         """A dict with ERROR_COLUMNS keys."""

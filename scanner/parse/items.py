@@ -68,13 +68,13 @@ def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
             continue
         chunk.read += 1
         if isinstance(item, SourceError):
-            chunk.errors.append(ErrorRecord(item.stage, item.source, item.provenance, item.error, item.sha256).as_row())
+            chunk.errors.append(item.as_row())
             continue
         try:
             rows.append(record_from_raw(item, names))
         except ParseError as exc:
-            chunk.errors.append(ErrorRecord("parse", item.source, item.provenance, _explain_parse_failure(item, exc),
-                                            hashlib.sha256(item.der).hexdigest()).as_row())
+            chunk.errors.append(ErrorRecord(item.source, item.provenance, _explain_parse_failure(item, exc),
+                                            hashlib.sha256(item.der).hexdigest(), "parse").as_row())
     chunk.domains = domains_of(rows, max_sans_per_cert)
     chunk.certs = records_frame(rows)
     return chunk

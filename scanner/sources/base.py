@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from scanner.core.records import ErrorRecord
+
 
 @dataclass(frozen=True)
 class RawCert:
@@ -18,15 +20,8 @@ class RawCert:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class SourceError:
-    """Something a source could not read: becomes a row of errors.csv."""
-
-    source: str
-    provenance: str
-    error: str
-    sha256: str = ""
-    stage: str = "source"
+#: Something a source could not read: the one error record (a row of errors.csv), under the name sources use.
+SourceError = ErrorRecord
 
 
 @dataclass(frozen=True)

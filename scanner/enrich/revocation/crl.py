@@ -118,7 +118,7 @@ def read_crl_files(paths: Iterable[Path]) -> tuple[list[CRLInfo], pd.DataFrame, 
             crls = load_crls(Path(path).read_bytes(), name)
         except (OSError, CRLError) as exc:
             message = f"{name}: {exc}" if isinstance(exc, OSError) else str(exc)
-            errors.append(ErrorRecord("crl", "crl", name, message).as_row())
+            errors.append(ErrorRecord("crl", name, message, stage="crl").as_row())
             continue
         for n, crl in enumerate(crls, start=1):
             where = name if len(crls) == 1 else f"{name}#{n}"
@@ -126,7 +126,7 @@ def read_crl_files(paths: Iterable[Path]) -> tuple[list[CRLInfo], pd.DataFrame, 
                 info, df = crl_revocations(crl, where)
             except ValueError as exc:  # parsed lazily: a bad issuer name or extension shows up only here
                 message = f"{where}: not a readable CRL ({type(exc).__name__}: {exc})"
-                errors.append(ErrorRecord("crl", "crl", where, message).as_row())
+                errors.append(ErrorRecord("crl", where, message, stage="crl").as_row())
                 continue
             infos.append(info)
             frames.append(df)

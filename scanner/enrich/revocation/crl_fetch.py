@@ -135,12 +135,12 @@ def fetch_crls(
             hint = "raise --max-crl-bytes, or pass the file with --crl" if "limit" in exc.reason else \
                 "check the URL or pass the file with --crl"
             message = f"CRL unreachable: {exc}; {hint}"
-            return row, None, ErrorRecord("crl", "crl-fetch", url, message).as_row()
+            return row, None, ErrorRecord("crl-fetch", url, message, stage="crl").as_row()
         row, revs = check_crl(resp.content, url, issuers, now)
         row["http_status"] = resp.status_code
         err = None
         if row["status"] in ("unparseable", "bad_signature"):
-            err = ErrorRecord("crl", "crl-fetch", url, f"CRL {row['status']}: {row.get('error', '')}").as_row()
+            err = ErrorRecord("crl-fetch", url, f"CRL {row['status']}: {row.get('error', '')}", stage="crl").as_row()
         return row, revs, err
 
     rows, frames, errors = [], [], []

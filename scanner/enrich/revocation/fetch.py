@@ -93,7 +93,7 @@ def fetch_revocation(
     jobs, missing = ocsp_jobs(base[base["not_after"] > pd.Timestamp(now)], known, config.ocsp_sample)
     errors += missing
     results = _run_ocsp(jobs, session, config, now, backoff_base)
-    errors += [ErrorRecord("ocsp", _SOURCE, r.url, f"OCSP {r.method}/{r.hash_name}: {r.error}", job.sha256).as_row()
+    errors += [ErrorRecord(_SOURCE, r.url, f"OCSP {r.method}/{r.hash_name}: {r.error}", job.sha256, "ocsp").as_row()
                for job, pair in results for r in pair if r.status == "unreachable"]
 
     return RevocationTables(
@@ -129,9 +129,9 @@ def ocsp_jobs(
         if not urls:
             if listed:  # ldap: and the like are named, not tried: a certificate's URLs are the CA's to choose
                 unsupported.append(ErrorRecord(
-                    "ocsp", _SOURCE, listed[0][:300],
+                    _SOURCE, listed[0][:300],
                     f"OCSP not asked: {listed[0][:200]!r} is not an http or https URL (only those are fetched)",
-                    row.sha256).as_row())
+                    row.sha256, "ocsp").as_row())
             continue
         issuer = issuer_for(row.issuer_key_id or "", row.issuer_dn or "", issuers, by_dn)
         if issuer is None:
@@ -142,8 +142,9 @@ def ocsp_jobs(
             continue
         priority = 0 if pd.notna(row.revoked_at) else 1
         per_responder[urls[0]].append((priority, row.sha256, _Job(row.sha256, row.serial, serial, urls[0], issuer)))
-    errors = [ErrorRecord("ocsp", _SOURCE, dn, f"{n} unexpired certificate(s) of issuer {dn} (key id {kid or 'none'}): "
-                          "no issuer certificate, so OCSP was not asked; pass it with --issuer-cert").as_row()
+    errors = [ErrorRecord(_SOURCE, dn, f"{n} unexpired certificate(s) of issuer {dn} (key id {kid or 'none'}): "
+                          "no issuer certificate, so OCSP was not asked; pass it with --issuer-cert",
+                          stage="ocsp").as_row()
               for (kid, dn), n in missing.items()] + unsupported
     jobs = []
     for items in per_responder.values():

@@ -68,7 +68,7 @@ def resolve_issuers(
                 for cert in fetch_issuer(session, url, timeout, retries):
                     found.setdefault(key_id_of(cert), cert)
             except (FetchError, ValueError) as exc:
-                errors.append(ErrorRecord("ocsp", "revocation-check", url, f"caIssuers {url}: {exc}").as_row())
+                errors.append(ErrorRecord("revocation-check", url, f"caIssuers {url}: {exc}", stage="ocsp").as_row())
             if kid in found:
                 break
     return found, errors
