@@ -21,7 +21,8 @@ RANKS = {
     "scale": 6,
     "testsites": 6,
     "pipeline": 7,
-    "cli": 8,
+    "control": 8,
+    "cli": 9,
 }
 
 
