@@ -86,6 +86,20 @@ def write_table_workbook(path: Path, sheet: str, frame: pd.DataFrame) -> Path:
     return path
 
 
+def write_sheets_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]]) -> Path:
+    """A workbook of one sheet per (title, frame), crt.sh links and safe cells, written atomically."""
+    used: set[str] = set()
+    with atomic_path(path) as tmp:
+        book = _safe_workbook(tmp)
+        try:
+            fmt = _Formats(book)
+            for title, frame in sheets:
+                write_table(book.add_worksheet(sheet_name(title, used)), fmt, frame)
+        finally:
+            book.close()
+    return path
+
+
 class _Formats:
     """The workbook's cell formats, created once."""
 
