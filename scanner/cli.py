@@ -136,6 +136,11 @@ def _add_scan_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_scan_arguments(p)
+
+
+def _add_scan_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `scan`, which `watch` takes too."""
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="with --source files: certificate files (PEM bundles or DER) and directories (read recursively)")
     p.add_argument("--source", choices=SOURCES, default=_from_env("source", _choice(SOURCES), "files"),
@@ -349,6 +354,95 @@ def _test_websites(args: argparse.Namespace) -> int:
     return 0 if run.complete else 3
 
 
+WATCH_EPILOG = """\
+Each round writes its reports into a dated folder under --out (UTC, e.g. out/2026-12-01T14-05-00Z/), points
+out/latest at it, writes diff.csv, diff.xlsx and diff.md against the previous round, and alerts.json. Each new
+(certificate, finding code) pair is alerted once per channel; the pairs are kept in the store (--store), and an
+alert that could not be delivered is sent again next round. By default every finding of severity high and every
+early_revocation alerts. Exit status: as for scan; 3 also when an alert could not be delivered.
+"""
+
+
+def _add_watch_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "watch",
+        help="scan in rounds (--once for cron, --every for a loop), diff each round, alert on new findings",
+        description="Scan incrementally in rounds, each into a dated folder with the diff against the previous "
+                    "round, and send each new finding once to the alert channels. Takes every flag of scan.",
+        epilog=WATCH_EPILOG + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--once", action="store_true", help="one round, then exit (for cron or a systemd timer)")
+    when.add_argument("--every", type=_watch_duration, metavar="DURATION",
+                      help="a round, then sleep DURATION (e.g. 15m, 6h, 1d), until Ctrl-C or SIGTERM "
+                           "(which end after the current round)")
+    a = p.add_argument_group("alerts")
+    a.add_argument("--alert-exec", action="append", default=[], metavar="CMD",
+                   help="run CMD for each round with new alerts: the alert JSON on stdin, CTSCAN_ALERT_ID, "
+                        "CTSCAN_ALERT_COUNT, CTSCAN_ROUND and CTSCAN_REPORT_DIR in the environment; repeatable")
+    a.add_argument("--alert-webhook", action="append", type=_http_url, default=[], metavar="URL",
+                   help="POST the alert JSON to URL (retried, with an Idempotency-Key per delivery); repeatable")
+    a.add_argument("--alert-email", action="append", default=[], metavar="ADDR",
+                   help="mail the new findings, diff.md and suspects.csv to ADDR (needs --smtp); repeatable")
+    a.add_argument("--smtp", type=_server, default=_from_env("smtp", _server), metavar="HOST[:PORT]",
+                   help="SMTP server for --alert-email (STARTTLS when offered; CTSCAN_SMTP_USER, "
+                        "CTSCAN_SMTP_PASSWORD, CTSCAN_SMTP_FROM from the environment)")
+    a.add_argument("--alert-on", default=None, metavar="CODES",
+                   help="alert only on these finding codes (comma-separated)")
+    a.add_argument("--min-severity", choices=("info", "low", "medium", "high"), default=None,
+                   help="alert only on findings at least this severe (default without --alert-on: high, "
+                        "plus every early_revocation)")
+    _add_scan_arguments(p)
+
+
+def _watch_duration(text: str) -> Any:
+    try:
+        duration = parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if duration.total_seconds() <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive duration, not {text!r}")
+    return duration
+
+
+def _watch_options(args: argparse.Namespace) -> Any:
+    """The WatchOptions of parsed `watch` flags (ConfigError on a bad value)."""
+    from scanner.control.alerts import AlertPolicy, parse_codes
+    from scanner.control.watch import WatchOptions
+
+    if args.alert_email and not args.smtp:
+        raise ConfigError("--alert-email needs --smtp HOST[:PORT]")
+    codes = parse_codes(args.alert_on) if args.alert_on is not None else frozenset()
+    return WatchOptions(every=args.every, policy=AlertPolicy(codes, args.min_severity),
+                        alert_exec=tuple(args.alert_exec), alert_webhooks=tuple(args.alert_webhook),
+                        alert_emails=tuple(args.alert_email), smtp=args.smtp)
+
+
+def _watch(config: Config, options: Any, quiet: bool) -> int:
+    from scanner.control.watch import RoundResult, watch
+
+    def said(result: RoundResult) -> None:
+        alerts = result.alerts
+        if not quiet:
+            print(f"ctscan: round {result.folder.name}: {result.summary['certificates']} certificates, "
+                  f"{result.summary['suspects']} suspects, {sum(alerts.get('new_pairs', {}).values())} new "
+                  f"alert(s), {sum(alerts.get('delivered_pairs', {}).values())} delivered; reports in "
+                  f"{result.folder}", file=sys.stderr)
+        if result.partial_reasons:  # said even with -q, as for scan
+            print("ctscan: partial: " + "; ".join(result.partial_reasons[:5]), file=sys.stderr)
+
+    try:
+        return watch(config, options, on_round=said)
+    except KeyboardInterrupt:
+        print("ctscan: interrupted; alerts not yet delivered stay pending for the next round", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        logging.getLogger(__name__).debug("watch failed", exc_info=True)
+        print(f"ctscan: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ctscan argument parser."""
     parser = _Parser(
@@ -359,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_scan_parser(sub)
     _add_test_websites_parser(sub)
+    _add_watch_parser(sub)
     return parser
 
 
@@ -482,8 +577,15 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             parser.error(str(exc))
         _validate(config, parser)
+        if args.command == "watch":
+            try:
+                options = _watch_options(args)
+            except ConfigError as exc:
+                parser.error(str(exc))
     except SystemExit as exc:  # argparse's way of saying "usage error" (2) or "--help done" (0)
         return exc.code if isinstance(exc.code, int) else 2
+    if args.command == "watch":
+        return _watch(config, options, args.quiet)
     from scanner.pipeline import run
 
     try:

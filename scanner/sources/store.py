@@ -84,6 +84,40 @@ CREATE TABLE IF NOT EXISTS ct_progress (
 );
 """
 
+# Alerts (ctscan watch): each (channel, certificate, finding code) pair once. A pair joins a delivery
+# when a round finds it (pending) and is delivered when its channel accepted that delivery; a delivery
+# keeps its id across retries, so a receiver can drop one it already has.
+_ALERT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    delivery     TEXT PRIMARY KEY,
+    channel      TEXT NOT NULL,
+    round        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    delivered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_pending ON alert_deliveries (channel, delivered_at);
+CREATE TABLE IF NOT EXISTS alert_pairs (
+    channel  TEXT NOT NULL,
+    sha256   TEXT NOT NULL,
+    code     TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    finding  TEXT NOT NULL,
+    PRIMARY KEY (channel, sha256, code)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_pairs_delivery ON alert_pairs (delivery);
+"""
+
+
+class PendingDelivery(NamedTuple):
+    """An alert delivery not yet accepted by its channel: its id, the round that formed it, its findings."""
+
+    delivery: str
+    round: str
+    attempts: int
+    findings: list[dict[str, Any]]
+
+
 # A later fetch fills in what an earlier one did not know, and never forgets a revocation.
 _UPSERT = """
 INSERT INTO certs (sha256, der, source, provenance, crtsh_id, issuer_ca_id, not_before, first_seen,
@@ -155,6 +189,7 @@ class CertStore:
             )
         self._conn.executescript(_SCHEMA)
         self._conn.executescript(_CT_SCHEMA)
+        self._conn.executescript(_ALERT_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- certificates -------------------------------------------------------------------
@@ -370,6 +405,55 @@ class CertStore:
                     yield RawCert(bytes(der), "ct", f"{log_url}#{idx}", extra)
         finally:
             cur.close()
+
+    # --- alerts (ctscan watch) -------------------------------------------------------------
+
+    def alert_record(self, channel: str, round_time: str, delivery: str,
+                     findings: Sequence[dict[str, Any]]) -> int:
+        """Make the pairs (finding["sha256"], finding["code"]) this channel has never had pending, in one new
+        delivery, in one transaction; returns how many were new (0: no delivery is made)."""
+        with self._transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO alert_pairs (channel, sha256, code, delivery, finding) VALUES (?, ?, ?, ?, ?)",
+                [(channel, f["sha256"], f["code"], delivery, json.dumps(f, sort_keys=True)) for f in findings])
+            new = self._conn.total_changes - before
+            if new:
+                self._conn.execute("INSERT INTO alert_deliveries (delivery, channel, round) VALUES (?, ?, ?)",
+                                   (delivery, channel, round_time))
+        return new
+
+    def alert_pending(self, channel: str) -> list[PendingDelivery]:
+        """This channel's deliveries not yet accepted, oldest first, each with its findings."""
+        rows = self._conn.execute(
+            "SELECT delivery, round, attempts FROM alert_deliveries WHERE channel = ? AND delivered_at IS NULL "
+            "ORDER BY round, delivery", (channel,)).fetchall()
+        return [PendingDelivery(d, r, int(a), [json.loads(f) for (f,) in self._conn.execute(
+                    "SELECT finding FROM alert_pairs WHERE delivery = ? ORDER BY sha256, code", (d,))])
+                for d, r, a in rows]
+
+    def alert_delivered(self, delivery: str) -> None:
+        """Record that the channel accepted this delivery (so none of its pairs is sent again)."""
+        with self._transaction():
+            self._conn.execute("UPDATE alert_deliveries SET delivered_at = ?, attempts = attempts + 1, "
+                               "last_error = NULL WHERE delivery = ?",
+                               (store_text(datetime.now(timezone.utc)), delivery))
+
+    def alert_failed(self, delivery: str, error: str) -> None:
+        """Record a failed attempt; the delivery stays pending for the next round."""
+        with self._transaction():
+            self._conn.execute("UPDATE alert_deliveries SET attempts = attempts + 1, last_error = ? "
+                               "WHERE delivery = ?", (error, delivery))
+
+    def alert_counts(self, channel: str) -> dict[str, int]:
+        """Pairs of this channel by state: {"pending": n, "delivered": n}."""
+        rows = self._conn.execute(
+            "SELECT d.delivered_at IS NOT NULL, count(*) FROM alert_pairs p JOIN alert_deliveries d "
+            "ON d.delivery = p.delivery WHERE p.channel = ? GROUP BY 1", (channel,)).fetchall()
+        counts = {"pending": 0, "delivered": 0}
+        for delivered, n in rows:
+            counts["delivered" if delivered else "pending"] = int(n)
+        return counts
 
     # --- plumbing -----------------------------------------------------------------------
 
