@@ -50,6 +50,7 @@ CERT_COLUMNS: dict[str, str] = {
     "provenance": "string",  # file path, "crtsh:ID", "log URL#index"
     "crtsh_id": "Int64",
     "first_seen": "datetime64[us, UTC]",  # earliest CT entry timestamp when known
+    "parse_note": "string",  # why cryptography refused it, when it was read leniently (asn1crypto); else empty
 }
 
 LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls", "ca_issuers")
@@ -178,6 +179,9 @@ _CODE_TABLE = (
                 "registered when validated, or that registration has lapsed since."),
     FindingCode("early_revocation", "low", 10.0, "Revoked soon after issuance",
                 "Revoked within --window (default 7 days) of notBefore, with the latency."),
+    FindingCode("malformed_certificate", "high", 30.0, "Malformed certificates",
+                "A certificate the strict X.509 parser (cryptography) refuses, read leniently so that its "
+                "names are still checked; a malformed certificate is often the misissuance itself."),
     FindingCode("ip_san", "info", 2.0, "IP address SANs",
                 "An IP address SAN: it cannot be registered or looked up in a domain registry."),
     FindingCode("internal_name", "medium", 15.0, "Internal names (no public suffix)",

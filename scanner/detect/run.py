@@ -6,6 +6,7 @@ import pandas as pd
 
 from scanner.core.config import Config
 from scanner.core.records import FINDING_COLUMNS, empty_frame
+from scanner.detect.malformed import detect_malformed
 from scanner.detect.names import detect_name_kinds
 from scanner.detect.registration import detect_registered_after_issuance, detect_unregistered
 from scanner.detect.revocation import detect_early_revocation, detect_revoke_reissue
@@ -23,6 +24,7 @@ def per_certificate_findings(
         detect_registered_after_issuance(certs, names, registrations),
         detect_early_revocation(certs, config.revocation_window),
         detect_name_kinds(names),
+        detect_malformed(certs),
     ])
 
 

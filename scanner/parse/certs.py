@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
@@ -218,14 +219,112 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str, na
         "provenance": provenance,
         "crtsh_id": None,
         "first_seen": None,
+        "parse_note": "",
     }
     row.update(_subject_fields(subject))
     return row
 
 
-def record_from_raw(raw: RawCert, names: IssuerNames | None = None) -> dict[str, Any]:
-    """Parse a RawCert and lay the source's extra facts (crt.sh id, revocation ...) over the record."""
-    row = parse_der(raw.der, source=raw.source, provenance=raw.provenance, names=names)
+def _lenient_extensions(tbs: asn1_x509.TbsCertificate) -> dict[str, Any]:
+    """The extensions asn1crypto can open, by its name for them (their contents are read by _readable)."""
+    out: dict[str, Any] = {}
+    for ext in tbs["extensions"] or []:
+        try:
+            out[ext["extn_id"].native] = ext["extn_value"].parsed
+        except (ValueError, TypeError, KeyError):
+            continue
+    return out
+
+
+def _readable(read: Any, *args: Any) -> list[str]:
+    """read(*args), or nothing when that part of a certificate cannot be read: the rest still can."""
+    try:
+        return read(*args)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
+
+
+def _general_names(names: Any, kind: str) -> list[str]:
+    # The bytes as written, not asn1crypto's .native: that turns A-labels into Unicode and refuses UTF-8
+    # in an IA5String (a real defect, kept as the strict parser keeps it).
+    return [str(gn.native) if kind == "ip_address" else _lenient_text(0x16, gn.chosen.contents)
+            for gn in names or [] if gn.name == kind]
+
+
+def _crl_urls(cdp: Any) -> list[str]:
+    return [url for dp in cdp or [] if dp["distribution_point"].name == "full_name"
+            for url in _general_names(dp["distribution_point"].chosen, "uniform_resource_identifier")]
+
+
+def _access_urls(aia: Any, method: str) -> list[str]:
+    return [str(ad["access_location"].native) for ad in aia or []
+            if ad["access_method"].native == method and ad["access_location"].name == "uniform_resource_identifier"]
+
+
+def _key_id(aki: Any) -> list[str]:
+    return [aki["key_identifier"].native.hex()] if aki is not None and aki["key_identifier"].native else []
+
+
+def parse_lenient(der: bytes, refused: str, *, source: str = "", provenance: str = "") -> dict[str, Any]:
+    """A CERT_COLUMNS dict of a certificate cryptography refused (refused: its reason), read with asn1crypto.
+
+    What cannot be read is left empty; bytes that are no certificate at all raise ParseError.
+    """
+    try:
+        cert = asn1_x509.Certificate.load(der, strict=True)
+        tbs = cert["tbs_certificate"]
+        serial = tbs["serial_number"].native
+        not_before, not_after = tbs["validity"]["not_before"].native, tbs["validity"]["not_after"].native
+        issuer_raw, subject_raw, spki = _tbs_parts(tbs.dump())
+        issuer, subject = _lenient_name(issuer_raw), _lenient_name(subject_raw)
+        extensions = _lenient_extensions(tbs)
+        is_precert = CT_POISON_OID.dotted_string in {e["extn_id"].dotted for e in tbs["extensions"] or []}
+    except Exception as exc:  # asn1crypto raises ValueError, TypeError and friends on what is no certificate
+        raise ParseError(f"{type(exc).__name__}: {exc}") from exc
+    sha = hashlib.sha256(der).hexdigest()
+    san, aia = extensions.get("subject_alt_name"), extensions.get("authority_information_access")
+    key_id = _readable(_key_id, extensions.get("authority_key_identifier"))
+    row = {
+        "sha256": sha,
+        "cert_sha256": "" if is_precert else sha,
+        "precert_sha256": sha if is_precert else "",
+        "is_precert": is_precert,
+        "serial": serial_hex(serial),
+        "issuer_dn": issuer.rfc4514_string(),
+        "issuer_key_id": key_id[0] if key_id else "",
+        "issuer_ca_id": None,
+        "subject_dn": subject.rfc4514_string(),
+        "san_dns": [name.lower() for name in _readable(_general_names, san, "dns_name")] or _NONE,
+        "san_ip": _readable(_general_names, san, "ip_address") or _NONE,
+        "san_email": _readable(_general_names, san, "rfc822_name") or _NONE,
+        "spki_sha256": hashlib.sha256(spki).hexdigest(),
+        "not_before": _utc(not_before),
+        "not_after": _utc(not_after),
+        "revoked_at": None,
+        "revocation_reason": "",
+        "revocation_source": "",
+        "crl_distribution_points": _readable(_crl_urls, extensions.get("crl_distribution_points")) or _NONE,
+        "ocsp_urls": _readable(_access_urls, aia, "ocsp") or _NONE,
+        "ca_issuers": _readable(_access_urls, aia, "ca_issuers") or _NONE,
+        "source": source,
+        "provenance": provenance,
+        "crtsh_id": None,
+        "first_seen": None,
+        "parse_note": refused,
+    }
+    row.update(_subject_fields(subject))
+    return row
+
+
+def record_from_raw(raw: RawCert, names: IssuerNames | None = None, *, refused: str = "") -> dict[str, Any]:
+    """Parse a RawCert and lay the source's extra facts (crt.sh id, revocation ...) over the record.
+
+    refused: the reason parse_der gave for these bytes, to read them with parse_lenient instead.
+    """
+    if refused:
+        row = parse_lenient(raw.der, refused, source=raw.source, provenance=raw.provenance)
+    else:
+        row = parse_der(raw.der, source=raw.source, provenance=raw.provenance, names=names)
     for key, value in raw.extra.items():
         if key in CERT_COLUMNS and value is not None and value != "":
             row[key] = value

@@ -36,14 +36,14 @@ class Chunk:
     domains: set[str] = field(default_factory=set)  # registrable domains worth a lookup
 
 
-def _explain_parse_failure(raw: RawCert, exc: Exception) -> str:
+def _explain_parse_failure(raw: RawCert, reason: str) -> str:
     from cryptography import x509
 
     try:
         x509.load_der_x509_crl(raw.der)
         return "this is a CRL, not a certificate: pass it with --crl"
     except ValueError:
-        return f"not a parseable X.509 certificate: {exc}"
+        return f"not a parseable X.509 certificate: {reason}"
 
 
 def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
@@ -72,9 +72,18 @@ def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
             continue
         try:
             rows.append(record_from_raw(item, names))
+            continue
         except ParseError as exc:
-            chunk.errors.append(ErrorRecord(item.source, item.provenance, _explain_parse_failure(item, exc),
-                                            hashlib.sha256(item.der).hexdigest(), "parse").as_row())
+            refused = str(exc)
+        try:
+            # certspotter's rule: a certificate only a lenient reader can read is often the misissuance,
+            # so it is checked like any other (and found malformed) as well as listed as an error
+            rows.append(record_from_raw(item, names, refused=refused))
+            why = f"cryptography refuses this certificate ({refused}); read leniently, see malformed_certificate"
+        except ParseError:
+            why = _explain_parse_failure(item, refused)
+        chunk.errors.append(ErrorRecord(item.source, item.provenance, why,
+                                        hashlib.sha256(item.der).hexdigest(), "parse").as_row())
     chunk.domains = domains_of(rows, max_sans_per_cert)
     chunk.certs = records_frame(rows)
     return chunk
