@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from scanner.core.config import Config
 from scanner.core.records import ERROR_COLUMNS, ErrorRecord, frame_from_rows
+from scanner.detect.rates import rates_summary, rates_table
 from scanner.detect.run import run_detectors, sort_findings
 from scanner.detect.score import build_suspects
 from scanner.enrich.revocation.crl import apply_revocations, read_crl_files
@@ -292,6 +293,10 @@ def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str
         from scanner.report.plots import write_plots
 
         reports.update(write_plots(config.out_dir, result.certs, result.findings, suspects=result.suspects))
+        if "trends.csv" in extra_tables:
+            from scanner.report.plots import RATES_PLOT, rates_per_month, save_png
+
+            reports[RATES_PLOT] = save_png(rates_per_month(extra_tables["trends.csv"][1]), config.out_dir / RATES_PLOT)
     clock.lap("tables and plots")
     return reports
 
@@ -323,7 +328,10 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
     suspects = build_suspects(certs, findings)
     clock.lap("score")
     errors = frame_from_rows(state.errors, ERROR_COLUMNS)
+    rates = rates_table(certs, findings, config.revocation_window)
+    state.extra_tables["trends.csv"] = ("Trends", rates)
     summary = _summary(config, state, certs, findings, suspects, errors, lookups, clock)
+    summary["rates"] = rates_summary(rates, config.revocation_window)
     result = ScanResult(certs, findings, suspects, errors, registrations, summary)
     if write:
         result.reports = _write(config, result, state.extra_tables, clock)

@@ -17,7 +17,6 @@ from scanner.core.atomic import write_text_atomic
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, coerce, crtsh_url
 from scanner.core.times import iso
 from scanner.detect.rates import rates_table
-from scanner.pipeline import ScanResult
 from scanner.report.csv_report import write_frame
 from scanner.report.plots import duration_text
 from scanner.report.xlsx_report import write_sheets_workbook
@@ -53,6 +52,9 @@ DIFF_COLUMNS: dict[str, str] = {
 _CERT_FIELDS = ("sha256", "cert_sha256", "precert_sha256", "subject_o", "subject_cn", "not_before", "not_after",
                 "revoked_at")
 _DEFAULT_WINDOW = timedelta(days=7)
+#: What diff_scans compares: a report folder, a ScanResult (scanner.pipeline.load_scan or run), or a mapping
+#: with "certs", "findings" and optionally "summary".
+Scan = Path | str | Mapping[str, Any] | Any
 
 
 class NotAScan(ValueError):
@@ -78,7 +80,7 @@ class ScanDiff:
     new: ScanSide
     changes: pd.DataFrame
     rates: pd.DataFrame
-    # per finding code of the new scan: certificates, of which expired / revoked at the new scan's time
+    # per finding code of the new scan: certificates, expired (at its report time), revoked; old_*: the old scan's
     status: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
@@ -116,7 +118,7 @@ def _window(summary: Mapping[str, Any]) -> timedelta:
     return timedelta(hours=float(hours)) if hours else _DEFAULT_WINDOW
 
 
-def _load(scan: Path | str | ScanResult | Mapping[str, Any], label: str) -> _Scan:
+def _load(scan: Scan, label: str) -> _Scan:
     """A scan from its report folder, a ScanResult (load_scan, run) or a mapping with certs/findings/summary."""
     if isinstance(scan, (str, Path)):
         folder = Path(scan)
@@ -133,8 +135,8 @@ def _load(scan: Path | str | ScanResult | Mapping[str, Any], label: str) -> _Sca
         except (ValueError, OSError, KeyError) as exc:  # pyarrow's errors are ValueError/OSError subclasses
             raise NotAScan(f"{folder}: its scan tables cannot be read ({exc}); rescan into a fresh folder") from exc
         label = str(folder)
-    elif isinstance(scan, ScanResult):
-        certs, findings, summary = scan.certs, scan.findings, scan.summary or {}
+    elif hasattr(scan, "certs") and hasattr(scan, "findings"):  # a ScanResult, without importing the pipeline
+        certs, findings, summary = scan.certs, scan.findings, getattr(scan, "summary", None) or {}
     elif isinstance(scan, Mapping) and "certs" in scan and "findings" in scan:
         certs, findings, summary = scan["certs"], scan["findings"], scan.get("summary") or {}
     else:
@@ -213,21 +215,27 @@ def _no_longer(old: _Scan, new: _Scan, old_pairs: pd.DataFrame, new_pairs: pd.Da
     return pd.DataFrame(out, columns=["sha256", "code", "reason", "old_value", "new_value"])
 
 
-def _status(new: _Scan, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per code of the new scan: its certificates and how many are expired or revoked at the new scan's time."""
-    certs = new.certs.drop_duplicates("sha256").set_index(new.certs["sha256"].drop_duplicates().astype("object"))
-    keys = pairs.reset_index()[["sha256", "code"]]
-    keys = keys.join(certs[["not_after", "revoked_at"]], on="sha256")
-    as_of = new.side.as_of
+def _status_of(scan: _Scan, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per code: its certificates and how many are expired (at the scan's report time) or revoked."""
+    unique = scan.certs.drop_duplicates("sha256")
+    certs = unique.set_index(unique["sha256"].astype("object"))
+    keys = pairs.reset_index()[["sha256", "code"]].join(certs[["not_after", "revoked_at"]], on="sha256")
+    as_of = scan.side.as_of
     keys["expired"] = keys["not_after"].notna() & (keys["not_after"] <= as_of) if as_of is not None else False
     keys["revoked"] = keys["revoked_at"].notna()
     grouped = keys.groupby("code", sort=False)
     return pd.DataFrame({"certificates": grouped.size(), "expired": grouped["expired"].sum(),
-                         "revoked": grouped["revoked"].sum()}).astype("int64").rename_axis("code").reset_index()
+                         "revoked": grouped["revoked"].sum()}).astype("int64").rename_axis("code")
 
 
-def diff_scans(old: Path | str | ScanResult | Mapping[str, Any],
-               new: Path | str | ScanResult | Mapping[str, Any]) -> ScanDiff:
+def _status(old: _Scan, new: _Scan, old_pairs: pd.DataFrame, new_pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per code of the new scan: certificates, expired, revoked, and the same three at the old scan (old_*)."""
+    then = _status_of(old, old_pairs).add_prefix("old_")
+    table = _status_of(new, new_pairs).join(then, how="left").fillna(0).astype("int64")
+    return table.reset_index()
+
+
+def diff_scans(old: Scan, new: Scan) -> ScanDiff:
     """Compare two scans (report folders, or what load_scan returns) by certificate and finding code."""
     new_scan = _load(new, "new")
     old_scan = _same_keys(_load(old, "old"), new_scan)
@@ -276,7 +284,8 @@ def diff_scans(old: Path | str | ScanResult | Mapping[str, Any],
     changes = pd.concat(parts, ignore_index=True)
     rates = side_by_side(rates_table(old_scan.certs, old_scan.findings, old_scan.side.window),
                          rates_table(new_scan.certs, new_scan.findings, new_scan.side.window))
-    return ScanDiff(old_scan.side, new_scan.side, changes, rates, _status(new_scan, new_pairs))
+    return ScanDiff(old_scan.side, new_scan.side, changes, rates,
+                    _status(old_scan, new_scan, old_pairs, new_pairs))
 
 
 def _scan_date(side: ScanSide) -> str:
@@ -305,9 +314,12 @@ def diff_markdown(diff: ScanDiff) -> str:
     for code, n in _codes(diff.of_kind("signal_removed")):
         said.append(f"{_plural(n, 'certificate')} no longer with `{code}`")
     for row in diff.status.itertuples(index=False):
-        if row.expired or row.revoked:
-            said.append(f"{row.expired:,} of {row.certificates:,} `{row.code}` certificates now expired, "
-                        f"{row.revoked:,} revoked")
+        if (row.expired, row.revoked) == (row.old_expired, row.old_revoked):
+            continue
+        then = (f" (at the old scan {row.old_expired:,} of {row.old_certificates:,} expired, "
+                f"{row.old_revoked:,} revoked)" if row.old_certificates else "")
+        said.append(f"{row.expired:,} of {row.certificates:,} `{row.code}` certificates now expired, "
+                    f"{row.revoked:,} revoked{then}")
     gone = diff.of_kind("no_longer_suspect")
     if len(gone):
         why = gone["reason"].str.split(":").str[0].value_counts()

@@ -29,6 +29,8 @@ PLOT_FILES: tuple[str, ...] = (
     "plots/revocation_latency.png",
     "plots/findings_per_month.png",
 )
+#: The rates plot, written with the others when a scan has its rates table (trends.csv).
+RATES_PLOT = "plots/rates_per_month.png"
 
 #: CA/B Forum Baseline Requirements 4.9.1.1 revocation deadlines, in hours.
 BR_DEADLINES: tuple[tuple[float, str], ...] = (
@@ -343,6 +345,37 @@ def findings_per_month(certs: pd.DataFrame, findings: pd.DataFrame) -> Figure:
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"{title} ({int(table.to_numpy().sum())} findings)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    return fig
+
+
+def rates_per_month(rates: pd.DataFrame) -> Figure:
+    """Issued and revoked per notBefore month (bars), and each finding per 1,000 issued (lines), from a rates table."""
+    title = "Issuance, revocations and findings per 1,000 issued, per month of notBefore"
+    months = rates[rates["period"].astype(str).str.fullmatch(r"\d{4}-\d{2}")].sort_values("period")
+    if months.empty:
+        return _no_data(_figure(10, 6), title, "no dated certificate")
+    fig = _figure(max(8.0, min(20.0, 4 + 0.18 * len(months))), 6.5)
+    counts, per_1000 = fig.subplots(2, 1, sharex=True)
+    x = np.arange(len(months))
+    counts.bar(x, months["issued"].to_numpy(), width=0.85, color="0.75", label="issued")
+    counts.bar(x, months["revoked"].to_numpy(), width=0.85, color="tab:orange", label="revoked")
+    counts.bar(x, months["revoked_within_window"].to_numpy(), width=0.85, color="tab:red",
+               label="revoked within the window")
+    counts.set_ylabel("certificates")
+    counts.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    counts.set_title(title)
+    codes = [c[: -len("_per_1000")] for c in months.columns if c.endswith("_per_1000")]
+    colours = _code_colours(codes)
+    for code in codes:
+        per_1000.plot(x, months[f"{code}_per_1000"].to_numpy(dtype=float), marker="o", markersize=3,
+                      color=colours[code], label=_plain(code))
+    per_1000.set_ylabel("per 1,000 issued")
+    if codes:
+        per_1000.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    step = max(1, len(months) // 24)
+    per_1000.set_xticks(x[::step])
+    per_1000.set_xticklabels(list(months["period"].astype(str))[::step], rotation=60, ha="right", fontsize="small")
+    per_1000.set_xlim(-0.6, len(months) - 0.4)
     return fig
 
 
