@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from scanner import __version__
 from scanner.core.config import (
@@ -23,6 +23,11 @@ from scanner.core.config import (
     parse_duration,
     server_problem,
 )
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from scanner.control.watch import WatchOptions
 
 EPILOG = """\
 Exit status: 0 when the scan completed (findings are in the reports), 1 on failure, 2 on a usage error,
@@ -396,7 +401,7 @@ def _add_watch_parser(sub: argparse._SubParsersAction) -> None:
     _add_scan_arguments(p)
 
 
-def _watch_duration(text: str) -> Any:
+def _watch_duration(text: str) -> timedelta:
     try:
         duration = parse_duration(text)
     except ConfigError as exc:
@@ -406,7 +411,7 @@ def _watch_duration(text: str) -> Any:
     return duration
 
 
-def _watch_options(args: argparse.Namespace) -> Any:
+def _watch_options(args: argparse.Namespace) -> WatchOptions:
     """The WatchOptions of parsed `watch` flags (ConfigError on a bad value)."""
     from scanner.control.alerts import AlertPolicy, parse_codes
     from scanner.control.watch import WatchOptions
@@ -419,7 +424,7 @@ def _watch_options(args: argparse.Namespace) -> Any:
                         alert_emails=tuple(args.alert_email), smtp=args.smtp)
 
 
-def _watch(config: Config, options: Any, quiet: bool) -> int:
+def _watch(config: Config, options: WatchOptions, quiet: bool) -> int:
     from scanner.control.watch import RoundResult, watch
 
     def said(result: RoundResult) -> None:

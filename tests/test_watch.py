@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from cryptography.hazmat.primitives import serialization
 
 from scanner.cli import main
@@ -253,12 +254,19 @@ def test_a_webhook_that_fails_once_gets_each_alert_once_in_the_next_attempt_or_r
 
 
 class _Mailbox:
+    """An aiosmtpd handler keeping each mail (bytes, over TLS?, recipients) and each login."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[bytes, bool, list[str]]] = []
+        self.logins: list[tuple[bytes, bytes, bool]] = []
+
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802  aiosmtpd's hook name
         self.mails.append((envelope.content, session.ssl is not None, envelope.rcpt_tos))
         return "250 OK"
 
-    def __init__(self) -> None:
-        self.mails: list[tuple[bytes, bool, list[str]]] = []
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        self.logins.append((auth_data.login, auth_data.password, session.ssl is not None))
+        return AuthResult(success=True)
 
 
 def _free_port() -> int:
@@ -281,7 +289,9 @@ def test_the_mail_carries_the_rounds_new_findings_over_starttls(day, tmp_path, m
     mailbox = _Mailbox()
     port = _free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            ready_timeout=10)
+                            authenticator=mailbox.authenticate, auth_require_tls=True, ready_timeout=10)
+    monkeypatch.setenv("CTSCAN_SMTP_USER", "watcher")
+    monkeypatch.setenv("CTSCAN_SMTP_PASSWORD", "s3cret")
     controller.start()
     try:
         _morning(day)
@@ -294,6 +304,7 @@ def test_the_mail_carries_the_rounds_new_findings_over_starttls(day, tmp_path, m
         controller.stop()
     assert len(mailbox.mails) == 2
     assert all(tls and rcpt == ["pki-oversight@example.org"] for _, tls, rcpt in mailbox.mails)
+    assert mailbox.logins == [(b"watcher", b"s3cret", True)] * 2  # credentials only inside TLS
     second_round = day.rounds()[1]
     mail = email.message_from_bytes(mailbox.mails[1][0], policy=email.policy.default)
     text = mail.get_body(("plain",)).get_content()
@@ -343,3 +354,29 @@ def test_ctrl_c_during_a_round_of_watch_every_ends_after_that_round(day, tmp_pat
     assert done.returncode == 0, done.stderr
     assert len(day.rounds()) == 1 and (day.latest() / "alerts.json").is_file()
     assert _pairs(_calls(log)[0]["doc"]["findings"]) == _round_pairs(day.latest())
+
+
+def test_watch_takes_every_scan_flag_and_its_own(capsys):
+    assert main(["watch", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--once", "--every", "--alert-exec", "--alert-webhook", "--alert-email", "--smtp", "--alert-on",
+                 "--min-severity", "--source", "--crl", "--out", "--ca-id", "--store", "--issuer-cert",
+                 "--check-revocation", "--offline", "--window"):
+        assert flag in text, flag
+
+
+@pytest.mark.parametrize("extra", [
+    [],  # neither --once nor --every
+    ["--once", "--every", "1h"],
+    ["--every", "0m"],
+    ["--every", "soon"],
+    ["--once", "--alert-email", "ca@example.org"],  # no --smtp
+    ["--once", "--min-severity", "urgent"],
+    ["--once", "--alert-webhook", "ftp://example.org/"],
+])
+def test_watch_usage_errors_exit_2_with_a_message(extra, tmp_path, capsys):
+    from tests.conftest import SAMPLE
+
+    assert main(["watch", str(SAMPLE / "certs"), "--out", str(tmp_path / "out"), *extra]) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
