@@ -322,9 +322,9 @@ def diff_markdown(diff: ScanDiff) -> str:
                     f"{row.revoked:,} revoked{then}")
     gone = diff.of_kind("no_longer_suspect")
     if len(gone):
-        why = gone["reason"].str.split(":").str[0].value_counts()
+        why = sorted(gone["reason"].str.split(":").str[0].value_counts().items(), key=lambda t: (-t[1], t[0]))
         said.append(f"{_plural(len(gone), 'suspect')} no longer suspect ("
-                    + ", ".join(f"{n:,} {reason}" for reason, n in why.items()) + ")")
+                    + ", ".join(f"{n:,} {reason}" for reason, n in why) + ")")
     arrived = diff.of_kind("new_certificate")
     said.append(f"{_plural(len(arrived), 'certificate')} new to the selection, "
                 f"{_plural(len(diff.of_kind('new_suspect')), 'new suspect')}")
