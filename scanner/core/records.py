@@ -188,6 +188,18 @@ _CODE_TABLE = (
                 "A SAN with no public suffix (an internal name): it cannot be registered at all."),
     FindingCode("invalid_dns_name", "medium", 15.0, "SANs that are not valid DNS names",
                 "A SAN that is not a valid DNS name: it cannot be registered at all."),
+    # The Baseline Requirements' dated rules (detect/rules.py: BR 6.3.2, 4.9.1.1, 7.2.2).
+    FindingCode("validity_exceeds_limit", "high", 30.0, "Validity Period over the BR maximum of its day",
+                "The Validity Period (notBefore through notAfter inclusive) exceeds the BR 6.3.2 maximum in "
+                "force on its notBefore: 825 days from 2018-03-01, 398 from 2020-09-01, 200 from 2026-03-15, "
+                "100 from 2027-03-15, 47 from 2029-03-15 (ballot SC-081)."),
+    FindingCode("crl_reason_forbidden", "medium", 15.0, "CRL entries with a forbidden reasonCode",
+                "The certificate's CRL entry (a --crl file, a fetched CRL or crt.sh's) carries certificateHold, "
+                "or unspecified (0) as a reasonCode for a revocation on or after 2023-07-15 (BR 7.2.2)."),
+    FindingCode("crl_reason_missing", "low", 5.0, "Typo corrections revoked without a reasonCode",
+                "Revoked on or after 2023-07-15 with no reasonCode and replaced by a certificate correcting a "
+                "typo in its names, where BR 4.9.1.1 and 7.2.2 call for privilegeWithdrawn or superseded "
+                "unless the subscriber asked without a reason; other causes cannot be told from the data."),
     # With --check-revocation: revocation answers that disagree with each other or are missing.
     FindingCode("ocsp_good_but_revoked", "high", 30.0, "OCSP says good, CRL or crt.sh says revoked",
                 "The OCSP responder calls a certificate good that the CRL or crt.sh lists as revoked."),

@@ -12,6 +12,7 @@ from rapidfuzz.distance import OSA
 from scanner.core.records import Finding
 from scanner.core.times import iso
 from scanner.detect.findings import as_json, findings_frame, human_duration
+from scanner.detect.rules import KEY_COMPROMISE, is_short_lived
 from scanner.enrich.subscribers import MIN_LABEL, comparison_key, domain_typo, organisation_keys
 from scanner.parse.domains import Classified, classifier, classify_name
 
@@ -36,8 +37,14 @@ def _since_not_before(latency: pd.Timedelta) -> str:
 
 
 def detect_early_revocation(certs: pd.DataFrame, window: timedelta) -> pd.DataFrame:
-    """A finding per certificate revoked within the window after notBefore: the list to audit."""
+    """A finding per certificate revoked within the window after notBefore: the list to audit.
+
+    Short-lived Subscriber Certificates are left out: BR 4.9.1.1 does not require revoking them, and
+    their whole life fits in the window, so a revocation says nothing about its speed. They still
+    pair in revoke_reissue, where the replacement is the evidence.
+    """
     early = early_revocations(certs, window)
+    early = early[~is_short_lived(early)]
     found = []
     for r in early.itertuples(index=False):
         reason = f", reason {r.revocation_reason}" if r.revocation_reason else ", no reason given"
@@ -262,6 +269,10 @@ def detect_revoke_reissue(
         _, j, relation = best
         a, b = rows.iloc[i], rows.iloc[j]
         kind, change = classify_change(a, b)
+        reason = a["revocation_reason"] if isinstance(a["revocation_reason"], str) else ""
+        reason_text = f"; revocation reason {reason}" if reason else "; no revocation reason given"
+        if kind == "san_typo_fixed" and reason == KEY_COMPROMISE:
+            reason_text += " (a typo correction revoked as keyCompromise: was the key compromised?)"
         offset = b["not_before"] - revoked_at
         order = (f"reissued {human_duration(offset)} after the revocation" if offset >= pd.Timedelta(0)
                  else f"the replacement was issued {human_duration(-offset)} before the revocation, "
@@ -269,9 +280,9 @@ def detect_revoke_reissue(
         found.append(Finding(
             sha, "revoke_reissue",
             f"Revoked {_since_not_before(revoked_at - a['not_before'])}; {order} as "
-            f"{b['sha256'][:16]}… ({', '.join(subs.names[j][:3]) or b['subject_cn']}): {change}.",
+            f"{b['sha256'][:16]}… ({', '.join(subs.names[j][:3]) or b['subject_cn']}): {change}{reason_text}.",
             related_sha256=b["sha256"],
-            detail=as_json({"change": kind, "relation": relation,
+            detail=as_json({"change": kind, "relation": relation, "reason": reason,
                             "latency_seconds": (revoked_at - a["not_before"]).total_seconds(),
                             "reissue_offset_seconds": offset.total_seconds(),
                             "reissue_not_before": iso(b["not_before"])}),

@@ -10,6 +10,11 @@ from scanner.detect.malformed import detect_malformed
 from scanner.detect.names import detect_name_kinds
 from scanner.detect.registration import detect_registered_after_issuance, detect_unregistered
 from scanner.detect.revocation import detect_early_revocation, detect_revoke_reissue
+from scanner.detect.rules import (
+    detect_crl_reason_forbidden,
+    detect_crl_reason_missing,
+    detect_validity_exceeds_limit,
+)
 from scanner.detect.typo import IssuanceCounts, detect_typo_neighbours
 from scanner.parse.domains import Classified, classify_all, name_table
 
@@ -24,6 +29,8 @@ def per_certificate_findings(
         detect_registered_after_issuance(certs, names, registrations),
         detect_early_revocation(certs, config.revocation_window),
         detect_name_kinds(names),
+        detect_validity_exceeds_limit(certs),
+        detect_crl_reason_forbidden(certs),
         detect_malformed(certs),
     ])
 
@@ -36,9 +43,11 @@ def cross_certificate_findings(
 
     counts: the CA-wide issuance counts the typo ranking uses, when certs is only a partition.
     """
+    reissues = detect_revoke_reissue(certs, config.revocation_window, config.reissue_window, classified=classified)
     return concat_findings([
         detect_typo_neighbours(certs, counts=counts, classified=classified),
-        detect_revoke_reissue(certs, config.revocation_window, config.reissue_window, classified=classified),
+        reissues,
+        detect_crl_reason_missing(certs, reissues),
     ])
 
 
