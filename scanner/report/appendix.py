@@ -1,4 +1,4 @@
-"""The CCADB incident-report appendix (Incident Reporting Guidelines v3.0, effective 2025-03-01).
+"""The CCADB incident-report appendix (Incident Reporting Guidelines v3.2, effective 2026-03-20).
 
 Per problem (finding code) a ``<code>.csv`` whose first columns are exactly APPENDIX_COLUMNS, our
 own columns only to the right of "Revocation reason" so that automated parsers keep working; a
@@ -10,7 +10,10 @@ guidelines allow for 10,000 or more certificates); and ``incident-summary.md`` f
 edit (to "Delayed" where it applies) together with the planned "Revocation date", which this
 tool cannot know and writes as "N/A". The crt.sh link and hashes name the final certificate when
 one was seen, else the precertificate; the "Certificate SHA-256 hash" column stays empty when no
-final certificate was seen, as the guidelines allow.
+final certificate was seen, as the guidelines allow: in v3.2 "certificate" means the final
+certificate, so a precertificate with no final certificate is a row of its own. An empty Subject
+(common in DV certificates) is written "N/A", the guidelines' mark for a field with nothing in it,
+never a blank that reads as a value left out.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ from scanner.report.problems import (
     suspect_frame,
 )
 
-#: The appendix's mandatory columns, first and in this order (CCADB guidelines v3.0).
+#: The guidelines the appendix follows, named in incident-summary.md and the XLSX summary.
+GUIDELINES = "CCADB Incident Reporting Guidelines v3.2 (effective 2026-03-20)"
+GUIDELINES_URL = "https://www.ccadb.org/cas/incident-report"
+
+#: The appendix's mandatory columns, first and in this order (v3.2: custom ones only after them).
 APPENDIX_COLUMNS: tuple[str, ...] = (
     "Precertificate SHA-256 hash",
     "Certificate SHA-256 hash",
@@ -93,7 +100,7 @@ def appendix_frame(
         {
             "Precertificate SHA-256 hash": f["precert_sha256"].tolist(),
             "Certificate SHA-256 hash": f["cert_sha256"].tolist(),
-            "Subject": f["subject_dn"].tolist(),
+            "Subject": [dn if isinstance(dn, str) and dn else _NOT_APPLICABLE for dn in f["subject_dn"]],
             "Issuer": f["issuer_dn"].tolist(),
             "Not before": f["not_before"].tolist(),
             "Not after": f["not_after"].tolist(),
@@ -123,6 +130,8 @@ def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetim
     lines = [
         f"## Summary of the problematic certificates (figures as of {format_time(now)})",
         "",
+        f"Listings in the appendix format of the {GUIDELINES}: <{GUIDELINES_URL}>.",
+        "",
     ]
     if stats.empty:
         lines += ["No problematic certificates were found.", ""]
@@ -150,7 +159,10 @@ def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetim
     lines += [
         "",
         (
-            "Each listing's first columns follow the CCADB Incident Reporting Guidelines v3.0 appendix. "
+            "Each listing's first 11 columns are the appendix fields of the guidelines, in their order; "
+            'our own columns come after "Revocation reason". An empty Subject is written "N/A", and a '
+            'precertificate with no final certificate has a row of its own with "Certificate SHA-256 '
+            'hash" empty. '
             '"Is revoked?" says "Yes" where a revocation is recorded, "N/A" where the certificate expired '
             'unrevoked, and "Planned" otherwise; the CA must confirm each "Planned" row (or change it to '
             '"Delayed") and fill in the planned revocation date. The matching `.crtsh.txt` file lists one '

@@ -15,7 +15,7 @@ import pandas as pd
 from scanner.core.atomic import write_text_atomic
 from scanner.core.records import ERROR_COLUMNS, FINDING_COLUMNS, REGISTRATION_COLUMNS, coerce
 from scanner.core.times import iso as format_time
-from scanner.report.appendix import write_appendix
+from scanner.report.appendix import GUIDELINES, write_appendix
 from scanner.report.csv_report import write_frame
 from scanner.report.problems import (
     certificate_facts,
@@ -65,7 +65,7 @@ def write_reports(
     files.update(write_appendix(out_dir, stats, findings, facts, suspects, ref))
     files["suspects.xlsx"] = write_xlsx(
         out_dir / "suspects.xlsx",
-        summary=summary,
+        summary={"appendix_format": GUIDELINES, **summary},
         stats=stats,
         problem_table=lambda code: code_table(code, findings, suspects),
         suspects=suspects,
@@ -77,6 +77,7 @@ def write_reports(
     files["summary.json"] = out_dir / "summary.json"
     document = dict(summary)
     document["report_as_of"] = format_time(ref)
+    document["appendix_format"] = GUIDELINES
     document["problems"] = stats.to_dict("records")
     document["report_files"] = sorted(files)  # paths relative to out_dir
     text = json.dumps(_jsonable(document), indent=2, allow_nan=False, default=_json_default)
