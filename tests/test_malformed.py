@@ -104,6 +104,9 @@ def test_the_wosign_certificate_scanned_is_one_malformed_finding_and_still_one_e
     [suspect] = first["suspects"]
     assert suspect["serial"] == "1d9d58a78aff02" and "malformed_certificate" in suspect["signals"]
     assert first["summary"]["findings"] == {"malformed_certificate": 1}
+    # the Parquet table a notebook reloads says how the certificate was read
+    [note] = load_scan(tmp_path / "r1").certs["parse_note"].tolist()
+    assert note == "ValueError: path_length must be None when ca is False"
     appendix = _rows(tmp_path / "r1" / "appendix" / "malformed_certificate.csv")
     assert len(appendix) == 1
     second = _scan(tmp_path / "certs", tmp_path / "r2")
