@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import hashlib
 import email.policy
 import json
 import os
@@ -12,7 +13,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from scanner.cli import main
 from tests.conftest import REPO
+from tests.loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
 from tests.synth import TestCA, der, new_key, pem, utc
 
 pytestmark = pytest.mark.slow
@@ -75,9 +77,7 @@ class Day:
         cert = self.ca.issue(serial=serial, not_before=T0 + timedelta(days=serial), days=90, cn=dns[0], org="Example SL",
                              dns=dns, ips=ips)
         (self.certs / f"{label}.pem").write_bytes(pem(cert))
-        from hashlib import sha256
-
-        self.sha[label] = sha256(der(cert)).hexdigest()
+        self.sha[label] = hashlib.sha256(der(cert)).hexdigest()
         if revoked_after is not None:
             self.revoked.append((serial, T0 + timedelta(days=serial) + revoked_after, None))
             self._write_crl()
@@ -201,6 +201,44 @@ def test_a_failing_hook_leaves_its_alerts_pending_and_the_next_round_sends_them(
         _round_pairs(day.rounds()[0]), {(day.sha["early2"], "early_revocation")}]
     assert main(day.argv("--alert-exec", hook)) == 0
     assert len(_calls(log)) == 2
+
+
+def test_rounds_over_crtsh_sql_alert_certificates_and_revocations_crtsh_gains_between_them(
+        certwatch_pg: CertwatchDB, tmp_path, monkeypatch):  # noqa: F811
+    hook, log = _hook(tmp_path, monkeypatch)
+    db = certwatch_pg
+    db.reset()
+    ca = TestCA(name="Watched Issuing CA")
+    ca_id = db.add_ca("C=XX, O=ctscan Test PKI, CN=Watched Issuing CA")
+    # recent enough that every window is within --refresh-days: crt.sh still gains certificates for them
+    day = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+
+    def issue(serial: int, hours: int) -> str:
+        cert = der(ca.issue(serial=serial, not_before=day + timedelta(hours=hours), days=90,
+                            cn=f"h{serial}.example.com", dns=[f"h{serial}.example.com"]))
+        db.add_certs(ca_id, [cert])
+        return hashlib.sha256(cert).hexdigest()
+
+    a, b = issue(100, 1), issue(101, 2)
+    db.revoke(ca_id, 100, day + timedelta(hours=6), 1)
+    argv = ["watch", "--once", "--source", "crtsh-sql", "--dsn", db.dsn, "--ca-id", str(ca_id),
+            "--since", (day - timedelta(days=1)).isoformat(), "--refresh-revocations", "--registration", "off",
+            "--store", str(tmp_path / "store.sqlite3"), "--cache", str(tmp_path / "cache"), "--retries", "1",
+            "--out", str(tmp_path / "out"), "-q", "--alert-exec", hook]
+    assert main(argv) == 0
+    assert [_pairs(c["doc"]["findings"]) for c in _calls(log)] == [{(a, "early_revocation")}]
+    assert _calls(log)[0]["doc"]["selection"]["ca_ids"] == [ca_id]
+
+    c = issue(102, 30)  # a new certificate, revoked early; and crt.sh sees the stored b revoked too
+    db.revoke(ca_id, 102, day + timedelta(hours=32), None)
+    db.revoke(ca_id, 101, day + timedelta(hours=20), 4)
+    assert main(argv) == 0
+    assert [_pairs(x["doc"]["findings"]) for x in _calls(log)][1:] == [
+        {(b, "early_revocation"), (c, "early_revocation")}]
+    assert main(argv) == 0
+    assert len(_calls(log)) == 2
+    latest = (tmp_path / "out" / "latest").resolve()
+    assert set(pd.read_parquet(latest / "certs.parquet")["sha256"]) == {a, b, c}
 
 
 class _Receiver:
