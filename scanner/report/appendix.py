@@ -6,7 +6,8 @@ own columns only to the right of "Revocation reason" so that automated parsers k
 guidelines allow for 10,000 or more certificates); and ``incident-summary.md`` for a Bugzilla comment.
 
 "Is revoked?" is filled as far as CT and the CRL can tell: "Yes" when a revocation is recorded,
-"N/A" when the certificate expired unrevoked, otherwise "Planned" -- a placeholder the CA must
+"N/A" when the certificate expired unrevoked or is a Short-lived Subscriber Certificate (BR 1.6.1,
+which BR 4.9.1.1 does not require revoking), otherwise "Planned" -- a placeholder the CA must
 edit (to "Delayed" where it applies) together with the planned "Revocation date", which this
 tool cannot know and writes as "N/A". The crt.sh link and hashes name the final certificate when
 one was seen, else the precertificate; the "Certificate SHA-256 hash" column stays empty when no
@@ -26,6 +27,8 @@ import pandas as pd
 
 from scanner.core.atomic import write_text_atomic
 from scanner.core.times import iso as format_time
+from scanner.detect.findings import human_duration
+from scanner.detect.rules import is_short_lived
 from scanner.report.csv_report import write_frame
 from scanner.report.problems import (
     EXPIRED,
@@ -56,7 +59,7 @@ APPENDIX_COLUMNS: tuple[str, ...] = (
 )
 
 #: Our own columns, only ever to the right of APPENDIX_COLUMNS.
-EXTRA_COLUMNS: tuple[str, ...] = ("Signals", "Score", "Evidence", "crt.sh URL")
+EXTRA_COLUMNS: tuple[str, ...] = ("Signals", "Score", "Evidence", "crt.sh URL", "Revocation latency")
 
 _IS_REVOKED = {REVOKED: "Yes", EXPIRED: "N/A"}
 _PLANNED = "Planned"
@@ -106,7 +109,8 @@ def appendix_frame(
             "Not after": f["not_after"].tolist(),
             "Serial #": f["serial"].tolist(),
             "dNSNames": f["dns_names"].tolist(),
-            "Is revoked?": [_IS_REVOKED.get(state, _PLANNED) for state in states],
+            "Is revoked?": [_IS_REVOKED.get(state, _NOT_APPLICABLE if short else _PLANNED)
+                            for state, short in zip(states, is_short_lived(f))],
             "Revocation date": [
                 format_time(t) if r else _NOT_APPLICABLE for t, r in zip(f["revoked_at"], revoked)
             ],
@@ -118,6 +122,10 @@ def appendix_frame(
             "Score": ours["score"].tolist(),
             "Evidence": [" | ".join(evidence[h]) for h in order],
             "crt.sh URL": [crtsh_url(h) for h in order],
+            "Revocation latency": [  # revocationDate - notBefore, as the BR deadlines count it
+                human_duration(t - nb) if r and pd.notna(nb) else ""
+                for t, nb, r in zip(f["revoked_at"], f["not_before"], revoked)
+            ],
         }
     )
     for name in ("Not before", "Not after"):
@@ -164,7 +172,8 @@ def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetim
             'precertificate with no final certificate has a row of its own with "Certificate SHA-256 '
             'hash" empty. '
             '"Is revoked?" says "Yes" where a revocation is recorded, "N/A" where the certificate expired '
-            'unrevoked, and "Planned" otherwise; the CA must confirm each "Planned" row (or change it to '
+            'unrevoked or is a Short-lived Subscriber Certificate, and "Planned" otherwise; the CA must '
+            'confirm each "Planned" row (or change it to '
             '"Delayed") and fill in the planned revocation date. The matching `.crtsh.txt` file lists one '
             "crt.sh link per certificate."
         ),
