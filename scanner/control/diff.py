@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from scanner.control.trends import side_by_side
 from scanner.core.atomic import write_text_atomic
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, coerce, crtsh_url
-from scanner.core.times import iso
+from scanner.core.times import iso, iso_column
 from scanner.detect.rates import rates_table
 from scanner.report.csv_report import write_frame
 from scanner.report.plots import duration_text
@@ -143,6 +143,9 @@ def _load(scan: Scan, label: str) -> _Scan:
         raise NotAScan(f"not a scan: {type(scan).__name__} (give a report folder or what load_scan returns)")
     certs = coerce(certs[[c for c in _CERT_FIELDS if c in certs.columns]], {k: CERT_COLUMNS[k] for k in _CERT_FIELDS})
     findings = coerce(findings, FINDING_COLUMNS)
+    # Hashes and codes as Python strings once: every set, map and join below would convert them again.
+    certs = certs.astype({c: "object" for c in ("sha256", "precert_sha256", "subject_o", "subject_cn")})
+    findings = findings.astype({c: "object" for c in ("sha256", "code", "name", "related_sha256")})
     as_of = pd.Timestamp(summary["report_as_of"]) if summary.get("report_as_of") else None
     side = ScanSide(label, as_of, len(certs), tuple(summary.get("partial_reasons") or ()), _window(summary))
     return _Scan(side, certs, findings)
@@ -155,20 +158,28 @@ def _same_keys(old: _Scan, new: _Scan) -> _Scan:
     if not alias:
         return old
     certs = old.certs.copy()
-    certs["sha256"] = certs["sha256"].astype("object").map(lambda h: alias.get(h, h)).astype("string")
+    certs["sha256"] = certs["sha256"].astype("object").map(lambda h: alias.get(h, h))
     findings = old.findings.copy()
     for column in ("sha256", "related_sha256"):
-        findings[column] = findings[column].astype("object").map(lambda h: alias.get(h, h)).astype("string")
+        findings[column] = findings[column].astype("object").map(lambda h: alias.get(h, h))
     return _Scan(old.side, certs, findings)
+
+
+def _joined(keys: list[Any], values: list[Any]) -> dict[Any, str]:
+    """Per key, its distinct non-empty values in order, comma-separated (plain Python: few values per key)."""
+    out: dict[Any, dict[str, None]] = {}
+    for key, value in zip(keys, values):
+        if isinstance(value, str) and value:
+            out.setdefault(key, {})[value] = None
+    return {key: ", ".join(found) for key, found in out.items()}
 
 
 def _pairs(findings: pd.DataFrame) -> pd.DataFrame:
     """One row per (sha256, code): the first finding's severity, evidence and paired certificate, every name."""
     f = findings.astype({c: "object" for c in ("sha256", "code", "name")})
-    names = f.groupby(["sha256", "code"], sort=False)["name"].agg(
-        lambda v: ", ".join(dict.fromkeys(n for n in v if isinstance(n, str) and n)))
+    names = _joined(list(zip(f["sha256"], f["code"])), f["name"].tolist())
     first = f.drop_duplicates(["sha256", "code"]).set_index(["sha256", "code"])
-    first["name"] = names
+    first["name"] = [names.get(key, "") for key in first.index]
     return first[["severity", "name", "related_sha256", "evidence"]]
 
 
@@ -188,31 +199,48 @@ def _frame(kind: str, rows: pd.DataFrame, subjects: pd.Series) -> pd.DataFrame:
     return coerce(rows.reindex(columns=list(DIFF_COLUMNS)), DIFF_COLUMNS)
 
 
+def _codes_by_cert(pairs: pd.DataFrame) -> dict[str, str]:
+    return _joined(pairs.index.get_level_values("sha256").tolist(), pairs.index.get_level_values("code").tolist())
+
+
+def _by_sha(certs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    unique = certs.drop_duplicates("sha256")
+    return unique.set_index(unique["sha256"].astype("object"))[columns]
+
+
+def _text(times: pd.Series) -> pd.Series:
+    """Times as ISO text in an object column (so that prefixing text works on an empty one too)."""
+    return pd.Series(iso_column(times), index=times.index, dtype="object")
+
+
 def _no_longer(old: _Scan, new: _Scan, old_pairs: pd.DataFrame, new_pairs: pd.DataFrame) -> pd.DataFrame:
     """Old suspects that are not live suspects any more, each with why: signal gone, revoked since, expired."""
-    old_codes = old_pairs.reset_index().groupby("sha256", sort=False)["code"].agg(", ".join)
-    new_codes = new_pairs.reset_index().groupby("sha256", sort=False)["code"].agg(", ".join)
-    was = old.certs.drop_duplicates("sha256").set_index(old.certs["sha256"].drop_duplicates().astype("object"))
-    now = new.certs.drop_duplicates("sha256").set_index(new.certs["sha256"].drop_duplicates().astype("object"))
-    out = []
-    for sha, codes in old_codes.items():
-        if sha not in now.index:
-            out.append((sha, codes, "not in the new scan's selection", codes, ""))
-            continue
-        if sha not in new_codes.index:
-            out.append((sha, codes, f"signal gone: {codes} no longer found", codes, ""))
-            continue
-        revoked_then = was["revoked_at"].get(sha, pd.NaT)
-        revoked_now = now.at[sha, "revoked_at"]
-        if pd.isna(revoked_then) and pd.notna(revoked_now):
-            out.append((sha, new_codes[sha], f"revoked since: {iso(revoked_now)}", "", iso(revoked_now)))
-            continue
-        not_after = now.at[sha, "not_after"]
-        expired_now = new.side.as_of is not None and pd.notna(not_after) and not_after <= new.side.as_of
-        expired_then = old.side.as_of is not None and pd.notna(not_after) and not_after <= old.side.as_of
-        if expired_now and not expired_then:
-            out.append((sha, new_codes[sha], f"expired: notAfter {iso(not_after)}", "", iso(not_after)))
-    return pd.DataFrame(out, columns=["sha256", "code", "reason", "old_value", "new_value"])
+    old_codes, new_codes = _codes_by_cert(old_pairs), _codes_by_cert(new_pairs)
+    frame = pd.DataFrame({"sha256": list(old_codes), "old_codes": list(old_codes.values())})
+    frame = frame.join(_by_sha(old.certs, ["revoked_at"]).rename(columns={"revoked_at": "revoked_then"}), on="sha256")
+    now = _by_sha(new.certs, ["revoked_at", "not_after"])
+    frame = frame.join(now, on="sha256")
+    frame["new_codes"] = frame["sha256"].map(new_codes)
+    absent = ~frame["sha256"].isin(now.index)
+    gone = ~absent & frame["new_codes"].isna()
+    revoked = ~absent & ~gone & frame["revoked_then"].isna() & frame["revoked_at"].notna()
+    after = frame["not_after"]
+    expired = ~absent & ~gone & ~revoked & after.notna()
+    expired &= (after <= new.side.as_of) if new.side.as_of is not None else False
+    if old.side.as_of is not None:
+        expired &= ~(after <= old.side.as_of)
+    parts = [
+        frame[absent].assign(code=lambda f: f["old_codes"], reason="not in the new scan's selection",
+                             old_value=lambda f: f["old_codes"], new_value=""),
+        frame[gone].assign(code=lambda f: f["old_codes"], reason=lambda f: "signal gone: " + f["old_codes"]
+                           + " no longer found", old_value=lambda f: f["old_codes"], new_value=""),
+        frame[revoked].assign(code=lambda f: f["new_codes"], new_value=lambda f: _text(f["revoked_at"]),
+                              reason=lambda f: "revoked since: " + f["new_value"], old_value=""),
+        frame[expired].assign(code=lambda f: f["new_codes"], new_value=lambda f: _text(f["not_after"]),
+                              reason=lambda f: "expired: notAfter " + f["new_value"], old_value=""),
+    ]
+    columns = ["sha256", "code", "reason", "old_value", "new_value"]
+    return pd.concat([p[columns] for p in parts], ignore_index=True)
 
 
 def _status_of(scan: _Scan, pairs: pd.DataFrame) -> pd.DataFrame:

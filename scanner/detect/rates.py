@@ -34,7 +34,8 @@ def rates_table(certs: pd.DataFrame, findings: pd.DataFrame, window: timedelta =
     not_before = pd.to_datetime(certs["not_before"], utc=True)
     latency = pd.to_datetime(certs["revoked_at"], utc=True) - not_before
     revoked = latency.notna()
-    month = not_before.dt.tz_convert(None).dt.to_period("M").astype("string").fillna("unknown")
+    # year * 100 + month as a number: grouping on it is many times faster than on Period or text labels
+    month = (not_before.dt.year * 100 + not_before.dt.month).fillna(-1).astype("int64")
     base = pd.DataFrame({
         "period": month.to_numpy(),
         "issued": 1,
@@ -42,17 +43,17 @@ def rates_table(certs: pd.DataFrame, findings: pd.DataFrame, window: timedelta =
         "revoked_within_24h": (revoked & (latency <= DAY)).to_numpy(dtype=bool),
         "revoked_within_5d": (revoked & (latency <= FIVE_DAYS)).to_numpy(dtype=bool),
         "revoked_within_window": (revoked & (latency <= window)).to_numpy(dtype=bool),
-    }, index=certs["sha256"].astype("object").to_numpy())
+    })
     pairs = findings[["sha256", "code"]].astype("object").drop_duplicates()
-    codes = [c for c in FINDING_CODES if c in set(pairs["code"])] + sorted(set(pairs["code"]) - set(FINDING_CODES))
-    flagged = pd.DataFrame(False, index=base.index, columns=codes)
-    if codes:
-        flagged = pd.crosstab(pairs["sha256"], pairs["code"]).reindex(index=base.index, columns=codes,
-                                                                      fill_value=0) > 0
-    base["reissue_pairs"] = (flagged["revoke_reissue"] if "revoke_reissue" in flagged else False)
+    present = set(pairs["code"])
+    codes = [c for c in FINDING_CODES if c in present] + sorted(present - set(FINDING_CODES))
+    sha = certs["sha256"].astype("object")
+    by_code = pairs.groupby("code", sort=False)["sha256"]
     for code in codes:
-        base[code] = flagged[code].to_numpy()
+        base[code] = sha.isin(set(by_code.get_group(code))).to_numpy()
+    base["reissue_pairs"] = base["revoke_reissue"] if "revoke_reissue" in base else False
     sums = base.groupby("period", sort=True).sum(numeric_only=True)
+    sums.index = [f"{p // 100:04d}-{p % 100:02d}" if p >= 0 else "unknown" for p in sums.index]
     sums.loc[ALL] = base.drop(columns="period").sum()
     sums = sums.reindex([ALL] + [p for p in sums.index if p != ALL]).astype("int64")
     out = sums[list(COUNT_COLUMNS)].copy()
