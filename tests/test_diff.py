@@ -214,3 +214,19 @@ def test_revocation_rates_count_each_threshold_inclusively(test_ca):
     assert table.loc["all", "issued"] == 8 and table.loc["2024-04", "revoked"] == 0
     # one certificate with two early_revocation names counts once: 1 of 8, 1 of 7, 0 of 1
     assert table["early_revocation_per_1000"].tolist() == [125.0, round(1000 / 7, 3), 0.0]
+
+
+def test_a_precertificate_whose_certificate_appears_later_is_the_same_certificate(tmp_path):
+    only_pre = tmp_path / "certs"
+    shutil.copytree(SAMPLE / "certs", only_pre)
+    (only_pre / "cuatis.der").unlink()  # the old scan saw only mail.cuatis.net's precertificate
+    answers = SAMPLE / "registrations.csv"
+    crl = SAMPLE / "crl" / "sample-ca.crl"
+    for name, certs in (("old", only_pre), ("new", SAMPLE / "certs")):
+        assert main(["scan", str(certs), "--crl", str(crl), "--registry-answers", str(answers), "--offline",
+                     "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / name), "-q"]) == 0
+    old, new = load_scan(tmp_path / "old").certs, load_scan(tmp_path / "new").certs
+    assert set(old["sha256"]) != set(new["sha256"])  # the row's hash moved from the precertificate to the certificate
+    diff = diff_scans(tmp_path / "old", tmp_path / "new")
+    assert diff.of_kind("new_certificate").empty
+    assert diff.of_kind("new_suspect").empty and diff.of_kind("signal_removed").empty

@@ -20,6 +20,7 @@ from scanner.detect.rates import rates_table
 from scanner.report.csv_report import write_frame
 from scanner.report.plots import duration_text
 from scanner.report.xlsx_report import write_sheets_workbook
+from scanner.scale.columnar import read_parquet
 
 #: Every kind of change, in the order diff.csv, diff.xlsx and diff.md list them, with its sheet title.
 DIFF_KINDS: dict[str, str] = {
@@ -129,8 +130,6 @@ def _load(scan: Scan, label: str) -> _Scan:
         try:
             summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
             certs = _read_certs(folder / "certs.parquet")
-            from scanner.scale.columnar import read_parquet
-
             findings = read_parquet(folder / "findings.parquet", FINDING_COLUMNS)
         except (ValueError, OSError, KeyError) as exc:  # pyarrow's errors are ValueError/OSError subclasses
             raise NotAScan(f"{folder}: its scan tables cannot be read ({exc}); rescan into a fresh folder") from exc
@@ -157,11 +156,13 @@ def _same_keys(old: _Scan, new: _Scan) -> _Scan:
     alias = dict(zip(pre["precert_sha256"].astype("object"), pre["sha256"].astype("object")))
     if not alias:
         return old
-    certs = old.certs.copy()
-    certs["sha256"] = certs["sha256"].astype("object").map(lambda h: alias.get(h, h))
-    findings = old.findings.copy()
-    for column in ("sha256", "related_sha256"):
-        findings[column] = findings[column].astype("object").map(lambda h: alias.get(h, h))
+    def renamed(hashes: pd.Series) -> pd.Series:
+        mapped = hashes.map(alias)
+        return mapped.where(mapped.notna(), hashes)
+
+    certs = old.certs.assign(sha256=lambda c: renamed(c["sha256"]))
+    findings = old.findings.assign(sha256=lambda f: renamed(f["sha256"]),
+                                   related_sha256=lambda f: renamed(f["related_sha256"]))
     return _Scan(old.side, certs, findings)
 
 
