@@ -289,3 +289,26 @@ def test_a_max_crl_bytes_that_is_no_size_is_a_usage_error(tmp_path, value, capsy
 
     assert main(["scan", str(tmp_path), "--max-crl-bytes", value, "--out", str(tmp_path / "o")]) == 2
     assert "--max-crl-bytes" in capsys.readouterr().err
+
+
+# --- crt.sh JSON: an answer that is no answer ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("length_huge", "crt.sh answer declared 10.0 GiB (Content-Length)"),
+    ("deep_json", "nested deeper than"),
+    ("drip", "crt.sh answer not complete within the 9 s deadline"),
+    ("redirect_file", "not fetched: file scheme"),
+])
+def test_a_hostile_crtsh_answer_is_an_error_row_naming_the_limit_and_the_search(tmp_path, fault, message):
+    from scanner.sources import crtsh_json
+
+    with HostileServer(default=fault, drip_gap=0.05) as srv:  # each byte inside the 0.1 s read timeout
+        options = crtsh_json.CrtshJsonOptions(identities=("cualtis.net",), url=srv.url("/"), rate=0,
+                                              timeout=0.1, retries=1)
+        start = time.monotonic()
+        items = list(crtsh_json.read(options, store=tmp_path / "store.sqlite"))
+        took = time.monotonic() - start
+    errors = [i for i in items if isinstance(i, SourceError)]
+    assert errors and any(message in e.error for e in errors), errors
+    assert took < 40
