@@ -68,34 +68,34 @@ class AlertPolicy:
         if self.min_severity is not None and self.min_severity not in SEVERITIES:
             raise ConfigError(f"--min-severity must be one of {', '.join(SEVERITIES)}, not {self.min_severity!r}")
 
-    def selects(self, code: str, severity: str) -> bool:
-        """True when a finding of this code and severity alerts."""
+    def selects(self, findings: pd.DataFrame) -> pd.Series:
+        """A boolean mask of the findings (code and severity columns) that alert."""
+        codes, severity = findings["code"].astype(str), findings["severity"].astype(str)
         if not self.codes and self.min_severity is None:
-            return severity == "high" or code in ALWAYS_BY_DEFAULT
-        by_code = not self.codes or code in self.codes
-        by_severity = self.min_severity is None or _rank(severity) >= _rank(self.min_severity)
-        return by_code and by_severity
-
-
-def _rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+            return (severity == "high") | codes.isin(ALWAYS_BY_DEFAULT)
+        mask = pd.Series(True, index=findings.index)
+        if self.codes:
+            mask &= codes.isin(self.codes)
+        if self.min_severity is not None:
+            mask &= severity.isin(SEVERITIES[SEVERITIES.index(self.min_severity):])
+        return mask
 
 
 def alert_findings(findings: pd.DataFrame, policy: AlertPolicy) -> list[dict[str, str]]:
     """The findings that alert, one per (sha256, code) pair, as the alert JSON's finding objects."""
     if findings.empty:
         return []
-    keep = [policy.selects(c, s) for c, s in zip(findings["code"].astype(str), findings["severity"].astype(str))]
-    chosen = findings[keep]
-    out: list[dict[str, str]] = []
-    for (sha256, code), rows in chosen.groupby(["sha256", "code"], sort=True):
-        # several rows of one pair (one per SAN name): one alert carrying every distinct evidence
-        evidence = list(dict.fromkeys(e for e in rows["evidence"].fillna("").astype(str) if e))
-        related = [r for r in rows["related_sha256"].fillna("").astype(str) if r]
-        out.append({"sha256": str(sha256), "crtsh_url": crtsh_url(str(sha256)), "code": str(code),
-                    "severity": str(rows["severity"].iloc[0]), "evidence": "; ".join(evidence),
-                    "related_sha256": related[0] if related else ""})
-    return out
+    columns = ["sha256", "code", "severity", "evidence", "related_sha256"]
+    chosen = findings.loc[policy.selects(findings), columns].astype("object").fillna("").astype(str)
+    # several rows of one pair (one per SAN name): one alert carrying each distinct evidence once
+    chosen = chosen.drop_duplicates(["sha256", "code", "evidence"])
+    pairs = chosen.groupby(["sha256", "code"], sort=True).agg(
+        severity=("severity", "first"),
+        evidence=("evidence", lambda s: "; ".join(e for e in s if e)),
+        related_sha256=("related_sha256", "max"),  # the pair's paired certificate, '' only when it has none
+    ).reset_index()
+    pairs.insert(1, "crtsh_url", [crtsh_url(s) for s in pairs["sha256"]])
+    return pairs.to_dict("records")
 
 
 def selection(config: Config) -> dict[str, Any]:

@@ -101,7 +101,11 @@ def run_round(config: Config, options: WatchOptions, *, now: datetime | None = N
     result = run(replace(config, out_dir=folder))
     reasons = list(result.summary.get("partial_reasons") or [])
     if previous is not None:
-        write_diff(diff_scans(previous, folder), folder)
+        try:
+            write_diff(diff_scans(previous, folder), folder)
+        except Exception as exc:  # noqa: BLE001  a diff that fails must not stop latest moving and alerts going
+            log.debug("diff failed", exc_info=True)
+            reasons.append(f"no diff against the previous round {previous.name}: {exc}")
     point_latest(base, folder)
 
     channels = options.channels(config)
