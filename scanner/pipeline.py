@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from scanner.core.config import Config
 from scanner.core.records import ERROR_COLUMNS, ErrorRecord, frame_from_rows
+from scanner.core.times import iso
 from scanner.detect.rates import rates_summary, rates_table
 from scanner.detect.run import run_detectors, sort_findings
 from scanner.detect.score import build_suspects
@@ -200,7 +201,7 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
     crl_infos, revocations, crl_errors = read_crl_files(config.crl_files)
     state.errors.extend(crl_errors)
     certs = apply_revocations(certs, revocations)
-    state.revocation_data += [f"CRL {i.source}: {i.entries} entries, thisUpdate {i.this_update:%Y-%m-%dT%H:%M:%SZ}"
+    state.revocation_data += [f"CRL {i.source}: {i.entries} entries, thisUpdate {iso(i.this_update)}"
                               for i in crl_infos]
     if not certs.empty:
         state.notices += [f"CRL {i.source} (issuer {i.issuer_dn}) is not from the issuer of any scanned certificate, "

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scanner.core.times import iso
+
 REGISTRATION_MODES = ("auto", "rdap", "whois", "dns", "off")
 SOURCES = ("files", "crtsh-sql", "crtsh-json", "store", "ct")
 
@@ -177,8 +179,8 @@ class Config:
             raise ConfigError(f"--ca-id must be a crt.sh CA id (1 or more, or -1 for crt.sh's 'Issuer Not "
                               f"Found'), not {bad_ids[0]}")
         if self.since is not None and self.until is not None and self.since >= self.until:
-            raise ConfigError(f"--since ({self.since:%Y-%m-%d %H:%M:%S}) must be before --until "
-                              f"({self.until:%Y-%m-%d %H:%M:%S}): notBefore >= since and < until selects nothing")
+            raise ConfigError(f"--since ({iso(self.since)}) must be before --until "
+                              f"({iso(self.until)}): notBefore >= since and < until selects nothing")
         if self.log_start is not None and self.log_end is not None and self.log_start >= self.log_end:
             raise ConfigError(f"--start ({self.log_start}) must be less than --end ({self.log_end}), "
                               "the index to stop before")

@@ -30,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from scanner.core.config import Config
 from scanner.core.net import RetryableError, retrying
+from scanner.core.times import iso
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 from scanner.sources.store import CertStore, opened_store
 
@@ -342,7 +343,7 @@ def read(
     now = now or _utcnow()
     since, until = resolve_range(options.since, options.until, now)
     if options.since is None:
-        yield SourceNotice(f"no --since given: scanning notBefore from {since:%Y-%m-%d %H:%M} UTC "
+        yield SourceNotice(f"no --since given: scanning notBefore from {iso(since)} "
                            "(every certificate that can still be unexpired)")
     ca_ids = list(options.ca_ids)
     with opened_store(store) as certs:
@@ -380,7 +381,7 @@ def _walk(options: CrtshSqlOptions, store: CertStore, fetcher: _Fetcher, ca_ids:
     stale = [w for w in windows if w[1] > refresh_from and w[0] < until and since < w[1]]
     if stale and options.offline:
         done = windows  # offline, what was fetched before is the best there is
-        yield SourceNotice(f"offline: {len(stale)} crt.sh SQL window(s) ending after {refresh_from:%Y-%m-%d %H:%M} "
+        yield SourceNotice(f"offline: {len(stale)} crt.sh SQL window(s) ending after {iso(refresh_from)} "
                            "were served from the store without re-reading crt.sh")
     refresh_revocations = options.refresh_revocations
     if refresh_revocations and options.offline:
@@ -399,7 +400,7 @@ def _walk(options: CrtshSqlOptions, store: CertStore, fetcher: _Fetcher, ca_ids:
                     refresh_revocations = False
                     yield SourceError(SOURCE, f"{fetcher.where} crl_revoked",
                                       f"crt.sh revocations could not be re-read: {exc}; the stored ones are reported")
-                    yield SourceNotice(f"--refresh-revocations stopped at notBefore {cursor:%Y-%m-%d %H:%M}: {exc}",
+                    yield SourceNotice(f"--refresh-revocations stopped at notBefore {iso(cursor)}: {exc}",
                                        partial=True)
             for raw in store.iter_raw(ca_ids=ca_ids, not_before_from=cursor, not_before_to=end):
                 served += 1
@@ -412,7 +413,7 @@ def _walk(options: CrtshSqlOptions, store: CertStore, fetcher: _Fetcher, ca_ids:
         where = f"{fetcher.where} ca_id={','.join(map(str, ca_ids))} notBefore [{cursor.isoformat()}, {end.isoformat()})"
         if options.offline:
             yield SourceError(SOURCE, where, "offline: this window is not in the local store; run without --offline")
-            yield SourceNotice(f"crt.sh SQL window {cursor:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} was skipped "
+            yield SourceNotice(f"crt.sh SQL window {iso(cursor)}..{iso(end)} was skipped "
                                "(offline, not in the store)", partial=True)
             cursor = end
             continue
@@ -435,11 +436,11 @@ def _walk(options: CrtshSqlOptions, store: CertStore, fetcher: _Fetcher, ca_ids:
                 served += yield from _serve_stored(store, ca_ids, cursor, end, handed)
             if exc.fatal:
                 dead = exc
-                yield SourceNotice(f"crt.sh SQL fetch stopped at notBefore {cursor:%Y-%m-%d %H:%M}: {exc}; "
-                                   f"nothing from there to {until:%Y-%m-%d %H:%M} was fetched (what the store holds is reported)",
+                yield SourceNotice(f"crt.sh SQL fetch stopped at notBefore {iso(cursor)}: {exc}; "
+                                   f"nothing from there to {iso(until)} was fetched (what the store holds is reported)",
                                    partial=True)
             else:
-                yield SourceNotice(f"crt.sh SQL window notBefore {cursor:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} "
+                yield SourceNotice(f"crt.sh SQL window notBefore {iso(cursor)}..{iso(end)} "
                                    f"failed and is {'only as an earlier run stored it' if refetch else 'missing'} "
                                    f"in this run ({exc})", partial=True)
             cursor = end
