@@ -63,7 +63,11 @@ def _issuer_key_id(crl: x509.CertificateRevocationList) -> str:
 
 
 def _reason(entry: x509.RevokedCertificate) -> str:
-    """The entry's reasonCode name; a code cryptography cannot read (e.g. 7, unused) keeps the revocation."""
+    """The entry's reasonCode name, "" when it has none; a code cryptography cannot read (e.g. 7) keeps the revocation.
+
+    unspecified (0) present stays "unspecified", apart from "" (absent): BR 7.2.2 forbids the first
+    since 2023-07-15 and makes the second the way to say unspecified (detect.rules).
+    """
     try:
         extensions = entry.extensions
     except ValueError as exc:
