@@ -413,10 +413,20 @@ class CertStore:
         """Make the pairs (finding["sha256"], finding["code"]) this channel has never had pending, in one new
         delivery, in one transaction; returns how many were new (0: no delivery is made)."""
         with self._transaction():
+            # The pairs are matched first as bare keys, so a round with nothing new encodes no finding.
+            self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS alert_round (sha256 TEXT, code TEXT, "
+                               "PRIMARY KEY (sha256, code)) WITHOUT ROWID")
+            self._conn.execute("DELETE FROM temp.alert_round")
+            self._conn.executemany("INSERT OR IGNORE INTO temp.alert_round VALUES (?, ?)",
+                                   [(f["sha256"], f["code"]) for f in findings])
+            fresh = set(self._conn.execute(
+                "SELECT sha256, code FROM temp.alert_round r WHERE NOT EXISTS (SELECT 1 FROM alert_pairs p "
+                "WHERE p.channel = ? AND p.sha256 = r.sha256 AND p.code = r.code)", (channel,)))
             before = self._conn.total_changes
             self._conn.executemany(
                 "INSERT OR IGNORE INTO alert_pairs (channel, sha256, code, delivery, finding) VALUES (?, ?, ?, ?, ?)",
-                [(channel, f["sha256"], f["code"], delivery, json.dumps(f, sort_keys=True)) for f in findings])
+                [(channel, f["sha256"], f["code"], delivery, json.dumps(f, sort_keys=True)) for f in findings
+                 if (f["sha256"], f["code"]) in fresh])
             new = self._conn.total_changes - before
             if new:
                 self._conn.execute("INSERT INTO alert_deliveries (delivery, channel, round) VALUES (?, ?, ?)",
