@@ -418,3 +418,28 @@ def test_watch_usage_errors_exit_2_with_a_message(extra, tmp_path, capsys):
     assert main(["watch", str(SAMPLE / "certs"), "--out", str(tmp_path / "out"), *extra]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_watch_every_runs_round_after_round_each_diffed_against_the_one_before(day, tmp_path, monkeypatch):
+    from scanner.cli import build_parser, config_from_args
+    from scanner.control.watch import RoundResult, WatchOptions, watch
+
+    hook, log = _hook(tmp_path, monkeypatch)
+    _morning(day)
+    args = build_parser().parse_args(day.argv("--alert-exec", hook))
+    stop = threading.Event()
+    seen: list[RoundResult] = []
+
+    def after(result: RoundResult) -> None:
+        seen.append(result)
+        if len(seen) == 1:
+            _afternoon(day)  # issued while the control sleeps between rounds
+        else:
+            stop.set()
+
+    options = WatchOptions(every=timedelta(seconds=0.1), alert_exec=(hook,))
+    assert watch(config_from_args(args), options, stop=stop, on_round=after) == 0
+    assert [r.folder for r in seen] == day.rounds() and day.latest() == seen[1].folder
+    assert seen[1].alerts["previous_round"] == seen[0].folder.name
+    assert day.sha["early2"] in set(pd.read_csv(seen[1].folder / "diff.csv")["sha256"])
+    assert [_pairs(c["doc"]["findings"]) for c in _calls(log)][1:] == [{(day.sha["early2"], "early_revocation")}]
