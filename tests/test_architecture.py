@@ -65,6 +65,8 @@ def stage_of(module: str) -> str:
 
 def package_of(module: str) -> str:
     rel = Path(*module.split(".")[1:])
+    if len(rel.parts) == 1 and stage_of(module) in RANKS:
+        return module  # pipeline.py and cli.py are ranked stages of their own, not the package root's modules
     return module if (PACKAGE / rel / "__init__.py").is_file() else module.rpartition(".")[0]
 
 
