@@ -6,7 +6,8 @@ import pandas as pd
 
 from scanner.core.records import CERT_COLUMNS, coerce
 
-_FILL_FROM_PRECERT = ("revoked_at", "revocation_reason", "revocation_source", "crtsh_id", "issuer_ca_id")
+_FILL_FROM_PRECERT = ("revoked_at", "revocation_reason", "revocation_source", "crtsh_id", "issuer_ca_id",
+                      "parse_note")  # a malformed precertificate stays a finding when merged
 
 
 def pair_key(certs: pd.DataFrame) -> pd.Series:
