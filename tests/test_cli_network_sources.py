@@ -115,7 +115,8 @@ def revocation_world(tmp_path):
         certs = tmp_path / "certs"
         certs.mkdir()
         for serial in (1, 2, 3):
-            c = ca.issue(serial=serial, not_before=NOW - timedelta(days=30), dns=[f"s{serial}.example.com"],
+            # 90 days: within the validity limit of the day (SC-081), so only revocation can make them suspects
+            c = ca.issue(serial=serial, not_before=NOW - timedelta(days=30), days=90, dns=[f"s{serial}.example.com"],
                          ocsp_url=server.url, crl_url=server.file_url("/ca.crl"),
                          ca_issuers_url=server.file_url("/ca.der"))
             (certs / f"{serial}.pem").write_bytes(pem(c))
