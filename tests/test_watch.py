@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -443,3 +444,24 @@ def test_watch_every_runs_round_after_round_each_diffed_against_the_one_before(d
     assert seen[1].alerts["previous_round"] == seen[0].folder.name
     assert day.sha["early2"] in set(pd.read_csv(seen[1].folder / "diff.csv")["sha256"])
     assert [_pairs(c["doc"]["findings"]) for c in _calls(log)][1:] == [{(day.sha["early2"], "early_revocation")}]
+
+
+def test_a_round_killed_while_writing_its_reports_then_rerun_alerts_everything_once(day, tmp_path, monkeypatch):
+    hook, log = _hook(tmp_path, monkeypatch)
+    _morning(day)
+    argv = [sys.executable, "-m", "scanner.cli", *day.argv("--alert-exec", hook)]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # the round's folder appears when its reports start being written: kill -9 right then
+        while proc.poll() is None and not (day.out.exists() and any(p.is_dir() for p in day.out.iterdir())):
+            time.sleep(0.005)
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not _calls(log)
+    assert _ctscan(day.argv("--alert-exec", hook), dict(os.environ)).returncode == 0
+    assert _ctscan(day.argv("--alert-exec", hook), dict(os.environ)).returncode == 0
+    calls = _calls(log)
+    assert len(calls) == 1
+    assert _pairs(calls[0]["doc"]["findings"]) == _round_pairs(day.latest())
+    assert (day.latest() / "alerts.json").is_file()
