@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -53,9 +53,18 @@ DIFF_COLUMNS: dict[str, str] = {
 _CERT_FIELDS = ("sha256", "cert_sha256", "precert_sha256", "subject_o", "subject_cn", "not_before", "not_after",
                 "revoked_at")
 _DEFAULT_WINDOW = timedelta(days=7)
+
+
+class Tables(Protocol):
+    """A scan's tables as attributes, as scanner.pipeline.ScanResult holds them (summary optional)."""
+
+    certs: pd.DataFrame
+    findings: pd.DataFrame
+
+
 #: What diff_scans compares: a report folder, a ScanResult (scanner.pipeline.load_scan or run), or a mapping
 #: with "certs", "findings" and optionally "summary".
-Scan = Path | str | Mapping[str, Any] | Any
+Scan = Path | str | Mapping[str, Any] | Tables
 
 
 class NotAScan(ValueError):
