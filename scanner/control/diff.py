@@ -15,10 +15,9 @@ import pyarrow.parquet as pq
 from scanner.control.trends import side_by_side
 from scanner.core.atomic import write_text_atomic
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, coerce, crtsh_url
-from scanner.core.times import iso, iso_column
+from scanner.core.times import duration_text, iso, iso_column
 from scanner.detect.rates import rates_table
 from scanner.report.csv_report import write_frame
-from scanner.report.plots import duration_text
 from scanner.report.xlsx_report import write_sheets_workbook
 from scanner.scale.columnar import read_parquet
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
@@ -44,3 +44,23 @@ def store_text(value: datetime | None) -> str | None:
     if value is None:
         return None
     return utc(value).replace(tzinfo=None).strftime(STORE_FORMAT)
+
+
+def human_duration(delta: pd.Timedelta | timedelta) -> str:
+    """'4.6 hours', '23 minutes', '3.0 days' (signed): the unit a reader of an incident report expects."""
+    return _duration(delta.total_seconds(), ("minutes", "hours", "days"), signed=True)
+
+
+def duration_text(hours: float) -> str:
+    """The short form for labels and summaries: '23 min', '4.6 h', '3.2 days' (unsigned)."""
+    return _duration(float(hours) * 3600, ("min", "h", "days"), signed=False)
+
+
+def _duration(seconds: float, units: tuple[str, str, str], *, signed: bool) -> str:
+    sign = "-" if signed and seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds < 3600:
+        return f"{sign}{seconds / 60:.0f} {units[0]}"
+    if seconds < 48 * 3600:
+        return f"{sign}{seconds / 3600:.1f} {units[1]}"
+    return f"{sign}{seconds / 86400:.1f} {units[2]}"

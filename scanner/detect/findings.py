@@ -21,15 +21,3 @@ def as_json(detail: dict[str, Any]) -> str:
     return json.dumps(detail, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def human_duration(delta: pd.Timedelta) -> str:
-    """'4.6 hours', '23 minutes', '3.0 days': the unit a reader of an incident report expects."""
-    seconds = delta.total_seconds()
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    if seconds < 3600:
-        return f"{sign}{seconds / 60:.0f} minutes"
-    if seconds < 48 * 3600:
-        return f"{sign}{seconds / 3600:.1f} hours"
-    return f"{sign}{seconds / 86400:.1f} days"
-
-

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from scanner.core.records import Finding
-from scanner.core.times import iso
-from scanner.detect.findings import as_json, findings_frame, human_duration
+from scanner.core.times import human_duration, iso
+from scanner.detect.findings import as_json, findings_frame
 from scanner.parse.domains import PUBLIC
 
 

@@ -10,8 +10,8 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from scanner.core.records import Finding
-from scanner.core.times import iso
-from scanner.detect.findings import as_json, findings_frame, human_duration
+from scanner.core.times import human_duration, iso
+from scanner.detect.findings import as_json, findings_frame
 from scanner.detect.rules import KEY_COMPROMISE, is_short_lived
 from scanner.enrich.subscribers import MIN_LABEL, comparison_key, domain_typo, organisation_keys
 from scanner.parse.domains import Classified, classifier, classify_name

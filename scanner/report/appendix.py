@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from scanner.core.atomic import write_text_atomic
+from scanner.core.times import human_duration
 from scanner.core.times import iso as format_time
-from scanner.detect.findings import human_duration
 from scanner.detect.rules import is_short_lived
 from scanner.report.csv_report import write_frame
 from scanner.report.problems import (

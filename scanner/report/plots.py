@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from scanner.core.atomic import atomic_path
 from scanner.core.records import FINDING_CODES
+from scanner.core.times import duration_text
 from scanner.enrich.subscribers import subscriber_keys
 
 #: Report-relative file names of the plots, in the order write_plots draws them.
@@ -173,16 +174,6 @@ def monthly_counts(certs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
     table = table[order].astype("int64")
     table.columns.name = "code"
     return table
-
-
-def duration_text(hours: float) -> str:
-    """A short human duration: '23 min', '4.6 h', '3.2 days'."""
-    h = abs(float(hours))
-    if h < 1:
-        return f"{h * 60:.0f} min"
-    if h < 48:
-        return f"{h:.1f} h"
-    return f"{h / 24:.1f} days"
 
 
 def pair_timing(not_before: pd.Timestamp, revoked_at: pd.Timestamp, reissued: pd.Timestamp) -> str:
