@@ -312,3 +312,18 @@ def test_a_hostile_crtsh_answer_is_an_error_row_naming_the_limit_and_the_search(
     errors = [i for i in items if isinstance(i, SourceError)]
     assert errors and any(message in e.error for e in errors), errors
     assert took < 40
+
+
+def test_a_tile_stored_gzipped_is_inflated_within_the_tile_cap_and_a_bomb_of_one_is_refused():
+    # Served without Content-Encoding, so only maybe_gunzip stands between the tile and memory.
+    import gzip
+
+    from scanner.core.net import FetchError
+    from scanner.sources.ct.context import maybe_gunzip
+
+    tile = b"leaf" * 1000
+    assert maybe_gunzip(gzip.compress(tile[:2000]) + gzip.compress(tile[2000:])) == tile  # two members
+    cut = gzip.compress(tile)[:-12]
+    assert maybe_gunzip(cut) == cut  # cut short: the bytes as they came, for the leaf parser to refuse
+    with pytest.raises(FetchError, match="stored gzip tile inflates past the 1.0 MiB limit"):
+        maybe_gunzip(gzip.compress(b"\0" * (4 << 20)), url="http://log.test/tile/data/000", max_bytes=1 << 20)

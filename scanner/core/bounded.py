@@ -77,9 +77,6 @@ _CHUNK = 64 * KiB
 class BoundExceeded(Exception):
     """An answer broke one of its limits (size, deadline, redirects, scheme); the message says which and what came."""
 
-    def __init__(self, message: str, *, received: int = 0) -> None:
-        super().__init__(message)
-        self.received = received
 
 
 def limit(kind: str, *, max_bytes: int | None = None) -> Limit:
@@ -268,19 +265,29 @@ def _check_scheme(url: str) -> None:
 
 def _late(bound: Limit, seconds: float, received: int) -> BoundExceeded:
     return BoundExceeded(f"{bound.what} not complete within the {seconds:g} s deadline "
-                         f"({size_text(received)} received)", received=received)
+                         f"({size_text(received)} received)")
+
+
+def _declared_too_large(bound: Limit, declared: int) -> BoundExceeded:
+    return BoundExceeded(f"{bound.what} declared {size_text(declared)} (Content-Length), more than "
+                         f"the {size_text(bound.max_bytes)} limit; not read")
+
+
+def _too_large(bound: Limit, decoded: int, wire: int | None = None) -> BoundExceeded:
+    received = f"{size_text(wire)} received, " if wire is not None else ""
+    return BoundExceeded(f"{bound.what} larger than the {size_text(bound.max_bytes)} limit ({received}"
+                         f"{size_text(decoded)} after decompression); not read to the end")
 
 
 def _read_body(resp: requests.Response, bound: Limit, watch: _Watch, seconds: float) -> requests.Response:
     declared = resp.headers.get("Content-Length", "")
     if declared.strip().isdigit() and int(declared) > bound.max_bytes:
         resp.close()
-        raise BoundExceeded(f"{bound.what} declared {size_text(int(declared))} (Content-Length), more than "
-                            f"the {size_text(bound.max_bytes)} limit; not read", received=0)
+        raise _declared_too_large(bound, int(declared))
     raw = resp.raw
-    decoder = _Decoder(resp.headers.get("Content-Encoding", ""), bound.max_bytes)
     wire = 0
     try:
+        decoder = _Decoder(resp.headers.get("Content-Encoding", ""), bound.max_bytes)
         while not watch.fired:
             # read1: one socket read at a time, so the deadline is checked between any two.
             chunk = raw.read1(_CHUNK, decode_content=False)
@@ -288,10 +295,7 @@ def _read_body(resp: requests.Response, bound: Limit, watch: _Watch, seconds: fl
                 break
             wire += len(chunk)
             if wire > bound.max_bytes or not decoder.feed(chunk):
-                raise BoundExceeded(
-                    f"{bound.what} larger than the {size_text(bound.max_bytes)} limit ({size_text(wire)} "
-                    f"received, {size_text(decoder.size)} after decompression); not read to the end",
-                    received=decoder.size)
+                raise _too_large(bound, decoder.size, wire)
         if not watch.fired:
             decoder.finish()
     except BoundExceeded:
@@ -373,6 +377,18 @@ class _Decoder:
         return b"".join(self._parts)
 
 
+def gunzip(body: bytes, max_bytes: int) -> bytes:
+    """A whole gzip body (one member or several) undone, never past max_bytes.
+
+    BoundExceeded past max_bytes; zlib.error when it is no gzip or the stream ends early.
+    """
+    decoder = _Decoder("gzip", max_bytes)
+    if not decoder.feed(body):
+        raise _too_large(Limit(max_bytes, 0, "gzip body"), decoder.size, len(body))
+    decoder.finish()
+    return decoder.body()
+
+
 async def read_aiohttp(resp: Any, bound: Limit) -> bytes:  # noqa: ANN401 (an aiohttp.ClientResponse)
     """The body of an aiohttp response, read within bound's bytes; BoundExceeded past it.
 
@@ -382,8 +398,7 @@ async def read_aiohttp(resp: Any, bound: Limit) -> bytes:  # noqa: ANN401 (an ai
     declared = resp.content_length
     if declared is not None and declared > bound.max_bytes:
         resp.release()
-        raise BoundExceeded(f"{bound.what} declared {size_text(declared)} (Content-Length), more than "
-                            f"the {size_text(bound.max_bytes)} limit; not read")
+        raise _declared_too_large(bound, declared)
     if declared is not None and not resp.headers.get("Content-Encoding"):
         # Exactly `declared` bytes follow and nothing inflates them: one read, as cheap as aiohttp's own.
         return await resp.read()
@@ -393,8 +408,7 @@ async def read_aiohttp(resp: Any, bound: Limit) -> bytes:  # noqa: ANN401 (an ai
         got += len(chunk)
         if got > bound.max_bytes:
             resp.close()
-            raise BoundExceeded(f"{bound.what} larger than the {size_text(bound.max_bytes)} limit "
-                                f"({size_text(got)} after decompression); not read to the end", received=got)
+            raise _too_large(bound, got)
         parts.append(chunk)
     return b"".join(parts)
 

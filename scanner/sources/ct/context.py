@@ -14,7 +14,7 @@ import requests
 from tqdm import tqdm
 
 from scanner.core import net
-from scanner.core.bounded import LIMITS, size_text
+from scanner.core.bounded import LIMITS, BoundExceeded, gunzip, size_text
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
 from scanner.sources.ct.issuers import IssuerFilter
 from scanner.sources.ct.loglist import LogInfo
@@ -34,25 +34,12 @@ def maybe_gunzip(body: bytes, expected_len: int | None = None, *, url: str = "",
     """
     if body[:2] != b"\x1f\x8b" or (expected_len is not None and len(body) == expected_len):
         return body
-    out: list[bytes] = []
-    size = 0
-    data = body
     try:
-        while data:
-            z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            while data:
-                chunk = z.decompress(data, max_bytes - size + 1)
-                size += len(chunk)
-                if size > max_bytes:
-                    raise net.FetchError(url, f"stored gzip tile inflates past the {size_text(max_bytes)} limit; not read")
-                out.append(chunk)
-                data = z.unconsumed_tail
-            if not z.eof:
-                return body
-            data = z.unused_data  # the next gzip member, if any
-    except zlib.error:
+        return gunzip(body, max_bytes)
+    except BoundExceeded:
+        raise net.FetchError(url, f"stored gzip tile inflates past the {size_text(max_bytes)} limit; not read") from None
+    except zlib.error:  # not gzip after all, or cut short: the bytes as they came
         return body
-    return b"".join(out)
 
 
 def ms_to_datetime(ms: int) -> datetime:
