@@ -75,26 +75,19 @@ def _safe_workbook(path: Path) -> xlsxwriter.Workbook:
                                            "remove_timezone": True})
 
 
-def write_table_workbook(path: Path, sheet: str, frame: pd.DataFrame) -> Path:
-    """A workbook of one sheet holding frame, written atomically with the suspects workbook's safe cells."""
-    with atomic_path(path) as tmp:
-        book = _safe_workbook(tmp)
-        try:
-            write_table(book.add_worksheet(sheet), _Formats(book), frame, links={})
-        finally:
-            book.close()
-    return path
+def write_sheets_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]],
+                          links: dict[str, list[str]] | None = None) -> Path:
+    """A workbook of one sheet per (title, frame), safe cells, written atomically.
 
-
-def write_sheets_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]]) -> Path:
-    """A workbook of one sheet per (title, frame), crt.sh links and safe cells, written atomically."""
+    links: as write_table takes them (None: crt.sh links on the sha256 columns; {}: none).
+    """
     used: set[str] = set()
     with atomic_path(path) as tmp:
         book = _safe_workbook(tmp)
         try:
             fmt = _Formats(book)
             for title, frame in sheets:
-                write_table(book.add_worksheet(sheet_name(title, used)), fmt, frame)
+                write_table(book.add_worksheet(sheet_name(title, used)), fmt, frame, links=links)
         finally:
             book.close()
     return path
