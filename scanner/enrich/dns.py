@@ -21,9 +21,9 @@ import dns.rdatatype
 import dns.resolver
 
 from scanner.core.config import Config
-from scanner.core.net import Gate, RetryableError, parse_host_port
+from scanner.core.net import Gate, GaveUp, RetryableError, parse_host_port, with_retries
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.lookups import NO_CONNECTION, GaveUp, utc_now, with_retries
+from scanner.enrich.lookups import NO_CONNECTION, utc_now
 
 METHOD = "dns"
 PORT = 53

@@ -28,13 +28,15 @@ from scanner.core.net import (
     RETRYABLE_STATUSES,
     USER_AGENT,
     Gate,
+    GaveUp,
     HostRateLimits,
     RateLimiter,
     RetryableError,
     parse_retry_after,
+    with_retries,
 )
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.lookups import NO_CONNECTION, GaveUp, parse_date, utc_now, with_retries
+from scanner.enrich.lookups import NO_CONNECTION, parse_date, utc_now
 
 _BOUND = LIMITS["rdap"]  # an RDAP answer is a few KB; a registry sending more is misbehaving
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from scanner.core.config import Config
-from scanner.core.net import Gate, HostRateLimits, RetryableError, parse_host_port
+from scanner.core.net import Gate, GaveUp, HostRateLimits, RetryableError, parse_host_port, with_retries
 from scanner.core.records import Registration, RegistrationStatus
-from scanner.enrich.lookups import NO_CONNECTION, GaveUp, parse_date, utc_now, with_retries
+from scanner.enrich.lookups import NO_CONNECTION, parse_date, utc_now
 
 METHOD = "whois"
 PORT = 43
