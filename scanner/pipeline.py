@@ -210,16 +210,17 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
     from_crtsh = int((certs["revocation_source"] == "crtsh").sum()) if not certs.empty else 0
     if from_crtsh:
         state.revocation_data.append(f"crt.sh crl_revoked: {from_crtsh} revoked certificates")
+    scope = _ccadb_scope(certs, config, state)
     if not config.check_revocation:
-        return certs, None
+        return certs, _crl_disclosure(certs, scope, None, state)
     if config.offline:
         state.notices.append("Offline: OCSP and CRL checks (--check-revocation) were not run.")
-        return certs, None
+        return certs, _crl_disclosure(certs, scope, None, state)
     from scanner.enrich.revocation.issuers import issuers_by_key_id
     from scanner.sources.ct.issuers import load_issuer_certs
 
     check = check_revocation(certs, config, issuers=issuers_by_key_id(load_issuer_certs(config.issuer_certs)),
-                             ccadb=config.ccadb)
+                             ccadb=scope)
     certs = apply_revocations(certs, check.revocations, source="crl")
     state.errors.extend(check.errors)
     state.extra_tables["ocsp-responders.csv"] = ("OCSP responders", check.responders)
@@ -230,7 +231,34 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
         "crls": {k: int(v) for k, v in check.crls["status"].value_counts().items()} if not check.crls.empty else {},
         "errors": len(check.errors),
     }
-    return certs, check.findings
+    disclosure = _crl_disclosure(certs, scope, check.crls, state)
+    if disclosure is None or disclosure.empty:
+        return certs, check.findings
+    return certs, disclosure if check.findings.empty else pd.concat([check.findings, disclosure], ignore_index=True)
+
+
+def _ccadb_scope(certs: pd.DataFrame, config: Config, state: _Run) -> Any:
+    """The --ccadb file's records of the scanned certificates' issuing CAs (a CcadbScope; None without --ccadb)."""
+    if config.ccadb is None:
+        return None
+    from scanner.enrich.revocation.ccadb import read_ccadb, scope_ccadb
+    from scanner.sources.ct.issuers import load_issuer_certs
+
+    file = read_ccadb(config.ccadb)
+    state.errors.extend(file.errors)
+    return scope_ccadb(file, certs, load_issuer_certs(config.issuer_certs))
+
+
+def _crl_disclosure(certs: pd.DataFrame, scope: Any, crls: pd.DataFrame | None, state: _Run) -> pd.DataFrame | None:
+    """CCADB Policy 6.2 findings (crls: the fetched CRL table, None when nothing was fetched); crl-disclosure.csv."""
+    if scope is None:
+        return None
+    from scanner.detect.crl_disclosure import detect_crl_disclosure
+
+    result = detect_crl_disclosure(certs, scope, crls, datetime.now(timezone.utc))
+    state.notices.extend(result.notices)
+    state.extra_tables["crl-disclosure.csv"] = ("CRL disclosure", result.table)
+    return result.findings
 
 
 def _detect(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config,

@@ -120,8 +120,10 @@ class TestCA:
         *,
         this_update: datetime,
         next_update: datetime | None = None,
+        idp: str | None = None,
+        idp_critical: bool = True,
     ) -> x509.CertificateRevocationList:
-        """Sign a CRL listing (serial, revocation date, reason or None)."""
+        """Sign a CRL listing (serial, revocation date, reason or None); idp: an Issuing Distribution Point URI."""
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.subject)
@@ -129,6 +131,11 @@ class TestCA:
             .next_update(next_update or this_update + timedelta(days=7))
             .add_extension(self.aki, critical=False)
         )
+        if idp is not None:
+            builder = builder.add_extension(x509.IssuingDistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(idp)], relative_name=None, only_contains_user_certs=True,
+                only_contains_ca_certs=False, only_some_reasons=None, indirect_crl=False,
+                only_contains_attribute_certs=False), critical=idp_critical)
         for serial, when, reason in revoked:
             entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
             if reason is not None:

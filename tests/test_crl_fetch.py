@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography import x509
 
-from scanner.enrich.revocation.crl_fetch import ccadb_crl_urls, fetch_crls
+from scanner.enrich.revocation.ccadb import read_ccadb
+from scanner.enrich.revocation.crl_fetch import fetch_crls
 from scanner.enrich.revocation.issuers import issuers_by_key_id
 from tests.loopback.ocsp_server import OcspServer
 from tests.loopback.registry_servers import REAL
@@ -97,7 +98,9 @@ def test_ccadb_full_and_partitioned_crl_columns_are_read(tmp_path):
                                                                           "http://crl.example/p2.crl"])])
         w.writerow(["Example CA", "Broken", "", "[not json"])
         w.writerow(["Other CA", "Other", "http://other.example/x.crl", ""])
-    got = ccadb_crl_urls(path, ca_owner="example ca")
-    assert [u for u, _ in got] == ["http://crl.example/full.crl", "http://crl.example/p1.crl",
-                                   "http://crl.example/p2.crl"]
-    assert got[0][1] == "ccadb:Example Issuing CA 1"
+    got = read_ccadb(path)
+    mine = [(r.label, u) for r in got.records if r.ca_owner.casefold() == "example ca" for u in r.urls]
+    assert [u for _, u in mine] == ["http://crl.example/full.crl", "http://crl.example/p1.crl",
+                                    "http://crl.example/p2.crl"]
+    assert mine[0][0] == "Example Issuing CA 1"
+    assert len(got.errors) == 1 and "Broken" in got.errors[0]["error"]  # "[not json" discloses nothing, named

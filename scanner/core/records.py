@@ -237,6 +237,14 @@ _CODE_TABLE = (
                 "The CRL the certificate points at cannot be parsed."),
     FindingCode("crl_bad_signature", "high", 20.0, "CRL signature does not verify",
                 "The signature of the CRL the certificate points at does not verify with the issuer's key."),
+    # With --ccadb: CCADB Policy 2.1 section 6.2 (detect/crl_disclosure.py).
+    FindingCode("crldp_not_disclosed", "medium", 10.0, "CRL distribution points not disclosed in CCADB",
+                "A crlDistributionPoints URL of the unexpired certificate that its issuing CA's CCADB record "
+                "does not list exactly, past the policy's deadline (7 days after issuance, 4 hours after a "
+                "revocation)."),
+    FindingCode("crl_idp_mismatch", "medium", 15.0, "Partitioned CRLs without a matching critical IDP",
+                "The partitioned CRL the certificate points at (disclosed in CCADB) has no Issuing Distribution "
+                "Point, a non-critical one, or one not naming the URL it was fetched from."),
 )
 
 #: Every finding code, its severity, its weight in the suspect score and its meaning, in one place

@@ -62,6 +62,21 @@ def _issuer_key_id(crl: x509.CertificateRevocationList) -> str:
         return ""
 
 
+def issuing_distribution_point(crl: x509.CertificateRevocationList) -> tuple[tuple[str, ...], bool] | None:
+    """(the URIs of the Issuing Distribution Point's distributionPoint fullName, critical?), None when absent.
+
+    CCADB Policy 6.2 wants a partitioned CRL's IDP critical and naming the URL it was fetched from.
+    ValueError when the CRL's extensions cannot be read (crl_revocations has raised it already).
+    """
+    try:
+        ext = crl.extensions.get_extension_for_oid(ExtensionOID.ISSUING_DISTRIBUTION_POINT)
+    except x509.ExtensionNotFound:
+        return None
+    value = ext.value
+    names = getattr(value, "full_name", None) or []
+    return tuple(n.value for n in names if isinstance(n, x509.UniformResourceIdentifier)), ext.critical
+
+
 def _reason(entry: x509.RevokedCertificate) -> str:
     """The entry's reasonCode name, "" when it has none; a code cryptography cannot read (e.g. 7) keeps the revocation.
 

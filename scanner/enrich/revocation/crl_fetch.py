@@ -8,13 +8,10 @@ Each CRL gets one row in the per-CRL table (url, status, times, entries, error).
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,7 +22,7 @@ from scanner.core.bounded import limit
 from scanner.core.net import FetchError, HostRateLimits, get_with_retries, new_session
 from scanner.core.records import ErrorRecord, empty_frame, frame_from_rows
 from scanner.core.times import iso
-from scanner.enrich.revocation.crl import CRLError, crl_revocations, load_crl
+from scanner.enrich.revocation.crl import CRLError, crl_revocations, issuing_distribution_point, load_crl
 from scanner.enrich.revocation.tables import CRL_TABLE_COLUMNS, READABLE, REVOCATION_COLUMNS
 
 
@@ -73,6 +70,9 @@ def check_crl(
         return row, None
     row.update(issuer_dn=info.issuer_dn, issuer_key_id=info.issuer_key_id, this_update=info.this_update,
                next_update=info.next_update, entries=info.entries)
+    idp = issuing_distribution_point(crl)  # its extensions were read already: an unreadable one is unparseable
+    if idp is not None:
+        row.update(idp_urls=" ".join(idp[0]), idp_critical=idp[1])
     issuer = find_issuer(crl, info.issuer_key_id, issuers)
     status = "unverified"
     if issuer is not None:
@@ -155,34 +155,3 @@ def fetch_crls(
     revocations = pd.concat(frames, ignore_index=True) if frames else empty_frame(REVOCATION_COLUMNS)
     return CrlFetch(frame_from_rows(rows, CRL_TABLE_COLUMNS), revocations.astype(REVOCATION_COLUMNS), errors)
 
-
-# --- CCADB ------------------------------------------------------------------------------------
-
-CCADB_FULL_CRL = "Full CRL Issued By This CA"
-CCADB_PARTITIONED = "JSON Array of Partitioned CRLs"
-
-
-def ccadb_crl_urls(path: Path, ca_owner: str | None = None) -> list[tuple[str, str]]:
-    """(CRL URL, "ccadb:<certificate name>") pairs from a CCADB AllCertificateRecords CSV.
-
-    Reads "Full CRL Issued By This CA" and the JSON array in "JSON Array of Partitioned CRLs";
-    a malformed JSON cell is skipped (its text is not a URL list we can trust).
-    """
-    out: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        for rec in csv.DictReader(fh):
-            owner = (rec.get("CA Owner") or rec.get("Owner") or "").strip()
-            if ca_owner and owner.casefold() != ca_owner.casefold():
-                continue
-            label = "ccadb:" + (rec.get("Certificate Name") or rec.get("SHA-256 Fingerprint") or owner)
-            full = (rec.get(CCADB_FULL_CRL) or "").strip()
-            if full:
-                out.append((full, label))
-            part = (rec.get(CCADB_PARTITIONED) or "").strip()
-            if part:
-                try:
-                    values = json.loads(part)
-                except json.JSONDecodeError:
-                    continue
-                out.extend((str(v).strip(), label) for v in values if isinstance(v, str) and v.strip())
-    return out

@@ -23,7 +23,8 @@ from cryptography import x509
 from scanner.core.config import Config
 from scanner.core.net import HostRateLimits, new_session
 from scanner.core.records import CERT_COLUMNS, ErrorRecord, coerce, empty_frame, frame_from_rows
-from scanner.enrich.revocation.crl_fetch import ccadb_crl_urls, fetch_crls
+from scanner.enrich.revocation.ccadb import CcadbScope, read_ccadb, scope_ccadb
+from scanner.enrich.revocation.crl_fetch import fetch_crls
 from scanner.enrich.revocation.issuers import issuer_for, resolve_issuers
 from scanner.enrich.revocation.ocsp import OcspResult, query
 from scanner.enrich.revocation.tables import (
@@ -73,7 +74,8 @@ def fetch_revocation(
 
     issuers: CA certificates keyed by subject key id hex (see issuers_by_key_id); certificates of
     an issuer not given (nor found through their caIssuers URLs) get one error row, not OCSP.
-    ccadb: an AllCertificateRecords CSV path whose CRL columns add CRLs to fetch.
+    ccadb: a CcadbScope (scanner.enrich.revocation.ccadb), or an AllCertificateRecords CSV path scoped here:
+    the CRLs its records of the certificates' issuing CAs disclose are fetched too.
     """
     now = now or datetime.now(timezone.utc)
     session = session or new_session()
@@ -83,8 +85,9 @@ def fetch_revocation(
     crl_urls: list[str | tuple[str, str]] = []
     if config.fetch_crls:
         crl_urls = sorted({u for urls in base["crl_distribution_points"] if isinstance(urls, list) for u in urls})
-        if ccadb:
-            crl_urls += ccadb_crl_urls(ccadb)
+        if ccadb:  # the records of the certificates' issuing CAs only, not every CA in the file
+            scope = ccadb if isinstance(ccadb, CcadbScope) else scope_ccadb(read_ccadb(ccadb), base, known.values())
+            crl_urls += scope.crl_urls()
     fetched = fetch_crls(crl_urls, issuers=known, session=session, timeout=config.timeout, retries=config.retries,
                          workers=min(8, config.lookup_concurrency), now=now, backoff_base=backoff_base,
                          max_bytes=config.max_crl_bytes)

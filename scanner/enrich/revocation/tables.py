@@ -28,6 +28,8 @@ CRL_TABLE_COLUMNS: dict[str, str] = {
     "signature": "string",  # ok / bad / unchecked
     "error": "string",
     "source": "string",  # certificates / ccadb:<CA name>
+    "idp_urls": "string",  # the Issuing Distribution Point's distributionPoint URIs, space-joined
+    "idp_critical": "boolean",  # empty when the CRL has no Issuing Distribution Point
 }
 #: CRL statuses whose entries are used as revocation evidence.
 READABLE = frozenset({"ok", "unverified", "stale"})
