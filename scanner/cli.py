@@ -214,7 +214,9 @@ def _add_scan_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse a fetched CRL larger than SIZE (bytes, or with K, M, G: 512M); "
                         "default 256M, about 8 million entries")
     r.add_argument("--ccadb", type=Path, metavar="FILE",
-                   help="CCADB AllCertificateRecords or Mozilla report CSV: the CA's published CRLs")
+                   help="CCADB AllCertificateRecords CSV: its records of the scanned certificates' issuing CAs give "
+                        "the CRLs they disclose (checked against the certificates: crl-disclosure.csv, offline "
+                        "too; fetched with --check-revocation)")
 
     g = p.add_argument_group("registration lookups")
     g.add_argument("--registration", choices=REGISTRATION_MODES,

@@ -13,11 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 from scanner.cli import main
+from scanner.core.config import Config
 from scanner.detect.crl_disclosure import detect_crl_disclosure
 from scanner.enrich.revocation.ccadb import read_ccadb, scope_ccadb
-from scanner.enrich.revocation.issuers import key_id_of
+from scanner.enrich.revocation.issuers import issuers_by_key_id, key_id_of
 from scanner.parse.certs import parse_der
-from scanner.pipeline import load_scan
+from scanner.pipeline import check_revocation, load_scan
 from tests.loopback import ocsp_server as srv
 from tests.synth import TestCA, der, pem
 
@@ -198,3 +199,16 @@ def test_a_revocation_brings_the_deadline_to_four_hours(tmp_path):
         if expected:
             deadline = json.loads(result.findings.iloc[0]["detail"])["deadline"]
             assert deadline == (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # revoked + 4 h
+
+
+def test_a_notebook_passing_the_ccadb_path_to_check_revocation_fetches_only_the_audited_cas_crls(world):
+    frames = [parse_der(der(world["ca"].issue(serial=1, not_before=NOW - timedelta(days=30), days=90,
+                                              dns=["n.example.com"], crl_url=world["url"]("/p1.crl"))),
+                        source="files", provenance="1")]
+    config = Config(out_dir=world["tmp"] / "unused", check_revocation=True, timeout=3, retries=0, ocsp_rate=0)
+    result = check_revocation(pd.DataFrame(frames), config, issuers=issuers_by_key_id([world["ca"].cert]),
+                              ccadb=world["ccadb"], backoff_base=0.01)
+    fetched = set(result.crls["url"])
+    assert fetched == {world["url"](f"/p{i}.crl") for i in (1, 2, 3, 4, 5)}  # the other two CAs' CRLs are not asked
+    idp = {u: (c, n) for u, c, n in zip(result.crls["url"], result.crls["idp_critical"], result.crls["idp_urls"])}
+    assert idp[world["url"]("/p4.crl")] == (False, world["url"]("/p4.crl"))  # the crls.csv columns of the IDP
