@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from scanner.cli import main
@@ -174,9 +175,12 @@ def test_the_real_v4_layout_is_read_key_ids_from_base64_and_revoked_or_unused_re
         ccadb_row(ca, partitioned=[""], name="ctscan Layout CA (not issuing yet)"),
         ccadb_row(ca, partitioned=["http://crl.example/a.crl"], status="Revoked", name="revoked twin"),
         ccadb_row(ca, partitioned=None, full="", name="broken") | {"JSON Array of Partitioned CRLs": "[http://x"},
+        ccadb_row(ca, name="unquoted") | {"JSON Array of Partitioned CRLs": "[http://a.example/1.crl,\n"
+                                                                           " http://a.example/2.crl,]"},
     ])
     got = read_ccadb(path)
-    first, empty, revoked, broken = got.records
+    first, empty, revoked, broken, unquoted = got.records
+    assert unquoted.partitioned_crls == ("http://a.example/1.crl", "http://a.example/2.crl")  # as Mozilla wrote them
     assert first.subject_key_id == key_id_of(ca.cert)
     assert first.urls == ("http://crl.example/full.crl", "http://crl.example/a.crl")
     assert empty.urls == () and broken.urls == ()
@@ -212,3 +216,29 @@ def test_a_notebook_passing_the_ccadb_path_to_check_revocation_fetches_only_the_
     assert fetched == {world["url"](f"/p{i}.crl") for i in (1, 2, 3, 4, 5)}  # the other two CAs' CRLs are not asked
     idp = {u: (c, n) for u, c, n in zip(result.crls["url"], result.crls["idp_critical"], result.crls["idp_urls"])}
     assert idp[world["url"]("/p4.crl")] == (False, world["url"]("/p4.crl"))  # the crls.csv columns of the IDP
+
+
+def test_mozillas_report_identifies_cas_by_their_pem_and_the_real_isrg_x2_crl_of_e8_is_disclosed():
+    # Two real rows of Mozilla's MozillaAllUnexpiredPEMs report: ISRG Root X2 (full CRL http://x2.c.lencr.org/)
+    # and Let's Encrypt E8, whose own CRL columns are empty in this copy.
+    report = read_ccadb(FIXTURES / "MozillaAllUnexpiredPEMs_2rows.csv")
+    root, e8 = report.records
+    assert (root.name, root.full_crls, e8.name, e8.revocation_status) == \
+        ("ISRG Root X2", ("http://x2.c.lencr.org/",), "E8", "Not Revoked")
+    assert root.subject_key_id == "7c4296aede4b483bfa92f89e8ccf6d8ba9723795"  # read from the PEM
+    when = datetime(2026, 6, 1, tzinfo=timezone.utc)  # E8 is valid until 2027-03-12
+    with (FIXTURES / "MozillaAllUnexpiredPEMs_2rows.csv").open(newline="") as fh:
+        e8_pem = list(csv.DictReader(fh))[1]["X.509_Certificate_PEM"]
+    e8_der = der(x509.load_pem_x509_certificate(e8_pem.encode()))
+    e8_cert = parse_der(e8_der, source="files", provenance="E8")  # a certificate ISRG Root X2 issued
+    leaf = {**e8_cert, "sha256": "ab" * 32, "issuer_dn": "CN=E8,O=Let's Encrypt,C=US",  # one E8 issued
+            "issuer_key_id": "8f0d13a2f62e7ed1506c3318385d598e237291ca",
+            "crl_distribution_points": ["http://e8.c.lencr.org/42.crl"]}
+    certs = pd.DataFrame([e8_cert, leaf])
+    result = detect_crl_disclosure(certs, scope_ccadb(report, certs), None, when)
+    table = {r["url"]: r for r in result.table.to_dict("records")}
+    assert table["http://x2.c.lencr.org/"]["disclosure"] == "disclosed"
+    assert table["http://x2.c.lencr.org/"]["ccadb_records"] == "ISRG Root X2"
+    assert table["http://e8.c.lencr.org/42.crl"]["disclosure"] == "not_disclosed"
+    assert list(result.findings["sha256"]) == ["ab" * 32]
+    assert "first full CRL URL" not in result.findings.iloc[0]["evidence"]  # E8's record lists no full CRL

@@ -39,6 +39,8 @@ PARTITIONED_CRLS = "JSON Array of Partitioned CRLs"
 _OWNER = ("CA Owner", "Owner")
 _NAME = ("Certificate Name", "Common Name or Certificate Name", "CA Owner/Certificate Name")
 _VALID_TO = ("Valid To (GMT)", "Valid to (GMT)", "Valid To [GMT]")
+_SHA256 = ("SHA-256 Fingerprint", "SHA256")
+_PEM = ("PEM", "PEM Info", "X.509 Certificate PEM")
 _SOURCE = "ccadb"
 
 
@@ -129,9 +131,15 @@ class CcadbScope:
         return text
 
 
+def _norm(column: str) -> str:
+    """A column name as compared: Mozilla's Salesforce export writes "Full_CRL_Issued_By_This_CA",
+    "Revocation_Status__c", "SHA_256_Fingerprint" for the CCADB report's "Full CRL Issued By This CA", ..."""
+    return " ".join(column.removesuffix("__c").replace("_", " ").replace("-", " ").casefold().split())
+
+
 def _cell(rec: dict[str, Any], names: Sequence[str]) -> str:
     for name in names:
-        value = rec.get(name)
+        value = rec.get(_norm(name))
         if value:
             return str(value).strip()
     return ""
@@ -157,6 +165,13 @@ def _url_array(text: str) -> tuple[tuple[str, ...], str]:
     try:
         values = json.loads(text)
     except json.JSONDecodeError as exc:
+        # Mozilla's intermediate report has written the array unquoted, over lines, with a trailing comma:
+        # [http://a, http://b,] (mozilla/crlite reads it so)
+        items = [v.strip().strip('"').strip() for v in text.strip().strip("[]").split(",")]
+        items = [v for v in items if v]
+        bracketed = text.strip().startswith("[") and text.strip().endswith("]")
+        if bracketed and items and all("://" in v and " " not in v for v in items):
+            return tuple(items), ""
         return (), f"not a JSON array ({exc.msg})"
     if isinstance(values, str):
         values = [values]
@@ -164,6 +179,26 @@ def _url_array(text: str) -> tuple[tuple[str, ...], str]:
         return (), "not a JSON array"
     urls = tuple(v.strip() for v in values if isinstance(v, str) and v.strip())
     return urls, ""
+
+
+def _pem_cert(text: str) -> x509.Certificate | None:
+    """The certificate of a PEM cell (Mozilla's reports quote it with "'"), None when there is none to read."""
+    text = text.strip().strip("'").strip()
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(text.encode())
+    except ValueError:
+        return None
+
+
+def _subject_cn(text: str) -> str:
+    """The CN of a Mozilla-report Subject cell ("CN=Name; O=Org; C=XX")."""
+    for part in text.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip().upper() == "CN":
+            return value.strip()
+    return ""
 
 
 def _valid_to(text: str) -> pd.Timestamp | None:
@@ -188,15 +223,23 @@ def read_ccadb(path: Path) -> CcadbFile:
     errors: list[dict[str, str]] = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
-        columns = set(reader.fieldnames or ())
-        for rec in reader:
+        columns = {_norm(c) for c in reader.fieldnames or ()}
+        for raw in reader:
             line = reader.line_num
+            rec = {_norm(k): v for k, v in raw.items() if k is not None}
             full, problem = _url_array(_cell(rec, (ALL_FULL_CRLS,)))
             if not full and not problem:
                 one = _cell(rec, (FULL_CRL,))
                 full = (one,) if one else ()
             partitioned, part_problem = _url_array(_cell(rec, (PARTITIONED_CRLS,)))
-            name = _cell(rec, _NAME)
+            name, sha256, key_id = _cell(rec, _NAME), _cell(rec, _SHA256).replace(":", "").lower(), \
+                _hex_or_base64(_cell(rec, ("Subject Key Identifier",)))
+            cert = _pem_cert(_cell(rec, _PEM))
+            if cert is not None:  # Mozilla's reports: the certificate itself says who it is
+                sha256 = sha256 or hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+                key_id = key_id or key_id_of(cert)
+                name = name or _common_name(cert.subject.rfc4514_string())
+            name = name or _subject_cn(_cell(rec, ("Subject",)))
             for column, why in ((ALL_FULL_CRLS, problem), (PARTITIONED_CRLS, part_problem)):
                 if why:
                     errors.append(ErrorRecord(_SOURCE, f"{path.name}:{line}",
@@ -204,11 +247,10 @@ def read_ccadb(path: Path) -> CcadbFile:
                                               stage="ccadb").as_row())
             records.append(CcadbRecord(
                 line=line, ca_owner=_cell(rec, _OWNER), name=name,
-                sha256=_cell(rec, ("SHA-256 Fingerprint",)).replace(":", "").lower(),
-                subject_key_id=_hex_or_base64(_cell(rec, ("Subject Key Identifier",))),
+                sha256=sha256, subject_key_id=key_id,
                 revocation_status=_cell(rec, ("Revocation Status",)),
                 valid_to=_valid_to(_cell(rec, _VALID_TO)), full_crls=full, partitioned_crls=partitioned))
-    return CcadbFile(path.name, tuple(records), ALL_FULL_CRLS in columns, tuple(errors))
+    return CcadbFile(path.name, tuple(records), _norm(ALL_FULL_CRLS) in columns, tuple(errors))
 
 
 def issuing_cas(certs: pd.DataFrame) -> list[IssuingCa]:
