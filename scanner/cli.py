@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from scanner import __version__
 from scanner.core.config import (
+    REGISTRATION_DATES,
     REGISTRATION_MODES,
     SOURCES,
     Config,
@@ -221,12 +222,26 @@ def _add_scan_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("registration lookups")
     g.add_argument("--registration", choices=REGISTRATION_MODES,
                    default=_from_env("registration", _choice(REGISTRATION_MODES), "auto"),
-                   help="auto = RDAP, then WHOIS for TLDs without RDAP, then DNS; off = no lookups (default: auto)")
+                   help="auto = --zone-file, then the delegation check at the TLD's own DNS servers (delegated = "
+                        "registered), then RDAP (WHOIS for TLDs without RDAP) for the names those cannot settle; "
+                        "off = no lookups (default: auto)")
+    g.add_argument("--zone-file", action="append", type=Path, default=[], metavar="FILE",
+                   help="a TLD zone file (master-file format, plain or gzip, as ICANN CZDS publishes it): names "
+                        "delegated in it are registered; a name missing from it is not thereby unregistered; "
+                        "repeatable")
+    g.add_argument("--registration-dates", choices=REGISTRATION_DATES,
+                   default=_from_env("registration_dates", _choice(REGISTRATION_DATES), "flagged"),
+                   help="whose RDAP registration dates to fetch (for registered_after_issuance): all names, or "
+                        "only those of certificates flagged otherwise, revoked or short-lived (default: flagged)")
+    g.add_argument("--dns-root", metavar="ADDR[:PORT]", type=_server, default=_from_env("dns_root", _server),
+                   help="the root server the delegation check starts from, every server of the walk asked on its "
+                        "port (a local root copy, or a test server); default: the IANA root servers")
     g.add_argument("--rdap-bootstrap", type=Path, metavar="FILE",
                    help="IANA RDAP dns.json to use instead of the bundled snapshot")
-    g.add_argument("--rdap-rate", type=_RATE, default=_from_env("rdap_rate", _RATE, 5.0),
+    g.add_argument("--rdap-rate", type=_RATE, default=_from_env("rdap_rate", _RATE, None),
                    metavar="N",
-                   help="RDAP requests per second per registry server; 0 = no limit (default: 5)")
+                   help="RDAP requests per second for every registry server, overriding the per-registry table "
+                        "(scanner/enrich/rdap_rates.py: 5 where a registry publishes no limit); 0 = no limit")
     g.add_argument("--whois-rate", type=_RATE, default=_from_env("whois_rate", _RATE, 1.0),
                    metavar="N",
                    help="WHOIS queries per second per server; 0 = no limit (default: 1)")
@@ -255,6 +270,9 @@ def _add_scan_arguments(p: argparse.ArgumentParser) -> None:
                    help="an early-revoked certificate pairs with its replacement when that was issued after it "
                         "and no later than this after its revocation: while it was still valid, or soon after "
                         "(default: 2d)")
+    d.add_argument("--lint", action="store_true",
+                   help="lint every certificate with pkilint's CA/Browser Forum TLS linter (type detected per "
+                        "certificate, one process per core, results kept in the store): findings lint:<code>")
 
     e = p.add_argument_group("scale")
     e.add_argument("--engine", choices=("pandas", "dask"),
@@ -549,6 +567,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         whois_rate=args.whois_rate,
         whois_server=args.whois_server,
         dns_server=args.dns_server,
+        dns_root=args.dns_root,
+        zone_files=tuple(args.zone_file),
+        registration_dates=args.registration_dates,
         lookup_concurrency=args.lookup_concurrency,
         timeout=args.timeout,
         retries=args.retries,
@@ -557,6 +578,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         registry_answers=tuple(args.registry_answers),
         revocation_window=parse_duration(args.window),
         reissue_window=parse_duration(args.reissue_window),
+        lint=args.lint,
         engine=args.engine,
         scheduler=args.scheduler,
         workers=args.workers,
@@ -599,7 +621,7 @@ def _validate(config: Config, parser: argparse.ArgumentParser) -> None:
         parser.error("--source crtsh-sql needs --ca-id or --ca-name")
     if config.source == "crtsh-json" and not (config.identities or config.orgs):
         parser.error("--source crtsh-json needs --identity or --org (crt.sh's JSON cannot list a CA by id)")
-    files = {"--crl": config.crl_files, "--registry-answers": config.registry_answers,
+    files = {"--crl": config.crl_files, "--registry-answers": config.registry_answers, "--zone-file": config.zone_files,
              "--issuer-cert": config.issuer_certs,
              "--rdap-bootstrap": (config.rdap_bootstrap,) if config.rdap_bootstrap else (),
              "--log-list": (config.log_list,) if config.log_list else (),

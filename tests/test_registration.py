@@ -68,28 +68,37 @@ def statuses(df) -> dict[str, tuple[str, str]]:
     return {r.domain: (r.status, r.method) for r in df.itertuples()}
 
 
-def test_auto_mode_uses_rdap_then_whois_for_tlds_without_rdap(tmp_path, servers):
+def test_auto_mode_asks_the_registry_only_for_names_dns_does_not_show_delegated(tmp_path, servers):
+    rdap = servers[0]
     df, summary, notice = run(
         make_config(tmp_path, servers),
         ["google.com", "nobody-has-this.com", "likexian-have-no-money-to-register.de"],
     )
     assert statuses(df) == {
-        "google.com": ("registered", "rdap"),
+        "google.com": ("registered", "delegation"),
         "nobody-has-this.com": ("unregistered", "rdap"),
         "likexian-have-no-money-to-register.de": ("unregistered", "whois"),
     }
+    assert rdap.requests_for("google.com") == []
     assert list(df.columns) == list(REGISTRATION_COLUMNS)
     assert str(df["registered_at"].dtype) == "datetime64[us, UTC]"
-    assert df.set_index("domain").loc["google.com", "registered_at"].year == 1997
     assert notice is None
-    assert summary["by_method"] == {"rdap": 2, "whois": 1}
+    assert summary["by_method"] == {"delegation": 1, "rdap": 1, "whois": 1}
 
 
-def test_dns_is_the_fallback_when_the_registry_fails(tmp_path, servers):
+def test_registration_dates_all_asks_rdap_for_the_date_of_delegated_names_too(tmp_path, servers):
+    df, summary, _ = run(make_config(tmp_path, servers, registration_dates="all"), ["google.com"])
+    row = df.set_index("domain").loc["google.com"]
+    assert (row.status, row.method, row.registered_at.year) == ("registered", "rdap", 1997)
+    assert "delegated" in row.detail  # the delegation stays in the evidence
+    assert summary["registration_dates"] == {"mode": "all", "asked": 1, "found": 1}
+
+
+def test_a_name_not_delegated_whose_registry_fails_is_unknown_never_unregistered(tmp_path, servers):
     df, _, _ = run(make_config(tmp_path, servers), ["down.com"])
     row = df.iloc[0]
-    assert (row.status, row.method) == ("unregistered", "dns")
-    assert "503" in row.detail  # the failed RDAP attempt stays in the evidence
+    assert (row.status, row.method) == ("unknown", "rdap")
+    assert "503" in row.detail and "NXDOMAIN" in row.detail  # both steps stay in the evidence
 
 
 def test_unknown_from_every_method_stays_unknown(tmp_path, servers):
@@ -109,17 +118,18 @@ def test_duplicates_are_looked_up_once_and_rows_follow_submission_order(tmp_path
         service.submit(["google.com", "a.com", "b.com"])
         df = service.results()
     assert list(df["domain"]) == ["google.com", "b.com", "a.com"]
-    assert len(rdap.requests_for("google.com")) == 1
+    assert len(rdap.requests_for("b.com")) == 1
+    assert [q for q, _ in servers[2].queries].count("google.com") == 1
 
 
 def test_a_second_run_is_served_from_the_cache(tmp_path, servers):
-    rdap = servers[0]
-    config = make_config(tmp_path, servers)
+    rdap, dns = servers[0], servers[2]
+    config = make_config(tmp_path, servers, registration_dates="all")
     names = ["google.com", "free1.com", "likexian-have-no-money-to-register.de"]
     first, _, _ = run(config, names)
-    asked = len(rdap.requests)
+    asked = (len(rdap.requests), len(dns.queries))
     second, summary, _ = run(config, names)
-    assert len(rdap.requests) == asked
+    assert (len(rdap.requests), len(dns.queries)) == asked
     assert summary["cache_hits"] == 3 and summary["network_lookups"] == 0
     assert statuses(second) == statuses(first)
     assert second.set_index("domain").loc["google.com", "registered_at"].year == 1997
@@ -158,7 +168,7 @@ def test_recorded_answers_of_an_earlier_run_are_used_before_cache_and_network(tm
     config = make_config(tmp_path, servers, use_cache=False, offline=True, registry_answers=(recorded,))
     df, summary, _ = run(config, ["google.com", "free2.com", "alsodown.com"])
     assert len(rdap.requests) == asked
-    assert statuses(df)["google.com"] == ("registered", "rdap")
+    assert statuses(df)["google.com"] == ("registered", "delegation")
     assert statuses(df)["free2.com"] == ("unregistered", "rdap")
     assert statuses(df)["alsodown.com"][0] == "unknown"  # a recorded unknown is no answer
     assert summary["recorded_answers"] == 2

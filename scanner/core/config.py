@@ -13,6 +13,7 @@ from typing import Any
 from scanner.core.times import iso
 
 REGISTRATION_MODES = ("auto", "rdap", "whois", "dns", "off")
+REGISTRATION_DATES = ("flagged", "all")
 SOURCES = ("files", "crtsh-sql", "crtsh-json", "store", "ct")
 
 
@@ -40,7 +41,8 @@ FIELD_RULES: dict[str, str] = {
 
 #: Config field -> the flag that sets it, where the names differ (for messages a CLI user understands).
 FLAG_NAMES: dict[str, str] = {"log_start": "--start", "log_end": "--end", "ca_ids": "--ca-id",
-                              "whois_server": "--whois-server", "dns_server": "--dns-server"}
+                              "whois_server": "--whois-server", "dns_server": "--dns-server",
+                              "dns_root": "--dns-root", "zone_files": "--zone-file"}
 
 
 def flag_name(field_name: str) -> str:
@@ -131,10 +133,13 @@ class Config:
     # registration lookups
     registration: str = "auto"
     rdap_bootstrap: Path | None = None  # None = the bundled IANA dns.json snapshot
-    rdap_rate: float = 5.0  # requests per second per registry server; 0 = unlimited
+    rdap_rate: float | None = None  # requests per second per registry server; 0 = unlimited; None = rdap_rates table
     whois_rate: float = 1.0  # queries per second per WHOIS server; 0 = unlimited
     whois_server: str | None = None  # HOST[:PORT] that answers every WHOIS question (tests, mirrors)
     dns_server: str | None = None  # ADDR[:PORT] that answers every DNS question of the tool
+    dns_root: str | None = None  # ADDR[:PORT] of the root server the delegation check starts from (None = IANA's)
+    zone_files: tuple[Path, ...] = ()  # TLD zone files (plain or gzip, as CZDS publishes them): names in them are registered
+    registration_dates: str = "flagged"  # all / flagged: whose registration dates RDAP is asked for
     lookup_concurrency: int = 32
     timeout: float = 10.0  # seconds per network request
     retries: int = 4  # attempts after the first for retryable failures
@@ -147,6 +152,7 @@ class Config:
     revocation_window: timedelta = timedelta(days=7)  # revoked within this of notBefore = early
     reissue_window: timedelta = timedelta(days=2)  # B issued after A, at most this after A's revocation = a pair
     max_sans_per_cert: int = 5000  # beyond this, a certificate's extra SANs are not looked up
+    lint: bool = False  # pkilint's CA/Browser Forum TLS linter on every certificate (findings lint:<code>)
 
     # scale
     engine: str = "pandas"  # pandas / dask: where the detectors run
@@ -189,7 +195,10 @@ class Config:
             raise ConfigError("--for-not-after: the range's start must be before its end")
         if not self.crtsh_url.lower().startswith(("http://", "https://")):
             raise ConfigError(f"--crtsh-url must be an http:// or https:// URL, not {self.crtsh_url!r}")
-        for name in ("whois_server", "dns_server"):
+        if self.registration_dates not in REGISTRATION_DATES:
+            raise ConfigError(f"--registration-dates must be one of {', '.join(REGISTRATION_DATES)}, "
+                              f"not {self.registration_dates!r}")
+        for name in ("whois_server", "dns_server", "dns_root"):
             value = getattr(self, name)
             problem = server_problem(value) if value else None  # empty = not set
             if problem:

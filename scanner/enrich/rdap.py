@@ -37,6 +37,7 @@ from scanner.core.net import (
 )
 from scanner.core.records import Registration, RegistrationStatus
 from scanner.enrich.lookups import NO_CONNECTION, parse_date, utc_now
+from scanner.enrich.rdap_rates import Politeness, politeness_for
 
 _BOUND = LIMITS["rdap"]  # an RDAP answer is a few KB; a registry sending more is misbehaving
 
@@ -175,12 +176,12 @@ class RdapClient:
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _paused_until: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _limiters: dict[str, RateLimiter] = field(default_factory=dict, init=False, repr=False)
+    #: origin -> the rate it is asked at and why (rdap_rates table, or --rdap-rate)
+    politeness: dict[str, Politeness] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.bootstrap is None:
             self.bootstrap = RdapBootstrap.load(self.config.rdap_bootstrap)
-        if self.limits is None:
-            self.limits = HostRateLimits(self.config.rdap_rate)
 
     def covers(self, domain: str) -> bool:
         """True when this domain's TLD has an RDAP service."""
@@ -218,6 +219,8 @@ class RdapClient:
         url = domain_url(bases[0], domain)
         target = request_url(bases[0], domain)
         origin = _origin(bases[0])
+        if origin not in self._limiters:
+            self._limiter(origin, bases[0])
         try:
             answer, attempts = await with_retries(
                 lambda _: self._ask(url, origin, target), self.config.retries, self.backoff_base
@@ -235,12 +238,23 @@ class RdapClient:
             attempts=attempts,
         )
 
-    def _limiter(self, origin: str) -> RateLimiter:
+    def _limiter(self, origin: str, base: str | None = None) -> RateLimiter:
         limiter = self._limiters.get(origin)
         if limiter is None:
-            assert self.limits is not None
-            limiter = self._limiters[origin] = self.limits.for_host(origin)
+            if self.limits is not None:
+                limiter = self.limits.for_host(origin)
+                self.politeness[origin] = Politeness(self.limits.rate, "given limits")
+            else:
+                rate = politeness_for(base or origin + "/", self.config.rdap_rate)
+                self.politeness[origin] = rate
+                limiter = RateLimiter(rate.rate)
+            self._limiters[origin] = limiter
         return limiter
+
+    def rate_of(self, base: str) -> float:
+        """Requests per second this client allows itself towards the host of an RDAP base URL (0 = no limit)."""
+        interval = self._limiter(_origin(base), base).interval
+        return 1.0 / interval if interval else 0.0
 
     def _pause_host(self, origin: str, seconds: float) -> None:
         seconds = min(seconds, MAX_RETRY_AFTER)
@@ -249,13 +263,18 @@ class RdapClient:
 
     async def _ask(self, url: str, origin: str, target: URL | str) -> _Answer:
         # One flat coroutine: this runs once per name of a large scan, so every layer costs.
-        paused = self._paused_until.get(origin)
-        if paused is not None and paused > time.monotonic():
-            # A 429's Retry-After holds back every request to that host, even with no rate limit set.
-            await asyncio.sleep(paused - time.monotonic())
         limiter = self._limiter(origin)
-        if limiter.interval:
-            await limiter.acquire_async()
+        while True:
+            paused = self._paused_until.get(origin)
+            if paused is not None and paused > time.monotonic():
+                # A 429's Retry-After holds back every request to that host, even with no rate limit set.
+                await asyncio.sleep(paused - time.monotonic())
+            if limiter.interval:
+                await limiter.acquire_async()
+            paused = self._paused_until.get(origin)
+            # A 429 that came while this request waited for its turn: wait out the pause, then take a new turn.
+            if paused is None or paused <= time.monotonic():
+                break
         session = self._session if self._session is not None else self._get_session()
         gate = self.gate
         try:

@@ -1,4 +1,11 @@
-"""Registration status of registrable domains: recorded answers, the cache, then RDAP/WHOIS/DNS.
+"""Registration status of registrable domains: recorded answers, the cache, then the network, fastest first.
+
+`--registration auto` asks in the order that answers fastest: zone files (`--zone-file`), then the
+delegation check (the TLD's own servers: delegated = registered, in one UDP round trip), then the
+registry (RDAP, or WHOIS for TLDs without RDAP) only for the names the first two cannot settle
+(not delegated, SERVFAIL, silence). A name is unregistered only when the registry says so. RDAP
+registration dates (for registered_after_issuance) are asked for every name with
+`--registration-dates all`, else only for the names `look_up_dates` is given (the flagged ones).
 
 The pipeline submits names while it parses certificates; lookups run meanwhile on an asyncio
 loop in a worker thread. Every answer is tri-state and carries its evidence; a failure is
@@ -13,11 +20,12 @@ import concurrent.futures
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 from tqdm import tqdm
@@ -26,10 +34,14 @@ from scanner.core.cache import Cache
 from scanner.core.config import Config
 from scanner.core.net import Gate
 from scanner.core.records import REGISTRATION_COLUMNS, Registration, RegistrationStatus, coerce
+from scanner.core.times import duration_text
+from scanner.enrich.delegation import DELEGATED, DelegationClient
 from scanner.enrich.dns import DnsClient
 from scanner.enrich.lookups import failed_to_connect, utc_now
 from scanner.enrich.rdap import RdapClient, json_loads
 from scanner.enrich.whois import WhoisClient
+from scanner.enrich.zonefile import ZoneRead, read_zone_files
+from scanner.parse.items import domains_of
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +136,11 @@ class _Counts:
     offline: int = 0
     switched_off: int = 0
     errors: int = 0
+    zone_file: int = 0  # names found delegated in --zone-file files
+    delegated: int = 0  # names the delegation check settled (registered)
+    to_registry: int = 0  # names the delegation check could not settle, handed to RDAP/WHOIS
+    dates_asked: int = 0  # registered names asked of RDAP/WHOIS for their registration date
+    dates_found: int = 0
 
 
 @dataclass
@@ -140,12 +157,37 @@ class _Batch:
             self.done.set_result(None)
 
 
+class _Job(NamedTuple):
+    """One name waiting in a lane: its batch, and what an earlier step found (prior) or the row to date."""
+
+    name: str
+    batch: _Batch
+    prior: Registration | None = None  # auto mode: the delegation check's unsettled answer
+    dating: Row | None = None  # a registered row (delegation, zone file) asked again for its date
+
+
 @dataclass
 class _Lane:
-    """Domains waiting for one registry service; its own workers so a slow registry starves no other."""
+    """Names waiting for one service (a TLD's DNS servers, a registry); its own workers, so none starves another."""
 
-    queue: collections.deque[tuple[str, _Batch]] = field(default_factory=collections.deque)
+    kind: str  # "delegation", "registry" (auto's second step, and dates) or a single method's name
+    queue: collections.deque[_Job] = field(default_factory=collections.deque)
+    urgent: collections.deque[_Job] = field(default_factory=collections.deque)  # names of suspect certificates
     workers: int = 0
+    rate: float = 0.0  # requests per second this lane is held to (0 = none)
+    done: int = 0
+    active: int = 0  # names taken by a worker and not answered yet
+    started: float = 0.0
+
+    def pending(self) -> int:
+        """Names still waiting here or being looked up."""
+        return len(self.queue) + len(self.urgent) + self.active
+
+
+_SETTLING = ("zone-file", "delegation")  # methods that settle registered without a date
+_NO_DATE = "; no registration date: "
+_ETA_EVERY = 0.5  # seconds between two estimates of the time left, in the progress bar
+_FLUSH_SECONDS = 5.0  # cache writes at least this often, so a killed run resumes from nearly where it was
 
 
 class RegistrationService:
@@ -174,8 +216,10 @@ class RegistrationService:
         self._pending: list[concurrent.futures.Future[None]] = []
         self._counts = _Counts()
         self._to_cache: list[Row] = []
+        self._flushed_at = time.monotonic()
         self._lanes: dict[str, _Lane] = {}
         self._lane_by_parent: dict[str, str] = {}
+        self._urgent: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,6 +227,15 @@ class RegistrationService:
         self._rdap: RdapClient | None = None
         self._whois: WhoisClient | None = None
         self._dns: DnsClient | None = None
+        self._delegation: DelegationClient | None = None
+        # --zone-file: names wait until every name is in (results()), then one pass over the zones
+        self._zone_files = tuple(config.zone_files) if self.mode == "auto" else ()
+        self._held: list[_Job] = []
+        self._zones_read = not self._zone_files  # set on the loop's thread, where names are held or sent on
+        self._zones_scheduled = False
+        self._zone_read: ZoneRead | None = None
+        self._dates_all = self.mode == "auto" and config.registration_dates == "all"
+        self._eta_at = 0.0
         self._notice: str | None = None
         self._warned = False
         self._closed = False
@@ -193,12 +246,16 @@ class RegistrationService:
 
     # --- public API -----------------------------------------------------------------------
 
-    def submit(self, domains: Iterable[str]) -> None:
-        """Queue registrable domains for lookup (duplicates ignored); returns at once."""
+    def submit(self, domains: Iterable[str], *, first: Iterable[str] = ()) -> None:
+        """Queue registrable domains for lookup (duplicates ignored); returns at once.
+
+        first: names on already-suspect certificates (revoked, short-lived, ...): answered before the rest.
+        """
         if self._closed:
             raise RuntimeError("RegistrationService is closed")
         fresh: list[str] = []
         with self._lock:
+            self._urgent.update(normalise_domain(n) for n in first)
             for raw in domains:
                 name = normalise_domain(raw)
                 if name and name not in self._order:
@@ -217,8 +274,40 @@ class RegistrationService:
         rows = [self._rows[name] for name in self._order if name in self._rows]
         return registration_frame(rows)
 
+    def look_up_dates(self, domains: Iterable[str]) -> int:
+        """Ask the registry for the registration date of these names where a zone file or delegation settled them.
+
+        For `--registration-dates flagged`: after a first detection pass, the names of flagged
+        certificates. Waits for the answers (results() then has the dates); returns how many were asked.
+        """
+        self._wait()
+        if self.mode != "auto" or self.config.offline:
+            return 0
+        wanted = [n for n in dict.fromkeys(normalise_domain(d) for d in domains) if self._wants_date(n)]
+        if not wanted:
+            return 0
+        self._bar.total += len(wanted)
+        self._bar.refresh()
+        loop = self._ensure_loop()
+        self._pending.append(asyncio.run_coroutine_threadsafe(self._date(wanted), loop))
+        self._wait()
+        return len(wanted)
+
+    def seed(self, registrations: pd.DataFrame) -> None:
+        """Take a registrations table (of this run) as answers already given, e.g. before look_up_dates."""
+        for rec in registrations[list(REGISTRATION_COLUMNS)].itertuples(index=False, name=None):
+            values = [None if v is None or v is pd.NA or v is pd.NaT else v for v in rec]
+            for i in (5, 6):  # checked_at, registered_at
+                if values[i] is not None:
+                    values[i] = pd.Timestamp(values[i]).to_pydatetime()
+            values[7] = int(values[7]) if values[7] is not None else 0
+            name = values[0]
+            if name not in self._order:
+                self._order[name] = None
+            self._rows[name] = tuple(values)
+
     def summary(self) -> dict[str, Any]:
-        """Counts: lookups by status and by method, cache hits, recorded answers, network failures."""
+        """Counts: lookups by status and by method, cache hits, recorded answers, network failures, dates."""
         self._wait()
         by_status: collections.Counter[str] = collections.Counter()
         by_method: collections.Counter[str] = collections.Counter()
@@ -226,7 +315,7 @@ class RegistrationService:
             by_status[row[_STATUS]] += 1
             by_method[row[_METHOD] or "none"] += 1
         c = self._counts
-        return {
+        out: dict[str, Any] = {
             "domains": len(self._rows),
             "by_status": {s.value: by_status.get(s.value, 0) for s in RegistrationStatus},
             "by_method": dict(by_method),
@@ -238,6 +327,19 @@ class RegistrationService:
             "switched_off": c.switched_off,
             "internal_errors": c.errors,
         }
+        if self.mode == "auto":
+            out["settled_by"] = {"zone_file": c.zone_file, "delegation": c.delegated,
+                                 "registry_after_delegation": c.to_registry}
+            out["registration_dates"] = {"mode": self.config.registration_dates, "asked": c.dates_asked,
+                                         "found": c.dates_found}
+            if self._zone_read is not None:
+                z = self._zone_read
+                out["zone_files"] = {"files": len(self._zone_files), "lines": z.lines, "owners": z.owners,
+                                     "found": len(z.hits), "seconds": round(z.seconds, 3)}
+        if self._rdap is not None and self._rdap.politeness:
+            out["rdap_rates"] = {origin: {"per_second": p.rate, "source": p.source}
+                                 for origin, p in sorted(self._rdap.politeness.items())}
+        return out
 
     @property
     def notice(self) -> str | None:
@@ -288,6 +390,10 @@ class RegistrationService:
         loop.run_forever()
 
     def _wait(self) -> None:
+        if not self._zones_scheduled and self._zone_files and self._loop is not None:
+            # every name is in: read the zone files once, then the names they did not settle go on
+            self._zones_scheduled = True
+            self._pending.append(asyncio.run_coroutine_threadsafe(self._read_zones(), self._loop))
         while self._pending:
             pending, self._pending = self._pending, []
             for future in pending:
@@ -307,6 +413,8 @@ class RegistrationService:
         self._flush_cache()
         if self._rdap is not None:
             await self._rdap.close()
+        if self._delegation is not None:
+            await self._delegation.close()
 
     def _store(self, rows: list[Row]) -> None:
         for row in rows:
@@ -335,7 +443,8 @@ class RegistrationService:
             rest = [n for n in rest if n not in self._recorded]
         if self._cache is not None and rest:
             rest = self._from_cache(rest)
-        if not rest:
+        undated = [n for n in names if self._wants_date(n)] if self._dates_all and not self.config.offline else []
+        if not rest and not undated:
             return
         if self.config.offline:
             now = utc_now().isoformat()
@@ -344,11 +453,52 @@ class RegistrationService:
             self._counts.offline += len(rest)
             return
         loop = asyncio.get_running_loop()
-        batch = _Batch(len(rest), loop.create_future())
-        lane_of = self._lane_of
-        for name in rest:
-            self._enqueue(lane_of(name), name, batch)
+        batch = _Batch(len(rest) + len(undated), loop.create_future())
+        for name in undated:  # --registration-dates all: an earlier run's delegation answer still wants its date
+            self._bar.total += 1
+            self._enqueue(self._registry_lane(name), _Job(name, batch, None, self._rows[name]))
+        if not self._zones_read:
+            self._held.extend(_Job(name, batch) for name in rest)
+        else:
+            lane_of = self._lane_of
+            for name in rest:
+                self._enqueue(lane_of(name), _Job(name, batch))
         await batch.done
+
+    async def _read_zones(self) -> None:
+        """One streaming pass over the zone files for every held name; the names not in them go on."""
+        self._zones_read = True  # names submitted from now on go straight to the network
+        held, self._held = self._held, []
+        if not held:
+            return
+        wanted = {job.name for job in held}
+        loop = asyncio.get_running_loop()
+        read = await loop.run_in_executor(None, read_zone_files, self._zone_files, wanted)
+        self._zone_read = read
+        for problem in read.unreadable:
+            log.warning("%s", problem)
+        log.info("zone files: %d of %d names found delegated, %d lines read in %.1fs",
+                 len(read.hits), len(wanted), read.lines, read.seconds)
+        for job in held:
+            hit = read.hits.get(job.name)
+            if hit is None:
+                self._enqueue(self._lane_of(job.name), job)
+                continue
+            reg = Registration(job.name, RegistrationStatus.REGISTERED, "zone-file", hit.path, hit.detail(),
+                               hit.file_time, None, 0)
+            self._counts.zone_file += 1
+            self._finish(job, reg, False, network=False)
+
+    async def _date(self, names: list[str]) -> None:
+        batch = _Batch(len(names), asyncio.get_running_loop().create_future())
+        for name in names:
+            self._enqueue(self._registry_lane(name), _Job(name, batch, None, self._rows[name]))
+        await batch.done
+
+    def _wants_date(self, name: str) -> bool:
+        row = self._rows.get(name)
+        return (row is not None and row[_STATUS] == RegistrationStatus.REGISTERED.value
+                and row[_METHOD] in _SETTLING and row[6] is None)
 
     def _from_cache(self, names: list[str]) -> list[str]:
         assert self._cache is not None
@@ -383,6 +533,7 @@ class RegistrationService:
         return rest
 
     def _flush_cache(self) -> None:
+        self._flushed_at = time.monotonic()
         if self._cache is None or not self._to_cache:
             return
         batch, self._to_cache = self._to_cache, []
@@ -401,9 +552,16 @@ class RegistrationService:
             self._rdap = RdapClient(self.config, gate=gate, backoff_base=base)
             self._whois = WhoisClient(self.config, gate=gate, backoff_base=base)
             self._dns = DnsClient(self.config, gate=gate, backoff_base=base)
+            self._delegation = DelegationClient(self.config, gate=gate, backoff_base=base)
         return self._rdap, self._whois, self._dns
 
     def _lane_of(self, name: str) -> str:
+        """The lane of a name's first network step."""
+        if self.mode == "auto":
+            return "delegation:" + name.rsplit(".", 1)[-1]
+        return self._registry_lane(name)
+
+    def _registry_lane(self, name: str) -> str:
         # Names under one parent (everything after the first label) share a registry service.
         parent = name.partition(".")[2]
         lane = self._lane_by_parent.get(parent)
@@ -421,11 +579,15 @@ class RegistrationService:
             return "rdap:" + bases[0]
         return ("whois:" if self.mode != "rdap" else "rdap:") + name.rsplit(".", 1)[-1]
 
-    def _enqueue(self, lane_key: str, name: str, batch: _Batch) -> None:
+    def _enqueue(self, lane_key: str, job: _Job) -> None:
         lane = self._lanes.get(lane_key)
         if lane is None:
-            lane = self._lanes[lane_key] = _Lane()
-        lane.queue.append((name, batch))
+            kind = "delegation" if lane_key.startswith("delegation:") else (
+                "registry" if self.mode == "auto" else self.mode)
+            lane = self._lanes[lane_key] = _Lane(kind, started=time.monotonic())
+            if lane_key.startswith("rdap:"):
+                lane.rate = self._clients()[0].rate_of(lane_key[5:])
+        (lane.urgent if job.name in self._urgent else lane.queue).append(job)
         if lane.workers < self.config.lookup_concurrency:
             lane.workers += 1
             task = asyncio.get_running_loop().create_task(self._worker(lane))
@@ -435,21 +597,37 @@ class RegistrationService:
 
     async def _worker(self, lane: _Lane) -> None:
         rdap, whois, dns = self._clients()
+        delegation = self._delegation
+        assert delegation is not None
         # With one method there is no chain to walk: call it directly (this loop is the hot path).
-        single = {"rdap": rdap.lookup, "whois": whois.lookup, "dns": dns.lookup}.get(self.mode)
-        queue, rows, counts, bar = lane.queue, self._rows, self._counts, self._bar
+        single = {"rdap": rdap.lookup, "whois": whois.lookup, "dns": dns.lookup}.get(lane.kind)
+        queue, urgent = lane.queue, lane.urgent
         try:
-            while queue:
-                name, batch = queue.popleft()
+            while queue or urgent:
+                job = urgent.popleft() if urgent else queue.popleft()
+                name = job.name
+                lane.active += 1
                 try:
                     if single is not None:
                         reg = await single(name)
                         no_connection = failed_to_connect(reg)
+                    elif lane.kind == "delegation":
+                        found = await delegation.lookup(name)
+                        if found.state != DELEGATED:
+                            # not delegated, or no answer: the registry decides
+                            self._counts.to_registry += 1
+                            lane.done += 1
+                            self._enqueue(self._registry_lane(name), job._replace(prior=found.as_registration()))
+                            continue
+                        reg, no_connection = found.as_registration(), False
+                        self._counts.delegated += 1
+                    elif job.dating is not None:
+                        reg, no_connection = await self._dated(job.dating, rdap, whois)
                     else:
-                        reg, no_connection = await self._lookup(name)
+                        reg, no_connection = await self._after_delegation(name, job.prior, rdap, whois)
                 except Exception as exc:  # one odd domain must not stop the batch
                     log.warning("registration lookup of %s failed unexpectedly: %s", name, exc, exc_info=True)
-                    counts.errors += 1
+                    self._counts.errors += 1
                     reg = Registration(
                         name,
                         RegistrationStatus.UNKNOWN,
@@ -458,53 +636,84 @@ class RegistrationService:
                         checked_at=utc_now(),
                     )
                     no_connection = False
-                row = _row(reg)
-                rows[name] = row
-                bar.update()
-                counts.network += 1
-                if no_connection:
-                    counts.network_failures += 1
-                if self._cache is not None and row[_STATUS] in _KNOWN:
-                    self._to_cache.append(row)
-                    if len(self._to_cache) >= _FLUSH_EVERY:
-                        self._flush_cache()
-                batch.one_finished()
+                finally:
+                    lane.active -= 1
+                lane.done += 1
+                if self._dates_all and job.dating is None and reg.status is RegistrationStatus.REGISTERED \
+                        and reg.method in _SETTLING:
+                    # --registration-dates all: the same batch waits for the date too
+                    job.batch.remaining += 1
+                    self._bar.total += 1
+                    self._enqueue(self._registry_lane(name), _Job(name, job.batch, None, _row(reg)))
+                self._finish(job, reg, no_connection)
         finally:
             lane.workers -= 1
 
-    async def _lookup(self, name: str) -> tuple[Registration, bool]:
-        """One domain through auto mode's chain; also says whether it failed for want of a connection."""
-        rdap, whois, dns = self._clients()
-        first = await (rdap.lookup(name) if rdap.covers(name) else whois.lookup(name))
-        if first.status is not RegistrationStatus.UNKNOWN:
-            return first, False
-        last = await dns.lookup(name)
-        if last.status is not RegistrationStatus.UNKNOWN:
-            return (
-                Registration(
-                    name,
-                    last.status,
-                    last.method,
-                    last.server,
-                    f"{last.detail}; {first.method} gave no answer: {first.detail}",
-                    last.checked_at,
-                    last.registered_at,
-                    first.attempts + last.attempts,
-                ),
-                False,
-            )
-        combined = Registration(
-            name,
-            RegistrationStatus.UNKNOWN,
-            first.method,
-            first.server,
-            f"{first.method}: {first.detail}; dns: {last.detail}",
-            last.checked_at,
-            None,
-            first.attempts + last.attempts,
-        )
-        # The DNS fallback only times out when offline (UDP has no "refused"): the first method decides.
-        return combined, failed_to_connect(first)
+    def _finish(self, job: _Job, reg: Registration, no_connection: bool, *, network: bool = True) -> None:
+        row = _row(reg)
+        self._rows[job.name] = row
+        self._bar.update()
+        if network:
+            self._counts.network += 1
+            if no_connection:
+                self._counts.network_failures += 1
+        if self._cache is not None and row[_STATUS] in _KNOWN:
+            self._to_cache.append(row)
+            if len(self._to_cache) >= _FLUSH_EVERY or time.monotonic() - self._flushed_at > _FLUSH_SECONDS:
+                self._flush_cache()
+        now = time.monotonic()
+        if now - self._eta_at > _ETA_EVERY and not self._bar.disable:
+            self._eta_at = now
+            self._bar.set_postfix_str(self.eta_text(), refresh=False)
+        job.batch.one_finished()
+
+    def estimated_seconds_left(self) -> float | None:
+        """How long the queued lookups will take: the slowest lane, at its rate limit or its pace so far."""
+        now = time.monotonic()
+        worst: float | None = None
+        for lane in list(self._lanes.values()):
+            pending = lane.pending()
+            if not pending:
+                continue
+            pace = lane.rate or (lane.done / (now - lane.started) if lane.done and now > lane.started else 0.0)
+            if not pace:
+                continue
+            left = pending / pace
+            worst = left if worst is None else max(worst, left)
+        return worst
+
+    def eta_text(self) -> str:
+        """'about 3.2 h left' for the progress bar ('' when nothing is queued or the pace is not known yet)."""
+        left = self.estimated_seconds_left()
+        if left is None:
+            return ""
+        return f"about {left:.0f} s left" if left < 90 else f"about {duration_text(left / 3600)} left"
+
+    async def _after_delegation(self, name: str, prior: Registration | None, rdap: RdapClient,
+                                whois: WhoisClient) -> tuple[Registration, bool]:
+        """Auto mode's registry step for a name the delegation check could not settle (RDAP, else WHOIS)."""
+        reg = await (rdap.lookup(name) if rdap.covers(name) else whois.lookup(name))
+        if prior is None:
+            return reg, failed_to_connect(reg)
+        attempts = reg.attempts + prior.attempts
+        if reg.status is not RegistrationStatus.UNKNOWN:
+            return reg._replace(detail=f"{reg.detail}; {prior.detail}", attempts=attempts), False
+        combined = reg._replace(detail=f"{reg.method}: {reg.detail}; {prior.detail}", attempts=attempts)
+        return combined, failed_to_connect(reg)
+
+    async def _dated(self, row: Row, rdap: RdapClient, whois: WhoisClient) -> tuple[Registration, bool]:
+        """A registered row (zone file, delegation) with the registry's registration date added when it has one."""
+        name = row[0]
+        self._counts.dates_asked += 1
+        reg = await (rdap.lookup(name) if rdap.covers(name) else whois.lookup(name))
+        kept = Registration(name, RegistrationStatus.REGISTERED, *row[2:])
+        if reg.status is RegistrationStatus.REGISTERED:
+            if reg.registered_at is not None:
+                self._counts.dates_found += 1
+            return reg._replace(detail=f"{reg.detail}; {row[4]}", attempts=reg.attempts + (row[7] or 0)), False
+        # The zone's own delegation outweighs a registry that says otherwise or does not answer.
+        evidence = str(row[4] or "").split(_NO_DATE)[0]
+        return kept._replace(detail=f"{evidence}{_NO_DATE}{reg.method}: {reg.detail}"), False
 
     def _check_network(self) -> None:
         c = self._counts
@@ -519,3 +728,26 @@ class RegistrationService:
 
 def _row_of(name: str, status: RegistrationStatus, method: str, detail: str, now: str) -> Row:
     return (name, status.value, method, "", detail, now, None, 0)
+
+
+def flagged_domains(certs: pd.DataFrame, flagged: pd.Series, max_per_cert: int) -> list[str]:
+    """The registrable domains of the flagged certificates (a boolean mask over certs), for look_up_dates."""
+    if certs.empty or not bool(flagged.any()):
+        return []
+    rows = certs.loc[flagged.to_numpy(dtype=bool), ["san_dns", "subject_cn"]].to_dict("records")
+    return sorted(domains_of(rows, max_per_cert))
+
+
+def add_registration_dates(config: Config, registrations: pd.DataFrame, domains: Iterable[str]
+                           ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """`--registration-dates flagged`: these names' registration dates from the registry -> (table, counts).
+
+    A service of its own, after detection: the table is taken as this run's answers, the names it
+    settled without a date (zone file, delegation) are asked of RDAP/WHOIS, and the table returns
+    with their dates.
+    """
+    with RegistrationService(config) as service:
+        service.seed(registrations)
+        asked = service.look_up_dates(domains)
+        table = service.results() if asked else registrations
+        return table, service.summary().get("registration_dates", {"asked": asked})
