@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -117,6 +118,8 @@ class _Run:
     revocation_data: list[str] = field(default_factory=list)
     revocation_checks: dict[str, Any] | None = None
     extra_tables: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+    linter: Any = None  # with --lint: the enrich.lint.LintService every certificate of the source passes
+    lint_summary: dict[str, Any] | None = None
 
 
 def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
@@ -124,7 +127,8 @@ def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
     frames: list[pd.DataFrame] = []
     show = config.progress if config.progress is not None else (sys.stderr.isatty() and not config.quiet)
     bar = tqdm(unit=" cert", desc="parse", file=sys.stderr, disable=not show)
-    for chunk in parse_in_chunks(open_source(config), workers=config.workers,
+    items = open_source(config) if state.linter is None else state.linter.tap(open_source(config))
+    for chunk in parse_in_chunks(items, workers=config.workers,
                                  max_sans_per_cert=config.max_sans_per_cert):
         bar.update(chunk.read)
         new = chunk.domains - state.domains
@@ -262,16 +266,39 @@ def _crl_disclosure(certs: pd.DataFrame, scope: Any, crls: pd.DataFrame | None, 
 
 
 def _detect(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config,
-            revocation_findings: pd.DataFrame | None) -> pd.DataFrame:
+            revocation_findings: pd.DataFrame | None, lint_findings: pd.DataFrame | None = None) -> pd.DataFrame:
     if config.engine == "dask":
         from scanner.scale.engine import run_detectors_dask
 
         findings = run_detectors_dask(certs, registrations, config)
     else:
         findings = run_detectors(certs, registrations, config)
-    if revocation_findings is not None and not revocation_findings.empty:
-        findings = pd.concat([findings, revocation_findings], ignore_index=True)
+    extra = [f for f in (revocation_findings, lint_findings) if f is not None and not f.empty]
+    if extra:
+        findings = pd.concat([findings, *extra], ignore_index=True)
     return sort_findings(findings)
+
+
+def _lint_service(config: Config) -> Any:
+    """With --lint, the lint service the source's certificates pass through (pkilint loads only then)."""
+    if not config.lint:
+        return contextlib.nullcontext()
+    from scanner.enrich.lint import LintService
+
+    return LintService(config.store_file, workers=config.workers)
+
+
+def _lint(state: _Run, certs: pd.DataFrame) -> pd.DataFrame | None:
+    """With --lint: pkilint's findings as lint:<code> findings; certificates it could not lint become error rows."""
+    if state.linter is None:
+        return None
+    from scanner.detect.lint import detect_lint, lint_errors
+
+    tables = state.linter.finish()
+    state.lint_summary = tables.summary
+    state.errors.extend(lint_errors(certs, tables.failures))
+    return detect_lint(certs, tables.findings)
+
 
 
 def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.DataFrame, suspects: pd.DataFrame,
@@ -336,7 +363,8 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
 
     clock = StageClock()
     state = _Run()
-    with RegistrationService(config, progress=config.progress) as registry:
+    with RegistrationService(config, progress=config.progress) as registry, _lint_service(config) as linter:
+        state.linter = linter
         certs = _ingest(config, registry, state)
         clock.lap("parse")
         certs = collapse_precerts(certs)
@@ -351,8 +379,11 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         if registry.notice:
             state.notices.append(registry.notice)
             state.said.add(registry.notice)  # the registration service said it once already
+        lint_findings = _lint(state, certs)  # the linters ran beside the parse; the last batches finish here
+        if lint_findings is not None:
+            clock.lap("lint")
 
-    findings = _detect(certs, registrations, config, revocation_findings)
+    findings = _detect(certs, registrations, config, revocation_findings, lint_findings)
     clock.lap("detect")
     suspects = build_suspects(certs, findings)
     clock.lap("score")
@@ -361,6 +392,8 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
     state.extra_tables["trends.csv"] = ("Trends", rates)
     summary = _summary(config, state, certs, findings, suspects, errors, lookups, clock)
     summary["rates"] = rates_summary(rates, config.revocation_window)
+    if state.lint_summary is not None:
+        summary["lint"] = state.lint_summary  # pkilint's version, the BR version, counts, findings per code
     result = ScanResult(certs, findings, suspects, errors, registrations, summary)
     if write:
         result.reports = _write(config, result, state.extra_tables, clock)

@@ -253,12 +253,41 @@ _CODE_TABLE = (
 FINDING_CODES: Mapping[str, FindingCode] = MappingProxyType({c.code: c for c in _CODE_TABLE})
 
 
-def finding_code(code: str) -> FindingCode:
-    """The FindingCode of code; UnknownFindingCode if this version of ctscan does not know it."""
+#: The one family of codes not in FINDING_CODES (--lint): ``lint:<pkilint code>``, one per pkilint check,
+#: each finding with its own severity, from pkilint's: ERROR (a MUST of the BRs or RFC 5280 broken) counts
+#: in the score; FATAL (a part pkilint could not decode) counts less; WARNING and below are listed but weigh
+#: little. score.py caps what a certificate's lint codes add up to (LINT_MAX_POINTS).
+LINT_PREFIX = "lint:"
+#: pkilint severity -> the finding's severity here (DEBUG findings are not kept).
+LINT_SEVERITIES: Mapping[str, str] = MappingProxyType(
+    {"FATAL": "medium", "ERROR": "high", "WARNING": "low", "NOTICE": "info", "INFO": "info"})
+#: A lint finding's weight by its severity here.
+LINT_WEIGHTS: Mapping[str, float] = MappingProxyType({"high": 20.0, "medium": 10.0, "low": 1.0, "info": 0.2})
+
+
+def is_lint_code(code: object) -> bool:
+    """True for a ``lint:<pkilint code>`` finding code."""
+    return isinstance(code, str) and code.startswith(LINT_PREFIX) and len(code) > len(LINT_PREFIX)
+
+
+def lint_finding_code(code: str, severity: str = "high") -> FindingCode:
+    """The FindingCode of a lint:<pkilint code> finding of this severity (high/medium/low/info)."""
+    check = code[len(LINT_PREFIX):]
+    return FindingCode(code, severity, LINT_WEIGHTS.get(severity, LINT_WEIGHTS["info"]), f"pkilint: {check}",
+                       f"pkilint's CA/Browser Forum TLS linter reports {check} for the certificate.")
+
+
+def finding_code(code: str, severity: str | None = None) -> FindingCode:
+    """The FindingCode of code; UnknownFindingCode if this version of ctscan does not know it.
+
+    severity: for a lint:<pkilint code> finding, the finding's own severity (its weight follows it).
+    """
     # Looked up through the module attribute so that a test can swap the whole table.
     try:
         return FINDING_CODES[code]
     except KeyError:
+        if is_lint_code(code):
+            return lint_finding_code(code, severity or "high")
         raise UnknownFindingCode(code) from None
 
 

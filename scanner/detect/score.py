@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 
-from scanner.core.records import SUSPECT_COLUMNS, crtsh_url, finding_code
+from scanner.core.records import LINT_PREFIX, SUSPECT_COLUMNS, crtsh_url, finding_code
 
 #: Extra weight when a signal's detail shows the strongest form of that evidence.
 BONUSES: dict[tuple[str, str, str], float] = {
@@ -26,6 +26,10 @@ FACTORS: dict[tuple[str, str, object], float] = {
     # The flagged name is itself certified again and again: likely a second site of one company.
     ("typo_neighbour", "established", True): 0.4,
 }
+
+#: The most a certificate's lint:<pkilint code> findings add up to (--lint): a CA whose every certificate
+#: breaks the same few rules must not bury the certificates with typo, registration or revocation evidence.
+LINT_MAX_POINTS = 30.0
 
 def _detail(detail: str) -> dict:
     if not detail:
@@ -72,7 +76,14 @@ def _joined_evidence(sentences: pd.Series) -> str:
 def code_points(findings: pd.DataFrame) -> pd.DataFrame:
     """Per (certificate, code): the most any of its findings earns, (weight + bonus) x factor (sha256, code, points)."""
     f = pd.DataFrame({"sha256": findings["sha256"].astype("object"), "code": findings["code"].astype("object")})
-    weight = f["code"].map(lambda c: finding_code(c).weight).astype("float64")
+    lint = f["code"].str.startswith(LINT_PREFIX, na=False).to_numpy()
+    weight = pd.Series(0.0, index=f.index)
+    weight[~lint] = f["code"][~lint].map(lambda c: finding_code(c).weight)
+    if lint.any():  # a lint:<pkilint code> weighs what its own severity does (records.LINT_WEIGHTS)
+        severity = (findings["severity"] if "severity" in findings else pd.Series(None, index=f.index))
+        weight[lint] = [finding_code(c, s if isinstance(s, str) else None).weight
+                        for c, s in zip(f["code"].to_numpy()[lint], severity.astype("object").to_numpy()[lint])]
+    weight = weight.astype("float64")
     f["points"] = weight
     # Only codes that can earn a bonus or a factor need their JSON detail read: at 100k findings that
     # is most of the cost.
@@ -83,7 +94,13 @@ def code_points(findings: pd.DataFrame) -> pd.DataFrame:
         f.loc[special, "points"] = [(w + bonus(c, d)) * factor(c, d)
                                     for w, c, d in zip(weight.to_numpy()[special], codes, details)]
     per_code = f.groupby(["sha256", "code"], sort=False).agg(points=("points", "max"))
-    return per_code[["points"]].reset_index()
+    per_code = per_code[["points"]].reset_index()
+    if lint.any():  # a certificate's lint codes together earn at most LINT_MAX_POINTS, shared in proportion
+        is_lint = per_code["code"].str.startswith(LINT_PREFIX).to_numpy()
+        total = per_code["points"].where(is_lint, 0.0).groupby(per_code["sha256"]).transform("sum")
+        scale = (LINT_MAX_POINTS / total).clip(upper=1.0).where(is_lint & (total > 0), 1.0)
+        per_code["points"] = per_code["points"] * scale
+    return per_code
 
 
 def certificate_scores(findings: pd.DataFrame) -> pd.Series:

@@ -132,17 +132,37 @@ def revocation_states(facts: pd.DataFrame, now: datetime | None = None) -> pd.Se
 def finding_title(code: str) -> str:
     """The human title of a finding code (the code itself if it is not in records.FINDING_CODES)."""
     # Rendering only: a code from another ctscan version keeps its own name as its title.
-    meta = records.FINDING_CODES.get(code)
+    meta = _meta(code)
     return meta.title if meta else code
+
+
+def _meta(code: str, lint_severity: dict[str, str] | None = None) -> records.FindingCode | None:
+    """A code's FindingCode; a lint:<pkilint code> with the most severe severity its findings have."""
+    meta = records.FINDING_CODES.get(code)
+    if meta is None and records.is_lint_code(code):
+        return records.lint_finding_code(code, (lint_severity or {}).get(code, "high"))
+    return meta
+
+
+def _lint_severities(findings: pd.DataFrame) -> dict[str, str]:
+    """lint:<pkilint code> -> the most severe severity among its findings (each lint finding has its own)."""
+    if not len(findings) or "severity" not in findings:
+        return {}
+    lint = findings[findings["code"].astype("string").str.startswith(records.LINT_PREFIX, na=False)]
+    ranks = lint["severity"].map(lambda s: _SEVERITY_RANK.get(s, len(_SEVERITY_RANK)))
+    best = ranks.groupby(lint["code"].astype("object")).min()
+    by_rank = {rank: name for name, rank in _SEVERITY_RANK.items()}
+    return {str(code): by_rank.get(int(rank), "info") for code, rank in best.items()}
 
 
 def codes_present(findings: pd.DataFrame) -> list[str]:
     """Finding codes in findings, most severe first, then in FINDING_CODES order, then by name."""
     present = [c for c in pd.unique(findings["code"].dropna()) if str(c)] if len(findings) else []
     order = {code: i for i, code in enumerate(records.FINDING_CODES)}
+    lint_severity = _lint_severities(findings)
 
     def key(code: str) -> tuple[int, int, str]:
-        meta = records.FINDING_CODES.get(code)
+        meta = _meta(code, lint_severity)
         severity = _SEVERITY_RANK.get(meta.severity if meta else "info", len(_SEVERITY_RANK))
         return (severity, order.get(code, len(order)), code)
 
@@ -153,12 +173,13 @@ def problem_stats(findings: pd.DataFrame, facts: pd.DataFrame, now: datetime | N
     """Per finding code: title, certificates, first/last notBefore, and how many revoked/expired/valid."""
     rows = []
     states = revocation_states(facts, now)
+    lint_severity = _lint_severities(findings)
     for code in codes_present(findings):
         hashes = pd.unique(findings.loc[findings["code"] == code, "sha256"].dropna())
         known = facts.index.intersection(pd.Index(hashes))
         sub_states = states.reindex(pd.Index(hashes)).fillna(VALID)
         not_before = facts.loc[known, "not_before"]
-        meta = records.FINDING_CODES.get(code)
+        meta = _meta(code, lint_severity)
         rows.append(
             {
                 "title": finding_title(code),

@@ -22,6 +22,7 @@ import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
 from scanner.core.atomic import atomic_path
+from scanner.core.records import LINT_PREFIX, is_lint_code
 from scanner.core.times import iso as format_time
 from scanner.report.csv_report import LIST_SEPARATOR, is_missing
 from scanner.report.problems import PROBLEM_COLUMNS, crtsh_url
@@ -66,6 +67,14 @@ def sheet_name(wanted: str, used: set[str]) -> str:
         name = base[: _SHEET_NAME_MAX - len(suffix)] + suffix
     used.add(name.lower())
     return name
+
+
+def _sheet_title(code: str) -> str:
+    """A problem's sheet title: its code; a lint:<pkilint code> by its most specific part, so 31 characters tell
+    one from another (the Summary sheet links each full code to its sheet)."""
+    if is_lint_code(code):
+        return "lint " + code.rsplit(".", 1)[-1].removeprefix(LINT_PREFIX)
+    return code
 
 
 def _safe_workbook(path: Path) -> xlsxwriter.Workbook:
@@ -299,7 +308,7 @@ def write_xlsx(
     problem_table(code) builds one problem's list when its sheet is written, so only one is in memory.
     """
     used = {name.lower() for name in RESERVED_SHEETS}
-    sheets = {code: sheet_name(code, used) for code in stats["code"]}
+    sheets = {code: sheet_name(_sheet_title(code), used) for code in stats["code"]}
     with atomic_path(path) as tmp:
         book = _safe_workbook(tmp)
         try:

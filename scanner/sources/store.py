@@ -108,6 +108,18 @@ CREATE TABLE IF NOT EXISTS alert_pairs (
 CREATE INDEX IF NOT EXISTS alert_pairs_delivery ON alert_pairs (delivery);
 """
 
+# Lint results (--lint), by certificate SHA-256 and linter (pkilint's version and ctscan's profile): a rerun
+# lints only certificates it has not linted with this linter; upgrading pkilint lints everything again.
+_LINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lint_results (
+    sha256    TEXT NOT NULL,
+    linter    TEXT NOT NULL,
+    result    TEXT NOT NULL,
+    linted_at TEXT NOT NULL,
+    PRIMARY KEY (sha256, linter)
+) WITHOUT ROWID;
+"""
+
 
 class PendingDelivery(NamedTuple):
     """An alert delivery not yet accepted by its channel: its id, the round that formed it, its findings."""
@@ -190,6 +202,7 @@ class CertStore:
         self._conn.executescript(_SCHEMA)
         self._conn.executescript(_CT_SCHEMA)
         self._conn.executescript(_ALERT_SCHEMA)
+        self._conn.executescript(_LINT_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- certificates -------------------------------------------------------------------
@@ -405,6 +418,28 @@ class CertStore:
                     yield RawCert(bytes(der), "ct", f"{log_url}#{idx}", extra)
         finally:
             cur.close()
+
+    # --- lint results (--lint) ---------------------------------------------------------------
+
+    def lint_cached(self, linter: str, sha256s: Sequence[str]) -> dict[str, str]:
+        """The stored lint results (JSON text) of those certificates this linter has linted: sha256 -> result."""
+        found: dict[str, str] = {}
+        wanted = list(sha256s)
+        for start in range(0, len(wanted), _CHUNK - 1):
+            chunk = wanted[start:start + _CHUNK - 1]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._conn.execute(
+                f"SELECT sha256, result FROM lint_results WHERE linter = ? AND sha256 IN ({marks})", [linter, *chunk]))
+        return found
+
+    def lint_put(self, linter: str, results: Iterable[tuple[str, str]]) -> int:
+        """Keep (sha256, result JSON text) pairs of this linter in one transaction; returns how many."""
+        now = store_text(datetime.now(timezone.utc))
+        rows = [(sha, linter, result, now) for sha, result in results]
+        with self._transaction():
+            self._conn.executemany("INSERT OR REPLACE INTO lint_results (sha256, linter, result, linted_at) "
+                                   "VALUES (?, ?, ?, ?)", rows)
+        return len(rows)
 
     # --- alerts (ctscan watch) -------------------------------------------------------------
 

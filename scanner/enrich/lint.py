@@ -1,0 +1,322 @@
+"""pkilint's CA/Browser Forum TLS linter on every certificate (--lint), across processes, cached in the store.
+
+Each certificate is linted as ``lint_cabf_serverauth_cert lint -d`` lints it: its type detected
+(root, intermediate, subscriber DV/OV/IV/EV, precertificate, OCSP responder), then the validators of
+that type with pkilint's CA/Browser Forum finding filters, keeping findings of severity INFO and above.
+Building one type's validators costs about 0.4 s, so every process builds each type once and reuses it.
+Results are kept in the certificate store keyed by SHA-256 and linter (pkilint's version and this
+profile), so a rerun lints only certificates it has not seen, and a new pkilint lints everything again.
+
+pkilint is imported only when a certificate is actually linted: a scan without --lint never loads
+it, and a rerun whose every certificate is cached does not either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+try:  # orjson reads a warm cache about twice as fast; json does the same job without it
+    from orjson import dumps as _dumps
+    from orjson import loads as json_loads
+
+    def json_dumps(value: Any) -> str:
+        """Compact JSON text."""
+        return _dumps(value).decode()
+except ImportError:  # pragma: no cover - depends on the environment
+    import json
+
+    json_loads = json.loads
+
+    def json_dumps(value: Any) -> str:
+        """Compact JSON text."""
+        return json.dumps(value, separators=(",", ":"))
+
+from scanner.core.records import coerce, empty_frame
+from scanner.sources.base import RawCert, SourceItem
+from scanner.sources.store import CertStore
+
+log = logging.getLogger(__name__)
+
+#: The lint table: one row per pkilint finding of a linted DER (a certificate or a precertificate).
+LINT_COLUMNS: dict[str, str] = {
+    "sha256": "string",  # of the DER linted (a final certificate's or a precertificate's)
+    "certificate_type": "string",  # pkilint's detected type, e.g. DV_FINAL_CERTIFICATE
+    "severity": "string",  # pkilint's: FATAL / ERROR / WARNING / NOTICE / INFO
+    "code": "string",  # pkilint's finding code, e.g. cabf.serverauth.subscriber.crldp_absent
+    "node_path": "string",  # where in the certificate, e.g. certificate.tbsCertificate.extensions.2
+    "message": "string",  # pkilint's message, when it gives one
+    "linter": "string",  # "pkilint 0.13.3 (BR 2.2.5)"
+}
+
+#: Certificates pkilint could not lint at all (its DER decoder refused them): one row each.
+LINT_FAILURE_COLUMNS: dict[str, str] = {"sha256": "string", "error": "string", "linter": "string"}
+
+#: The profile: bump it when what is linted or kept changes, so the cached results are not reused.
+PROFILE = "cabf-serverauth -d, finding filters, severity >= INFO, v1"
+_KEPT = ("FATAL", "ERROR", "WARNING", "NOTICE", "INFO")  # pkilint's default report threshold is INFO
+_LOOKUP_BATCH = 500  # certificates per store lookup
+_BATCH = 64  # certificates per unit of work in a worker
+PARALLEL_FROM = 256  # fewer uncached certificates than this are linted in-process: workers cost more to start
+
+
+def pkilint_version() -> str:
+    """The installed pkilint's version (read from its metadata: pkilint itself is not imported)."""
+    try:
+        return metadata.version("pkilint")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def linter_id() -> str:
+    """The cache key of this linter: pkilint's version and ctscan's profile."""
+    return f"pkilint {pkilint_version()}; {PROFILE}"
+
+
+# --- in a worker (or in-process) -------------------------------------------------------------
+
+_VALIDATORS: dict[Any, tuple[Any, Any]] = {}  # certificate type -> (validator container, finding filters)
+
+
+def br_version() -> str:
+    """The version of the TLS Baseline Requirements pkilint's lints follow (imports pkilint)."""
+    from pkilint.cabf.serverauth import serverauth_constants
+
+    return str(serverauth_constants.BR_VERSION)
+
+
+def _validator(certificate_type: Any) -> tuple[Any, Any]:
+    """The validator container and finding filters of one certificate type, built once per process."""
+    if certificate_type not in _VALIDATORS:
+        from pkilint.cabf import serverauth
+        from pkilint.pkix import certificate
+
+        # pkilint logs a traceback for each check that raises; the finding (base.unhandled_exception, FATAL)
+        # carries its message, which is what the reports show.
+        logging.getLogger("pkilint").setLevel(logging.CRITICAL)
+        container = certificate.create_pkix_certificate_validator_container(
+            serverauth.create_decoding_validators(), serverauth.create_validators(certificate_type))
+        _VALIDATORS[certificate_type] = (container, serverauth.create_serverauth_finding_filters(certificate_type))
+    return _VALIDATORS[certificate_type]
+
+
+def lint_der(der: bytes) -> dict[str, Any]:
+    """pkilint's findings on one DER certificate, as ``lint_cabf_serverauth_cert lint -d`` reports them.
+
+    {"type": detected type, "br": BR version, "findings": [[severity, code, node_path, message], ...],
+    "error": why pkilint could not lint it at all, else ""}.
+    """
+    from pkilint import finding_filter, loader
+    from pkilint.cabf import serverauth
+
+    br = br_version()
+    try:
+        doc = loader.RFC5280CertificateDocumentLoader().load_der_document(der, "certificate")
+        certificate_type = serverauth.determine_certificate_type(doc)
+    except Exception as exc:  # noqa: BLE001  pkilint's decoder refusing the bytes is a result, not a crash
+        return {"type": "", "br": br, "findings": [], "error": f"pkilint could not decode it: {exc}"}
+    container, filters = _validator(certificate_type)
+    results, _ = finding_filter.filter_results(filters, container.validate(doc.root))
+    findings = [[d.finding.severity.name, d.finding.code, r.node.path, d.message or ""]
+                for r in results for d in r.finding_descriptions if d.finding.severity.name in _KEPT]
+    return {"type": str(certificate_type), "br": br, "findings": findings, "error": ""}
+
+
+def lint_batch(ders: Sequence[bytes]) -> list[str]:
+    """lint_der of each, as JSON text (what the store keeps). Runs in the workers."""
+    out = []
+    for der in ders:
+        try:
+            result = lint_der(der)
+        except Exception as exc:  # noqa: BLE001  one certificate pkilint trips over never stops the others
+            result = {"type": "", "br": "", "findings": [], "error": f"pkilint failed on it: {exc!r}"}
+        out.append(json_dumps(result))
+    return out
+
+
+# --- in the scan's process -------------------------------------------------------------------
+
+
+@dataclass
+class LintTables:
+    """What linting a scan's certificates gave: the findings, the failures, and the counts for summary.json."""
+
+    findings: pd.DataFrame
+    failures: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class LintService:
+    """Lints certificates as a source yields them (``tap``): cached results from the store, the rest in workers.
+
+    At most 4 batches per worker are in flight, so a source is never read far ahead of the linters;
+    a scan's parse and the lint run side by side.
+    """
+
+    def __init__(self, store_path: Path | str, *, workers: int = 0) -> None:
+        self.linter = linter_id()
+        self.workers = workers or os.cpu_count() or 1
+        self._store = CertStore(store_path)
+        self._lookup: list[tuple[str, bytes]] = []  # seen, not yet looked up in the store
+        self._todo: list[tuple[str, bytes]] = []  # not in the store, not yet handed to a worker
+        self._pending: deque[tuple[list[tuple[str, bytes]], Future[list[str]]]] = deque()
+        self._pool: ProcessPoolExecutor | None = None
+        self._results: dict[str, str] = {}  # sha256 -> result JSON
+        self._seen: set[str] = set()
+        self.counts = {"certificates": 0, "from_cache": 0, "linted": 0}
+
+    # feeding
+
+    def tap(self, items: Iterable[SourceItem]) -> Iterator[SourceItem]:
+        """The items unchanged; each certificate among them is linted (once, however often it appears)."""
+        for item in items:
+            if isinstance(item, RawCert):
+                self.add(item.der)
+            yield item
+
+    def add(self, der: bytes) -> None:
+        """Lint one DER certificate (unless the store has its result, or it was added before)."""
+        sha = hashlib.sha256(der).hexdigest()
+        if sha in self._seen:
+            return
+        self._seen.add(sha)
+        self._lookup.append((sha, der))
+        if len(self._lookup) >= _LOOKUP_BATCH:
+            self._look_up()
+
+    def _look_up(self) -> None:
+        batch, self._lookup = self._lookup, []
+        cached = self._store.lint_cached(self.linter, [sha for sha, _ in batch])
+        self._results.update(cached)
+        self.counts["from_cache"] += len(cached)
+        self._todo.extend((sha, der) for sha, der in batch if sha not in cached)
+        if self.workers > 1 and (self._pool is not None or len(self._todo) >= PARALLEL_FROM):
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._pool is None:
+            # spawn, not fork: the registration lookups run in a thread of this process
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            while self._todo:
+                batch, self._todo = self._todo[:_BATCH], self._todo[_BATCH:]
+                self._pending.append((batch, self._pool.submit(lint_batch, [d for _, d in batch])))
+                while len(self._pending) > 4 * self.workers:
+                    self._collect_one()
+        except BrokenProcessPool as exc:
+            self._fall_back(exc)
+
+    def _fall_back(self, exc: Exception) -> None:
+        # Workers could not start (e.g. a __main__ that spawn cannot re-import): the rest is linted in-process.
+        log.warning("linting in one process: the worker processes failed (%s)", exc)
+        self._todo = [pair for batch, _ in self._pending for pair in batch] + self._todo
+        self._pending.clear()
+        self._shutdown()
+        self.workers = 1
+
+    def _collect_one(self) -> None:
+        batch, future = self._pending.popleft()
+        self._keep([sha for sha, _ in batch], future.result())
+
+    def _keep(self, shas: Sequence[str], results: Sequence[str]) -> None:
+        pairs = list(zip(shas, results))
+        self._results.update(pairs)
+        self._store.lint_put(self.linter, pairs)
+        self.counts["linted"] += len(pairs)
+
+    # results
+
+    def finish(self) -> LintTables:
+        """Wait for every certificate added, and return the lint tables of all of them."""
+        self._look_up()
+        try:
+            if self._pool is not None:
+                self._submit()
+                while self._pending:
+                    self._collect_one()
+        except BrokenProcessPool as exc:
+            self._fall_back(exc)
+        finally:
+            self._shutdown()
+        for start in range(0, len(self._todo), _BATCH):
+            batch = self._todo[start:start + _BATCH]
+            self._keep([sha for sha, _ in batch], lint_batch([d for _, d in batch]))
+        self._todo = []
+        self.counts["certificates"] = len(self._seen)
+        return tables_from_results(self._results, self.counts)
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        """Stop the workers and close the store (results not yet collected are dropped)."""
+        self._shutdown()
+        self._store.close()
+
+    def __enter__(self) -> LintService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tables_from_results(results: dict[str, str], counts: dict[str, int]) -> LintTables:
+    """The lint tables (LINT_COLUMNS, LINT_FAILURE_COLUMNS) and the summary from sha256 -> result JSON."""
+    shas: list[str] = []
+    types: list[str] = []
+    rows: list[list[str]] = []
+    failures: list[dict[str, str]] = []
+    br = ""
+    for sha, text in results.items():
+        result = json_loads(text)
+        br = br or result.get("br", "")
+        if result.get("error"):
+            failures.append({"sha256": sha, "error": result["error"], "linter": ""})
+            continue
+        for finding in result["findings"]:
+            shas.append(sha)
+            types.append(result["type"])
+            rows.append(finding)
+    name = f"pkilint {pkilint_version()} (BR {br})" if br else f"pkilint {pkilint_version()}"
+    if rows:
+        severity, code, node_path, message = (list(c) for c in zip(*rows))
+        findings = coerce(pd.DataFrame({"sha256": shas, "certificate_type": types, "severity": severity,
+                                        "code": code, "node_path": node_path, "message": message,
+                                        "linter": [name] * len(shas)}), LINT_COLUMNS)
+    else:
+        findings = empty_frame(LINT_COLUMNS)
+    for f in failures:
+        f["linter"] = name
+    failed = coerce(pd.DataFrame(failures, columns=list(LINT_FAILURE_COLUMNS)), LINT_FAILURE_COLUMNS)
+    summary = {
+        "linter": name,
+        "pkilint_version": pkilint_version(),
+        "br_version": br,
+        **counts,
+        "failed": len(failed),
+        "findings_by_severity": {str(k): int(v) for k, v in findings["severity"].value_counts().items()},
+        "findings_per_code": {str(k): int(v) for k, v in findings["code"].value_counts().sort_index().items()},
+    }
+    return LintTables(findings, failed, summary)
+
+
+def lint_ders(ders: Iterable[bytes], store_path: Path | str, *, workers: int = 1) -> LintTables:
+    """Lint these DER certificates (a notebook's entry point): the lint tables, cached in the store at store_path."""
+    with LintService(store_path, workers=workers) as service:
+        for der in ders:
+            service.add(der)
+        return service.finish()

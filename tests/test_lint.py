@@ -1,0 +1,217 @@
+"""--lint: pkilint's CA/Browser Forum TLS linter on every certificate, joined with the rest of the evidence."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scanner.cli import main
+from scanner.core.records import FINDING_COLUMNS, finding_code, frame_from_rows
+from scanner.detect.lint import detect_lint
+from scanner.detect.score import LINT_MAX_POINTS, code_points
+from scanner.enrich.lint import lint_der, lint_ders, pkilint_version
+from scanner.parse.certs import parse_der
+from scanner.parse.link import collapse_precerts
+from tests.conftest import SAMPLE
+from tests.synth import TestCA, der, pem
+
+FIXTURES = Path(__file__).parent / "fixtures"
+#: Real certificates of real CAs: known misissuances, a malformed WoSign certificate, BR violations.
+REAL = sorted((FIXTURES / "chromium_blocklist").glob("*.pem")) + sorted(
+    (FIXTURES / "cryptography_vectors" / "x509").glob("*.pem"))
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@functools.cache
+def pkilint_cli(path: Path) -> list[tuple[str, str, str, str]]:
+    """pkilint's own CLI, ``lint_cabf_serverauth_cert lint -d`` (JSON output), on one file: its findings."""
+    script = Path(sys.executable).parent / "lint_cabf_serverauth_cert"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pkilint.bin.lint_cabf_serverauth_cert"]
+    done = subprocess.run([*command, "lint", "-d", "-f", "JSON", str(path)], capture_output=True, text=True,
+                          timeout=240)
+    assert done.stdout, done.stderr  # its exit status is the number of findings
+    return [(d["severity"], d["code"], r["node_path"], d["message"] or "")
+            for r in json.loads(done.stdout)["results"] for d in r["finding_descriptions"]]
+
+
+def der_of(path: Path) -> bytes:
+    """A certificate file's DER (without cryptography, which refuses some of these)."""
+    data = path.read_bytes()
+    return ssl.PEM_cert_to_DER_cert(data.decode("ascii")) if data.lstrip().startswith(b"-----") else data
+
+
+def scan(certs: Path, out: Path, store: Path, *extra: str) -> dict:
+    code = main(["scan", str(certs), "--registry-answers", str(SAMPLE / "registrations.csv"), "--offline",
+                 "--registration", "off", "--cache", str(out / "cache"), "--store", str(store),
+                 "--out", str(out / "report"), "--lint", "-q", "--no-progress", *extra])
+    assert code in (0, 3)
+    return json.loads((out / "report" / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def linted_real(tmp_path_factory) -> tuple[Path, dict]:
+    """One ctscan --lint scan of the real certificates and the bundled sample together."""
+    tmp = tmp_path_factory.mktemp("lint-real")
+    certs = tmp / "certs"
+    certs.mkdir()
+    for path in REAL + sorted((SAMPLE / "certs").iterdir()):
+        shutil.copy(path, certs / path.name)
+    summary = scan(certs, tmp / "scan", tmp / "store.sqlite3", "--crl", str(SAMPLE / "crl" / "sample-ca.crl"))
+    return tmp / "scan" / "report", summary
+
+
+@pytest.mark.slow
+def test_ctscan_lint_signals_are_those_of_pkilints_own_cli_on_every_real_and_sample_certificate(linted_real):
+    report, summary = linted_real
+    findings = pd.read_parquet(report / "findings.parquet")
+    certs = pd.read_parquet(report / "certs.parquet")
+    files = REAL + [p for p in sorted((SAMPLE / "certs").iterdir()) if p.name != "truncated.der"]
+    with ThreadPoolExecutor(4) as pool:
+        expected = dict(zip(files, pool.map(pkilint_cli, files)))
+    compared = 0
+    for path, cli in expected.items():
+        sha = hashlib.sha256(der_of(path)).hexdigest()
+        row = certs.loc[(certs["sha256"] == sha) | (certs["precert_sha256"] == sha), "sha256"]
+        assert len(row) == 1, path.name
+        mine = findings[(findings["sha256"] == row.iloc[0]) & findings["code"].str.startswith("lint:")]
+        details = [json.loads(d) for d in mine["detail"]]
+        got = {(d["pkilint_severity"], d["pkilint_code"], d["node_path"], d["message"])
+               for d in details if d["linted_sha256"] == sha}
+        if row.iloc[0] == sha:  # the row's own certificate: its lint signals are exactly pkilint's codes
+            assert got == set(cli), path.name
+            assert set(mine["code"]) == {f"lint:{code}" for _, code, _, _ in cli}, path.name
+        else:  # a precertificate: what its final certificate repeats is listed once, as the certificate's
+            of_row = {(d["pkilint_severity"], d["pkilint_code"], d["node_path"], d["message"]) for d in details}
+            assert got <= set(cli) <= of_row, path.name
+        compared += 1
+    assert compared == len(files) >= 20
+    assert summary["lint"]["pkilint_version"] == pkilint_version() == "0.13.3"
+    assert summary["lint"]["br_version"]
+
+
+def test_one_linter_reused_across_certificates_gives_what_a_fresh_cli_gives_each():
+    # The CLI builds its validators for every file; ctscan builds them once per process and type.
+    files = REAL[:3] + [SAMPLE / "certs" / "contoso-vpn.pem"]
+    reused = [lint_der(der_of(p)) for p in files + files[::-1]]
+    for path, result in zip(files + files[::-1], reused):
+        assert Counter(tuple(f) for f in result["findings"]) == Counter(pkilint_cli(path)), path.name
+
+
+@pytest.mark.slow
+def test_summary_appendix_and_workbook_give_one_list_per_lint_code(linted_real):
+    report, summary = linted_real
+    per_code = summary["lint"]["findings_per_code"]
+    assert per_code and all(n > 0 for n in per_code.values())
+    assert sum(per_code.values()) == sum(summary["lint"]["findings_by_severity"].values())
+    codes = {c for c in summary["findings"] if c.startswith("lint:")}
+    assert codes == {f"lint:{c}" for c in per_code}
+    listed = {p.name for p in (report / "appendix").iterdir()}
+    for code in codes:
+        assert code.replace(":", "_") + ".csv" in listed
+    import openpyxl
+
+    book = openpyxl.load_workbook(report / "suspects.xlsx", read_only=True)
+    assert len([s for s in book.sheetnames if s.startswith("lint ")]) == len(codes)
+    summary_rows = list(book["Summary"].iter_rows(values_only=True))
+    severities = {r[1]: r[2] for r in summary_rows if isinstance(r[1], str) and r[1].startswith("lint:")}
+    assert set(severities) == codes and set(severities.values()) <= {"high", "medium", "low", "info"}
+    text = (report / "appendix" / "incident-summary.md").read_text()
+    assert all(f"`{c}`" in text for c in codes)
+
+
+def test_a_rerun_lints_nothing_new_and_a_new_certificate_is_linted(tmp_path):
+    ca = TestCA(name="ctscan Lint Cache CA")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for serial in range(1, 6):
+        cert = ca.issue(serial=serial, not_before=NOW - timedelta(days=10), days=90, cn=f"www.lint{serial}.com",
+                        dns=[f"www.lint{serial}.com"])
+        (certs / f"c{serial}.pem").write_bytes(pem(cert))
+    store = tmp_path / "store.sqlite3"
+    cold = scan(certs, tmp_path / "cold", store)["lint"]
+    assert (cold["certificates"], cold["linted"], cold["from_cache"]) == (5, 5, 0)
+    warm = scan(certs, tmp_path / "warm", store)["lint"]
+    assert (warm["certificates"], warm["linted"], warm["from_cache"]) == (5, 0, 5)
+    assert warm["findings_per_code"] == cold["findings_per_code"]
+    cold_findings = pd.read_parquet(tmp_path / "cold" / "report" / "findings.parquet")
+    warm_findings = pd.read_parquet(tmp_path / "warm" / "report" / "findings.parquet")
+    pd.testing.assert_frame_equal(cold_findings, warm_findings)
+    extra = ca.issue(serial=99, not_before=NOW - timedelta(days=1), days=90, cn="new.lint99.com",
+                     dns=["new.lint99.com", "intranet.local"])
+    (certs / "new.pem").write_bytes(pem(extra))
+    again = scan(certs, tmp_path / "again", store)["lint"]
+    assert (again["certificates"], again["linted"], again["from_cache"]) == (6, 1, 5)
+    assert again["findings_per_code"].get("cabf.internal_domain_name") == 1  # only the new one has it
+
+
+def test_a_new_pkilint_version_lints_everything_again(tmp_path, monkeypatch):
+    ca = TestCA(name="ctscan Lint Version CA")
+    ders = [der(ca.issue(serial=s, not_before=NOW, days=90, dns=[f"v{s}.example.com"])) for s in (1, 2)]
+    store = tmp_path / "store.sqlite3"
+    assert lint_ders(ders, store).summary["linted"] == 2
+    assert lint_ders(ders, store).summary["linted"] == 0
+    monkeypatch.setattr("scanner.enrich.lint.pkilint_version", lambda: "99.0")
+    assert lint_ders(ders, store).summary["linted"] == 2
+
+
+def test_a_precertificates_findings_its_certificate_repeats_are_listed_once_as_the_certificates():
+    ca = TestCA(name="ctscan Lint Precert CA")
+    kw = dict(serial=7, not_before=NOW - timedelta(days=2), days=90, cn="www.pair.com", dns=["www.pair.com"])
+    precert, cert = der(ca.issue(precert=True, **kw)), der(ca.issue(**kw))
+    tables = lint_ders([precert, cert], ":memory:")
+    certs = collapse_precerts(pd.DataFrame([parse_der(precert), parse_der(cert)]))
+    assert len(certs) == 1
+    found = detect_lint(certs, tables.findings)
+    assert set(found["sha256"]) == {certs["sha256"].iloc[0]} == {parse_der(cert)["sha256"]}
+    linted = {json.loads(d)["linted_sha256"] for d in found["detail"]}
+    cert_only = tables.findings[tables.findings["sha256"] == parse_der(cert)["sha256"]]
+    assert len(found) >= len(cert_only.drop_duplicates(["code", "node_path", "message"]))
+    assert not found.duplicated(["code", "evidence"]).any()
+    if parse_der(precert)["sha256"] in linted:  # only what the precertificate alone has
+        assert found["evidence"].str.contains("in the precertificate").any()
+
+
+def test_lint_errors_count_in_the_score_warnings_weigh_little_and_lint_points_are_capped():
+    a, b, c = "a1" * 32, "b2" * 32, "c3" * 32
+    rows = [
+        {"sha256": a, "code": "lint:cabf.x", "severity": "high", "evidence": "e"},
+        {"sha256": b, "code": "lint:cabf.y", "severity": "low", "evidence": "e"},
+        {"sha256": b, "code": "lint:cabf.z", "severity": "info", "evidence": "e"},
+    ] + [{"sha256": c, "code": f"lint:cabf.e{i}", "severity": "high", "evidence": "e"} for i in range(5)] + [
+        {"sha256": c, "code": "typo_neighbour", "severity": "medium", "evidence": "e"}]
+    points = code_points(frame_from_rows(rows, FINDING_COLUMNS)).groupby("sha256")["points"].sum()
+    assert points[a] == finding_code("lint:cabf.x", "high").weight == 20.0
+    assert points[b] < 2.0
+    assert points[c] == pytest.approx(LINT_MAX_POINTS + finding_code("typo_neighbour").weight)
+
+
+def test_a_scan_without_lint_never_imports_pkilint_nor_does_a_rerun_whose_lints_are_all_cached(tmp_path):
+    store = tmp_path / "store.sqlite3"
+    code = (
+        "import sys\nfrom scanner.cli import main\n"
+        "main(sys.argv[1:])\nprint('pkilint' in sys.modules)\n"
+    )
+    args = ["scan", str(SAMPLE / "certs"), "--registry-answers", str(SAMPLE / "registrations.csv"), "--offline",
+            "--cache", str(tmp_path / "cache"), "--store", str(store), "-q", "--no-progress"]
+
+    def imported(*extra: str) -> bool:
+        done = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path / "o"), *extra],
+                              capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1] == "True"
+
+    assert not imported()
+    assert imported("--lint")  # cold: pkilint lints
+    assert not imported("--lint")  # warm: every result from the store
