@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from scanner.core.atomic import write_text_atomic
 from scanner.core.config import Config
-from scanner.core.records import ERROR_COLUMNS, ErrorRecord, frame_from_rows
+from scanner.core.records import ERROR_COLUMNS, REGISTRATION_COLUMNS, ErrorRecord, frame_from_rows
 from scanner.core.times import iso
 from scanner.detect.rates import rates_summary, rates_table
 from scanner.detect.run import run_detectors, sort_findings
@@ -26,8 +28,8 @@ from scanner.enrich.revocation.crl import apply_revocations, read_crl_files
 from scanner.parse.certs import records_frame
 from scanner.parse.items import parse_in_chunks
 from scanner.parse.link import collapse_precerts
-from scanner.scale.columnar import read_tables, write_tables
-from scanner.sources.base import SourceItem
+from scanner.scale.columnar import read_parquet, read_tables, write_parquet, write_tables
+from scanner.sources.base import RawCert, SourceItem, SourceNotice
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class ScanResult:
     registrations: pd.DataFrame
     summary: dict[str, Any]
     reports: dict[str, Path] = field(default_factory=dict)
+    rates: pd.DataFrame | None = None  # the trends table: counts and rates per month and for the whole scan
 
 
 def open_source(config: Config) -> Iterator[SourceItem]:
@@ -71,18 +74,27 @@ def open_source(config: Config) -> Iterator[SourceItem]:
 
 
 class StageClock:
-    """Wall seconds and resident memory after each stage, for the summary and -v logs."""
+    """Wall seconds and peak resident memory of each stage, for the summary and -v logs.
+
+    The peak is this process's (not the parse workers'): Linux's high-water mark, reset at each lap
+    where /proc/self/clear_refs allows it, else the peak since the process began.
+    """
 
     def __init__(self) -> None:
         self.started = self.last = time.monotonic()
         self.stages: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}  # stage -> peak resident MiB during it
+        _reset_peak_rss()
 
     def lap(self, stage: str) -> None:
-        """Record the time since the previous lap under `stage`."""
+        """Record the time since the previous lap, and the peak resident memory since then, under `stage`."""
         now = time.monotonic()
         self.stages[stage] = round(now - self.last, 3)
+        self.peaks[stage] = round(_peak_rss_mib(), 1)
         self.last = now
-        log.info("%s done in %.1f s (resident memory %.0f MiB)", stage, self.stages[stage], _rss_mib())
+        log.info("%s done in %.1f s (resident memory %.0f MiB, peak %.0f MiB)", stage, self.stages[stage],
+                 _rss_mib(), self.peaks[stage])
+        _reset_peak_rss()
 
 
 def _rss_mib() -> float:
@@ -91,6 +103,26 @@ def _rss_mib() -> float:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError):
         return float("nan")
+
+
+def _peak_rss_mib() -> float:
+    """The high-water mark of resident memory (VmHWM) since the last reset; the current size if unknown."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return _rss_mib()
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # 5 resets the high-water mark only (Linux >= 4.0)
+    except OSError:
+        pass
 
 
 def load_scan(out_dir: Path) -> ScanResult:
@@ -122,19 +154,170 @@ class _Run:
     lint_summary: dict[str, Any] | None = None
 
 
-def _ingest(config: Config, registry: Any, state: _Run) -> pd.DataFrame:
-    """Parse the source into the certificate table, handing new domains to the lookups as they appear."""
+#: Bumped when what a scan keeps for the next round changes meaning: an older round is then not reused.
+ROUND_STATE_VERSION = 1
+#: The pre-collapse certificate rows and the key of each certificate's reading: the next round's parse cache.
+PARSED_TABLE = "parsed.parquet"
+ROUND_KEYS_TABLE = "round-keys.parquet"
+DOMAINS_TABLE = "domains.parquet"
+_ROUND_KEY_COLUMNS = {"sha256": "string", "key": "Int64", "parsed": "bool"}
+_DOMAIN_COLUMNS = {"domain": "string"}
+#: Options that change how a scan runs, never what it answers.
+_NOT_IN_FINGERPRINT = frozenset({"out_dir", "quiet", "verbose", "progress", "workers", "scheduler", "engine"})
+
+
+def _occurrence_key(raw: RawCert) -> int:
+    """A 63-bit key of how a source gave a certificate (where from, and the facts it laid over it)."""
+    text = f"{raw.source}\0{raw.provenance!r}"
+    if raw.extra:
+        text += repr(sorted(raw.extra.items(), key=lambda kv: kv[0]))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def config_fingerprint(config: Config) -> str:
+    """A digest of every option that can change a scan's answer (not where it writes nor how verbosely)."""
+    parts = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(config) if f.name not in _NOT_IN_FINGERPRINT]
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _parse_fingerprint(config: Config) -> str:
+    """What a parsed row depends on besides the DER and its reading: this ctscan and the SAN cap."""
+    from scanner import __version__
+
+    return f"{__version__}|max_sans={config.max_sans_per_cert}"
+
+
+def _file_digests(paths: Iterable[Path]) -> list[list[str]]:
+    """[path, sha256] of each file (a missing one as ""), to tell whether the --crl files changed."""
+    out = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        except OSError:
+            digest = ""
+        out.append([str(path), digest])
+    return out
+
+
+@dataclass
+class _Previous:
+    """The scan a round builds on: its folder, its summary and how it read each certificate."""
+
+    folder: Path
+    summary: dict[str, Any]
+    keys: dict[str, int]  # sha256 -> occurrence key
+    parsed_ok: set[str]  # the sha256 among keys that parsed (the others are parse errors)
+    registrations: pd.DataFrame
+    domains: list[str]
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The summary's round_state block."""
+        return self.summary.get("round_state") or {}
+
+
+def previous_scan(folder: Path | None, config: Config) -> _Previous | None:
+    """The scan in folder, when this scan can build on it (same ctscan and parse options, tables intact)."""
+    import json
+
+    if folder is None:
+        return None
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        state = summary.get("round_state") or {}
+        if state.get("version") != ROUND_STATE_VERSION or state.get("parse") != _parse_fingerprint(config):
+            return None
+        keys = read_parquet(folder / ROUND_KEYS_TABLE, _ROUND_KEY_COLUMNS)
+        registrations = read_parquet(folder / "registrations.parquet", REGISTRATION_COLUMNS)
+        domains = read_parquet(folder / DOMAINS_TABLE, _DOMAIN_COLUMNS)["domain"].astype("object").tolist()
+        rows = {name: _parquet_rows(folder / name) for name in (PARSED_TABLE, "certs.parquet", "findings.parquet",
+                                                                "errors.parquet")}
+        parsed_ok = set(keys.loc[keys["parsed"].astype(bool), "sha256"].astype("object"))
+        if rows[PARSED_TABLE] != len(parsed_ok) or rows["certs.parquet"] != summary.get("certificates"):
+            raise ValueError("its tables do not hold what its summary says")
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # not reused: this round parses everything
+        log.warning("not building on the previous scan %s (%s): every certificate is parsed again", folder, exc)
+        return None
+    sha = keys["sha256"].astype("object").tolist()
+    return _Previous(folder, summary, dict(zip(sha, keys["key"].astype("int64").tolist())), parsed_ok,
+                     registrations, domains)
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as fh:
+        return int(pq.ParquetFile(fh).metadata.num_rows)
+
+
+class _Tally:
+    """Counts a source's items on their way to the parser and holds back what the previous scan parsed as read now.
+
+    A certificate is held back when the previous scan read it with the same key (same source, provenance
+    and facts); any other reading, and every certificate new to it, is parsed.
+    """
+
+    def __init__(self, previous: _Previous | None):
+        self.previous = previous
+        self.known = previous.keys if previous else {}
+        self.keys: dict[str, int] = {}  # this scan's first reading of each certificate
+        self.reused: set[str] = set()
+        self.passed = 0  # items handed to the parser: certificates new or read differently, and source errors
+        self.held_duplicates = 0  # second readings of a held-back certificate
+
+    def passing(self, items: Iterable[SourceItem]) -> Iterator[SourceItem]:
+        """The items to parse; the rest are tallied."""
+        known, keys, reused = self.known, self.keys, self.reused
+        ok = self.previous.parsed_ok if self.previous else set()
+        for item in items:
+            if isinstance(item, RawCert):
+                sha = item.digest()
+                if sha in keys:  # read again in this scan: a duplicate
+                    if sha in reused and sha in ok:
+                        self.held_duplicates += 1
+                        continue
+                else:
+                    key = keys[sha] = _occurrence_key(item)
+                    if known.get(sha) == key:
+                        reused.add(sha)
+                        continue
+            if not isinstance(item, SourceNotice):
+                self.passed += 1
+            yield item
+
+    @property
+    def dropped(self) -> bool:
+        """True when some certificate of the previous scan was not read this time."""
+        keys = self.keys
+        return any(sha not in keys for sha in self.known)
+
+    def counts(self) -> tuple[int, int]:
+        """(read, parsed) for the held-back certificates, as parsing them would have counted."""
+        ok = self.previous.parsed_ok if self.previous else set()
+        parsed = sum(1 for sha in self.reused if sha in ok) + self.held_duplicates
+        return len(self.reused) + self.held_duplicates, parsed
+
+
+def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = None) -> pd.DataFrame:
+    """Parse the source into the certificate table, handing new domains to the lookups as they appear.
+
+    With a tally, the certificates the previous scan parsed, as that scan read them, pass by unparsed.
+    """
     frames: list[pd.DataFrame] = []
     show = config.progress if config.progress is not None else (sys.stderr.isatty() and not config.quiet)
     bar = tqdm(unit=" cert", desc="parse", file=sys.stderr, disable=not show)
     items = open_source(config) if state.linter is None else state.linter.tap(open_source(config))
+    items = items if tally is None else tally.passing(items)
     for chunk in parse_in_chunks(items, workers=config.workers,
                                  max_sans_per_cert=config.max_sans_per_cert):
         bar.update(chunk.read)
         new = chunk.domains - state.domains
         if new:  # lookups start while later chunks are still being parsed
             state.domains.update(new)
-            registry.submit(sorted(new))
+            # names of certificates suspect already (revoked, short-lived) are looked up first
+            registry.submit(sorted(new), first=_suspect_domains(chunk.certs, config))
         state.counts["read"] += chunk.read
         state.counts["parsed"] += len(chunk.certs)
         state.errors.extend(chunk.errors)
@@ -279,6 +462,50 @@ def _detect(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config,
     return sort_findings(findings)
 
 
+def _suspect_domains(certs: pd.DataFrame, config: Config) -> list[str]:
+    """The registrable domains of a parsed chunk's already-suspect certificates (their lookups go first)."""
+    if certs.empty or config.registration == "off":
+        return []
+    from scanner.enrich.registration import flagged_domains
+
+    return flagged_domains(certs, _flagged(certs), config.max_sans_per_cert)
+
+
+def _flagged(certs: pd.DataFrame, findings: pd.DataFrame | None = None) -> pd.Series:
+    """Certificates already suspect: revoked, short-lived, or (given findings) carrying any finding."""
+    from scanner.detect.rules import is_short_lived
+
+    mask = certs["revoked_at"].notna() | is_short_lived(certs)
+    return mask if findings is None else mask | certs["sha256"].isin(findings["sha256"])
+
+
+def _registration_dates(config: Config, certs: pd.DataFrame, findings: pd.DataFrame, registrations: pd.DataFrame,
+                        lookups: dict[str, Any], clock: StageClock) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """--registration-dates flagged: the registry's dates for the flagged certificates' names that DNS or a
+    zone file settled, then registered_after_issuance on those certificates -> (findings, registrations)."""
+    if config.registration != "auto" or config.registration_dates != "flagged" or certs.empty:
+        return findings, registrations
+    from scanner.detect.registration import detect_registered_after_issuance
+    from scanner.detect.run import concat_findings
+    from scanner.enrich.registration import add_registration_dates, flagged_domains
+    from scanner.parse.domains import name_table
+
+    flagged = _flagged(certs, findings)
+    wanted = flagged_domains(certs, flagged, config.max_sans_per_cert)
+    registrations, dates = add_registration_dates(config, registrations, wanted)
+    lookups["registration_dates"] = dates
+    if dates.get("found"):
+        dated = registrations[registrations["domain"].isin(wanted) & registrations["registered_at"].notna()]
+        sub = certs[flagged.to_numpy(bool)]
+        extra = detect_registered_after_issuance(sub, name_table(sub, config.max_sans_per_cert), dated)
+        known = set(zip(findings["sha256"], findings["code"], findings["name"]))
+        extra = extra[[k not in known for k in zip(extra["sha256"], extra["code"], extra["name"])]]
+        findings = sort_findings(concat_findings([findings, extra]))
+    if dates.get("asked"):
+        clock.lap("registration dates")
+    return findings, registrations
+
+
 def _lint_service(config: Config) -> Any:
     """With --lint, the lint service the source's certificates pass through (pkilint loads only then)."""
     if not config.lint:
@@ -298,7 +525,6 @@ def _lint(state: _Run, certs: pd.DataFrame) -> pd.DataFrame | None:
     state.lint_summary = tables.summary
     state.errors.extend(lint_errors(certs, tables.failures))
     return detect_lint(certs, tables.findings)
-
 
 
 def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.DataFrame, suspects: pd.DataFrame,
@@ -331,20 +557,27 @@ def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.Data
         "revocation_checks": state.revocation_checks,
         "wall_seconds": round(time.monotonic() - clock.started, 3),
         "stage_seconds": dict(clock.stages),  # report writing is timed in the -v log only
+        "stage_rss_mib": dict(clock.peaks),  # peak resident memory of this process in each stage
     }
 
 
 def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str, pd.DataFrame]],
-           clock: StageClock) -> dict[str, Path]:
+           clock: StageClock, *, link_from: Path | None = None) -> dict[str, Path]:
+    """The reports, then the Parquet tables (linked from link_from, the previous scan, when they are its own)."""
     from scanner.report import write_reports
 
     reports = write_reports(config.out_dir, result.suspects, result.certs, result.findings, result.errors,
                             result.registrations, result.summary, extra_tables=extra_tables)
     clock.lap("reports")
-    reports.update(write_tables(config.out_dir, {
-        "certs.parquet": result.certs, "findings.parquet": result.findings,
-        "registrations.parquet": result.registrations, "errors.parquet": result.errors,
-    }))
+    if link_from is not None:
+        reports.update(_link_tables(link_from, Path(config.out_dir), (
+            "certs.parquet", "findings.parquet", "registrations.parquet", "errors.parquet",
+            PARSED_TABLE, ROUND_KEYS_TABLE, DOMAINS_TABLE)))
+    else:
+        reports.update(write_tables(config.out_dir, {
+            "certs.parquet": result.certs, "findings.parquet": result.findings,
+            "registrations.parquet": result.registrations, "errors.parquet": result.errors,
+        }))
     if config.plots:
         from scanner.report.plots import write_plots
 
@@ -357,16 +590,235 @@ def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str
     return reports
 
 
-def run(config: Config, *, write: bool = True) -> ScanResult:
-    """Run one scan end to end and (unless write=False) write its reports into config.out_dir."""
+def _stale_registrations(registrations: pd.DataFrame, config: Config, now: pd.Timestamp) -> list[str]:
+    """Domains of an earlier answer to ask again: unknown ones (retried) and answers past the cache's trust."""
+    from scanner.enrich.registration import CACHE_TTL
+
+    if registrations.empty or config.registration == "off" or config.offline:
+        return []
+    status = registrations["status"].fillna("").astype("object")
+    checked = pd.to_datetime(registrations["checked_at"], utc=True)
+    ttl = status.map(lambda s: pd.Timedelta(CACHE_TTL[s]) if s in CACHE_TTL else pd.Timedelta(0))
+    stale = checked.isna() | (checked + ttl <= now)
+    return registrations.loc[stale, "domain"].astype("object").tolist()
+
+
+def _merge_registrations(previous: pd.DataFrame, fresh: pd.DataFrame, domains: set[str]) -> pd.DataFrame:
+    """The previous answers for this scan's domains, each replaced by this scan's answer when it asked again."""
+    keep = previous[previous["domain"].isin(domains) & ~previous["domain"].isin(set(fresh["domain"]))]
+    frames = [f for f in (keep, fresh) if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else fresh
+
+
+def _same_answers(previous: pd.DataFrame, fresh: pd.DataFrame) -> bool:
+    """True when asking again changed no domain's status or registration date."""
+    if fresh.empty:
+        return True
+    cols = ["domain", "status", "registered_at"]
+    old = previous[previous["domain"].isin(set(fresh["domain"]))][cols].sort_values("domain").reset_index(drop=True)
+    new = fresh[cols].drop_duplicates("domain").sort_values("domain").reset_index(drop=True)
+    return old.astype("string").equals(new.astype("string"))
+
+
+def _nothing_changed(prev: _Previous, config: Config, state: _Run, tally: _Tally) -> bool:
+    """True when this scan read exactly what the previous one read, with the same options and --crl files."""
+    said_partial = set(prev.summary.get("partial_reasons") or [])
+    return (tally.passed == 0 and not tally.dropped and not state.errors and not config.check_revocation
+            and prev.state.get("config") == config_fingerprint(config)
+            and prev.state.get("crl_files") == _file_digests(config.crl_files)
+            and set(state.partial_reasons) <= said_partial)
+
+
+def _round_state(config: Config) -> dict[str, Any]:
+    return {"version": ROUND_STATE_VERSION, "parse": _parse_fingerprint(config),
+            "config": config_fingerprint(config), "crl_files": _file_digests(config.crl_files)}
+
+
+def _write_round_tables(out_dir: Path, parsed: pd.DataFrame, tally: _Tally, state: _Run) -> None:
+    """The parse cache the next round builds on: parsed rows, how each certificate was read, the domains."""
+    from scanner.core.records import CERT_COLUMNS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ok = set(parsed["sha256"].astype("object")) | (tally.previous.parsed_ok & tally.reused if tally.previous else set())
+    keys = pd.DataFrame({"sha256": list(tally.keys), "key": list(tally.keys.values())})
+    keys["parsed"] = keys["sha256"].isin(ok)
+    write_parquet(parsed, out_dir / PARSED_TABLE, CERT_COLUMNS)
+    write_parquet(keys, out_dir / ROUND_KEYS_TABLE, _ROUND_KEY_COLUMNS)
+    write_parquet(pd.DataFrame({"domain": sorted(state.domains)}), out_dir / DOMAINS_TABLE, _DOMAIN_COLUMNS)
+
+
+def _link_tables(source: Path, out_dir: Path, names: Iterable[str]) -> dict[str, Path]:
+    """Hard-link (else copy) unchanged tables of the previous scan into out_dir: they are never written in place."""
+    import shutil
+
+    out: dict[str, Path] = {}
+    for name in names:
+        target = out_dir / name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source / name, target)
+        except OSError:
+            shutil.copy2(source / name, target)
+        out[name] = target
+    return out
+
+
+#: Files of a round that are its own, never taken over from the round it reused.
+_ROUND_OWN_FILES = frozenset({"summary.json", "alerts.json", "diff.csv", "diff.xlsx", "diff.md"})
+
+
+def _read_certs_of(path: Path, hashes: set[str]) -> pd.DataFrame:
+    """The rows of certs.parquet with these sha256 (every column), without loading the others."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from scanner.core.records import CERT_COLUMNS, LIST_COLUMNS, coerce
+
+    with open(path, "rb") as fh:
+        table = pq.read_table(fh)
+    table = table.filter(pc.is_in(table.column("sha256"), value_set=pa_strings(hashes)))
+    lists = [name for name in LIST_COLUMNS if name in table.column_names]
+    frame = table.drop_columns(lists).to_pandas()
+    for name in lists:
+        frame[name] = [v if v is not None else [] for v in table.column(name).to_pylist()]
+    return coerce(frame, CERT_COLUMNS)
+
+
+def pa_strings(values: Iterable[str]) -> Any:
+    """An Arrow string array of values."""
+    import pyarrow as pa
+
+    return pa.array(sorted(values), type=pa.string())
+
+
+def _rates_of(path: Path, findings: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """The trends table from the three certificate columns it counts."""
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as fh:
+        certs = pq.read_table(fh, columns=["sha256", "not_before", "revoked_at"]).to_pandas()
+    return rates_table(certs, findings, config.revocation_window)
+
+
+def _link_tree(source: Path, out_dir: Path) -> dict[str, Path]:
+    """Hard-link (else copy) every file of the previous round but its own (summary, alerts, diff) into out_dir."""
+    import shutil
+
+    out: dict[str, Path] = {}
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        if not path.is_file() or path.is_symlink() or str(rel) in _ROUND_OWN_FILES or rel.name.startswith("."):
+            continue
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+        out[str(rel)] = target
+    return out
+
+
+def _expired_between(certs: pd.DataFrame, then: str | None, now: pd.Timestamp) -> bool:
+    """True when a certificate expired after `then` (an ISO time, None = unknown) and by now."""
+    if then is None:
+        return True
+    after = pd.to_datetime(certs["not_after"], utc=True)
+    return bool(((after > pd.Timestamp(then)) & (after <= now)).any())
+
+
+def _reused_result(config: Config, prev: _Previous, state: _Run, lookups: dict[str, Any],
+                   clock: StageClock, write: bool) -> ScanResult:
+    """The previous scan's answer, for a scan that read nothing new.
+
+    Its tables are linked, not written. Its reports are linked too when time changed nothing in them (no
+    certificate with a finding expired since); otherwise they are written again as of now. The result's
+    certs are the certificates with findings (load_scan gives them all).
+    """
+    from scanner.core.records import FINDING_COLUMNS
+
+    now = pd.Timestamp.now(tz="UTC")
+    findings = read_parquet(prev.folder / "findings.parquet", FINDING_COLUMNS)
+    errors = read_parquet(prev.folder / "errors.parquet", ERROR_COLUMNS)
+    related = findings["related_sha256"].dropna().astype("object")
+    certs = _read_certs_of(prev.folder / "certs.parquet",
+                           set(findings["sha256"].astype("object")) | set(related[related != ""]))
+    rates = _rates_of(prev.folder / "certs.parquet", findings, config)
+    clock.lap("reuse")
+    suspects = build_suspects(certs, findings)
+    summary = dict(prev.summary)
+    for key in ("report_as_of", "report_files", "problems", "appendix_format", "reports_linked_from"):
+        summary.pop(key, None)  # written afresh with the reports
+    reuse = (f"Nothing new since the previous scan {prev.folder.name}: its certificates, lookups and findings "
+             "are reused.")
+    earlier = [n for n in prev.summary.get("notices") or [] if not n.startswith("Nothing new since the previous")]
+    state.notices[:] = list(dict.fromkeys([*earlier, *state.notices, reuse]))
+    summary.update(read=state.counts["read"], parsed=state.counts["parsed"], notices=state.notices,
+                   partial=bool(state.partial_reasons), partial_reasons=state.partial_reasons,
+                   lookups=lookups, reused_from=prev.folder.name, round_state=_round_state(config),
+                   round={"built_on": prev.folder.name, "parsed_now": 0, "reused": len(prev.keys),
+                          "nothing_new": True})
+    summary["rates"] = rates_summary(rates, config.revocation_window)
+    result = ScanResult(certs, findings, suspects, errors, prev.registrations, summary, rates=rates)
+    if not write:
+        return result
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if _expired_between(certs, prev.summary.get("report_as_of"), now):
+        state.extra_tables["trends.csv"] = ("Trends", rates)
+        result.reports = _write(config, result, state.extra_tables, clock, link_from=prev.folder)
+    else:
+        import json
+
+        result.reports = _link_tree(prev.folder, out)
+        clock.lap("reports")
+        summary["wall_seconds"] = round(time.monotonic() - clock.started, 3)
+        summary["stage_seconds"] = dict(clock.stages)
+        document = {**summary, "report_as_of": iso(now), "reports_linked_from": prev.folder.name,
+                    **{k: prev.summary[k] for k in ("appendix_format", "problems", "report_files") if k in prev.summary}}
+        write_text_atomic(out / "summary.json", json.dumps(document, indent=2, allow_nan=False, default=str) + "\n")
+        result.reports["summary.json"] = out / "summary.json"
+    return result
+
+
+def run(config: Config, *, write: bool = True, previous: Path | None = None, rounds: bool = False) -> ScanResult:
+    """Run one scan end to end and (unless write=False) write its reports into config.out_dir.
+
+    previous: the report folder of an earlier scan of the same selection written with rounds (a `watch`
+    round): its parsed certificates are not parsed again, and when nothing at all changed, its lookups and
+    findings are taken as they are. The answer is the one a scan from scratch gives.
+    rounds: keep what the next round builds on (the parse cache) in the report folder; implied by previous.
+    """
     from scanner.enrich.registration import RegistrationService
 
     clock = StageClock()
     state = _Run()
+    rounds = rounds or previous is not None
+    prev = previous_scan(previous, config) if previous is not None else None
+    tally = _Tally(prev) if rounds else None
     with RegistrationService(config, progress=config.progress) as registry, _lint_service(config) as linter:
         state.linter = linter
-        certs = _ingest(config, registry, state)
+        if prev is not None:
+            # Only domains new to this scan are looked up, and the earlier answers no longer to be trusted.
+            state.domains.update(prev.domains)
+            registry.submit(_stale_registrations(prev.registrations, config, pd.Timestamp.now(tz="UTC")))
+        certs = _ingest(config, registry, state, tally)
+        if tally is not None:
+            read, parsed = tally.counts()
+            state.counts["read"] += read
+            state.counts["parsed"] += parsed
         clock.lap("parse")
+        if prev is not None and _nothing_changed(prev, config, state, tally):
+            fresh = registry.results()
+            if _same_answers(prev.registrations, fresh):
+                result = _reused_result(config, prev, state, registry.summary(), clock, write)
+                _say(state)
+                return result
+        if prev is not None:
+            certs = _with_previous_rows(prev, tally, certs, state, config)
+        if tally is not None and write:
+            _write_round_tables(Path(config.out_dir), certs, tally, state)
         certs = collapse_precerts(certs)
         state.errors.extend(_unchecked_names(certs, config.max_sans_per_cert))
         clock.lap("collapse")
@@ -374,6 +826,8 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
         certs, revocation_findings = _revocations(certs, config, state)
         clock.lap("revocations")
         registrations = registry.results()
+        if prev is not None:
+            registrations = _merge_registrations(prev.registrations, registrations, state.domains)
         clock.lap("lookups")
         lookups = registry.summary()
         if registry.notice:
@@ -385,6 +839,7 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
 
     findings = _detect(certs, registrations, config, revocation_findings, lint_findings)
     clock.lap("detect")
+    findings, registrations = _registration_dates(config, certs, findings, registrations, lookups, clock)
     suspects = build_suspects(certs, findings)
     clock.lap("score")
     errors = frame_from_rows(state.errors, ERROR_COLUMNS)
@@ -394,10 +849,37 @@ def run(config: Config, *, write: bool = True) -> ScanResult:
     summary["rates"] = rates_summary(rates, config.revocation_window)
     if state.lint_summary is not None:
         summary["lint"] = state.lint_summary  # pkilint's version, the BR version, counts, findings per code
-    result = ScanResult(certs, findings, suspects, errors, registrations, summary)
+    if tally is not None:
+        summary["round_state"] = _round_state(config)
+        # parsed_now: certificates (and source errors) parsed by this scan; reused: taken from the previous one
+        summary["round"] = {"built_on": prev.folder.name if prev else None, "parsed_now": tally.passed,
+                            "reused": len(tally.reused), "nothing_new": False}
+    result = ScanResult(certs, findings, suspects, errors, registrations, summary, rates=rates)
     if write:
         result.reports = _write(config, result, state.extra_tables, clock)
+    _say(state)
+    return result
+
+
+def _say(state: _Run) -> None:
     for n in state.notices:
         if n not in state.said:
             log.warning(n)
-    return result
+
+
+def _with_previous_rows(prev: _Previous, tally: _Tally, new: pd.DataFrame, state: _Run,
+                        config: Config) -> pd.DataFrame:
+    """The previous scan's parsed rows of the certificates read as before, then the rows parsed now."""
+    from scanner.core.records import CERT_COLUMNS
+    from scanner.parse.items import domains_of
+
+    parsed = read_parquet(prev.folder / PARSED_TABLE, CERT_COLUMNS)
+    kept = parsed[parsed["sha256"].isin(tally.reused)]
+    old_errors = read_parquet(prev.folder / "errors.parquet", ERROR_COLUMNS)
+    again = old_errors[(old_errors["stage"] == "parse") & old_errors["sha256"].isin(tally.reused)]
+    state.errors[:0] = again.to_dict("records")
+    if tally.dropped:  # certificates left the selection: their domains are no longer this scan's
+        state.domains = domains_of(kept.to_dict("records"), config.max_sans_per_cert) | domains_of(
+            new.to_dict("records"), config.max_sans_per_cert)
+    frames = [f for f in (kept, new) if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else new

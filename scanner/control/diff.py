@@ -154,7 +154,8 @@ def _load(scan: Scan, label: str) -> _Scan:
     certs = certs.astype({c: "object" for c in ("sha256", "precert_sha256", "subject_o", "subject_cn")})
     findings = findings.astype({c: "object" for c in ("sha256", "code", "name", "related_sha256")})
     as_of = pd.Timestamp(summary["report_as_of"]) if summary.get("report_as_of") else None
-    side = ScanSide(label, as_of, len(certs), tuple(summary.get("partial_reasons") or ()), _window(summary))
+    count = int(summary.get("certificates", len(certs)))  # certs may be the findings' certificates only
+    side = ScanSide(label, as_of, count, tuple(summary.get("partial_reasons") or ()), _window(summary))
     return _Scan(side, certs, findings)
 
 
@@ -272,8 +273,12 @@ def _status(old: _Scan, new: _Scan, old_pairs: pd.DataFrame, new_pairs: pd.DataF
     return table.reset_index()
 
 
-def diff_scans(old: Scan, new: Scan) -> ScanDiff:
-    """Compare two scans (report folders, or what load_scan returns) by certificate and finding code."""
+def diff_scans(old: Scan, new: Scan, *, rates: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> ScanDiff:
+    """Compare two scans (report folders, or what load_scan returns) by certificate and finding code.
+
+    rates: each scan's rates_table, when the scans are given with only some of their certificates (the
+    certificates the rates count are then not all there).
+    """
     new_scan = _load(new, "new")
     old_scan = _same_keys(_load(old, "old"), new_scan)
     subjects = pd.concat([_subjects(old_scan.certs), _subjects(new_scan.certs)])
@@ -319,9 +324,10 @@ def diff_scans(old: Scan, new: Scan) -> ScanDiff:
         _frame("new_revocation", revocations, subjects),
     ]
     changes = pd.concat(parts, ignore_index=True)
-    rates = side_by_side(rates_table(old_scan.certs, old_scan.findings, old_scan.side.window),
-                         rates_table(new_scan.certs, new_scan.findings, new_scan.side.window))
-    return ScanDiff(old_scan.side, new_scan.side, changes, rates,
+    old_rates, new_rates = rates if rates is not None else (
+        rates_table(old_scan.certs, old_scan.findings, old_scan.side.window),
+        rates_table(new_scan.certs, new_scan.findings, new_scan.side.window))
+    return ScanDiff(old_scan.side, new_scan.side, changes, side_by_side(old_rates, new_rates),
                     _status(old_scan, new_scan, old_pairs, new_pairs))
 
 

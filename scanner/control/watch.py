@@ -24,11 +24,12 @@ from scanner.control.alerts import (
     selection,
     send_alerts,
 )
-from scanner.control.diff import diff_scans, write_diff
+from scanner.control.diff import ScanDiff, diff_scans, write_diff
 from scanner.core.atomic import write_text_atomic
 from scanner.core.config import Config
 from scanner.core.times import iso
-from scanner.pipeline import run
+from scanner.detect.rates import rates_table
+from scanner.pipeline import ScanResult, run
 from scanner.sources.store import CertStore
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,11 @@ def run_round(config: Config, options: WatchOptions, *, now: datetime | None = N
     base.mkdir(parents=True, exist_ok=True)
     previous = previous_round(base)
     folder = round_folder(base, now)
-    result = run(replace(config, out_dir=folder))
+    result = run(replace(config, out_dir=folder), previous=previous, rounds=True)
     reasons = list(result.summary.get("partial_reasons") or [])
     if previous is not None:
         try:
-            write_diff(diff_scans(previous, folder), folder)
+            write_diff(_diff_with(previous, folder, result, config.revocation_window), folder)
         except Exception as exc:  # noqa: BLE001  a diff that fails must not stop latest moving and alerts going
             log.debug("diff failed", exc_info=True)
             reasons.append(f"no diff against the previous round {previous.name}: {exc}")
@@ -119,6 +120,23 @@ def run_round(config: Config, options: WatchOptions, *, now: datetime | None = N
               "alerting_findings": len(findings), **(outcome.as_dict() if outcome else {"channels": 0})}
     write_text_atomic(folder / "alerts.json", json.dumps(alerts, indent=2, sort_keys=True) + "\n")
     return RoundResult(folder, 3 if reasons else 0, result.summary, alerts, reasons)
+
+
+def _diff_with(previous: Path, folder: Path, result: ScanResult, window: timedelta) -> ScanDiff:
+    """The diff against the previous round; a round that reused its tables compares the findings' certificates.
+
+    Those tables are the previous round's own, so only time can have changed anything: certificates expired.
+    """
+    if result.summary.get("reused_from") != previous.name:
+        return diff_scans(previous, folder)
+    findings, certs = result.findings, result.certs  # the certificates with findings, nothing else
+    rates = result.rates if result.rates is not None else rates_table(certs, findings, window)
+    return diff_scans({"certs": certs, "findings": findings, "summary": _summary_of(previous)},
+                      {"certs": certs, "findings": findings, "summary": _summary_of(folder)}, rates=(rates, rates))
+
+
+def _summary_of(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "summary.json").read_text())
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -18,6 +19,12 @@ class RawCert:
     #: facts the source knows beyond the DER: crtsh_id, issuer_ca_id, first_seen,
     #: revoked_at, revocation_reason, revocation_source
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the DER's SHA-256 (hex) when the source already knows it (the store keys by it); "" = not given
+    sha256: str = ""
+
+    def digest(self) -> str:
+        """The SHA-256 of the DER (hex): the given one, else computed."""
+        return self.sha256 or hashlib.sha256(self.der).hexdigest()
 
 
 #: Something a source could not read: the one error record (a row of errors.csv), under the name sources use.

@@ -291,23 +291,25 @@ class CertStore:
         # A separate cursor read in batches keeps memory flat however large the store is.
         cur = self._conn.cursor()
         cur.execute(
-            "SELECT der, source, provenance, crtsh_id, issuer_ca_id, first_seen, revoked_at, "
+            "SELECT sha256, der, source, provenance, crtsh_id, issuer_ca_id, first_seen, revoked_at, "
             f"revocation_reason, revocation_source FROM certs WHERE {where}",
             list(params),
         )
+        nothing = (None,) * len(_EXTRA_KEYS)
         try:
             while True:
                 rows = cur.fetchmany(batch)
                 if not rows:
                     return
-                for der, source, provenance, *facts in rows:
+                for sha, der, source, provenance, *facts in rows:
                     extra: dict[str, Any] = {}
-                    for key, value in zip(_EXTRA_KEYS, facts):
-                        if key in ("first_seen", "revoked_at"):
-                            value = text_time(value)
-                        if value is not None and value != "":
-                            extra[key] = value
-                    yield RawCert(bytes(der), source, provenance, extra)
+                    if tuple(facts) != nothing:  # most stored certificates carry no facts: skip the walk
+                        for key, value in zip(_EXTRA_KEYS, facts):
+                            if key in ("first_seen", "revoked_at"):
+                                value = text_time(value)
+                            if value is not None and value != "":
+                                extra[key] = value
+                    yield RawCert(bytes(der), source, provenance, extra, sha)
         finally:
             cur.close()
 
