@@ -55,7 +55,7 @@ LINT_COLUMNS: dict[str, str] = {
     "sha256": "string",  # of the DER linted (a final certificate's or a precertificate's)
     "certificate_type": "string",  # pkilint's detected type, e.g. DV_FINAL_CERTIFICATE
     "severity": "string",  # pkilint's: FATAL / ERROR / WARNING / NOTICE / INFO
-    "code": "string",  # pkilint's finding code, e.g. cabf.serverauth.subscriber.crldp_absent
+    "code": "string",  # pkilint's finding code, e.g. cabf.serverauth.subscriber.revocation_information_absent
     "node_path": "string",  # where in the certificate, e.g. certificate.tbsCertificate.extensions.2
     "message": "string",  # pkilint's message, when it gives one
     "linter": "string",  # "pkilint 0.13.3 (BR 2.2.5)"
