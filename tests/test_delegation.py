@@ -194,3 +194,4 @@ def test_the_progress_bar_shows_the_time_left_from_the_registry_s_rate(tmp_path,
             service.submit(names)
             service.results()
     assert "left" in capsys.readouterr().err
+

@@ -126,3 +126,13 @@ def test_a_zone_file_run_twice_with_its_cache_gives_the_same_answers(world):
     second, summary = lookup(config, names)
     assert second[["status", "method"]].equals(first[["status", "method"]])
     assert (len(zones.queries), len(rdap.requests)) == asked and summary["cache_hits"] == 3
+
+
+def test_offline_a_zone_file_still_answers_and_nothing_goes_on_the_network(world):
+    from dataclasses import replace
+
+    config, zones, rdap = world
+    df, summary = lookup(replace(config, offline=True, use_cache=False), ["google.com", "free.com"])
+    assert (df.loc["google.com", "status"], df.loc["google.com", "method"]) == ("registered", "zone-file")
+    assert df.loc["free.com", "status"] == "unknown" and "offline" in df.loc["free.com", "detail"]
+    assert zones.queries == [] and rdap.requests == [] and summary["offline_unknown"] == 1

@@ -1,8 +1,9 @@
-"""DNS delegation check, the last-resort registration signal (dnspython, asyncio).
+"""`--registration dns`: DNS as the only registration signal, when the user asks for nothing else (dnspython, asyncio).
 
 The registrable domain is asked of its TLD's authoritative servers: NXDOMAIN = not delegated,
-taken as unregistered; NOERROR (answer, referral or NODATA) = registered; SERVFAIL, REFUSED and
-timeouts are retried, then unknown.
+taken as unregistered (the user chose DNS alone; a name on clientHold looks the same); NOERROR
+(answer, referral or NODATA) = registered; SERVFAIL, REFUSED and timeouts are retried, then unknown.
+`--registration auto` uses enrich/delegation.py instead, where NXDOMAIN only hands the name to RDAP.
 """
 
 from __future__ import annotations

@@ -186,6 +186,7 @@ class _Lane:
 
 _SETTLING = ("zone-file", "delegation")  # methods that settle registered without a date
 _NO_DATE = "; no registration date: "
+_OFFLINE = "offline: not in the cache, the recorded answers or the zone files"
 _ETA_EVERY = 0.5  # seconds between two estimates of the time left, in the progress bar
 _FLUSH_SECONDS = 5.0  # cache writes at least this often, so a killed run resumes from nearly where it was
 
@@ -446,10 +447,9 @@ class RegistrationService:
         undated = [n for n in names if self._wants_date(n)] if self._dates_all and not self.config.offline else []
         if not rest and not undated:
             return
-        if self.config.offline:
+        if self.config.offline and self._zones_read:
             now = utc_now().isoformat()
-            detail = "offline: not in the cache or the recorded answers"
-            self._store([_row_of(n, RegistrationStatus.UNKNOWN, "none", detail, now) for n in rest])
+            self._store([_row_of(n, RegistrationStatus.UNKNOWN, "none", _OFFLINE, now) for n in rest])
             self._counts.offline += len(rest)
             return
         loop = asyncio.get_running_loop()
@@ -481,6 +481,11 @@ class RegistrationService:
                  len(read.hits), len(wanted), read.lines, read.seconds)
         for job in held:
             hit = read.hits.get(job.name)
+            if hit is None and self.config.offline:  # a zone file is local: offline reads it too
+                self._counts.offline += 1
+                self._finish(job, Registration(job.name, RegistrationStatus.UNKNOWN, "none", "", _OFFLINE, utc_now()),
+                             False, network=False)
+                continue
             if hit is None:
                 self._enqueue(self._lane_of(job.name), job)
                 continue
@@ -746,6 +751,11 @@ def add_registration_dates(config: Config, registrations: pd.DataFrame, domains:
     settled without a date (zone file, delegation) are asked of RDAP/WHOIS, and the table returns
     with their dates.
     """
+    settled = registrations["method"].isin(_SETTLING) & (registrations["status"] == "registered")
+    undated = set(registrations.loc[(settled & registrations["registered_at"].isna()).to_numpy(bool), "domain"])
+    domains = [d for d in domains if d in undated]
+    if not domains or config.registration != "auto" or config.offline:
+        return registrations, {"mode": config.registration_dates, "asked": 0, "found": 0}
     with RegistrationService(config) as service:
         service.seed(registrations)
         asked = service.look_up_dates(domains)

@@ -70,13 +70,15 @@ def _blocks(path: Path) -> Iterator[bytes]:
         inflate = zlib.decompressobj(wbits=31)
         chunk = first
         while chunk:
-            out = inflate.decompress(chunk)
-            while inflate.eof and inflate.unused_data:  # a multi-member gzip: the next member
-                rest = inflate.unused_data
-                inflate = zlib.decompressobj(wbits=31)
-                out += inflate.decompress(rest)
-            if out:
-                yield out
+            while chunk:
+                # at most BLOCK inflated bytes at a time, however well the zone compresses
+                out = inflate.decompress(chunk, BLOCK)
+                chunk = inflate.unconsumed_tail
+                if inflate.eof and inflate.unused_data:  # a multi-member gzip: the next member
+                    chunk = inflate.unused_data
+                    inflate = zlib.decompressobj(wbits=31)
+                if out:
+                    yield out
             chunk = raw.read(GZIP_BLOCK)
         if not inflate.eof:
             raise CutShort("the gzip stream ends before its end-of-stream marker")
@@ -140,86 +142,95 @@ def read_zone_files(paths: Iterable[Path], wanted: Collection[str]) -> ZoneRead:
 
 
 def _read_one(path: Path, targets: dict[bytes, str], result: ZoneRead) -> None:
-    file_time = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-    origin = b""
-    owner = b""
-    serial = ""
-    found: dict[str, list[str]] = {}
-    in_parens = False
-    lines_read = owners = 0
+    parser = _Parser(targets)
+    lines_read = 0
     try:
         for block, plain in _lines(path):
             lines_read += len(block)
-            if plain and not origin and owners >= _SOA_WITHIN:
-                # Only the lines of wanted owners go through the parser below (which counts them).
+            if plain and not parser.origin and parser.owners < _SOA_WITHIN:
+                # the zone's first records, where its SOA (and serial) is, through the parser
+                head, block = block[: _SOA_WITHIN * 4], block[_SOA_WITHIN * 4 :]
+                parser.parse(head, False)
+            if plain and not parser.origin:
+                # Only the lines of wanted owners go through the parser (which counts them).
                 every = len(block)
                 block = [line for line in block if line.partition(b"\t")[0] in targets]
-                owners += every - len(block)
-                if not block:
-                    continue
-                owner = b""
-            parens = not plain
-            for line in block:
-                if not line:
-                    continue
-                first = line[0]
-                if in_parens:
-                    if 41 in line.split(b";", 1)[0]:  # ')'
-                        in_parens = False
-                    continue
-                if first == 0x3B:  # ';' comment
-                    continue
-                if first == 0x24:  # '$' directive
-                    parts = line.split()
-                    if parts[0] == b"$origin" and len(parts) > 1:
-                        origin = parts[1]
-                        origin = origin if origin.endswith(b".") else origin + b"."
-                    continue
-                if first == 0x20 or first == 0x09:  # blank owner: the previous one
-                    rest = line
-                    if not owner:
-                        continue
-                else:
-                    head, sep, rest = line.partition(b"\t")
-                    if not sep or 32 in head:
-                        head, _, rest = line.partition(b" ")
-                    owners += 1
-                    if head.endswith(b"."):
-                        owner = head
-                    elif head == b"@":
-                        owner = origin
-                    elif origin and head.strip():
-                        owner = head.strip() + b"." + origin
-                    else:
-                        owner = b""  # a relative name with no $ORIGIN: cannot be placed
-                        continue
-                if parens and 40 in rest:
-                    before_comment = rest.split(b";", 1)[0]
-                    if 40 in before_comment:
-                        if 41 not in before_comment:
-                            in_parens = True
-                        continue
-                name = targets.get(owner)
-                if name is None:
-                    if not serial and owners < _SOA_WITHIN:
-                        serial = _soa_serial(rest)
-                    continue
-                tokens = rest.split(b";", 1)[0].split()
-                rtype, at = _record_type(tokens)
-                if rtype in _DELEGATION_TYPES and at < len(tokens):
-                    host = tokens[at].decode("ascii", "replace")
-                    if not host.endswith(".") and origin:
-                        host = host + "." + origin.decode("ascii", "replace")
-                    found.setdefault(name, []).append(host.rstrip("."))
+                parser.owners += every - len(block)
+                parser.owner = b""
+            parser.parse(block, not plain)
     finally:  # what was found before a fault (a cut download) is kept
-        _merge(path, found, serial, file_time, lines_read, owners, result)
+        result.lines += lines_read
+        result.owners += parser.owners
+        file_time = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        for name, hosts in parser.found.items():
+            if name not in result.hits:
+                result.hits[name] = ZoneHit(str(path), parser.serial, tuple(sorted(set(hosts))), file_time)
 
 
-def _merge(path: Path, found: dict[str, list[str]], serial: str, file_time: datetime, lines_read: int,
-           owners: int, result: ZoneRead) -> None:
-    result.lines += lines_read
-    result.owners += owners
-    for name, hosts in found.items():
-        if name not in result.hits:
-            result.hits[name] = ZoneHit(str(path), serial, tuple(sorted(set(hosts))),
-                                        file_time)
+class _Parser:
+    """Master-file lines -> NS hosts of the wanted owners; keeps $ORIGIN, the last owner and the SOA serial."""
+
+    def __init__(self, targets: dict[bytes, str]) -> None:
+        self.targets = targets
+        self.origin = b""
+        self.owner = b""
+        self.serial = ""
+        self.in_parens = False
+        self.owners = 0
+        self.found: dict[str, list[str]] = {}
+
+    def parse(self, lines: list[bytes], parens: bool) -> None:
+        """Read these lines (lower-cased); parens: some line may hold a '(' (else none is looked for)."""
+        targets, found = self.targets, self.found
+        for line in lines:
+            if not line:
+                continue
+            first = line[0]
+            if self.in_parens:
+                if 41 in line.split(b";", 1)[0]:  # ')'
+                    self.in_parens = False
+                continue
+            if first == 0x3B:  # ';' comment
+                continue
+            if first == 0x24:  # '$' directive
+                parts = line.split()
+                if parts[0] == b"$origin" and len(parts) > 1:
+                    origin = parts[1]
+                    self.origin = origin if origin.endswith(b".") else origin + b"."
+                continue
+            if first == 0x20 or first == 0x09:  # blank owner: the previous one
+                rest = line
+                if not self.owner:
+                    continue
+            else:
+                head, sep, rest = line.partition(b"\t")
+                if not sep or 32 in head:
+                    head, _, rest = line.partition(b" ")
+                self.owners += 1
+                if head.endswith(b"."):
+                    self.owner = head
+                elif head == b"@":
+                    self.owner = self.origin
+                elif self.origin and head.strip():
+                    self.owner = head.strip() + b"." + self.origin
+                else:
+                    self.owner = b""  # a relative name with no $ORIGIN: cannot be placed
+                    continue
+            if parens and 40 in rest:
+                before_comment = rest.split(b";", 1)[0]
+                if 40 in before_comment:
+                    if 41 not in before_comment:
+                        self.in_parens = True
+                    continue
+            name = targets.get(self.owner)
+            if name is None:
+                if not self.serial and self.owners < _SOA_WITHIN:
+                    self.serial = _soa_serial(rest)
+                continue
+            tokens = rest.split(b";", 1)[0].split()
+            rtype, at = _record_type(tokens)
+            if rtype in _DELEGATION_TYPES and at < len(tokens):
+                host = tokens[at].decode("ascii", "replace")
+                if not host.endswith(".") and self.origin:
+                    host = host + "." + self.origin.decode("ascii", "replace")
+                found.setdefault(name, []).append(host.rstrip("."))

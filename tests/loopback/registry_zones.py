@@ -207,3 +207,48 @@ class RateLimitedRdapServer(RdapServer):
                                 content_type="application/rdap+json")
         self._tokens -= 1
         return await super()._handle(request)
+
+
+def _rdap_child(held: list[str], rate: float, retry_after: int, ports: Queue) -> None:
+    import asyncio
+    import json
+
+    from .registry_servers import RDAP_DIR
+
+    doc = json.loads((RDAP_DIR / "verisign_google.com_2021-12-17.json").read_bytes())
+    doc["status"], doc["nameservers"] = ["client hold"], []
+    body = json.dumps(doc).encode()
+    registered = set(held)
+    state = {"tokens": rate, "last": time.monotonic()}
+
+    async def handle(request: web.Request) -> web.Response:
+        now = time.monotonic()
+        state["tokens"] = min(rate, state["tokens"] + (now - state["last"]) * rate)
+        state["last"] = now
+        if rate and state["tokens"] < 1:
+            return web.Response(status=429, body=b'{"errorCode":429}', headers={"Retry-After": str(retry_after)},
+                                content_type="application/rdap+json")
+        state["tokens"] -= 1
+        if request.match_info["name"].lower() in registered:
+            return web.Response(body=body, content_type="application/rdap+json")
+        return web.Response(status=404, content_type="application/rdap+json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/{prefix:.*}domain/{name}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        ports.put(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def serve_rdap_in_process(held: Sequence[str], *, rate: float = 5.0, retry_after: int = 1) -> tuple[Process, int]:
+    """A rate-limited RDAP registry in a child process: 200 for the held names, 404 else -> (process, port)."""
+    ports: Queue = Queue()
+    proc = Process(target=_rdap_child, args=(list(held), rate, retry_after, ports), daemon=True)
+    proc.start()
+    return proc, ports.get(timeout=30)
