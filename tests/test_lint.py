@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from scanner.cli import main
 from scanner.core.records import FINDING_COLUMNS, finding_code, frame_from_rows
@@ -215,3 +217,42 @@ def test_a_scan_without_lint_never_imports_pkilint_nor_does_a_rerun_whose_lints_
     assert not imported()
     assert imported("--lint")  # cold: pkilint lints
     assert not imported("--lint")  # warm: every result from the store
+
+
+def pkilint_revocation_cli(path: Path, kind: str) -> list[tuple[str, str, str, str]] | None:
+    """pkilint's own lint_crl (-t CRL -p BR) or lint_ocsp_response on one file; None when it cannot load it."""
+    module, args = {"crl": ("lint_crl", ["-t", "CRL", "-p", "BR"]), "ocsp": ("lint_ocsp_response", [])}[kind]
+    done = subprocess.run([sys.executable, "-m", f"pkilint.bin.{module}", "lint", *args, "-f", "JSON", str(path)],
+                          capture_output=True, text=True, timeout=240)
+    if not done.stdout:
+        assert "Failed to load" in done.stderr, done.stderr
+        return None
+    return [(d["severity"], d["code"], r["node_path"], d["message"] or "")
+            for r in json.loads(done.stdout)["results"] for d in r["finding_descriptions"]]
+
+
+def test_pkilints_crl_and_ocsp_linters_on_real_crls_and_responses_give_what_its_clis_give():
+    from scanner.enrich.lint import lint_revocation_documents
+
+    crl_files = [FIXTURES / "crl" / "InCommon-RSA-Server-CA_2018-08-20.crl",
+                 FIXTURES / "crl" / "pemCRLBase64_RSA-Public-Root-CA-v1_2011-02-23.pem"]
+    ocsp_files = sorted((FIXTURES / "cryptography_vectors" / "ocsp").glob("*.der"))
+    documents = []
+    for path in crl_files:
+        data = path.read_bytes()
+        if data.lstrip().startswith(b"-----"):
+            data = x509.load_pem_x509_crl(data).public_bytes(serialization.Encoding.DER)
+        documents.append((path.as_uri(), "crl", data, path))
+    documents += [(p.as_uri(), "ocsp", p.read_bytes(), p) for p in ocsp_files]
+    table = lint_revocation_documents([(url, kind, data) for url, kind, data, _ in documents])
+    with ThreadPoolExecutor(4) as pool:
+        expected = list(pool.map(lambda d: pkilint_revocation_cli(d[3], d[1]), documents))
+    for (url, _, _, path), cli in zip(documents, expected):
+        mine = table[table["url"] == url]
+        if cli is None:  # e.g. the 5-byte 'unauthorized' response: no responseBytes to lint
+            assert len(mine) == 1 and mine["code"].iloc[0] == "" and "could not decode" in mine["message"].iloc[0]
+            continue
+        got = Counter(zip(mine["severity"], mine["code"], mine["node_path"], mine["message"]))
+        assert got == Counter(cli), path.name
+    # the 2011 root CRL's 180-day validity breaks the BR's 10-day maximum
+    assert "cabf.crl_invalid_validity_period" in set(table["code"])

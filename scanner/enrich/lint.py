@@ -134,6 +134,94 @@ def lint_der(der: bytes) -> dict[str, Any]:
     return {"type": str(certificate_type), "br": br, "findings": findings, "error": ""}
 
 
+def _crl_validator() -> Any:
+    """pkilint's CRL linter as ``lint_crl lint -t CRL -p BR`` builds it (RFC 5280 plus the BR profile), once."""
+    if "crl" not in _VALIDATORS:
+        from pkilint import pkix
+        from pkilint.cabf import cabf_crl
+        from pkilint.pkix import crl, extension, name
+
+        crl_type = crl.CertificateRevocationListType.CRL
+        _VALIDATORS["crl"] = (crl.create_pkix_crl_validator_container(
+            [pkix.create_attribute_decoder(name.ATTRIBUTE_TYPE_MAPPINGS),
+             pkix.create_extension_decoder(extension.EXTENSION_MAPPINGS)],
+            [crl.create_issuer_validator_container([]),
+             crl.create_validity_validator_container([cabf_crl.create_validity_period_validator(crl_type)]),
+             crl.create_extensions_validator_container([]),
+             cabf_crl.CabfCrlReasonCodeAllowlistValidator(crl_type)],
+        ), None)
+    return _VALIDATORS["crl"][0]
+
+
+def _ocsp_validator() -> Any:
+    """pkilint's OCSP response linter as ``lint_ocsp_response lint`` builds it (RFC 6960), once."""
+    if "ocsp" not in _VALIDATORS:
+        from pkilint import pkix
+        from pkilint.pkix import extension, name, ocsp
+
+        _VALIDATORS["ocsp"] = (ocsp.create_pkix_ocsp_response_validator_container(
+            [ocsp.create_response_decoder(), pkix.create_attribute_decoder(name.ATTRIBUTE_TYPE_MAPPINGS),
+             pkix.create_extension_decoder(extension.EXTENSION_MAPPINGS)], []), None)
+    return _VALIDATORS["ocsp"][0]
+
+
+def lint_revocation_der(der: bytes, kind: str) -> dict[str, Any]:
+    """pkilint's findings on a fetched CRL (kind "crl", BR profile) or OCSP response (kind "ocsp").
+
+    The same shape as lint_der: {"type": kind, "findings": [[severity, code, node_path, message], ...],
+    "error": why pkilint could not read it, else ""}.
+    """
+    from pkilint import loader
+
+    if kind not in ("crl", "ocsp"):
+        raise ValueError(f"kind must be crl or ocsp, not {kind!r}")
+    try:
+        if kind == "crl":
+            doc = loader.RFC5280CertificateListDocumentLoader().load_der_document(der, "crl")
+        else:
+            doc = loader.RFC6960OCSPResponseDocumentLoader().load_der_document(der, "ocsp")
+    except ValueError as exc:
+        return {"type": kind, "br": "", "findings": [], "error": f"pkilint could not decode it: {exc}"}
+    validator = _crl_validator() if kind == "crl" else _ocsp_validator()
+    findings = [[d.finding.severity.name, d.finding.code, r.node.path, d.message or ""]
+                for r in validator.validate(doc.root) for d in r.finding_descriptions if d.finding.severity.name in _KEPT]
+    return {"type": kind, "br": br_version() if kind == "crl" else "", "findings": findings, "error": ""}
+
+
+#: pkilint's findings on the CRLs and OCSP responses a --check-revocation fetched: one row per finding.
+REVOCATION_LINT_COLUMNS: dict[str, str] = {
+    "url": "string",  # where it was fetched from
+    "kind": "string",  # crl / ocsp
+    "sha256": "string",  # of the DER linted
+    "severity": "string",
+    "code": "string",
+    "node_path": "string",
+    "message": "string",  # pkilint's message; or why pkilint could not read the document (code empty)
+    "linter": "string",
+}
+
+
+def lint_revocation_documents(documents: Iterable[tuple[str, str, bytes]]) -> pd.DataFrame:
+    """pkilint's CRL and OCSP response linters on (url, kind, der) documents: REVOCATION_LINT_COLUMNS.
+
+    A document pkilint cannot read is one row with an empty code and the reason as its message.
+    """
+    rows = []
+    name = f"pkilint {pkilint_version()}"
+    for url, kind, der in documents:
+        result = lint_revocation_der(der, kind)
+        sha = hashlib.sha256(der).hexdigest()
+        if result["error"]:
+            rows.append({"url": url, "kind": kind, "sha256": sha, "severity": "", "code": "", "node_path": "",
+                         "message": result["error"], "linter": name})
+        for severity, code, node_path, message in result["findings"]:
+            rows.append({"url": url, "kind": kind, "sha256": sha, "severity": severity, "code": code,
+                         "node_path": node_path, "message": message, "linter": name})
+    if not rows:
+        return empty_frame(REVOCATION_LINT_COLUMNS)
+    return coerce(pd.DataFrame(rows, columns=list(REVOCATION_LINT_COLUMNS)), REVOCATION_LINT_COLUMNS)
+
+
 def lint_batch(ders: Sequence[bytes]) -> list[str]:
     """lint_der of each, as JSON text (what the store keeps). Runs in the workers."""
     out = []
