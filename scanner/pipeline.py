@@ -365,6 +365,7 @@ class RevocationCheck:
     revocations: pd.DataFrame
     errors: list[dict[str, str]]
     ocsp_results: pd.DataFrame
+    documents: list[tuple[str, str, bytes]] = field(default_factory=list)  # with config.lint: fetched DER
 
 
 def check_revocation(certs: pd.DataFrame, config: Config, *, now: datetime | None = None,
@@ -380,7 +381,7 @@ def check_revocation(certs: pd.DataFrame, config: Config, *, now: datetime | Non
     tables = fetch_revocation(certs, config, now=now, **fetch_options)
     findings = detect_revocation_status(certs, tables.ocsp_results, tables.crls, tables.revocations, now)
     return RevocationCheck(findings, tables.responders, tables.crls, tables.revocations, tables.errors,
-                           tables.ocsp_results)
+                           tables.ocsp_results, tables.documents)
 
 
 def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -418,6 +419,17 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
         "crls": {k: int(v) for k, v in check.crls["status"].value_counts().items()} if not check.crls.empty else {},
         "errors": len(check.errors),
     }
+    if config.lint:  # pkilint's CRL and OCSP response linters on what was fetched: a table, not findings
+        from scanner.enrich.lint import lint_revocation_documents
+
+        linted = lint_revocation_documents(check.documents)
+        state.extra_tables["revocation-lint.csv"] = ("Revocation lint", linted)
+        state.revocation_checks["lint"] = {
+            "crls": sum(kind == "crl" for _, kind, _ in check.documents),
+            "ocsp_responses": sum(kind == "ocsp" for _, kind, _ in check.documents),
+            "findings_per_code": {f"{k}:{c}": int(n) for (k, c), n in
+                                  linted[linted["code"] != ""].groupby(["kind", "code"]).size().items()},
+        }
     disclosure = _crl_disclosure(certs, scope, check.crls, state)
     if disclosure is None or disclosure.empty:
         return certs, check.findings

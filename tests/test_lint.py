@@ -256,3 +256,36 @@ def test_pkilints_crl_and_ocsp_linters_on_real_crls_and_responses_give_what_its_
         assert got == Counter(cli), path.name
     # the 2011 root CRL's 180-day validity breaks the BR's 10-day maximum
     assert "cabf.crl_invalid_validity_period" in set(table["code"])
+
+
+def test_with_check_revocation_the_fetched_crl_and_ocsp_answers_are_linted_as_pkilints_clis_lint_them(tmp_path):
+    from tests.loopback import ocsp_server as srv
+
+    ca = TestCA(name="ctscan Lint Revocation CA")
+    crl = ca.crl([(2, NOW - timedelta(days=2), x509.ReasonFlags.key_compromise)], this_update=NOW - timedelta(hours=6),
+                 next_update=NOW + timedelta(days=30))  # 30 days: past the BR's 10-day maximum for a CRL
+    behaviour = {s: srv.Answer(srv.GOOD) for s in range(1, 13)}
+    with srv.OcspServer(ca.cert, ca.key, behaviour, files={"/ca.crl": der(crl)}) as server:
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        for serial in range(1, 13):
+            c = ca.issue(serial=serial, not_before=NOW - timedelta(days=3), days=90, dns=[f"r{serial}.example.com"],
+                         ocsp_url=server.url, crl_url=server.file_url("/ca.crl"))
+            (certs / f"c{serial}.pem").write_bytes(pem(c))
+        issuer = tmp_path / "ca.pem"
+        issuer.write_bytes(pem(ca.cert))
+        code = main(["scan", str(certs), "--registration", "off", "--check-revocation", "--issuer-cert", str(issuer),
+                     "--ocsp-rate", "0", "--timeout", "5", "--cache", str(tmp_path / "cache"), "--lint",
+                     "--out", str(tmp_path / "out"), "-q", "--no-progress"])
+    assert code in (0, 3)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    linted = summary["revocation_checks"]["lint"]
+    assert linted["crls"] == 1
+    assert linted["ocsp_responses"] == 10  # OCSP_LINT_PER_RESPONDER answers of the one responder
+    table = pd.read_csv(tmp_path / "out" / "revocation-lint.csv", keep_default_na=False)
+    (tmp_path / "ca.crl").write_bytes(der(crl))
+    cli = pkilint_revocation_cli(tmp_path / "ca.crl", "crl")
+    mine = table[table["kind"] == "crl"]
+    assert Counter(zip(mine["severity"], mine["code"], mine["node_path"], mine["message"])) == Counter(cli)
+    assert "cabf.crl_invalid_validity_period" in set(mine["code"])
+    assert set(table["kind"]) <= {"crl", "ocsp"}

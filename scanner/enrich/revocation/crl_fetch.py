@@ -33,6 +33,7 @@ class CrlFetch:
     crls: pd.DataFrame
     revocations: pd.DataFrame
     errors: list[dict[str, str]] = field(default_factory=list)
+    documents: list[tuple[str, str, bytes]] = field(default_factory=list)  # with keep_der: (url, "crl", DER)
 
     def status_of(self, url: str) -> str:
         """The status of one fetched CRL URL ('' when it was not fetched)."""
@@ -107,11 +108,13 @@ def fetch_crls(
     now: datetime | None = None,
     backoff_base: float = 0.5,
     max_bytes: int | None = None,
+    keep_der: bool = False,
 ) -> CrlFetch:
     """Fetch each CRL URL once (http/https only), check it, and collect its revocations.
 
     urls may be (url, source) pairs; the source (e.g. "ccadb:<CA name>") lands in the table.
     max_bytes: refuse a CRL larger than this, on the wire or decompressed (default bounded.LIMITS["crl"]).
+    keep_der: keep each fetched CRL's bytes in documents (for pkilint's CRL linter, --lint).
     """
     bound = limit("crl", max_bytes=max_bytes)
     now = now or datetime.now(timezone.utc)
@@ -137,6 +140,8 @@ def fetch_crls(
             message = f"CRL unreachable: {exc}; {hint}"
             return row, None, ErrorRecord("crl-fetch", url, message, stage="crl").as_row()
         row, revs = check_crl(resp.content, url, issuers, now)
+        if keep_der:
+            documents.append((url, "crl", resp.content))
         row["http_status"] = resp.status_code
         err = None
         if row["status"] in ("unparseable", "bad_signature"):
@@ -144,6 +149,7 @@ def fetch_crls(
         return row, revs, err
 
     rows, frames, errors = [], [], []
+    documents: list[tuple[str, str, bytes]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for (_url, source), (row, revs, err) in zip(wanted.items(), pool.map(one, list(wanted))):
             row["source"] = source
@@ -153,5 +159,6 @@ def fetch_crls(
             if err is not None:
                 errors.append(err)
     revocations = pd.concat(frames, ignore_index=True) if frames else empty_frame(REVOCATION_COLUMNS)
-    return CrlFetch(frame_from_rows(rows, CRL_TABLE_COLUMNS), revocations.astype(REVOCATION_COLUMNS), errors)
+    return CrlFetch(frame_from_rows(rows, CRL_TABLE_COLUMNS), revocations.astype(REVOCATION_COLUMNS), errors,
+                    sorted(documents))
 

@@ -10,9 +10,10 @@ CRL the certificates (or CCADB) point at is a row of the CRL table. Comparing th
 from __future__ import annotations
 
 import statistics
+import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,6 +39,8 @@ MAX_WORKERS = 32
 #: The two requests per certificate, in the order asked: (CertID hash, HTTP method).
 VARIANTS = (("sha1", "GET"), ("sha256", "POST"))
 _SOURCE = "revocation-check"
+#: With --lint, pkilint's OCSP response linter reads this many answers of each responder (and every CRL).
+OCSP_LINT_PER_RESPONDER = 10
 
 
 @dataclass
@@ -49,6 +52,9 @@ class RevocationTables:
     revocations: pd.DataFrame  # REVOCATION_COLUMNS, from the readable fetched CRLs
     responders: pd.DataFrame  # RESPONDER_COLUMNS
     errors: list[dict[str, str]]  # ERROR_COLUMNS rows
+    #: with config.lint: (url, "crl" / "ocsp", DER) of every fetched CRL and of OCSP_LINT_PER_RESPONDER answers
+    #: per responder, for pkilint's CRL and OCSP response linters
+    documents: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def fetch_revocation(
             crl_urls += scope.crl_urls()
     fetched = fetch_crls(crl_urls, issuers=known, session=session, timeout=config.timeout, retries=config.retries,
                          workers=min(8, config.lookup_concurrency), now=now, backoff_base=backoff_base,
-                         max_bytes=config.max_crl_bytes)
+                         max_bytes=config.max_crl_bytes, keep_der=config.lint)
     errors += fetched.errors
 
     jobs, missing = ocsp_jobs(base[base["not_after"] > pd.Timestamp(now)], known, config.ocsp_sample)
@@ -105,6 +111,7 @@ def fetch_revocation(
         revocations=fetched.revocations.astype(REVOCATION_COLUMNS),
         responders=_responder_table(results),
         errors=errors,
+        documents=fetched.documents + [(r.url, "ocsp", r.der) for _, pair in results for r in pair if r.der],
     )
 
 
@@ -162,12 +169,19 @@ def _run_ocsp(jobs: list[_Job], session: requests.Session, config: Config, now: 
     """Every job's answers, in VARIANTS order, jobs in the order given."""
     limits = HostRateLimits(config.ocsp_rate)
     tasks = [(job, h, m) for job in jobs for h, m in VARIANTS]
+    kept: Counter[str] = Counter()  # answers kept per responder for the OCSP response linter (--lint)
+    lock = threading.Lock()
 
     def one(task: tuple[_Job, str, str]) -> OcspResult:
         job, hash_name, method = task
+        keep = False
+        if config.lint:
+            with lock:
+                keep = kept[job.responder] < OCSP_LINT_PER_RESPONDER
+                kept[job.responder] += keep
         return query(session, job.responder, job.serial, job.issuer, hash_name=hash_name, method=method,
                      limiter=limits.for_url(job.responder), retries=config.retries, timeout=config.timeout,
-                     backoff_base=backoff_base, now=now)
+                     backoff_base=backoff_base, now=now, keep_der=keep)
 
     if not tasks:
         return []

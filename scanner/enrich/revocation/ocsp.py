@@ -72,6 +72,7 @@ class OcspResult:
     freshness: str = ""  # ok / stale / future
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    der: bytes = field(default=b"", repr=False)  # the response's bytes, when asked to keep them (--lint)
 
     @property
     def answered(self) -> bool:
@@ -275,8 +276,12 @@ def query(
     timeout: float = 10.0,
     backoff_base: float = 0.5,
     now: datetime | None = None,
+    keep_der: bool = False,
 ) -> OcspResult:
-    """Ask one responder about one serial and classify the answer; never raises for network trouble."""
+    """Ask one responder about one serial and classify the answer; never raises for network trouble.
+
+    keep_der: keep the body of an HTTP 200 answer in result.der (for pkilint's OCSP response linter, --lint).
+    """
     der = build_request(serial, issuer, hash_name)
     try:
         code, body, latency = send(session, responder, der, method=method, limiter=limiter, retries=retries,
@@ -288,6 +293,8 @@ def query(
         result = OcspResult("malformed", error=f"HTTP {code}; body starts {body[:80]!r}")
     else:
         result = classify(body, serial, issuer, now)
+        if keep_der:
+            result.der = body
     result.url, result.method, result.hash_name = responder, method, hash_name
     result.http_status, result.latency_ms = code, latency
     return result
