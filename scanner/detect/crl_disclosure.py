@@ -234,7 +234,7 @@ def detect_crl_disclosure(certs: pd.DataFrame, scope: CcadbScope, crls: pd.DataF
                 "next_update": crl.get("next_update"), "idp_urls": crl.get("idp_urls"),
                 "idp_critical": crl.get("idp_critical"), "idp_check": check, "error": crl.get("error"),
             })
-    notices = [scope.notice()]
+    notices = [scope.notice(fetched=crls is not None)]
     if lonely:
         what = ", ".join(f"{n} {k}" for k, n in sorted(lonely.items()))
         notices.append(f"CRLs disclosed in CCADB that no scanned certificate points at have problems ({what}): "

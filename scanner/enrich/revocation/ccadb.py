@@ -120,11 +120,12 @@ class CcadbScope:
                     seen.setdefault(url, f"ccadb:{rec.label}")
         return list(seen.items())
 
-    def notice(self) -> str:
-        """One sentence: how many rows were in scope, and which issuers have no record."""
+    def notice(self, fetched: bool = True) -> str:
+        """How many records were in scope, and which issuers have none (fetched: their CRLs were fetched)."""
         missing = [ca.label for ca, recs in self.by_issuer.items() if not recs]
         text = (f"CCADB file {self.file.name}: {self.rows_in_scope} of {len(self.file.records)} records are of the "
-                f"scanned certificates' issuing CAs; only their CRL disclosures are checked and their CRLs fetched.")
+                "scanned certificates' issuing CAs; only their CRL disclosures are checked"
+                + (" and their CRLs fetched." if fetched else " (their CRLs were not fetched: that takes --check-revocation, online)."))
         if missing:
             shown = "; ".join(missing[:3]) + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")
             text += f" No record for {len(missing)} issuing CA(s), whose CRL disclosure is not checked: {shown}."
