@@ -125,6 +125,16 @@ def _server(text: str) -> str:
     return text
 
 
+def _smtp(text: str) -> str:
+    from scanner.control.alerts import SmtpServer
+
+    try:
+        SmtpServer.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--smtp: ")) from None
+    return text
+
+
 def _http_url(text: str) -> str:
     if not text.lower().startswith(("http://", "https://")):
         raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL, not {text!r}")
@@ -410,9 +420,11 @@ def _add_watch_parser(sub: argparse._SubParsersAction) -> None:
                    help="POST the alert JSON to URL (retried, with an Idempotency-Key per delivery); repeatable")
     a.add_argument("--alert-email", action="append", default=[], metavar="ADDR",
                    help="mail the new findings, diff.md and suspects.csv to ADDR (needs --smtp); repeatable")
-    a.add_argument("--smtp", type=_server, default=_from_env("smtp", _server), metavar="HOST[:PORT]",
-                   help="SMTP server for --alert-email (STARTTLS when offered; CTSCAN_SMTP_USER, "
-                        "CTSCAN_SMTP_PASSWORD, CTSCAN_SMTP_FROM from the environment)")
+    a.add_argument("--smtp", type=_smtp, default=_from_env("smtp", _smtp), metavar="[smtps://]HOST[:PORT]",
+                   help="SMTP server for --alert-email: port 25 by default, STARTTLS when offered; smtps://HOST "
+                        "(port 465 by default) or port 465 for implicit TLS; the server's certificate verified "
+                        "against the system's CAs or SSL_CERT_FILE; CTSCAN_SMTP_USER, CTSCAN_SMTP_PASSWORD, "
+                        "CTSCAN_SMTP_FROM from the environment")
     a.add_argument("--alert-on", default=None, metavar="CODES",
                    help="alert only on these finding codes (comma-separated)")
     a.add_argument("--min-severity", choices=("info", "low", "medium", "high"), default=None,

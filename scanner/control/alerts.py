@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from scanner.core.config import Config, ConfigError
+from scanner.core.config import Config, ConfigError, server_problem
 from scanner.core.net import FetchError, RateLimiter, new_session, parse_host_port, request_with_retries
 from scanner.core.records import FINDING_CODES, crtsh_url
 from scanner.sources.store import CertStore, PendingDelivery
@@ -39,6 +39,8 @@ ALWAYS_BY_DEFAULT = frozenset({"early_revocation"})
 WEBHOOK_RATE = 1.0  # POSTs per second to one receiver
 WEBHOOK_OK = frozenset({200, 201, 202, 204})
 EXEC_TIMEOUT = 600.0  # seconds a hook may run before its delivery counts as failed
+SMTP_PORT = 25
+SMTPS_PORT = 465  # RFC 8314 submission over implicit TLS
 
 
 class DeliveryError(Exception):
@@ -184,17 +186,53 @@ class WebhookChannel:
             raise DeliveryError(f"--alert-webhook: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where --smtp points: host, port, and whether TLS starts at once (smtps://, port 465) or by STARTTLS."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+
+    @classmethod
+    def parse(cls, text: str) -> SmtpServer:
+        """'[smtp://|smtps://]HOST[:PORT]' -> the server (ConfigError on anything else).
+
+        smtps:// is implicit TLS, port 465 by default; without a scheme, port 25 by default and port 465
+        means implicit TLS too; smtp:// is never implicit TLS (STARTTLS when offered, whatever the port).
+        """
+        value = text.strip()
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            scheme, rest = "", value
+        scheme = scheme.lower()
+        if scheme not in ("", "smtp", "smtps"):
+            raise ConfigError(f"--smtp: the scheme must be smtp:// or smtps:// (implicit TLS), not {scheme}://")
+        rest = rest.rstrip("/")
+        problem = server_problem(rest) if rest else f"no host in {text!r}"
+        if problem:
+            raise ConfigError(f"--smtp: {problem}")
+        host, port = parse_host_port(rest, SMTPS_PORT if scheme == "smtps" else SMTP_PORT)
+        return cls(host, port, scheme == "smtps" or (not scheme and port == SMTPS_PORT))
+
+
 @dataclass
 class EmailChannel:
-    """--alert-email ADDR --smtp HOST[:PORT]: a plain-text mail, STARTTLS when offered, the CSV attached."""
+    """--alert-email ADDR --smtp [smtps://]HOST[:PORT]: a plain-text mail over TLS when it can, the CSV attached.
+
+    TLS is implicit (smtps://, or port 465) or by STARTTLS when the server offers it; either way the
+    server's certificate is verified against the system's CAs, or SSL_CERT_FILE's.
+    """
 
     to: str
     smtp: str
     timeout: float = 10.0
     key: str = field(init=False)
+    server: SmtpServer = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = "email:" + self.to
+        self.server = SmtpServer.parse(self.smtp)
 
     def message(self, delivery: Delivery) -> EmailMessage:
         """The mail of one delivery: the new findings, the round's diff.md, suspects.csv and the JSON attached."""
@@ -226,23 +264,40 @@ class EmailChannel:
 
     def send(self, delivery: Delivery) -> None:
         """Send the mail; credentials (CTSCAN_SMTP_USER / CTSCAN_SMTP_PASSWORD) only over TLS."""
-        host, port = parse_host_port(self.smtp, 25)
+        server = self.server
         user, password = os.environ.get("CTSCAN_SMTP_USER"), os.environ.get("CTSCAN_SMTP_PASSWORD", "")
+        where = f"--alert-email {self.to} via {self.smtp}"
+        context = ssl.create_default_context()  # verifies the server: the system's CAs, or SSL_CERT_FILE's
         try:
-            with smtplib.SMTP(host, port, timeout=self.timeout) as smtp:
+            if server.implicit_tls:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(server.host, server.port, timeout=self.timeout,
+                                                      context=context)
+            else:
+                smtp = smtplib.SMTP(server.host, server.port, timeout=self.timeout)
+            with smtp:
                 smtp.ehlo()
-                tls = smtp.has_extn("starttls")
-                if tls:
-                    smtp.starttls(context=ssl.create_default_context())
+                tls = server.implicit_tls
+                if not tls and smtp.has_extn("starttls"):
+                    smtp.starttls(context=context)
                     smtp.ehlo()
+                    tls = True
                 if user:
                     if not tls:
                         raise DeliveryError(f"--smtp {self.smtp} offers no STARTTLS: CTSCAN_SMTP_USER's "
-                                            "password is not sent in the clear")
+                                            "password is not sent in the clear (smtps://HOST for implicit TLS)")
                     smtp.login(user, password)
                 smtp.send_message(self.message(delivery))
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(f"{where}: the server's TLS certificate is not trusted ({exc.verify_message}); "
+                                "trust its CA with SSL_CERT_FILE=PEM, or fix the server's chain") from exc
+        except ssl.SSLError as exc:
+            hint = ""
+            if server.implicit_tls and "WRONG_VERSION_NUMBER" in str(exc):
+                hint = (f"; port {server.port} does not start with TLS: for STARTTLS give "
+                        f"--smtp {server.host}:587 (or smtp://{server.host}:{server.port})")
+            raise DeliveryError(f"{where}: TLS failed: {exc}{hint}") from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"--alert-email {self.to} via {self.smtp}: {exc}") from exc
+            raise DeliveryError(f"{where}: {exc}") from exc
 
 
 @dataclass
