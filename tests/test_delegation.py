@@ -195,3 +195,13 @@ def test_the_progress_bar_shows_the_time_left_from_the_registry_s_rate(tmp_path,
             service.results()
     assert "left" in capsys.readouterr().err
 
+
+
+def test_a_root_that_never_answers_costs_one_round_of_questions_then_the_registry_answers(tmp_path, rdap):
+    names = ["held.com", *(f"free{i}.com" for i in range(9))]
+    with ZoneServer(tlds=("com",), behaviour={"com": DROP}) as silent_root:
+        config = make_config(tmp_path, silent_root, rdap, use_cache=False)
+        df, summary = run(config, names)
+        root_questions = len(silent_root.asked("com"))
+    assert df.loc["held.com", "status"] == "registered" and summary["by_status"]["unregistered"] == 9
+    assert root_questions <= 3  # not a round per name: the TLD stays failed for the run's next minutes

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -52,6 +53,8 @@ MAX_SERVERS = 6  # addresses kept per zone: enough to ride out dead servers
 MAX_REFERRALS = 4  # zone cuts followed below the TLD (co.uk-like suffixes that are zones of their own)
 MAX_RETRIES = 2  # a name the check cannot settle goes to the registry anyway: no long retrying here
 MAX_TIMEOUT = 5.0  # seconds per UDP question (a TLD server answers in milliseconds or not at all)
+RETRY_ZONE_AFTER = 300.0  # seconds a TLD whose servers the root did not give stays failed (names go to RDAP)
+ROOT_GIVE_UP = 3  # TLDs for which no root server answered, with none answering ever: DNS is blocked here
 EDNS_PAYLOAD = 1232  # bytes: the DNS flag day 2020 size, so a referral with many NS fits one datagram
 
 DELEGATED, NOT_DELEGATED, UNSETTLED = "delegated", "not delegated", "unknown"
@@ -110,6 +113,9 @@ class DelegationClient:
     backoff_base: float = 0.5
     _zones: dict[str, asyncio.Future[_Servers]] = field(default_factory=dict, init=False, repr=False)
     _proto: _Datagrams | None = field(default=None, init=False, repr=False)
+    _failed_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _root_failures: int = field(default=0, init=False, repr=False)
+    _root_answered: bool = field(default=False, init=False, repr=False)
 
     @property
     def timeout(self) -> float:
@@ -226,14 +232,24 @@ class DelegationClient:
     async def zone_servers(self, zone: str) -> _Servers:
         """The authoritative servers of a TLD, from the root (found once, shared by every waiter)."""
         future = self._zones.get(zone)
-        if future is None or (future.done() and future.exception() is not None):
+        now = time.monotonic()
+        if self._root_failures >= ROOT_GIVE_UP and not self._root_answered:
+            # no root server has answered for several TLDs: DNS is blocked here, every name goes to the registry
+            raise GaveUp(RetryableError(f"{NO_CONNECTION}: no root server answered for {self._root_failures} "
+                                        "TLDs; the delegation check is skipped"), 0)
+        failed_at = self._failed_at.get(zone)
+        if future is None or (future.done() and future.exception() is not None
+                              and (failed_at is None or now - failed_at > RETRY_ZONE_AFTER)):
             future = asyncio.get_running_loop().create_future()
             self._zones[zone] = future
             try:
                 found = await with_retries(lambda a: self._referral(zone, self._roots(), a), MAX_RETRIES,
                                            self.backoff_base)
                 future.set_result(found[0])
-            except Exception as exc:  # shared with every waiter, then retried by the next caller
+                self._root_answered = True
+            except Exception as exc:  # shared with every waiter (and the names after them for a while)
+                self._failed_at[zone] = time.monotonic()
+                self._root_failures += 1
                 future.set_exception(exc)
                 future.exception()  # mark retrieved so asyncio does not log it
                 raise
