@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -168,10 +169,13 @@ _NOT_IN_FINGERPRINT = frozenset({"out_dir", "quiet", "verbose", "progress", "wor
 
 def _occurrence_key(raw: RawCert) -> int:
     """A 63-bit key of how a source gave a certificate (where from, and the facts it laid over it)."""
-    text = f"{raw.source}\0{raw.provenance!r}"
-    if raw.extra:
-        text += repr(sorted(raw.extra.items(), key=lambda kv: kv[0]))
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+    data = f"{raw.source}\0{raw.provenance}".encode("utf-8", "surrogatepass")
+    if raw.extra:  # facts that change answers (a revocation from crt.sh): a keyed hash no one can collide
+        data += repr(sorted(raw.extra.items(), key=lambda kv: kv[0])).encode("utf-8", "surrogatepass")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
+    # Where it was read only names the row, so two C checksums do (a third of blake2b's cost, at a
+    # million certificates a round): a collision could leave an old path in the provenance column.
+    return (zlib.crc32(data) << 31) ^ zlib.adler32(data)
 
 
 def config_fingerprint(config: Config) -> str:
@@ -638,12 +642,24 @@ def _nothing_changed(prev: _Previous, config: Config, state: _Run, tally: _Tally
     return (tally.passed == 0 and not tally.dropped and not state.errors and not config.check_revocation
             and prev.state.get("config") == config_fingerprint(config)
             and prev.state.get("crl_files") == _file_digests(config.crl_files)
+            and _ccadb_unchanged(prev, config)
             and set(state.partial_reasons) <= said_partial)
+
+
+def _ccadb_unchanged(prev: _Previous, config: Config) -> bool:
+    """True without --ccadb, or when its file is as before and no CRL URL of the previous round was still
+    within its disclosure deadline (one may be overdue now: crldp_not_disclosed is then taken afresh)."""
+    if config.ccadb is None:
+        return True
+    table = prev.folder / "crl-disclosure.csv"
+    return (prev.state.get("ccadb") == _file_digests((config.ccadb,)) and table.is_file()
+            and "not_disclosed_within_deadline" not in table.read_text(encoding="utf-8", errors="replace"))
 
 
 def _round_state(config: Config) -> dict[str, Any]:
     return {"version": ROUND_STATE_VERSION, "parse": _parse_fingerprint(config),
-            "config": config_fingerprint(config), "crl_files": _file_digests(config.crl_files)}
+            "config": config_fingerprint(config), "crl_files": _file_digests(config.crl_files),
+            "ccadb": _file_digests((config.ccadb,) if config.ccadb else ())}
 
 
 def _write_round_tables(out_dir: Path, parsed: pd.DataFrame, tally: _Tally, state: _Run) -> None:

@@ -19,7 +19,7 @@ from scanner.detect.crl_disclosure import detect_crl_disclosure
 from scanner.enrich.revocation.ccadb import read_ccadb, scope_ccadb
 from scanner.enrich.revocation.issuers import issuers_by_key_id, key_id_of
 from scanner.parse.certs import parse_der
-from scanner.pipeline import check_revocation, load_scan
+from scanner.pipeline import check_revocation, load_scan, run
 from tests.loopback import ocsp_server as srv
 from tests.synth import TestCA, der, pem
 
@@ -242,3 +242,31 @@ def test_mozillas_report_identifies_cas_by_their_pem_and_the_real_isrg_x2_crl_of
     assert table["http://e8.c.lencr.org/42.crl"]["disclosure"] == "not_disclosed"
     assert list(result.findings["sha256"]) == ["ab" * 32]
     assert "first full CRL URL" not in result.findings.iloc[0]["evidence"]  # E8's record lists no full CRL
+
+
+def test_a_watch_round_takes_the_disclosure_afresh_when_the_ccadb_file_changed(tmp_path):
+    ca = TestCA(name="ctscan Rounds CA")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for serial, name in ((1, "p1"), (7, "p7")):
+        cert = ca.issue(serial=serial, not_before=NOW - timedelta(days=30), days=90, dns=[f"{name}.example.com"],
+                        crl_url=f"http://crl.example/{name}.crl")
+        (certs / f"{name}.pem").write_bytes(pem(cert))
+    ccadb = tmp_path / "ccadb.csv"
+
+    def scan(name: str, previous: str | None, disclosed: list[str]):
+        write_ccadb(ccadb, [ccadb_row(ca, partitioned=[f"http://crl.example/{p}.crl" for p in disclosed])])
+        config = Config(out_dir=tmp_path / name, source="files", paths=(certs,), ccadb=ccadb, registration="off",
+                        cache_dir=tmp_path / "cache", workers=1, progress=False, quiet=True)
+        result = run(config, previous=tmp_path / previous if previous else None, rounds=True)
+        return set(result.findings.loc[result.findings["code"] == "crldp_not_disclosed", "name"]), result
+
+    first, _ = scan("r1", None, ["p1"])
+    assert first == {"http://crl.example/p7.crl"}
+    same, second = scan("r2", "r1", ["p1"])  # nothing new: the previous answer, still the finding
+    assert same == first and any(n.startswith("Nothing new") for n in second.summary["notices"])
+    fixed, third = scan("r3", "r2", ["p1", "p7"])  # the CA disclosed p7 since: the finding is gone
+    assert fixed == set()
+    assert not any(n.startswith("Nothing new") for n in third.summary["notices"])
+    rows_ = {r["url"]: r["disclosure"] for r in csv.DictReader((tmp_path / "r3" / "crl-disclosure.csv").open())}
+    assert rows_["http://crl.example/p7.crl"] == "disclosed"
