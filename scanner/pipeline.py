@@ -170,7 +170,7 @@ _NOT_IN_FINGERPRINT = frozenset({"out_dir", "quiet", "verbose", "progress", "wor
 def _occurrence_key(raw: RawCert) -> int:
     """A 63-bit key of how a source gave a certificate (where from, and the facts it laid over it)."""
     data = f"{raw.source}\0{raw.provenance}".encode("utf-8", "surrogatepass")
-    if raw.extra:  # facts that change answers (a revocation from crt.sh): a keyed hash no one can collide
+    if raw.extra:  # facts that change answers (a revocation from crt.sh): a cryptographic hash
         data += repr(sorted(raw.extra.items(), key=lambda kv: kv[0])).encode("utf-8", "surrogatepass")
         return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
     # Where it was read only names the row, so two C checksums do (a third of blake2b's cost, at a

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any, Union
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Union
 
 from scanner.core.records import ErrorRecord
 
+#: The facts of a certificate a source knows nothing more about (shared, so never to be changed).
+_NO_FACTS: Mapping[str, Any] = {}
 
-@dataclass(frozen=True)
-class RawCert:
-    """A certificate's DER bytes as a source found them, with where they came from."""
+
+class RawCert(NamedTuple):
+    """A certificate's DER bytes as a source found them, with where they came from.
+
+    A named tuple, not a dataclass: a store of a million certificates yields a million of these per
+    round, and a tuple is built three times faster than a frozen dataclass.
+    """
 
     der: bytes
     source: str  # files / crtsh-sql / crtsh-json / ct
     provenance: str  # file path (#n for the n-th PEM block), crtsh:ID, log URL#index
     #: facts the source knows beyond the DER: crtsh_id, issuer_ca_id, first_seen,
     #: revoked_at, revocation_reason, revocation_source
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = _NO_FACTS
     #: the DER's SHA-256 (hex) when the source already knows it (the store keys by it); "" = not given
     sha256: str = ""
 
