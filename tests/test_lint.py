@@ -23,7 +23,8 @@ from scanner.cli import main
 from scanner.core.records import FINDING_COLUMNS, finding_code, frame_from_rows
 from scanner.detect.lint import detect_lint
 from scanner.detect.score import LINT_MAX_POINTS, code_points
-from scanner.enrich.lint import lint_der, lint_ders, pkilint_version
+from scanner.enrich.lint import lint_ders, pkilint_version
+from scanner.enrich.lint_worker import lint_der
 from scanner.parse.certs import parse_der
 from scanner.parse.link import collapse_precerts
 from tests.conftest import SAMPLE
