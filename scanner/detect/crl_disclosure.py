@@ -30,9 +30,16 @@ from typing import Any
 
 import pandas as pd
 
-from scanner.core.records import CERT_COLUMNS, Finding, coerce, empty_frame, frame_from_rows
+from scanner.core.records import (
+    CERT_COLUMNS,
+    FINDING_COLUMNS,
+    coerce,
+    empty_frame,
+    finding_code,
+    frame_from_rows,
+)
 from scanner.core.times import iso
-from scanner.detect.findings import as_json, findings_frame
+from scanner.detect.findings import as_json
 from scanner.enrich.revocation.ccadb import CcadbRecord, CcadbScope, IssuingCa
 from scanner.enrich.revocation.tables import READABLE
 
@@ -73,20 +80,13 @@ class CrlDisclosure:
     notices: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Url:
-    """What the certificates of one issuing CA say about one CRL URL."""
+    """What the unexpired certificates of one issuing CA say about one CRL URL."""
 
-    shas: list[str] = field(default_factory=list)
+    shas: tuple[str, ...]
     first_not_before: pd.Timestamp | None = None
     first_revoked: pd.Timestamp | None = None
-
-    def add(self, sha: str, not_before: Any, revoked_at: Any) -> None:
-        self.shas.append(sha)
-        for attr, value in (("first_not_before", not_before), ("first_revoked", revoked_at)):
-            if value is not None and not pd.isna(value):
-                old = getattr(self, attr)
-                setattr(self, attr, value if old is None else min(old, value))
 
     def deadline(self) -> pd.Timestamp | None:
         """When the URL had to be in CCADB (None when no date is known)."""
@@ -95,26 +95,41 @@ class _Url:
         return min(times) if times else None
 
 
-def _urls(value: Any) -> list[str]:
-    if value is None or isinstance(value, str):
-        return []
-    try:
-        items = list(value)
-    except TypeError:
-        return []
-    return [str(u).strip() for u in items if str(u).lower().startswith(("http://", "https://"))]
+def _time_or_none(value: Any) -> pd.Timestamp | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value)
+
+
+_CERT_FIELDS = ("sha256", "issuer_key_id", "issuer_dn", "not_before", "not_after", "revoked_at",
+                "crl_distribution_points")
 
 
 def certificate_urls(certs: pd.DataFrame, now: datetime) -> dict[IssuingCa, dict[str, _Url]]:
-    """Per issuing CA, the http(s) CRL URLs of its certificates unexpired at now (as written, in order)."""
-    base = coerce(certs, CERT_COLUMNS)
-    live = base[base["not_after"] > pd.Timestamp(now)]
+    """Per issuing CA, the http(s) CRL URLs of its certificates unexpired at now (as written, first seen first)."""
+    base = coerce(certs, {k: CERT_COLUMNS[k] for k in _CERT_FIELDS})
+    live = base[base["not_after"] > pd.Timestamp(now)].drop(columns="not_after")
+    urls = live.explode("crl_distribution_points").rename(columns={"crl_distribution_points": "url"})
+    urls = urls[urls["url"].map(lambda u: isinstance(u, str) and u.lower().startswith(("http://", "https://")))]
+    if urls.empty:
+        return {}
+    urls = urls.assign(url=urls["url"].str.strip(), issuer_key_id=urls["issuer_key_id"].fillna(""),
+                       issuer_dn=urls["issuer_dn"].fillna("")).drop_duplicates(["sha256", "url"])
     out: dict[IssuingCa, dict[str, _Url]] = defaultdict(dict)
-    for row in live.itertuples(index=False):
-        ca = IssuingCa(str(row.issuer_key_id or ""), str(row.issuer_dn or ""))
-        for url in dict.fromkeys(_urls(row.crl_distribution_points)):
-            out[ca].setdefault(url, _Url()).add(row.sha256, row.not_before, row.revoked_at)
+    grouped = urls.groupby(["issuer_key_id", "issuer_dn", "url"], sort=False, dropna=False)
+    summary = grouped.agg(first_not_before=("not_before", "min"), first_revoked=("revoked_at", "min"))
+    shas = grouped["sha256"].agg(list)
+    for (kid, dn, url), row in summary.iterrows():
+        out[IssuingCa(str(kid), str(dn))][str(url)] = _Url(
+            tuple(shas[(kid, dn, url)]), _time_or_none(row["first_not_before"]), _time_or_none(row["first_revoked"]))
     return out
+
+
+def _findings(shas: tuple[str, ...] | list[str], code: str, evidence: str, name: str, detail: str) -> pd.DataFrame:
+    """One finding per certificate with the same evidence, built as columns (a CA may have a million of them)."""
+    n = len(shas)
+    frame = pd.DataFrame({"sha256": list(shas), "code": [code] * n, "severity": [finding_code(code).severity] * n,
+                          "name": [name] * n, "related_sha256": [""] * n, "evidence": [evidence] * n,
+                          "detail": [detail] * n})
+    return coerce(frame, FINDING_COLUMNS)
 
 
 def _near_miss(url: str, listed: list[str]) -> str:
@@ -142,7 +157,7 @@ _IDP_TEXT = {"missing": "has no Issuing Distribution Point extension",
 
 
 def not_disclosed_findings(ca: IssuingCa, url: str, seen: _Url, missing: list[CcadbRecord], file_name: str,
-                           all_full_urls: bool, listed: list[str]) -> list[Finding]:
+                           all_full_urls: bool, listed: list[str]) -> pd.DataFrame:
     """crldp_not_disclosed on every unexpired certificate of ca carrying url."""
     names = "; ".join(r.label for r in missing)
     evidence = (f"crlDistributionPoints URL {url} of this certificate is not disclosed in the CCADB record(s) "
@@ -156,13 +171,14 @@ def not_disclosed_findings(ca: IssuingCa, url: str, seen: _Url, missing: list[Cc
     detail = as_json({"url": url, "issuer": ca.dn, "issuer_key_id": ca.key_id, "ccadb_file": file_name,
                       "ccadb_records": [r.label for r in missing], "first_not_before": iso(seen.first_not_before),
                       "deadline": iso(seen.deadline())})
-    return [Finding(sha, "crldp_not_disclosed", evidence, name=url, detail=detail) for sha in seen.shas]
+    return _findings(seen.shas, "crldp_not_disclosed", evidence, url, detail)
 
 
-def idp_mismatch_findings(ca: IssuingCa, url: str, check: str, crl: dict[str, Any], shas: list[str]) -> list[Finding]:
+def idp_mismatch_findings(ca: IssuingCa, url: str, check: str, crl: dict[str, Any],
+                          shas: tuple[str, ...]) -> pd.DataFrame:
     """crl_idp_mismatch on every unexpired certificate of ca pointing at the partitioned CRL url."""
     if check in ("", "ok"):
-        return []
+        return _findings((), "crl_idp_mismatch", "", url, "")
     problems = check.split("; ")
     idp = str(crl.get("idp_urls") or "")
     evidence = (f"The partitioned CRL {url} (disclosed in CCADB for {ca.label}) "
@@ -171,7 +187,7 @@ def idp_mismatch_findings(ca: IssuingCa, url: str, check: str, crl: dict[str, An
                 + "; CCADB Policy 6.2 asks for a critical one naming that URL")
     detail = as_json({"crl": url, "problems": problems, "idp_urls": idp.split(),
                       "idp_critical": None if "missing" in problems else "not_critical" not in problems})
-    return [Finding(sha, "crl_idp_mismatch", evidence, name=url, detail=detail) for sha in shas]
+    return _findings(shas, "crl_idp_mismatch", evidence, url, detail)
 
 
 def _record_status(url: str, recs: tuple[CcadbRecord, ...], required: list[CcadbRecord],
@@ -197,7 +213,7 @@ def detect_crl_disclosure(certs: pd.DataFrame, scope: CcadbScope, crls: pd.DataF
     stamp = pd.Timestamp(now)
     by_url = {} if crls is None or crls.empty else {c["url"]: c for c in crls.to_dict("records")}
     seen_urls = certificate_urls(certs, now)
-    findings: list[Finding] = []
+    findings: list[pd.DataFrame] = []
     rows: list[dict[str, Any]] = []
     lonely: dict[str, int] = defaultdict(int)  # problems of disclosed URLs no certificate points at
     for ca, recs in scope.by_issuer.items():
@@ -213,12 +229,12 @@ def detect_crl_disclosure(certs: pd.DataFrame, scope: CcadbScope, crls: pd.DataF
             check = idp_check(url, crl) if url in partitioned else ""
             if url in full and url not in partitioned and crl is not None and not pd.isna(crl.get("idp_critical")):
                 check = "present (a full CRL SHOULD NOT carry one)"
-            shas = seen.shas if seen is not None else []
+            shas = seen.shas if seen is not None else ()
             if status == "not_disclosed" and seen is not None:
-                findings += not_disclosed_findings(ca, url, seen, missing, scope.file.name, scope.file.all_full_urls,
-                                                   listed)
+                findings.append(not_disclosed_findings(ca, url, seen, missing, scope.file.name,
+                                                       scope.file.all_full_urls, listed))
             if url in partitioned and crl is not None:
-                findings += idp_mismatch_findings(ca, url, check, crl, shas)
+                findings.append(idp_mismatch_findings(ca, url, check, crl, shas))
             fetch_status = NOT_FETCHED if crl is None else str(crl.get("status") or "")
             bad_idp = url in partitioned and check not in ("", "ok")
             if not shas and crl is not None and (bad_idp or fetch_status not in ("ok", "unverified")):
@@ -240,4 +256,6 @@ def detect_crl_disclosure(certs: pd.DataFrame, scope: CcadbScope, crls: pd.DataF
         notices.append(f"CRLs disclosed in CCADB that no scanned certificate points at have problems ({what}): "
                        "see crl-disclosure.csv; they are not findings, having no certificate to carry them.")
     table = frame_from_rows(rows, CRL_DISCLOSURE_COLUMNS) if rows else empty_frame(CRL_DISCLOSURE_COLUMNS)
-    return CrlDisclosure(findings_frame(findings), table, notices)
+    found = [f for f in findings if not f.empty]
+    frame = pd.concat(found, ignore_index=True) if found else empty_frame(FINDING_COLUMNS)
+    return CrlDisclosure(frame, table, notices)

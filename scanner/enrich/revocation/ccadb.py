@@ -258,8 +258,9 @@ def issuing_cas(certs: pd.DataFrame) -> list[IssuingCa]:
     """The distinct (authority key id, issuer DN) of the certificates, in a stable order."""
     if certs.empty:
         return []
-    pairs = zip(certs["issuer_key_id"].fillna("").astype(str), certs["issuer_dn"].fillna("").astype(str))
-    return sorted({IssuingCa(k, d) for k, d in pairs}, key=lambda ca: (ca.dn, ca.key_id))
+    pairs = certs[["issuer_key_id", "issuer_dn"]].astype("object").fillna("").drop_duplicates()
+    return sorted({IssuingCa(str(k), str(d)) for k, d in pairs.itertuples(index=False)},
+                  key=lambda ca: (ca.dn, ca.key_id))
 
 
 def _common_name(dn: str) -> str:
