@@ -161,6 +161,38 @@ def test_an_smtps_server_the_client_does_not_trust_gets_nothing_until_it_is_trus
     assert len({m["Message-ID"] for m in mails}) == 2
 
 
+def test_smtps_to_a_server_that_does_not_start_with_tls_fails_saying_so_and_the_right_scheme_delivers(
+        day, monkeypatch, capsys):
+    monkeypatch.delenv("CTSCAN_SMTP_USER", raising=False)
+    mailbox = _Mailbox()
+    plain = _LoopbackController(mailbox, hostname="127.0.0.1", port=0, ready_timeout=10)  # no TLS at all
+    plain.start()
+    try:
+        _morning(day)
+        assert main(day.argv("--alert-email", TO, "--smtp", f"smtps://127.0.0.1:{plain.port}")) == 3
+        err = capsys.readouterr().err
+        assert "does not start with TLS" in err and f"--smtp smtp://127.0.0.1:{plain.port}" in err
+        assert mailbox.mails == []
+        assert main(day.argv("--alert-email", TO, "--smtp", f"smtp://127.0.0.1:{plain.port}")) == 0
+    finally:
+        plain.stop()
+    assert len(mailbox.mails) == 1  # the pending alert, sent once the scheme was right
+    assert _pairs(json.loads(_attachments(_mail(mailbox.mails[0][0]))["alert.json"])["findings"]) == \
+        _round_pairs(day.rounds()[0])
+
+
+def test_starttls_mode_to_an_smtps_server_times_out_and_says_smtps_may_be_meant(day, smtps, monkeypatch, capsys):
+    monkeypatch.setenv("SSL_CERT_FILE", str(smtps.trust))
+    _morning(day)
+    plain_url = smtps.url.replace("smtps://", "smtp://")
+    assert main(day.argv("--alert-email", TO, "--smtp", plain_url, "--timeout", "1")) == 3
+    assert f"--smtp {smtps.url}" in capsys.readouterr().err
+    assert smtps.mailbox.mails == [] and smtps.mailbox.logins == []
+    assert main(day.argv("--alert-email", TO, "--smtp", smtps.url)) == 0
+    assert [_pairs(json.loads(_attachments(_mail(raw))["alert.json"])["findings"])
+            for raw, _, _ in smtps.mailbox.mails] == [_round_pairs(day.rounds()[0])]
+
+
 @pytest.mark.parametrize("text,server", [
     ("smtps://mail.example.org", SmtpServer("mail.example.org", 465, True)),
     ("SMTPS://mail.example.org:2465", SmtpServer("mail.example.org", 2465, True)),

@@ -268,12 +268,14 @@ class EmailChannel:
         user, password = os.environ.get("CTSCAN_SMTP_USER"), os.environ.get("CTSCAN_SMTP_PASSWORD", "")
         where = f"--alert-email {self.to} via {self.smtp}"
         context = ssl.create_default_context()  # verifies the server: the system's CAs, or SSL_CERT_FILE's
+        greeted = False
         try:
             if server.implicit_tls:
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(server.host, server.port, timeout=self.timeout,
                                                       context=context)
             else:
                 smtp = smtplib.SMTP(server.host, server.port, timeout=self.timeout)
+            greeted = True
             with smtp:
                 smtp.ehlo()
                 tls = server.implicit_tls
@@ -292,12 +294,26 @@ class EmailChannel:
                                 "trust its CA with SSL_CERT_FILE=PEM, or fix the server's chain") from exc
         except ssl.SSLError as exc:
             hint = ""
-            if server.implicit_tls and "WRONG_VERSION_NUMBER" in str(exc):
+            if server.implicit_tls and not greeted and exc.reason in _NOT_TLS:
                 hint = (f"; port {server.port} does not start with TLS: for STARTTLS give "
-                        f"--smtp {server.host}:587 (or smtp://{server.host}:{server.port})")
+                        f"--smtp smtp://{_host_port(server.host, server.port)}")
             raise DeliveryError(f"{where}: TLS failed: {exc}{hint}") from exc
+        except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+            hint = ""
+            if not server.implicit_tls and not greeted:  # no greeting: perhaps it waits for a TLS handshake
+                hint = (" (a server that speaks TLS at once sends no greeting: for SMTPS give "
+                        f"--smtp smtps://{_host_port(server.host, server.port)})")
+            raise DeliveryError(f"{where}: {exc or 'timed out'}{hint}") from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"{where}: {exc}") from exc
+
+
+#: OpenSSL's reasons for a TLS handshake answered by something that is not TLS (an SMTP greeting)
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"})
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass
