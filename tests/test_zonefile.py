@@ -136,3 +136,15 @@ def test_offline_a_zone_file_still_answers_and_nothing_goes_on_the_network(world
     assert (df.loc["google.com", "status"], df.loc["google.com", "method"]) == ("registered", "zone-file")
     assert df.loc["free.com", "status"] == "unknown" and "offline" in df.loc["free.com", "detail"]
     assert zones.queries == [] and rdap.requests == [] and summary["offline_unknown"] == 1
+
+
+def test_registration_dates_all_asks_the_registry_for_the_date_of_a_zone_file_name(world):
+    from dataclasses import replace
+
+    config, _zones, rdap = world
+    df, summary = lookup(replace(config, registration_dates="all", use_cache=False), ["google.com"])
+    assert rdap.requests_for("google.com")  # its date was asked for
+    assert summary["registration_dates"]["asked"] == 1
+    # this registry answers 404: the zone's own delegation outweighs it, and the evidence says so
+    row = df.loc["google.com"]
+    assert (row.status, row.method) == ("registered", "zone-file") and "no registration date" in row.detail

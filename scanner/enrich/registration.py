@@ -492,6 +492,8 @@ class RegistrationService:
             reg = Registration(job.name, RegistrationStatus.REGISTERED, "zone-file", hit.path, hit.detail(),
                                hit.file_time, None, 0)
             self._counts.zone_file += 1
+            if not self.config.offline:
+                self._date_too(job, reg)
             self._finish(job, reg, False, network=False)
 
     async def _date(self, names: list[str]) -> None:
@@ -644,15 +646,18 @@ class RegistrationService:
                 finally:
                     lane.active -= 1
                 lane.done += 1
-                if self._dates_all and job.dating is None and reg.status is RegistrationStatus.REGISTERED \
-                        and reg.method in _SETTLING:
-                    # --registration-dates all: the same batch waits for the date too
-                    job.batch.remaining += 1
-                    self._bar.total += 1
-                    self._enqueue(self._registry_lane(name), _Job(name, job.batch, None, _row(reg)))
+                self._date_too(job, reg)
                 self._finish(job, reg, no_connection)
         finally:
             lane.workers -= 1
+
+    def _date_too(self, job: _Job, reg: Registration) -> None:
+        """--registration-dates all: a name a zone file or delegation settled waits, in its batch, for its date."""
+        if self._dates_all and job.dating is None and reg.status is RegistrationStatus.REGISTERED \
+                and reg.method in _SETTLING:
+            job.batch.remaining += 1
+            self._bar.total += 1
+            self._enqueue(self._registry_lane(job.name), _Job(job.name, job.batch, None, _row(reg)))
 
     def _finish(self, job: _Job, reg: Registration, no_connection: bool, *, network: bool = True) -> None:
         row = _row(reg)
