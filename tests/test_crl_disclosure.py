@@ -61,6 +61,8 @@ def world(tmp_path_factory):
             "/p2.crl": der(ca.crl([], this_update=fresh, idp=url("/p9.crl"))),  # names another partition
             "/p3.crl": der(ca.crl([], this_update=fresh)),  # no IDP at all
             "/p4.crl": der(ca.crl([], this_update=fresh, idp=url("/p4.crl"), idp_critical=False)),
+            "/p6.crl": der(ca.crl([], this_update=NOW - timedelta(days=9), next_update=NOW - timedelta(days=2),
+                                  idp=url("/p6.crl"))),  # past its nextUpdate
             "/p7.crl": der(ca.crl([], this_update=fresh, idp=url("/p7.crl"))),
             "/other.crl": der(other.crl([], this_update=fresh)),
             "/namesake.crl": der(namesake.crl([], this_update=fresh)),
@@ -68,14 +70,14 @@ def world(tmp_path_factory):
         certs = tmp / "certs"
         certs.mkdir()
         for serial, path, age in ((1, "/p1.crl", 30), (2, "/p2.crl", 30), (3, "/p3.crl", 30), (4, "/p4.crl", 30),
-                                  (7, "/p7.crl", 30), (8, "/p8.crl", 2)):
+                                  (6, "/p6.crl", 30), (7, "/p7.crl", 30), (8, "/p8.crl", 2)):
             cert = ca.issue(serial=serial, not_before=NOW - timedelta(days=age), days=90,
                             dns=[f"s{serial}.example.com"], crl_url=url(path))
             (certs / f"{serial}.pem").write_bytes(pem(cert))
         issuer = tmp / "ca.pem"
         issuer.write_bytes(pem(ca.cert))
         ccadb = write_ccadb(tmp / "AllCertificateRecordsCSVFormatv4.csv", [
-            ccadb_row(ca, partitioned=[url(f"/p{i}.crl") for i in (1, 2, 3, 4, 5)]),  # p7 and p8 not disclosed
+            ccadb_row(ca, partitioned=[url(f"/p{i}.crl") for i in (1, 2, 3, 4, 5, 6)]),  # p7 and p8 not disclosed
             ccadb_row(other, partitioned=[url("/other.crl")]),
             ccadb_row(namesake, full=url("/namesake.crl")),  # same name, another key: not the CA under audit
         ])
@@ -144,6 +146,9 @@ def test_partitioned_crls_with_a_wrong_a_missing_and_a_non_critical_idp_are_find
     table = {r["url"]: r for r in rows(out / "crl-disclosure.csv")}
     checks = {p: table[world["url"](p)]["idp_check"] for p in ("/p1.crl", "/p2.crl", "/p3.crl", "/p4.crl")}
     assert checks == {"/p1.crl": "ok", "/p2.crl": "other_url", "/p3.crl": "missing", "/p4.crl": "not_critical"}
+    p6 = table[world["url"]("/p6.crl")]  # disclosed and stale: the row says so, its certificate has crl_stale
+    assert (p6["fetch_status"], p6["idp_check"], p6["certificates"]) == ("stale", "ok", "1")
+    assert set(findings_by_san(out, "crl_stale")) == {"s6.example.com"}
     p5 = table[world["url"]("/p5.crl")]  # disclosed, no certificate points at it, and not served
     assert (p5["fetch_status"], p5["certificates"]) == ("unreachable", "0")
     fetched = {r["url"] for r in rows(out / "crls.csv")}
@@ -213,7 +218,7 @@ def test_a_notebook_passing_the_ccadb_path_to_check_revocation_fetches_only_the_
     result = check_revocation(pd.DataFrame(frames), config, issuers=issuers_by_key_id([world["ca"].cert]),
                               ccadb=world["ccadb"], backoff_base=0.01)
     fetched = set(result.crls["url"])
-    assert fetched == {world["url"](f"/p{i}.crl") for i in (1, 2, 3, 4, 5)}  # the other two CAs' CRLs are not asked
+    assert fetched == {world["url"](f"/p{i}.crl") for i in (1, 2, 3, 4, 5, 6)}  # the other two CAs' CRLs are not asked
     idp = {u: (c, n) for u, c, n in zip(result.crls["url"], result.crls["idp_critical"], result.crls["idp_urls"])}
     assert idp[world["url"]("/p4.crl")] == (False, world["url"]("/p4.crl"))  # the crls.csv columns of the IDP
 
