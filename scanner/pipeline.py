@@ -441,13 +441,21 @@ def _revocations(certs: pd.DataFrame, config: Config, state: _Run) -> tuple[pd.D
 
 
 def _ccadb_scope(certs: pd.DataFrame, config: Config, state: _Run) -> Any:
-    """The --ccadb file's records of the scanned certificates' issuing CAs (a CcadbScope; None without --ccadb)."""
+    """The --ccadb file's records of the scanned certificates' issuing CAs (a CcadbScope; None without --ccadb).
+
+    A file that cannot be checked against makes the scan partial, with the reason, not its every URL undisclosed.
+    """
     if config.ccadb is None:
         return None
-    from scanner.enrich.revocation.ccadb import read_ccadb, scope_ccadb
+    from scanner.enrich.revocation.ccadb import CcadbError, read_ccadb, scope_ccadb
     from scanner.sources.ct.issuers import load_issuer_certs
 
-    file = read_ccadb(config.ccadb)
+    try:
+        file = read_ccadb(config.ccadb)
+    except CcadbError as exc:
+        state.partial_reasons.append(f"{exc}; CRL disclosure was not checked")
+        state.notices.append(f"{exc}; CRL disclosure was not checked")
+        return None
     state.errors.extend(file.errors)
     return scope_ccadb(file, certs, load_issuer_certs(config.issuer_certs))
 

@@ -275,3 +275,15 @@ def test_a_watch_round_takes_the_disclosure_afresh_when_the_ccadb_file_changed(t
     assert not any(n.startswith("Nothing new") for n in third.summary["notices"])
     rows_ = {r["url"]: r["disclosure"] for r in csv.DictReader((tmp_path / "r3" / "crl-disclosure.csv").open())}
     assert rows_["http://crl.example/p7.crl"] == "disclosed"
+
+
+def test_the_included_roots_report_has_no_crl_columns_so_the_scan_is_partial_not_full_of_false_findings(world):
+    # the real Mozilla report test-websites reads: passing it to scan --ccadb must not call every URL undisclosed
+    code = main(["scan", str(world["certs"]), "--ccadb", str(FIXTURES / "mozilla_IncludedCACertificateWithPEMReport.csv"),
+                 "--registration", "off", "--cache", str(world["tmp"] / "cache-roots"),
+                 "--out", str(world["tmp"] / "roots"), "-q", "--no-progress"])
+    assert code == 3
+    summary = json.loads((world["tmp"] / "roots" / "summary.json").read_text())
+    assert any("JSON Array of Partitioned CRLs" in r and "not checked" in r for r in summary["partial_reasons"])
+    assert "crldp_not_disclosed" not in summary["findings"]
+    assert not (world["tmp"] / "roots" / "crl-disclosure.csv").exists()

@@ -214,17 +214,34 @@ def _valid_to(text: str) -> pd.Timestamp | None:
     return None if pd.isna(stamp) else stamp
 
 
+class CcadbError(ValueError):
+    """A --ccadb file that cannot be checked against: unreadable, not CSV, or without the CRL columns."""
+
+
 def read_ccadb(path: Path) -> CcadbFile:
     """The CA certificate records of a CCADB CSV (AllCertificateRecords v4/v5, Mozilla's reports).
 
     A CRL cell that is not a JSON array of URLs is an error row naming the line, and discloses nothing.
+    CcadbError when the file is unreadable or has none of the CRL columns (e.g. the included-roots
+    report `test-websites` reads): every URL would look undisclosed.
     """
     path = Path(path)
+    try:
+        return _read_ccadb(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CcadbError(f"--ccadb {path.name} is not a readable CSV ({exc})") from None
+
+
+def _read_ccadb(path: Path) -> CcadbFile:
     records: list[CcadbRecord] = []
     errors: list[dict[str, str]] = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         columns = {_norm(c) for c in reader.fieldnames or ()}
+        if not columns & {_norm(c) for c in (FULL_CRL, ALL_FULL_CRLS, PARTITIONED_CRLS)}:
+            raise CcadbError(f'--ccadb {path.name} has none of the columns "{FULL_CRL}", "{ALL_FULL_CRLS}", '
+                             f'"{PARTITIONED_CRLS}": use CCADB\'s AllCertificateRecords report '
+                             "(https://www.ccadb.org/resources) to check CRL disclosure")
         for raw in reader:
             line = reader.line_num
             rec = {_norm(k): v for k, v in raw.items() if k is not None}
