@@ -76,6 +76,7 @@ def linted_real(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 23 runs of pkilint's CLI, each building its validators
 def test_ctscan_lint_signals_are_those_of_pkilints_own_cli_on_every_real_and_sample_certificate(linted_real):
     report, summary = linted_real
     findings = pd.read_parquet(report / "findings.parquet")
@@ -90,8 +91,9 @@ def test_ctscan_lint_signals_are_those_of_pkilints_own_cli_on_every_real_and_sam
         assert len(row) == 1, path.name
         mine = findings[(findings["sha256"] == row.iloc[0]) & findings["code"].str.startswith("lint:")]
         details = [json.loads(d) for d in mine["detail"]]
+        document = "precertificate" if (certs["precert_sha256"] == sha).any() else "certificate"
         got = {(d["pkilint_severity"], d["pkilint_code"], d["node_path"], d["message"])
-               for d in details if d["linted_sha256"] == sha}
+               for d in details if d["document"] == document}
         if row.iloc[0] == sha:  # the row's own certificate: its lint signals are exactly pkilint's codes
             assert got == set(cli), path.name
             assert set(mine["code"]) == {f"lint:{code}" for _, code, _, _ in cli}, path.name
@@ -104,6 +106,7 @@ def test_ctscan_lint_signals_are_those_of_pkilints_own_cli_on_every_real_and_sam
     assert summary["lint"]["br_version"]
 
 
+@pytest.mark.timeout(900)
 def test_one_linter_reused_across_certificates_gives_what_a_fresh_cli_gives_each():
     # The CLI builds its validators for every file; ctscan builds them once per process and type.
     files = REAL[:3] + [SAMPLE / "certs" / "contoso-vpn.pem"]
@@ -178,12 +181,14 @@ def test_a_precertificates_findings_its_certificate_repeats_are_listed_once_as_t
     assert len(certs) == 1
     found = detect_lint(certs, tables.findings)
     assert set(found["sha256"]) == {certs["sha256"].iloc[0]} == {parse_der(cert)["sha256"]}
-    linted = {json.loads(d)["linted_sha256"] for d in found["detail"]}
+    documents = {json.loads(d)["document"] for d in found["detail"]}
     cert_only = tables.findings[tables.findings["sha256"] == parse_der(cert)["sha256"]]
     assert len(found) >= len(cert_only.drop_duplicates(["code", "node_path", "message"]))
     assert not found.duplicated(["code", "evidence"]).any()
-    if parse_der(precert)["sha256"] in linted:  # only what the precertificate alone has
-        assert found["evidence"].str.contains("in the precertificate").any()
+    # what only the precertificate has is listed too, and says so; the rest is the certificate's
+    from_precert = found["evidence"].str.contains("in the precertificate")
+    assert ("precertificate" in documents) == bool(from_precert.any())
+    assert "certificate" in documents
 
 
 def test_lint_errors_count_in_the_score_warnings_weigh_little_and_lint_points_are_capped():
@@ -200,6 +205,8 @@ def test_lint_errors_count_in_the_score_warnings_weigh_little_and_lint_points_ar
     assert points[c] == pytest.approx(LINT_MAX_POINTS + finding_code("typo_neighbour").weight)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # three scans, each in a fresh interpreter
 def test_a_scan_without_lint_never_imports_pkilint_nor_does_a_rerun_whose_lints_are_all_cached(tmp_path):
     store = tmp_path / "store.sqlite3"
     code = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,15 +53,27 @@ def detect_lint(certs: pd.DataFrame, lint: pd.DataFrame) -> pd.DataFrame:
     order = np.argsort(from_precert, kind="stable")  # the certificate's own findings first
     keep = ~key.iloc[order].duplicated(keep="first").to_numpy()
     lint, precert = lint.iloc[order[keep]], from_precert[order[keep]]
+    # A finding's sentence and detail depend only on what pkilint said and where: made once per distinct
+    # finding (a million certificates share a few hundred), so the table holds shared strings.
+    made: dict[tuple[Any, ...], tuple[str, str]] = {}
     evidence, details = [], []
-    for r, in_precert in zip(lint.itertuples(index=False), precert):
-        where = f" at {r.node_path}" if isinstance(r.node_path, str) and r.node_path else ""
-        message = f": {r.message}" if isinstance(r.message, str) and r.message else ""
-        document = ", in the precertificate" if in_precert else ""
-        evidence.append(f"pkilint {r.severity} {r.code}{where}{message} ({r.certificate_type}{document}).")
-        details.append(json.dumps({"pkilint_severity": r.severity, "pkilint_code": r.code, "node_path": r.node_path,
-                                   "message": r.message, "certificate_type": r.certificate_type,
-                                   "linted_sha256": r.sha256, "linter": r.linter}, sort_keys=True))
+    is_precert = lint["sha256"].isin(precerts).tolist()
+    for key in zip(lint["severity"], lint["code"], lint["node_path"], lint["message"], lint["certificate_type"],
+                   lint["linter"], precert.tolist(), is_precert):
+        if key not in made:
+            severity, code, node_path, message, certificate_type, linter, in_precert, a_precert = key
+            where = f" at {node_path}" if isinstance(node_path, str) and node_path else ""
+            said = f": {message}" if isinstance(message, str) and message else ""
+            document = ", in the precertificate" if in_precert else ""
+            made[key] = (
+                f"pkilint {severity} {code}{where}{said} ({certificate_type}{document}).",
+                json.dumps({"pkilint_severity": severity, "pkilint_code": code, "node_path": node_path,
+                            "message": message, "certificate_type": certificate_type, "linter": linter,
+                            "document": "precertificate" if a_precert else "certificate"}, sort_keys=True),
+            )
+        sentence, detail = made[key]
+        evidence.append(sentence)
+        details.append(detail)
     out = pd.DataFrame({
         "sha256": lint["sha256"].map(rows).to_numpy(),
         "code": (LINT_PREFIX + lint["code"].astype("object")).to_numpy(),

@@ -131,7 +131,7 @@ class LintService:
         self._todo: list[tuple[str, bytes]] = []  # not in the store, not yet handed to a worker
         self._pending: deque[tuple[list[tuple[str, bytes]], Future[list[str]]]] = deque()
         self._pool: ProcessPoolExecutor | None = None
-        self._results: dict[str, str] = {}  # sha256 -> result JSON
+        self._results = LintResults()
         self._seen: set[str] = set()
         self.counts = {"certificates": 0, "from_cache": 0, "linted": 0}
 
@@ -157,7 +157,8 @@ class LintService:
     def _look_up(self) -> None:
         batch, self._lookup = self._lookup, []
         cached = self._store.lint_cached(self.linter, [sha for sha, _ in batch])
-        self._results.update(cached)
+        for sha, text in cached.items():
+            self._results.add(sha, text)
         self.counts["from_cache"] += len(cached)
         self._todo.extend((sha, der) for sha, der in batch if sha not in cached)
         if self.workers > 1 and (self._pool is not None or len(self._todo) >= PARALLEL_FROM):
@@ -192,7 +193,8 @@ class LintService:
 
     def _keep(self, shas: Sequence[str], results: Sequence[str]) -> None:
         pairs = list(zip(shas, results))
-        self._results.update(pairs)
+        for sha, text in pairs:
+            self._results.add(sha, text)
         self._store.lint_put(self.linter, pairs)
         self.counts["linted"] += len(pairs)
 
@@ -215,7 +217,7 @@ class LintService:
             self._keep([sha for sha, _ in batch], lint_batch([d for _, d in batch]))
         self._todo = []
         self.counts["certificates"] = len(self._seen)
-        return tables_from_results(self._results, self.counts)
+        return self._results.tables(self.counts)
 
     def _shutdown(self) -> None:
         if self._pool is not None:
@@ -234,44 +236,53 @@ class LintService:
         self.close()
 
 
-def tables_from_results(results: dict[str, str], counts: dict[str, int]) -> LintTables:
-    """The lint tables (LINT_COLUMNS, LINT_FAILURE_COLUMNS) and the summary from sha256 -> result JSON."""
-    shas: list[str] = []
-    types: list[str] = []
-    rows: list[list[str]] = []
-    failures: list[dict[str, str]] = []
-    br = ""
-    for sha, text in results.items():
+class LintResults:
+    """Lint results gathered as they arrive, kept as columns of shared strings (a million certificates' findings
+    repeat a few hundred codes, places and messages), not as one JSON text per certificate."""
+
+    def __init__(self) -> None:
+        self._strings: dict[str, str] = {}
+        self.columns: dict[str, list[str]] = {name: [] for name in LINT_COLUMNS if name != "linter"}
+        self.failures: list[tuple[str, str]] = []
+        self.br = ""
+
+    def add(self, sha: str, text: str) -> None:
+        """One certificate's result (the JSON text lint_batch returns and the store keeps)."""
         result = json_loads(text)
-        br = br or result.get("br", "")
+        self.br = self.br or result.get("br", "")
         if result.get("error"):
-            failures.append({"sha256": sha, "error": result["error"], "linter": ""})
-            continue
-        for finding in result["findings"]:
-            shas.append(sha)
-            types.append(result["type"])
-            rows.append(finding)
-    name = f"pkilint {pkilint_version()} (BR {br})" if br else f"pkilint {pkilint_version()}"
-    if rows:
-        severity, code, node_path, message = (list(c) for c in zip(*rows))
-        findings = coerce(pd.DataFrame({"sha256": shas, "certificate_type": types, "severity": severity,
-                                        "code": code, "node_path": node_path, "message": message,
-                                        "linter": [name] * len(shas)}), LINT_COLUMNS)
-    else:
-        findings = empty_frame(LINT_COLUMNS)
-    for f in failures:
-        f["linter"] = name
-    failed = coerce(pd.DataFrame(failures, columns=list(LINT_FAILURE_COLUMNS)), LINT_FAILURE_COLUMNS)
-    summary = {
-        "linter": name,
-        "pkilint_version": pkilint_version(),
-        "br_version": br,
-        **counts,
-        "failed": len(failed),
-        "findings_by_severity": {str(k): int(v) for k, v in findings["severity"].value_counts().items()},
-        "findings_per_code": {str(k): int(v) for k, v in findings["code"].value_counts().sort_index().items()},
-    }
-    return LintTables(findings, failed, summary)
+            self.failures.append((sha, result["error"]))
+            return
+        shared = self._strings.setdefault
+        cert_type = shared(result["type"], result["type"])
+        c = self.columns
+        for severity, code, node_path, message in result["findings"]:
+            c["sha256"].append(sha)
+            c["certificate_type"].append(cert_type)
+            c["severity"].append(shared(severity, severity))
+            c["code"].append(shared(code, code))
+            c["node_path"].append(shared(node_path, node_path))
+            c["message"].append(shared(message, message))
+
+    def tables(self, counts: dict[str, int]) -> LintTables:
+        """The lint tables (LINT_COLUMNS, LINT_FAILURE_COLUMNS) and the summary for summary.json."""
+        name = f"pkilint {pkilint_version()} (BR {self.br})" if self.br else f"pkilint {pkilint_version()}"
+        if self.columns["sha256"]:
+            findings = coerce(pd.DataFrame({**self.columns, "linter": name}), LINT_COLUMNS)
+        else:
+            findings = empty_frame(LINT_COLUMNS)
+        failed = coerce(pd.DataFrame([(sha, error, name) for sha, error in self.failures],
+                                     columns=list(LINT_FAILURE_COLUMNS)), LINT_FAILURE_COLUMNS)
+        summary = {
+            "linter": name,
+            "pkilint_version": pkilint_version(),
+            "br_version": self.br,
+            **counts,
+            "failed": len(failed),
+            "findings_by_severity": {str(k): int(v) for k, v in findings["severity"].value_counts().items()},
+            "findings_per_code": {str(k): int(v) for k, v in findings["code"].value_counts().sort_index().items()},
+        }
+        return LintTables(findings, failed, summary)
 
 
 def lint_ders(ders: Iterable[bytes], store_path: Path | str, *, workers: int = 1) -> LintTables:
