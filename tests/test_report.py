@@ -512,16 +512,17 @@ def test_incident_summary_figures_match_the_xlsx_summary_sheet(tmp_path, scan):
     ]
     ws = openpyxl.load_workbook(tmp_path / "suspects.xlsx")["Summary"]
     for row in ws.iter_rows(min_row=2, max_row=4, values_only=True):
-        title, code, _severity, count, first, last, revoked, expired, valid = row
+        title, code, _severity, count, first, last, revoked, expired, valid, short_lived = row
         cells = md_rows[code]
         assert cells[0] == title
-        assert [int(cells[2]), cells[3], cells[4], int(cells[5]), int(cells[6]), int(cells[7])] == [
+        assert [int(cells[2]), cells[3], cells[4], int(cells[5]), int(cells[6]), int(cells[7]), int(cells[8])] == [
             count,
             first.strftime("%Y-%m-%dT%H:%M:%SZ"),
             last.strftime("%Y-%m-%dT%H:%M:%SZ"),
             revoked,
             expired,
             valid,
+            short_lived,
         ]
     problems = json.loads((tmp_path / "summary.json").read_text())["problems"]
     assert {p["code"]: p["certificates"] for p in problems} == {

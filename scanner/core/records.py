@@ -62,6 +62,7 @@ SUSPECT_COLUMNS: tuple[str, ...] = (
     "sha256", "crtsh_url", "serial", "subject_o", "subject_cn", "sans", "not_before", "not_after",
     "revoked_at", "signals", "score", "evidence",
     "cert_sha256", "precert_sha256", "issuer_dn", "subject_dn", "revocation_reason", "provenance",
+    "revocation_latency_hours",  # revoked_at - not_before (the BR deadlines count from issuance), hours
 )
 
 # --- errors -------------------------------------------------------------------------------

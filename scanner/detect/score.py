@@ -134,6 +134,8 @@ def build_suspects(certs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
     df["crtsh_url"] = df["sha256"].map(crtsh_url)
     df["sans"] = df["san_dns"].map(lambda v: ";".join(v) if isinstance(v, (list, tuple)) else "")
     df["score"] = df["score"].astype(float).round(1)
+    latency = pd.to_datetime(df["revoked_at"], utc=True) - pd.to_datetime(df["not_before"], utc=True)
+    df["revocation_latency_hours"] = (latency.dt.total_seconds() / 3600).round(3)
     df = df.sort_values(["score", "not_before", "sha256"], ascending=[False, True, True], kind="stable")
     return df[list(SUSPECT_COLUMNS)].reset_index(drop=True)
 

@@ -147,9 +147,9 @@ def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetim
     lines += [
         (
             "| Problem | Code | Certificates | First notBefore (UTC) | Last notBefore (UTC) "
-            "| Revoked | Expired, not revoked | Still valid, not revoked | Listing |"
+            "| Revoked | Expired, not revoked | Still valid, not revoked | Short-lived, not revoked | Listing |"
         ),
-        "|---|---|---:|---|---|---:|---:|---:|---|",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---|",
     ]
     for row in stats.itertuples(index=False):
         cells = [
@@ -161,6 +161,7 @@ def incident_summary_md(stats: pd.DataFrame, files: dict[str, str], now: datetim
             str(row.revoked),
             str(row.expired),
             str(row.valid),
+            str(row.short_lived),
             f"`{files.get(row.code, '')}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")

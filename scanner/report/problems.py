@@ -31,6 +31,7 @@ PROBLEM_COLUMNS: tuple[str, ...] = (
     "revoked",
     "expired",
     "valid",
+    "short_lived",
 )
 
 REVOKED, EXPIRED, VALID = "revoked", "expired", "valid"
@@ -170,14 +171,23 @@ def codes_present(findings: pd.DataFrame) -> list[str]:
 
 
 def problem_stats(findings: pd.DataFrame, facts: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
-    """Per finding code: title, certificates, first/last notBefore, and how many revoked/expired/valid."""
+    """Per finding code: title, certificates, first/last notBefore, and how many revoked/expired/valid/short-lived.
+
+    valid counts the unrevoked, unexpired certificates the CA still has to act on; an unrevoked
+    Short-lived Subscriber Certificate is counted as short_lived instead.
+    """
+    from scanner.detect.rules import is_short_lived
+
     rows = []
     states = revocation_states(facts, now)
+    # A Short-lived Subscriber Certificate need not be revoked (BR 4.9.1.1): not "still valid" for the CA to act on.
+    short = is_short_lived(facts) if len(facts) else pd.Series(False, index=facts.index, dtype=bool)
     lint_severity = _lint_severities(findings)
     for code in codes_present(findings):
         hashes = pd.unique(findings.loc[findings["code"] == code, "sha256"].dropna())
         known = facts.index.intersection(pd.Index(hashes))
         sub_states = states.reindex(pd.Index(hashes)).fillna(VALID)
+        sub_short = short.reindex(pd.Index(hashes)).fillna(False).astype(bool)
         not_before = facts.loc[known, "not_before"]
         meta = _meta(code, lint_severity)
         rows.append(
@@ -190,13 +200,14 @@ def problem_stats(findings: pd.DataFrame, facts: pd.DataFrame, now: datetime | N
                 "last_not_before": not_before.max() if len(not_before) else pd.NaT,
                 "revoked": int((sub_states == REVOKED).sum()),
                 "expired": int((sub_states == EXPIRED).sum()),
-                "valid": int((sub_states == VALID).sum()),
+                "valid": int(((sub_states == VALID) & ~sub_short).sum()),
+                "short_lived": int(((sub_states == VALID) & sub_short).sum()),
             }
         )
     stats = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
     for name in ("first_not_before", "last_not_before"):
         stats[name] = _utc(stats[name])
-    for name in ("certificates", "revoked", "expired", "valid"):
+    for name in ("certificates", "revoked", "expired", "valid", "short_lived"):
         stats[name] = stats[name].astype("int64")
     return stats
 

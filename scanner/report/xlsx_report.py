@@ -53,6 +53,7 @@ _PROBLEM_HEADERS = {
     "revoked": "Revoked",
     "expired": "Expired (not revoked)",
     "valid": "Still valid (not revoked)",
+    "short_lived": "Short-lived, not revoked (exempt)",
 }
 
 
