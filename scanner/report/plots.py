@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from scanner.core.atomic import atomic_path
-from scanner.core.records import FINDING_CODES
+from scanner.core.records import FINDING_CODES, is_lint_code
 from scanner.core.times import duration_text
 from scanner.enrich.subscribers import subscriber_keys
 
@@ -319,6 +319,9 @@ def findings_per_month(certs: pd.DataFrame, findings: pd.DataFrame) -> Figure:
     table = monthly_counts(certs, findings)
     if table.empty:
         return _no_data(_figure(10, 4), title, "no finding")
+    lint = [c for c in table.columns if is_lint_code(c)]
+    if lint:  # --lint: every pkilint code in one bar segment, or dozens of them would crowd out the rest
+        table = table.drop(columns=lint).assign(**{"lint:* (pkilint, all codes)": table[lint].sum(axis=1)})
     fig = _figure(max(8.0, min(20.0, 4 + 0.18 * len(table))), 4.5)
     ax = fig.add_subplot()
     x = np.arange(len(table))
