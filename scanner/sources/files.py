@@ -19,9 +19,9 @@ from scanner.core.der import element
 from scanner.sources.base import RawCert, SourceError, SourceItem
 
 SOURCE = "files"
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", re.DOTALL
-)
+#: A PEM block is this header, its body, then "-----END <label>-----" (the first one after it).
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+_WHITESPACE = b" \t\n\r\x0b\x0c"  # what \s matches in a bytes pattern, deleted by bytes.translate
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 _PKCS7_LABELS = {b"PKCS7", b"CMS"}
 #: DER of the OID 1.2.840.113549.1.7.2 (PKCS#7 signedData): how a .p7b/.p7c file begins its content.
@@ -47,6 +47,8 @@ class FilesOptions:
 
 def shown_path(path: Path | str) -> str:
     """A path as text for the reports: bytes that are not UTF-8 (a Latin-1 file name) as \\xNN escapes."""
+    if isinstance(path, str) and path.isascii():
+        return path
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
@@ -57,6 +59,12 @@ def iter_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[
     directory that cannot be listed is a SourceError, never skipped silently. Folders in `exclude`
     (the report folder, when it lies inside the input) are not entered.
     """
+    for path in _iter_paths(paths, exclude):
+        yield path if isinstance(path, SourceError) else Path(path)
+
+
+def _iter_paths(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[str | SourceError]:
+    """iter_files with paths as text: a million Path objects cost more than reading the files."""
     seen: set[tuple[int, int]] = set()
     for folder in exclude:
         try:
@@ -67,19 +75,20 @@ def iter_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            yield from _walk(path, seen, top=True)
+            yield from _walk(str(path), seen, top=True)
         else:
-            yield path
+            yield str(path)
 
 
-def _walk(folder: Path, seen: set[tuple[int, int]], *, top: bool = False) -> Iterator[Path | SourceError]:
+def _walk(folder: str, seen: set[tuple[int, int]], *, top: bool = False) -> Iterator[str | SourceError]:
     try:
-        st = folder.stat()
+        st = os.stat(folder)
         key = (st.st_dev, st.st_ino)
         if key in seen and not top:
             return  # already read (a link loop, a second link to it) or the excluded report folder
         seen.add(key)
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         yield SourceError(SOURCE, shown_path(folder), f"cannot read folder: {exc.strerror or exc}")
         return
@@ -87,16 +96,17 @@ def _walk(folder: Path, seen: set[tuple[int, int]], *, top: bool = False) -> Ite
     for entry in entries:
         try:
             is_dir = entry.is_dir()  # follows a symbolic link
+            is_file = not is_dir and entry.is_file()  # the directory entry's type: no stat for a plain file
         except OSError:
-            is_dir = False  # a broken entry: reading it as a file reports why
+            is_dir = is_file = False  # a broken entry: reading it as a file reports why
         if is_dir:
-            subfolders.append(Path(entry.path))
+            subfolders.append(entry.path)
         elif entry.name.startswith("."):
             continue
-        elif _special(entry):  # reading a FIFO would wait forever, a device would never end
+        elif not is_file and _special(entry):  # reading a FIFO would wait forever, a device would never end
             yield SourceError(SOURCE, shown_path(entry.path), "not a regular file (a pipe, socket or device): skipped")
         else:
-            yield Path(entry.path)
+            yield entry.path
     for sub in subfolders:
         yield from _walk(sub, seen)
 
@@ -120,14 +130,13 @@ def split_certificates(data: bytes, provenance: str) -> Iterator[SourceItem]:
             yield RawCert(_first_element(data, trailing_ok=False), SOURCE, provenance)
         return
     found = 0
-    for n, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
-        label, body = match.group(1), match.group(2)
+    for n, (label, body) in enumerate(_pem_blocks(data), start=1):
         if label not in _CERT_LABELS and label not in _PKCS7_LABELS:
             continue
         found += 1
         where = f"{provenance}#{n}"
         try:
-            der = base64.b64decode(re.sub(rb"\s+", b"", body), validate=True)
+            der = base64.b64decode(body.translate(None, _WHITESPACE), validate=True)
         except (binascii.Error, ValueError) as exc:
             yield SourceError(SOURCE, where, f"PEM block is not valid base64: {exc}",
                               hashlib.sha256(body).hexdigest())
@@ -139,6 +148,23 @@ def split_certificates(data: bytes, provenance: str) -> Iterator[SourceItem]:
             yield RawCert(_first_element(der, trailing_ok=label == b"TRUSTED CERTIFICATE"), SOURCE, where)
     if found == 0:
         yield SourceError(SOURCE, provenance, "PEM file holds no CERTIFICATE or PKCS7 block")
+
+
+def _pem_blocks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(label, body without surrounding whitespace) of each PEM block, in order.
+
+    As the regex BEGIN (label) ... END (same label) with a lazy body would find them, without its
+    cost: a lazy body with a back-reference tried at every byte was most of the time of reading a file.
+    """
+    pos = 0
+    while match := _PEM_BEGIN.search(data, pos):
+        label = match.group(1)
+        end = data.find(b"-----END " + label + b"-----", match.end())
+        if end < 0:  # no end for this block: the next header may still start one
+            pos = match.start() + 1
+            continue
+        yield label, data[match.end():end].strip()
+        pos = end + len(label) + 14  # past "-----END " label "-----"
 
 
 def _first_element(der: bytes, *, trailing_ok: bool) -> bytes:
@@ -180,12 +206,13 @@ def _pkcs7_certificates(der: bytes, provenance: str) -> Iterator[SourceItem]:
 
 def read_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[SourceItem]:
     """Yield every certificate (or read error) found in the given files and directories (not under exclude)."""
-    for path in iter_files(paths, exclude):
+    for path in _iter_paths(paths, exclude):
         if isinstance(path, SourceError):
             yield path
             continue
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read()
         except OSError as exc:
             yield SourceError(SOURCE, shown_path(path), f"cannot read file: {exc.strerror or exc}")
             continue
