@@ -266,8 +266,8 @@ class _Tally:
     def __init__(self, previous: _Previous | None):
         self.previous = previous
         self.known = previous.keys if previous else {}
-        self.keys: dict[str, int] = {}  # this scan's first reading of each certificate
-        self.reused: set[str] = set()
+        self.keys: dict[str, int] = {}  # this scan's first reading of each certificate it passed on
+        self.reused: set[str] = set()  # held back: read as the previous scan read them (their key is known's)
         self.passed = 0  # items handed to the parser: certificates new or read differently, and source errors
         self.held_duplicates = 0  # second readings of a held-back certificate
 
@@ -278,24 +278,29 @@ class _Tally:
         for item in items:
             if isinstance(item, RawCert):
                 sha = item.digest()
-                if sha in keys:  # read again in this scan: a duplicate
-                    if sha in reused and sha in ok:
+                if sha in reused:  # read again in this scan: a duplicate of a held-back certificate
+                    if sha in ok:
                         self.held_duplicates += 1
                         continue
-                else:
-                    key = keys[sha] = _occurrence_key(item)
+                elif sha not in keys:
+                    key = _occurrence_key(item)
                     if known.get(sha) == key:
                         reused.add(sha)
                         continue
+                    keys[sha] = key
             if not isinstance(item, SourceNotice):
                 self.passed += 1
             yield item
 
+    def all_keys(self) -> dict[str, int]:
+        """sha256 -> key of every certificate this scan read (held back or passed on)."""
+        return {**{sha: self.known[sha] for sha in self.reused}, **self.keys}
+
     @property
     def dropped(self) -> bool:
         """True when some certificate of the previous scan was not read this time."""
-        keys = self.keys
-        return any(sha not in keys for sha in self.known)
+        keys, reused = self.keys, self.reused
+        return any(sha not in reused and sha not in keys for sha in self.known)
 
     def counts(self) -> tuple[int, int]:
         """(read, parsed) for the held-back certificates, as parsing them would have counted."""
@@ -676,7 +681,8 @@ def _write_round_tables(out_dir: Path, parsed: pd.DataFrame, tally: _Tally, stat
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = set(parsed["sha256"].astype("object")) | (tally.previous.parsed_ok & tally.reused if tally.previous else set())
-    keys = pd.DataFrame({"sha256": list(tally.keys), "key": list(tally.keys.values())})
+    every = tally.all_keys()
+    keys = pd.DataFrame({"sha256": list(every), "key": list(every.values())})
     keys["parsed"] = keys["sha256"].isin(ok)
     write_parquet(parsed, out_dir / PARSED_TABLE, CERT_COLUMNS)
     write_parquet(keys, out_dir / ROUND_KEYS_TABLE, _ROUND_KEY_COLUMNS)
@@ -710,9 +716,8 @@ def _read_certs_of(path: Path, hashes: set[str]) -> pd.DataFrame:
 
     from scanner.core.records import CERT_COLUMNS, LIST_COLUMNS, coerce
 
-    with open(path, "rb") as fh:
-        table = pq.read_table(fh)
-    table = table.filter(pc.is_in(table.column("sha256"), value_set=pa_strings(hashes)))
+    with open(path, "rb") as fh:  # filtered batch by batch: the other rows are never all held at once
+        table = pq.read_table(fh, filters=pc.field("sha256").isin(pa_strings(hashes)))
     lists = [name for name in LIST_COLUMNS if name in table.column_names]
     frame = table.drop_columns(lists).to_pandas()
     for name in lists:
