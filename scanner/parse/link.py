@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 from scanner.core.records import CERT_COLUMNS, coerce
 
 _FILL_FROM_PRECERT = ("revoked_at", "revocation_reason", "revocation_source", "crtsh_id", "issuer_ca_id",
                       "parse_note")  # a malformed precertificate stays a finding when merged
+_NAMED = ("subject_dn", "san_dns", "san_ip", "san_email")  # what twins must agree on
 
 
 def pair_key(certs: pd.DataFrame) -> pd.Series:
@@ -17,41 +21,59 @@ def pair_key(certs: pd.DataFrame) -> pd.Series:
     return issuer + "|" + certs["serial"].fillna("")
 
 
+def _names(dn: Any, *sans: Any) -> tuple:
+    return (dn if isinstance(dn, str) else "",
+            *(tuple(sorted(v)) if isinstance(v, (list, tuple)) else () for v in sans))
+
+
 def collapse_precerts(certs: pd.DataFrame) -> pd.DataFrame:
     """One row per certificate: precertificate/certificate twins merged (both hashes kept), exact duplicates dropped.
 
     Two different final certificates (or two precertificates) with one issuer and serial are both
-    kept: that is a defect worth seeing, not a twin.
+    kept: that is a defect worth seeing, not a twin. Each column is copied once at most (a million
+    rows are a gigabyte): the twin's row is updated where it stands, the precertificate's row left out.
     """
     if certs.empty:
         return certs
-    df = certs.drop_duplicates("sha256").reset_index(drop=True)
+    dup = certs["sha256"].duplicated().to_numpy()
+    df = certs[~dup].reset_index(drop=True) if dup.any() else certs.reset_index(drop=True)
     key = pair_key(df)
-    size = key.map(key.value_counts())
-    precerts_in_group = df["is_precert"].astype(int).groupby(key).transform("sum")
+    codes, uniques = pd.factorize(key)
+    size = np.bincount(codes)[codes]
+    is_pre = df["is_precert"].to_numpy(dtype=bool)
+    precerts_in_group = np.bincount(codes, weights=is_pre)[codes]
     twin = (size == 2) & (precerts_in_group == 1)
-    if twin.any():
-        # A precertificate naming what its certificate does not is no twin: merged, its names would go unchecked.
-        pairs = df.loc[twin, ["subject_dn", "san_dns", "san_ip", "san_email"]]
-        names = pd.Series([
-            (dn if isinstance(dn, str) else "", *(tuple(sorted(v)) if isinstance(v, (list, tuple)) else () for v in sans))
-            for dn, *sans in zip(*(pairs[c].tolist() for c in pairs.columns))
-        ], index=pairs.index, dtype=object)
-        same = pd.Series(pd.factorize(names)[0], index=pairs.index).groupby(key[twin]).transform("nunique") == 1
-        twin &= same.reindex(df.index, fill_value=False)
     if not twin.any():
         return df
-    pre = df[twin & df["is_precert"]].set_index(key[twin & df["is_precert"]])
-    final = df[twin & ~df["is_precert"]].copy()
-    fkey = key[final.index]
-    p = pre.loc[fkey.values]
-    p.index = final.index
-    final["precert_sha256"] = p["precert_sha256"]
+    # Each twin pair as (precertificate row, certificate row), aligned by their key.
+    pre_rows = np.flatnonzero(twin & is_pre)
+    cert_rows = np.flatnonzero(twin & ~is_pre)
+    cert_of_code = np.empty(len(uniques), dtype=np.int64)
+    cert_of_code[codes[cert_rows]] = cert_rows
+    final_rows = cert_of_code[codes[pre_rows]]
+    # A precertificate naming what its certificate does not is no twin: merged, its names would go unchecked.
+    cols = [df[c].tolist() for c in _NAMED]
+    same = np.fromiter((_names(*(col[p] for col in cols)) == _names(*(col[f] for col in cols))
+                        for p, f in zip(pre_rows.tolist(), final_rows.tolist())), dtype=bool, count=len(pre_rows))
+    pre_rows, final_rows = pre_rows[same], final_rows[same]
+    if not len(pre_rows):
+        return df
+    keep = np.ones(len(df), dtype=bool)
+    keep[pre_rows] = False
+    p = df.iloc[pre_rows].reset_index(drop=True)
+    f = df.iloc[final_rows].reset_index(drop=True)
+    out = df[keep]
+    at = out.index.get_indexer(final_rows)  # where each merged certificate stands in out
+    updates: dict[str, pd.Series] = {"precert_sha256": p["precert_sha256"]}
     for col in _FILL_FROM_PRECERT:
-        missing = final[col].isna() | (final[col].astype("string").fillna("") == "")
-        final.loc[missing, col] = p.loc[missing, col]
-    final["first_seen"] = pd.concat([final["first_seen"], p["first_seen"]], axis=1).min(axis=1)
-    other = (p["provenance"].fillna("") != "") & (p["provenance"] != final["provenance"])
-    final.loc[other, "provenance"] = final.loc[other, "provenance"] + " + precert " + p.loc[other, "provenance"]
-    out = pd.concat([df[~twin], final]).sort_index(kind="stable")
-    return coerce(out.reset_index(drop=True), CERT_COLUMNS)
+        missing = f[col].isna() | (f[col].astype("string").fillna("") == "")
+        updates[col] = f[col].where(~missing, p[col])
+    updates["first_seen"] = pd.concat([f["first_seen"], p["first_seen"]], axis=1).min(axis=1)
+    other = (p["provenance"].fillna("") != "") & (p["provenance"] != f["provenance"])
+    updates["provenance"] = f["provenance"].where(~other, f["provenance"] + " + precert " + p["provenance"])
+    out = out.reset_index(drop=True)
+    for col, values in updates.items():
+        column = out[col].copy()
+        column.iloc[at] = values.astype(column.dtype).array
+        out[col] = column
+    return coerce(out, CERT_COLUMNS)
