@@ -102,15 +102,15 @@ def corpus(n_files: int, cache: Path) -> Path:
 
 def bundles(base: Path, count: int = 100) -> Path:
     """The corpus's PEM files concatenated into `count` bundles (made once)."""
-    out = base / f"bundles-{count}"
-    if (out / "done").exists():
+    out, done = base / f"bundles-{count}", base / f"bundles-{count}.done"  # the marker outside: it would be read
+    if done.exists():
         return out
     out.mkdir(exist_ok=True)
     files = sorted((base / "pem").rglob("*.pem"))
     per = -(-len(files) // count)
-    for k in range(count):
-        (out / f"bundle-{k:03d}.pem").write_bytes(b"".join(p.read_bytes() for p in files[k * per:(k + 1) * per]))
-    (out / "done").write_text("")
+    for k in range(0, len(files), per):
+        (out / f"bundle-{k // per:03d}.pem").write_bytes(b"".join(p.read_bytes() for p in files[k:k + per]))
+    done.write_text("")
     return out
 
 
