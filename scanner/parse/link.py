@@ -21,6 +21,16 @@ def pair_key(certs: pd.DataFrame) -> pd.Series:
     return issuer + "|" + certs["serial"].fillna("")
 
 
+def pair_codes(certs: pd.DataFrame) -> np.ndarray:
+    """pair_key as one group number per row, without a string per row (a million keys are hundreds of MB)."""
+    kid = certs["issuer_key_id"].fillna("")
+    dn_codes = pd.factorize(certs["issuer_dn"].fillna(""))[0]
+    # the key id's number, else the DN's (negative, so that the two never meet)
+    issuer = np.where((kid == "").to_numpy(dtype=bool), -1 - dn_codes, pd.factorize(kid)[0])
+    serial = pd.factorize(certs["serial"].fillna(""))[0]
+    return pd.DataFrame({"issuer": issuer, "serial": serial}).groupby(["issuer", "serial"], sort=False).ngroup().to_numpy()
+
+
 def _names(dn: Any, *sans: Any) -> tuple:
     return (dn if isinstance(dn, str) else "",
             *(tuple(sorted(v)) if isinstance(v, (list, tuple)) else () for v in sans))
@@ -37,8 +47,7 @@ def collapse_precerts(certs: pd.DataFrame) -> pd.DataFrame:
         return certs
     dup = certs["sha256"].duplicated().to_numpy()
     df = certs[~dup].reset_index(drop=True) if dup.any() else certs.reset_index(drop=True)
-    key = pair_key(df)
-    codes, uniques = pd.factorize(key)
+    codes = pair_codes(df)
     size = np.bincount(codes)[codes]
     is_pre = df["is_precert"].to_numpy(dtype=bool)
     precerts_in_group = np.bincount(codes, weights=is_pre)[codes]
@@ -48,7 +57,7 @@ def collapse_precerts(certs: pd.DataFrame) -> pd.DataFrame:
     # Each twin pair as (precertificate row, certificate row), aligned by their key.
     pre_rows = np.flatnonzero(twin & is_pre)
     cert_rows = np.flatnonzero(twin & ~is_pre)
-    cert_of_code = np.empty(len(uniques), dtype=np.int64)
+    cert_of_code = np.empty(codes.max() + 1, dtype=np.int64)
     cert_of_code[codes[cert_rows]] = cert_rows
     final_rows = cert_of_code[codes[pre_rows]]
     # A precertificate naming what its certificate does not is no twin: merged, its names would go unchecked.
