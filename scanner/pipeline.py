@@ -7,7 +7,9 @@ import hashlib
 import logging
 import os
 import sys
+import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
@@ -77,25 +79,37 @@ def open_source(config: Config) -> Iterator[SourceItem]:
 class StageClock:
     """Wall seconds and peak resident memory of each stage, for the summary and -v logs.
 
-    The peak is this process's (not the parse workers'): Linux's high-water mark, reset at each lap
-    where /proc/self/clear_refs allows it, else the peak since the process began.
+    The peak is this process's (not the parse workers'): Linux's high-water mark when it rose during
+    the stage, else the largest size a thread sampled every 50 ms. The high-water mark is never reset
+    (/proc/self/clear_refs would also reset what wait4 reports as the whole run's peak).
     """
 
     def __init__(self) -> None:
         self.started = self.last = time.monotonic()
         self.stages: dict[str, float] = {}
         self.peaks: dict[str, float] = {}  # stage -> peak resident MiB during it
-        _reset_peak_rss()
+        self._hwm = _peak_rss_mib()
+        self._sampled = _rss_mib()
+        threading.Thread(target=_sample_rss, args=(weakref.ref(self),), name="stage-rss", daemon=True).start()
 
     def lap(self, stage: str) -> None:
         """Record the time since the previous lap, and the peak resident memory since then, under `stage`."""
         now = time.monotonic()
         self.stages[stage] = round(now - self.last, 3)
-        self.peaks[stage] = round(_peak_rss_mib(), 1)
+        hwm, rss = _peak_rss_mib(), _rss_mib()
+        self.peaks[stage] = round(hwm if hwm > self._hwm else max(self._sampled, rss), 1)
+        self._hwm, self._sampled = hwm, rss
         self.last = now
         log.info("%s done in %.1f s (resident memory %.0f MiB, peak %.0f MiB)", stage, self.stages[stage],
-                 _rss_mib(), self.peaks[stage])
-        _reset_peak_rss()
+                 rss, self.peaks[stage])
+
+
+def _sample_rss(ref: weakref.ReferenceType[StageClock]) -> None:
+    """Keep the clock's largest sampled resident size of the stage; ends when the clock is gone."""
+    while (clock := ref()) is not None:
+        clock._sampled = max(clock._sampled, _rss_mib())
+        del clock
+        time.sleep(0.05)
 
 
 def _rss_mib() -> float:
@@ -107,7 +121,7 @@ def _rss_mib() -> float:
 
 
 def _peak_rss_mib() -> float:
-    """The high-water mark of resident memory (VmHWM) since the last reset; the current size if unknown."""
+    """The high-water mark of resident memory (VmHWM) since the process began; the current size if unknown."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -116,14 +130,6 @@ def _peak_rss_mib() -> float:
     except (OSError, ValueError):
         pass
     return _rss_mib()
-
-
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # 5 resets the high-water mark only (Linux >= 4.0)
-    except OSError:
-        pass
 
 
 def load_scan(out_dir: Path) -> ScanResult:
