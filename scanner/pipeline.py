@@ -157,6 +157,7 @@ class _Run:
     revocation_data: list[str] = field(default_factory=list)
     revocation_checks: dict[str, Any] | None = None
     extra_tables: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+    source_notices: int = 0  # how many of notices the source gave (the first ones)
     linter: Any = None  # with --lint: the enrich.lint.LintService every certificate of the source passes
     lint_summary: dict[str, Any] | None = None
 
@@ -187,6 +188,13 @@ def _occurrence_key(raw: RawCert) -> int:
 def config_fingerprint(config: Config) -> str:
     """A digest of every option that can change a scan's answer (not where it writes nor how verbosely)."""
     parts = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(config) if f.name not in _NOT_IN_FINGERPRINT]
+    if getattr(config, "lint", False):  # another pkilint lints differently
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            parts.append(f"pkilint={version('pkilint')}")
+        except PackageNotFoundError:
+            parts.append("pkilint=none")
     return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -675,8 +683,10 @@ def _ccadb_unchanged(prev: _Previous, config: Config) -> bool:
             and "not_disclosed_within_deadline" not in table.read_text(encoding="utf-8", errors="replace"))
 
 
-def _round_state(config: Config) -> dict[str, Any]:
+def _round_state(config: Config, state: _Run) -> dict[str, Any]:
+    # source_notices: the notices the source gave this scan (a reused round says its own, not these again)
     return {"version": ROUND_STATE_VERSION, "parse": _parse_fingerprint(config),
+            "source_notices": state.notices[:state.source_notices],
             "config": config_fingerprint(config), "crl_files": _file_digests(config.crl_files),
             "ccadb": _file_digests((config.ccadb,) if config.ccadb else ())}
 
@@ -799,11 +809,14 @@ def _reused_result(config: Config, prev: _Previous, state: _Run, lookups: dict[s
         summary.pop(key, None)  # written afresh with the reports
     reuse = (f"Nothing new since the previous scan {prev.folder.name}: its certificates, lookups and findings "
              "are reused.")
-    earlier = [n for n in prev.summary.get("notices") or [] if not n.startswith("Nothing new since the previous")]
-    state.notices[:] = list(dict.fromkeys([*earlier, *state.notices, reuse]))
+    # The previous scan's own findings about its inputs still hold; its source's notices were its own.
+    theirs = set(prev.state.get("source_notices") or [])
+    earlier = [n for n in prev.summary.get("notices") or []
+               if n not in theirs and not n.startswith("Nothing new since the previous")]
+    state.notices[:] = list(dict.fromkeys([*state.notices, *earlier, reuse]))
     summary.update(read=state.counts["read"], parsed=state.counts["parsed"], notices=state.notices,
                    partial=bool(state.partial_reasons), partial_reasons=state.partial_reasons,
-                   lookups=lookups, reused_from=prev.folder.name, round_state=_round_state(config),
+                   lookups=lookups, reused_from=prev.folder.name, round_state=_round_state(config, state),
                    round={"built_on": prev.folder.name, "parsed_now": 0, "reused": len(prev.keys),
                           "nothing_new": True})
     summary["rates"] = rates_summary(rates, config.revocation_window)
@@ -851,6 +864,7 @@ def run(config: Config, *, write: bool = True, previous: Path | None = None, rou
             state.domains.update(prev.domains)
             registry.submit(_stale_registrations(prev.registrations, config, pd.Timestamp.now(tz="UTC")))
         certs = _ingest(config, registry, state, tally)
+        state.source_notices = len(state.notices)
         if tally is not None:
             read, parsed = tally.counts()
             state.counts["read"] += read
@@ -897,7 +911,7 @@ def run(config: Config, *, write: bool = True, previous: Path | None = None, rou
     if state.lint_summary is not None:
         summary["lint"] = state.lint_summary  # pkilint's version, the BR version, counts, findings per code
     if tally is not None:
-        summary["round_state"] = _round_state(config)
+        summary["round_state"] = _round_state(config, state)
         # parsed_now: certificates (and source errors) parsed by this scan; reused: taken from the previous one
         summary["round"] = {"built_on": prev.folder.name if prev else None, "parsed_now": tally.passed,
                             "reused": len(tally.reused), "nothing_new": False}

@@ -83,8 +83,13 @@ class AlertPolicy:
         return mask
 
 
-def alert_findings(findings: pd.DataFrame, policy: AlertPolicy) -> list[dict[str, str]]:
-    """The findings that alert, one per (sha256, code) pair, as the alert JSON's finding objects."""
+def alert_findings(findings: pd.DataFrame, policy: AlertPolicy,
+                   certs: pd.DataFrame | None = None) -> list[dict[str, str]]:
+    """The findings that alert, one per (sha256, code) pair, as the alert JSON's finding objects.
+
+    With certs, each finding also names its certificate's precertificate (precert_sha256, "" if none): a
+    precertificate alerted before its certificate was logged is the same issuance, not a new one.
+    """
     if findings.empty:
         return []
     columns = ["sha256", "code", "severity", "evidence", "related_sha256"]
@@ -97,6 +102,10 @@ def alert_findings(findings: pd.DataFrame, policy: AlertPolicy) -> list[dict[str
         related_sha256=("related_sha256", "max"),  # the pair's paired certificate, '' only when it has none
     ).reset_index()
     pairs.insert(1, "crtsh_url", [crtsh_url(s) for s in pairs["sha256"]])
+    if certs is not None and "precert_sha256" in certs:
+        twins = certs.loc[certs["precert_sha256"].fillna("") != "", ["sha256", "precert_sha256"]].astype("object")
+        alias = dict(zip(twins["sha256"], twins["precert_sha256"]))
+        pairs["precert_sha256"] = [alias.get(h, "") for h in pairs["sha256"]]
     return pairs.to_dict("records")
 
 

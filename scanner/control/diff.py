@@ -226,7 +226,7 @@ def _text(times: pd.Series) -> pd.Series:
 def _no_longer(old: _Scan, new: _Scan, old_pairs: pd.DataFrame, new_pairs: pd.DataFrame) -> pd.DataFrame:
     """Old suspects that are not live suspects any more, each with why: signal gone, revoked since, expired."""
     old_codes, new_codes = _codes_by_cert(old_pairs), _codes_by_cert(new_pairs)
-    frame = pd.DataFrame({"sha256": list(old_codes), "old_codes": list(old_codes.values())})
+    frame = pd.DataFrame({"sha256": list(old_codes), "old_codes": list(old_codes.values())}, dtype="object")
     frame = frame.join(_by_sha(old.certs, ["revoked_at"]).rename(columns={"revoked_at": "revoked_then"}), on="sha256")
     now = _by_sha(new.certs, ["revoked_at", "not_after"])
     frame = frame.join(now, on="sha256")

@@ -110,7 +110,7 @@ def run_round(config: Config, options: WatchOptions, *, now: datetime | None = N
     point_latest(base, folder)
 
     channels = options.channels(config)
-    findings = alert_findings(result.findings, options.policy)
+    findings = alert_findings(result.findings, options.policy, result.certs)
     outcome = None
     if channels:
         with CertStore(config.store_file) as store:

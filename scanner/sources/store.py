@@ -448,17 +448,23 @@ class CertStore:
     def alert_record(self, channel: str, round_time: str, delivery: str,
                      findings: Sequence[dict[str, Any]]) -> int:
         """Make the pairs (finding["sha256"], finding["code"]) this channel has never had pending, in one new
-        delivery, in one transaction; returns how many were new (0: no delivery is made)."""
+        delivery, in one transaction; returns how many were new (0: no delivery is made).
+
+        A finding whose precert_sha256 this channel had pending with its code is not new: the precertificate
+        was alerted before its certificate was logged, and the two are one issuance.
+        """
         with self._transaction():
             # The pairs are matched first as bare keys, so a round with nothing new encodes no finding.
-            self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS alert_round (sha256 TEXT, code TEXT, "
-                               "PRIMARY KEY (sha256, code)) WITHOUT ROWID")
-            self._conn.execute("DELETE FROM temp.alert_round")
-            self._conn.executemany("INSERT OR IGNORE INTO temp.alert_round VALUES (?, ?)",
-                                   [(f["sha256"], f["code"]) for f in findings])
+            self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS alert_round_keys (sha256 TEXT, code TEXT, "
+                               "alias TEXT, PRIMARY KEY (sha256, code)) WITHOUT ROWID")
+            self._conn.execute("DELETE FROM temp.alert_round_keys")
+            self._conn.executemany("INSERT OR IGNORE INTO temp.alert_round_keys VALUES (?, ?, ?)",
+                                   [(f["sha256"], f["code"], f.get("precert_sha256") or "") for f in findings])
             fresh = set(self._conn.execute(
-                "SELECT sha256, code FROM temp.alert_round r WHERE NOT EXISTS (SELECT 1 FROM alert_pairs p "
-                "WHERE p.channel = ? AND p.sha256 = r.sha256 AND p.code = r.code)", (channel,)))
+                "SELECT sha256, code FROM temp.alert_round_keys r WHERE NOT EXISTS (SELECT 1 FROM alert_pairs p "
+                "WHERE p.channel = ? AND p.sha256 = r.sha256 AND p.code = r.code) AND (r.alias = '' OR NOT EXISTS "
+                "(SELECT 1 FROM alert_pairs q WHERE q.channel = ? AND q.sha256 = r.alias AND q.code = r.code))",
+                (channel, channel)))
             before = self._conn.total_changes
             self._conn.executemany(
                 "INSERT OR IGNORE INTO alert_pairs (channel, sha256, code, delivery, finding) VALUES (?, ?, ?, ?, ?)",

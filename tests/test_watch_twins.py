@@ -1,0 +1,82 @@
+"""Alerts once per issuance: a precertificate alerted before its certificate was logged is not alerted again
+under the certificate's hash; and a round after one with no findings still gets its diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from scanner.cli import main
+from tests.test_watch import HOOK, Day
+from tests.test_watch_ct import LogDay
+
+pytestmark = pytest.mark.slow
+
+
+def _alerted(log: Path) -> list[tuple[str, str]]:
+    if not log.exists():
+        return []
+    return [(f["sha256"], f["code"]) for line in log.read_text().splitlines()
+            for f in json.loads(line)["doc"]["findings"]]
+
+
+def test_a_precertificate_alerted_first_is_not_alerted_again_when_its_certificate_is_logged(tmp_path, monkeypatch):
+    day = LogDay(tmp_path, "rfc6962")
+    try:
+        (tmp_path / "hook.py").write_text(HOOK)
+        monkeypatch.setenv("HOOK_LOG", str(tmp_path / "hook.jsonl"))
+        hook = f"{sys.executable} {tmp_path / 'hook.py'}"
+        day.issue("early", 1, ["www.example.es"], precert=True, final=False)
+        day.revoke(1, timedelta(hours=4))
+        day.issue("unregistered", 2, ["shop.never-registered.es"], precert=True, final=False)
+        day.publish()
+        assert main(day.argv(hook)) == 0
+        first = _alerted(tmp_path / "hook.jsonl")
+        assert {code for _, code in first} == {"early_revocation", "unregistered_domain"}
+        precerts = {day.sha["early"], day.sha["unregistered"]}
+        assert {sha for sha, _ in first} == precerts
+        day.issue("early", 1, ["www.example.es"], precert=False, final=True)
+        day.issue("unregistered", 2, ["shop.never-registered.es"], precert=False, final=True)
+        day.publish()
+        assert main(day.argv(hook)) == 0
+        assert _alerted(tmp_path / "hook.jsonl") == first  # the certificates are the same two issuances
+        latest = (day.out / "latest").resolve()
+        alerts = json.loads((latest / "alerts.json").read_text())
+        assert alerts["alerting_findings"] == 2 and sum(alerts["new_pairs"].values()) == 0
+    finally:
+        day.close()
+
+
+def test_a_round_after_a_round_without_findings_gets_its_diff(tmp_path):
+    day = Day(tmp_path)
+    day.issue("quiet", 1, ["www.example.es"])
+    assert main(day.argv()) == 0
+    day.issue("early", 2, ["api.example.es"], revoked_after=timedelta(hours=3))
+    assert main(day.argv()) == 0
+    md = (day.latest() / "diff.md").read_text()
+    assert "`early_revocation`" in md
+    assert os.path.getsize(day.latest() / "diff.csv") > 0
+
+
+def test_rounds_with_nothing_new_say_their_own_source_notices_not_every_earlier_rounds(tmp_path, monkeypatch):
+    day = LogDay(tmp_path, "rfc6962")
+    try:
+        (tmp_path / "hook.py").write_text(HOOK)
+        monkeypatch.setenv("HOOK_LOG", str(tmp_path / "hook.jsonl"))
+        hook = f"{sys.executable} {tmp_path / 'hook.py'}"
+        day.issue("plain", 1, ["www.example.es"])
+        day.publish()
+        counts = []
+        for _ in range(4):
+            assert main(day.argv(hook)) == 0
+            summary = json.loads(((day.out / "latest").resolve() / "summary.json").read_text())
+            counts.append(len(summary["notices"]))
+        assert summary["reused_from"]
+        assert counts[1] == counts[2] == counts[3]  # not one more each round
+    finally:
+        day.close()
