@@ -80,3 +80,27 @@ def test_rounds_with_nothing_new_say_their_own_source_notices_not_every_earlier_
         assert counts[1] == counts[2] == counts[3]  # not one more each round
     finally:
         day.close()
+
+
+@pytest.mark.parametrize("kind", ["rfc6962", "tiled"])
+def test_a_round_while_the_log_is_down_keeps_what_earlier_rounds_read_and_is_partial(tmp_path, monkeypatch, kind):
+    day = LogDay(tmp_path, kind)
+    try:
+        (tmp_path / "hook.py").write_text(HOOK)
+        monkeypatch.setenv("HOOK_LOG", str(tmp_path / "hook.jsonl"))
+        hook = f"{sys.executable} {tmp_path / 'hook.py'}"
+        day.issue("early", 1, ["www.example.es"])
+        day.revoke(1, timedelta(hours=4))
+        day.issue("unregistered", 2, ["shop.never-registered.es"])
+        day.publish()
+        assert main(day.argv(hook)) == 0
+        first = json.loads(((day.out / "latest").resolve() / "summary.json").read_text())
+    finally:
+        day.close()  # the log goes down
+    assert main(day.argv(hook)) == 3
+    latest = (day.out / "latest").resolve()
+    summary = json.loads((latest / "summary.json").read_text())
+    assert summary["certificates"] == first["certificates"] == 2
+    assert summary["findings"] == first["findings"]
+    assert any("unreachable" in r for r in summary["partial_reasons"])
+    assert "no longer suspect" not in (latest / "diff.md").read_text()

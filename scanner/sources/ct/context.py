@@ -110,8 +110,13 @@ class Context:
         return first, start, end, reuse
 
 
-def skipped_log(log: LogInfo, what: str, exc: Exception) -> Iterator[SourceItem]:
-    """The error and partial notice for a log whose tree head (`what`) could not be read or trusted."""
+def skipped_log(log: LogInfo, what: str, exc: Exception, ctx: Context | None = None) -> Iterator[SourceItem]:
+    """The error and partial notice for a log whose tree head (`what`) could not be read or trusted.
+
+    With ctx, a log that could not be read (not one that failed verification) still yields what earlier
+    checked reads of it kept: a log down for an hour has not unlogged its certificates, and a standing
+    control must not report them gone.
+    """
     if isinstance(exc, VerifyError):
         yield SourceError(SOURCE, log.url, f"{exc}; nothing from this log is trusted, so it was skipped",
                           stage="verify")
@@ -125,6 +130,13 @@ def skipped_log(log: LogInfo, what: str, exc: Exception) -> Iterator[SourceItem]
         yield SourceError(SOURCE, log.url, f"cannot read the {what} of {log.name}: {exc}; "
                           "the log is skipped, rerun later to read it")
         yield SourceNotice(f"CT log {log.name} ({log.url}) was not read: its {what} is unreachable", True)
+    if ctx is None or isinstance(exc, VerifyError):
+        return
+    done = ctx.saved(log)
+    if done is not None and done.next > done.first:
+        yield SourceNotice(f"CT log {log.name}: entries {done.first}..{done.next - 1}, read and checked by an "
+                           "earlier run, come from the store; newer entries were not read")
+        yield from ctx.stored(log, done.first, done.next)
 
 
 def resumed_notice(log: LogInfo, first: int, start: int) -> SourceNotice:

@@ -271,7 +271,7 @@ def read_rfc6962_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     try:
         head = fetch_tree_head(ctx, log, limiter)
     except (FetchError, VerifyError) as exc:
-        yield from skipped_log(log, "tree head", exc)
+        yield from skipped_log(log, "tree head", exc, ctx)
         return
     read = plan_read(ctx, log, head)
     yield from _opening(ctx, read)

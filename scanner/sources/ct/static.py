@@ -155,7 +155,7 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     try:
         cp = fetch_checkpoint(ctx, log, limiter)
     except (FetchError, VerifyError) as exc:
-        yield from skipped_log(log, "checkpoint", exc)
+        yield from skipped_log(log, "checkpoint", exc, ctx)
         return
 
     size = cp.tree_size
