@@ -426,7 +426,8 @@ def _add_watch_parser(sub: argparse._SubParsersAction) -> None:
                         "against the system's CAs or SSL_CERT_FILE; CTSCAN_SMTP_USER, CTSCAN_SMTP_PASSWORD, "
                         "CTSCAN_SMTP_FROM from the environment")
     a.add_argument("--alert-on", default=None, metavar="CODES",
-                   help="alert only on these finding codes (comma-separated)")
+                   help="alert only on these finding codes (comma-separated; lint:<pkilint code>, or lint:* "
+                        "for every lint finding)")
     a.add_argument("--min-severity", choices=("info", "low", "medium", "high"), default=None,
                    help="alert only on findings at least this severe (default without --alert-on: high, "
                         "plus every early_revocation)")

@@ -27,7 +27,7 @@ import pandas as pd
 
 from scanner.core.config import Config, ConfigError, server_problem
 from scanner.core.net import FetchError, RateLimiter, new_session, parse_host_port, request_with_retries
-from scanner.core.records import FINDING_CODES, crtsh_url
+from scanner.core.records import FINDING_CODES, LINT_PREFIX, crtsh_url, is_lint_code
 from scanner.sources.store import CertStore, PendingDelivery
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,17 @@ class DeliveryError(Exception):
     """A channel did not accept a delivery; the message says why."""
 
 
+LINT_ANY = LINT_PREFIX + "*"  # --alert-on lint:* = every lint finding, whatever pkilint's code
+
+
 def parse_codes(text: str) -> frozenset[str]:
-    """--alert-on 'a,b' -> the codes, each one FINDING_CODES knows (ConfigError naming the unknown ones)."""
+    """--alert-on 'a,b' -> the codes: each one FINDING_CODES knows, a lint:<pkilint code>, or lint:* for every
+    lint finding (ConfigError naming the unknown ones)."""
     codes = frozenset(c.strip() for c in text.split(",") if c.strip())
-    unknown = sorted(codes - set(FINDING_CODES))
+    unknown = sorted(c for c in codes - set(FINDING_CODES) if not is_lint_code(c))
     if unknown:
         raise ConfigError(f"--alert-on: unknown finding code(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(FINDING_CODES)}")
+                          f"known: {', '.join(FINDING_CODES)}, lint:<pkilint code>, lint:*")
     if not codes:
         raise ConfigError("--alert-on needs at least one finding code")
     return codes
@@ -77,7 +81,10 @@ class AlertPolicy:
             return (severity == "high") | codes.isin(ALWAYS_BY_DEFAULT)
         mask = pd.Series(True, index=findings.index)
         if self.codes:
-            mask &= codes.isin(self.codes)
+            chosen = codes.isin(self.codes)
+            if LINT_ANY in self.codes:
+                chosen |= codes.str.startswith(LINT_PREFIX)
+            mask &= chosen
         if self.min_severity is not None:
             mask &= severity.isin(SEVERITIES[SEVERITIES.index(self.min_severity):])
         return mask
