@@ -19,7 +19,7 @@ from pathlib import Path
 from aiohttp import web
 from dnslib import QTYPE, RCODE, RR, SOA, DNSError, DNSRecord
 
-from . import ServedInThread
+from . import ServedInThread, UdpServedInThread
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures"
 RDAP_DIR = REAL / "rdap"
@@ -233,7 +233,7 @@ NOERROR, NXDOMAIN, NODATA, SERVFAIL, REFUSED, DROP = (
 
 
 @dataclass
-class DnsServer:
+class DnsServer(UdpServedInThread):
     """A UDP DNS server (dnslib packets) on 127.0.0.1:<free port>; `answers[name]` is the behaviour."""
 
     answers: dict[str, str] = field(default_factory=dict)
@@ -297,24 +297,6 @@ class DnsServer:
                 reply.header.rcode = getattr(RCODE, behaviour)
             self._sock.sendto(reply.pack(), peer)
 
-    def start(self) -> DnsServer:
-        """Start serving."""
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="dns-loopback")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-        self._sock.close()
-
-    def __enter__(self) -> DnsServer:  # noqa: PYI034
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def free_port() -> int:

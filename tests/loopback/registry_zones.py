@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import UdpServedInThread
 from .registry_servers import RdapServer, Reply
 
 SERVFAIL, DROP, NXDOMAIN = "SERVFAIL", "DROP", "NXDOMAIN"
@@ -56,7 +57,7 @@ def _question(data: bytes) -> tuple[str, int, int] | None:
 
 
 @dataclass
-class ZoneServer:
+class ZoneServer(UdpServedInThread):
     """Root and TLD zones on 127.0.0.1:<free port>.
 
     tlds: the TLDs the root delegates (each to ns1.<tld>-servers.test, glue 127.0.0.1).
@@ -151,24 +152,6 @@ class ZoneServer:
                 except OSError:
                     pass
 
-    def start(self) -> ZoneServer:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="zones-loopback")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-        self._sock.close()
-
-    def __enter__(self) -> ZoneServer:  # noqa: PYI034
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _zones_child(kwargs: dict[str, Any], ports: Queue) -> None:
