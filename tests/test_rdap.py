@@ -224,7 +224,9 @@ def test_the_per_registry_rate_limit_spaces_requests(tmp_path):
         lookup(make_config(tmp_path, server, rdap_rate=10), *names)
         times = sorted(t for t, _, _ in server.requests)
     assert len(times) == 6
-    assert times[-1] - times[0] >= 0.45
+    # five gaps of 0.1 s at 10/s; the server's clock sees arrivals, which a loaded machine can bunch by a
+    # scheduling delay of the first one, so the bound leaves that slack (unlimited, six take ~10 ms)
+    assert times[-1] - times[0] >= 0.3
 
 
 @pytest.mark.parametrize("name", ["speedtest.net", "themarquetry.com"])
