@@ -705,20 +705,22 @@ def _write_round_tables(out_dir: Path, parsed: pd.DataFrame, tally: _Tally, stat
     write_parquet(pd.DataFrame({"domain": sorted(state.domains)}), out_dir / DOMAINS_TABLE, _DOMAIN_COLUMNS)
 
 
-def _link_tables(source: Path, out_dir: Path, names: Iterable[str]) -> dict[str, Path]:
-    """Hard-link (else copy) unchanged tables of the previous scan into out_dir: they are never written in place."""
+def _link_or_copy(source: Path, target: Path) -> Path:
+    """target as a hard link to source (else a copy): a scan's files are replaced, never written in place."""
     import shutil
 
-    out: dict[str, Path] = {}
-    for name in names:
-        target = out_dir / name
-        target.unlink(missing_ok=True)
-        try:
-            os.link(source / name, target)
-        except OSError:
-            shutil.copy2(source / name, target)
-        out[name] = target
-    return out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+def _link_tables(source: Path, out_dir: Path, names: Iterable[str]) -> dict[str, Path]:
+    """The unchanged tables of the previous scan, linked into out_dir."""
+    return {name: _link_or_copy(source / name, out_dir / name) for name in names}
 
 
 #: Files of a round that are its own, never taken over from the round it reused.
@@ -726,54 +728,32 @@ _ROUND_OWN_FILES = frozenset({"summary.json", "alerts.json", "diff.csv", "diff.x
 
 
 def _read_certs_of(path: Path, hashes: set[str]) -> pd.DataFrame:
-    """The rows of certs.parquet with these sha256 (every column), without loading the others."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from scanner.core.records import CERT_COLUMNS, LIST_COLUMNS, coerce
-
-    with open(path, "rb") as fh:  # filtered batch by batch: the other rows are never all held at once
-        table = pq.read_table(fh, filters=pc.field("sha256").isin(pa_strings(hashes)))
-    lists = [name for name in LIST_COLUMNS if name in table.column_names]
-    frame = table.drop_columns(lists).to_pandas()
-    for name in lists:
-        frame[name] = [v if v is not None else [] for v in table.column(name).to_pylist()]
-    return coerce(frame, CERT_COLUMNS)
-
-
-def pa_strings(values: Iterable[str]) -> Any:
-    """An Arrow string array of values."""
+    """The rows of certs.parquet with these sha256 (every column), without holding the others at once."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    return pa.array(sorted(values), type=pa.string())
+    from scanner.core.records import CERT_COLUMNS
+
+    wanted = pa.array(sorted(hashes), type=pa.string())
+    return read_parquet(path, CERT_COLUMNS, filters=pc.field("sha256").isin(wanted))
 
 
 def _rates_of(path: Path, findings: pd.DataFrame, config: Config) -> pd.DataFrame:
     """The trends table from the three certificate columns it counts."""
-    import pyarrow.parquet as pq
+    from scanner.core.records import CERT_COLUMNS
 
-    with open(path, "rb") as fh:
-        certs = pq.read_table(fh, columns=["sha256", "not_before", "revoked_at"]).to_pandas()
+    certs = read_parquet(path, {k: CERT_COLUMNS[k] for k in ("sha256", "not_before", "revoked_at")})
     return rates_table(certs, findings, config.revocation_window)
 
 
 def _link_tree(source: Path, out_dir: Path) -> dict[str, Path]:
-    """Hard-link (else copy) every file of the previous round but its own (summary, alerts, diff) into out_dir."""
-    import shutil
-
+    """Every file of the previous round but its own (summary, alerts, diff), linked into out_dir."""
     out: dict[str, Path] = {}
     for path in sorted(source.rglob("*")):
         rel = path.relative_to(source)
         if not path.is_file() or path.is_symlink() or str(rel) in _ROUND_OWN_FILES or rel.name.startswith("."):
             continue
-        target = out_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
-        out[str(rel)] = target
+        out[str(rel)] = _link_or_copy(path, out_dir / rel)
     return out
 
 

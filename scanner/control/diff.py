@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from scanner.control.trends import side_by_side
 from scanner.core.atomic import write_text_atomic
@@ -117,9 +116,7 @@ class _Scan:
 
 
 def _read_certs(path: Path) -> pd.DataFrame:
-    with open(path, "rb") as fh:  # a file object: pyarrow cannot open a path whose bytes are not UTF-8
-        frame = pq.read_table(fh, columns=list(_CERT_FIELDS)).to_pandas()
-    return coerce(frame, {k: CERT_COLUMNS[k] for k in _CERT_FIELDS})
+    return read_parquet(path, {k: CERT_COLUMNS[k] for k in _CERT_FIELDS})
 
 
 def _window(summary: Mapping[str, Any]) -> timedelta:

@@ -28,7 +28,6 @@ from scanner.control.diff import ScanDiff, diff_scans, write_diff
 from scanner.core.atomic import write_text_atomic
 from scanner.core.config import Config
 from scanner.core.times import iso
-from scanner.detect.rates import rates_table
 from scanner.pipeline import ScanResult, run
 from scanner.sources.store import CertStore
 
@@ -103,7 +102,7 @@ def run_round(config: Config, options: WatchOptions, *, now: datetime | None = N
     reasons = list(result.summary.get("partial_reasons") or [])
     if previous is not None:
         try:
-            write_diff(_diff_with(previous, folder, result, config.revocation_window), folder)
+            write_diff(_diff_with(previous, folder, result), folder)
         except Exception as exc:  # noqa: BLE001  a diff that fails must not stop latest moving and alerts going
             log.debug("diff failed", exc_info=True)
             reasons.append(f"no diff against the previous round {previous.name}: {exc}")
@@ -122,7 +121,7 @@ def run_round(config: Config, options: WatchOptions, *, now: datetime | None = N
     return RoundResult(folder, 3 if reasons else 0, result.summary, alerts, reasons)
 
 
-def _diff_with(previous: Path, folder: Path, result: ScanResult, window: timedelta) -> ScanDiff:
+def _diff_with(previous: Path, folder: Path, result: ScanResult) -> ScanDiff:
     """The diff against the previous round; a round that reused its tables compares the findings' certificates.
 
     Those tables are the previous round's own, so only time can have changed anything: certificates expired.
@@ -130,9 +129,9 @@ def _diff_with(previous: Path, folder: Path, result: ScanResult, window: timedel
     if result.summary.get("reused_from") != previous.name:
         return diff_scans(previous, folder)
     findings, certs = result.findings, result.certs  # the certificates with findings, nothing else
-    rates = result.rates if result.rates is not None else rates_table(certs, findings, window)
+    rates = (result.rates, result.rates)  # of the whole selection, which certs is not
     return diff_scans({"certs": certs, "findings": findings, "summary": _summary_of(previous)},
-                      {"certs": certs, "findings": findings, "summary": _summary_of(folder)}, rates=(rates, rates))
+                      {"certs": certs, "findings": findings, "summary": _summary_of(folder)}, rates=rates)
 
 
 def _summary_of(folder: Path) -> dict[str, Any]:

@@ -141,12 +141,14 @@ class LintService:
         """The items unchanged; each certificate among them is linted (once, however often it appears)."""
         for item in items:
             if isinstance(item, RawCert):
-                self.add(item.der)
+                sha = item.digest()
+                self.add(item.der, sha)
+                item = item._replace(sha256=sha)  # hashed once: the parse cache's tally reads it too
             yield item
 
-    def add(self, der: bytes) -> None:
-        """Lint one DER certificate (unless the store has its result, or it was added before)."""
-        sha = hashlib.sha256(der).hexdigest()
+    def add(self, der: bytes, sha256: str = "") -> None:
+        """Lint one DER certificate (unless the store has its result, or it was added before); sha256: its hash, if known."""
+        sha = sha256 or hashlib.sha256(der).hexdigest()
         if sha in self._seen:
             return
         self._seen.add(sha)

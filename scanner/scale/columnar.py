@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -49,10 +50,16 @@ def write_parquet(df: pd.DataFrame, path: Path, columns: dict[str, str]) -> Path
     return path
 
 
-def read_parquet(path: Path, columns: dict[str, str]) -> pd.DataFrame:
-    """Read a table written by write_parquet back with the schema's dtypes (list columns as lists)."""
+def read_parquet(path: Path, columns: dict[str, str], *, filters: Any = None) -> pd.DataFrame:
+    """Read a table written by write_parquet back with the schema's dtypes (list columns as lists).
+
+    Only the schema's columns are read (a subset of a table's schema reads a subset of its columns);
+    filters: a pyarrow expression the rows must match, applied batch by batch as they are read.
+    """
     with open(path, "rb") as fh:
-        table = pq.read_table(fh)
+        present = set(pq.ParquetFile(fh).schema_arrow.names)
+        fh.seek(0)
+        table = pq.read_table(fh, columns=[c for c in columns if c in present], filters=filters)
     lists = [name for name in LIST_COLUMNS if name in table.column_names]
     frame = table.drop_columns(lists).to_pandas()
     for name in lists:
