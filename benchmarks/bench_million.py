@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,12 +28,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from corpus import random_label  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
+from measure import measured  # noqa: E402
 
 from tests.synth import TestCA, der, new_key, pem, utc  # noqa: E402
 
-# Runs one command and prints its exit status and peak RSS (the largest of it and its waited-for children, KiB).
-_MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-            "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 PRECERT_SHARE = 0.3
 SUBSCRIBERS_PER_FILE = 0.4  # 1,000,000 files: about 400,000 registrable domains
 FILES_PER_FOLDER = 1000
@@ -135,18 +132,6 @@ def store(base: Path) -> Path:
         db.put_many(batch)
     (base / "store.done").write_text("")
     return path
-
-
-def measured(args: list[str]) -> tuple[float, float]:
-    """Run `ctscan ARGS` in a fresh process: (wall seconds, peak RSS MiB of its largest process)."""
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "scanner.cli", *args],
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    rc, rss = proc.stdout.split()[-2:]
-    if int(rc) not in (0, 3):
-        raise SystemExit(f"ctscan {args[0]} failed ({rc}): {proc.stderr[-2000:]}")
-    return wall, int(rss) / 1024
 
 
 def calibration(base: Path, n: int = 5000) -> float:

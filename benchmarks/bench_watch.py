@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,26 +22,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from corpus import make_corpus  # noqa: E402
+from measure import measured  # noqa: E402
 
 from scanner.sources.base import RawCert  # noqa: E402
 from scanner.sources.store import CertStore  # noqa: E402
 from tests.synth import der  # noqa: E402
-
-# Runs one command and prints its peak RSS (the largest of it and its waited-for children, KiB).
-_MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-            "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
-def measured(args: list[str]) -> tuple[float, float]:
-    """Run `ctscan ARGS` in a fresh process: (wall seconds, peak RSS MiB)."""
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "scanner.cli", *args],
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    rc, rss = proc.stdout.split()[-2:]
-    if int(rc) not in (0, 3):
-        raise SystemExit(f"ctscan {args[0]} failed ({rc}): {proc.stderr[-2000:]}")
-    return wall, int(rss) / 1024
 
 
 def build_store(path: Path, crl_path: Path, n: int) -> None:
