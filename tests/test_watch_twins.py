@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from scanner.cli import main
+from tests.loopback.ct_server import LogEntrySpec
+from tests.synth import der
 from tests.test_watch import HOOK, Day
 from tests.test_watch_ct import LogDay
 
@@ -70,9 +72,13 @@ def test_rounds_with_nothing_new_say_their_own_source_notices_not_every_earlier_
         monkeypatch.setenv("HOOK_LOG", str(tmp_path / "hook.jsonl"))
         hook = f"{sys.executable} {tmp_path / 'hook.py'}"
         day.issue("plain", 1, ["www.example.es"])
-        day.publish()
         counts = []
-        for _ in range(4):
+        for k in range(4):
+            # the log grows by another CA's certificate each round: nothing new for the audited CA, yet the
+            # source says each round where it resumed, a different entry each time
+            other = der(day.other.issue(serial=5000 + k, not_before=day.t0, days=90, dns=[f"x{k}.example.net"]))
+            day.specs.append(LogEntrySpec(other, (der(day.other.cert),), False, b"", 1_700_000_000_000 + k))
+            day.publish()
             assert main(day.argv(hook)) == 0
             summary = json.loads(((day.out / "latest").resolve() / "summary.json").read_text())
             counts.append(len(summary["notices"]))
