@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,9 @@ from scanner.detect.score import build_suspects
 from scanner.enrich.revocation.crl import apply_revocations, read_crl_files
 from scanner.parse.certs import records_frame
 from scanner.parse.items import parse_in_chunks
-from scanner.parse.link import collapse_precerts
+from scanner.parse.link import collapse_chunks, collapse_precerts, share_repeated_lists
 from scanner.scale.columnar import read_parquet, read_tables, write_parquet, write_tables
-from scanner.sources.base import RawCert, SourceItem, SourceNotice
+from scanner.sources.base import RawCert, SourceItem, SourceNotice, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class _Run:
     revocation_checks: dict[str, Any] | None = None
     extra_tables: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
     source_notices: int = 0  # how many of notices the source gave (the first ones)
+    source_token: str | None = None  # the source's state token, kept when its reading had no source errors
     linter: Any = None  # with --lint: the enrich.lint.LintService every certificate of the source passes
     lint_summary: dict[str, Any] | None = None
 
@@ -224,15 +226,31 @@ class _Previous:
 
     folder: Path
     summary: dict[str, Any]
-    keys: dict[str, int]  # sha256 -> occurrence key
-    parsed_ok: set[str]  # the sha256 among keys that parsed (the others are parse errors)
     registrations: pd.DataFrame
     domains: list[str]
+    readings: int  # certificates it read (rows of its round keys)
 
     @property
     def state(self) -> dict[str, Any]:
         """The summary's round_state block."""
         return self.summary.get("round_state") or {}
+
+    @cached_property
+    def _keys(self) -> pd.DataFrame:
+        # read only when this round reads its source: a round whose source is unchanged needs none of it
+        return read_parquet(self.folder / ROUND_KEYS_TABLE, _ROUND_KEY_COLUMNS)
+
+    @cached_property
+    def keys(self) -> dict[str, int]:
+        """sha256 -> occurrence key of each certificate it read."""
+        keys = self._keys
+        return dict(zip(keys["sha256"].astype("object").tolist(), keys["key"].astype("int64").tolist()))
+
+    @cached_property
+    def parsed_ok(self) -> set[str]:
+        """The sha256 among keys that parsed (the others are parse errors)."""
+        keys = self._keys
+        return set(keys.loc[keys["parsed"].astype(bool), "sha256"].astype("object"))
 
 
 def previous_scan(folder: Path | None, config: Config) -> _Previous | None:
@@ -247,20 +265,17 @@ def previous_scan(folder: Path | None, config: Config) -> _Previous | None:
         state = summary.get("round_state") or {}
         if state.get("version") != ROUND_STATE_VERSION or state.get("parse") != _parse_fingerprint(config):
             return None
-        keys = read_parquet(folder / ROUND_KEYS_TABLE, _ROUND_KEY_COLUMNS)
+        parsed = read_parquet(folder / ROUND_KEYS_TABLE, {"parsed": "bool"})["parsed"]
         registrations = read_parquet(folder / "registrations.parquet", REGISTRATION_COLUMNS)
         domains = read_parquet(folder / DOMAINS_TABLE, _DOMAIN_COLUMNS)["domain"].astype("object").tolist()
         rows = {name: _parquet_rows(folder / name) for name in (PARSED_TABLE, "certs.parquet", "findings.parquet",
                                                                 "errors.parquet")}
-        parsed_ok = set(keys.loc[keys["parsed"].astype(bool), "sha256"].astype("object"))
-        if rows[PARSED_TABLE] != len(parsed_ok) or rows["certs.parquet"] != summary.get("certificates"):
+        if rows[PARSED_TABLE] != int(parsed.sum()) or rows["certs.parquet"] != summary.get("certificates"):
             raise ValueError("its tables do not hold what its summary says")
     except (OSError, ValueError, KeyError, TypeError) as exc:  # not reused: this round parses everything
         log.warning("not building on the previous scan %s (%s): every certificate is parsed again", folder, exc)
         return None
-    sha = keys["sha256"].astype("object").tolist()
-    return _Previous(folder, summary, dict(zip(sha, keys["key"].astype("int64").tolist())), parsed_ok,
-                     registrations, domains)
+    return _Previous(folder, summary, registrations, domains, len(parsed))
 
 
 def _parquet_rows(path: Path) -> int:
@@ -274,37 +289,72 @@ class _Tally:
     """Counts a source's items on their way to the parser and holds back what the previous scan parsed as read now.
 
     A certificate is held back when the previous scan read it with the same key (same source, provenance
-    and facts); any other reading, and every certificate new to it, is parsed.
+    and facts); any other reading, and every certificate new to it, is parsed. A source that opens with the
+    state token the previous scan met (a store at the same revision) is not read at all: everything it
+    would give is held back.
     """
 
     def __init__(self, previous: _Previous | None):
         self.previous = previous
-        self.known = previous.keys if previous else {}
         self.keys: dict[str, int] = {}  # this scan's first reading of each certificate it passed on
-        self.reused: set[str] = set()  # held back: read as the previous scan read them (their key is known's)
+        self._reused: set[str] = set()  # held back: read as the previous scan read them (their key is known's)
         self.passed = 0  # items handed to the parser: certificates new or read differently, and source errors
         self.held_duplicates = 0  # second readings of a held-back certificate
+        self.token: str | None = None  # the source's state token, when it gave one before any other item
+        self.unchanged = False  # the token was the previous scan's: the source was not read
+
+    @property
+    def known(self) -> dict[str, int]:
+        """How the previous scan read each certificate (sha256 -> key)."""
+        return self.previous.keys if self.previous else {}
+
+    @property
+    def reused(self) -> set[str]:
+        """The certificates held back."""
+        if self.unchanged and not self._reused:
+            self._reused = set(self.known)
+        return self._reused
+
+    def _same_source(self, token: str) -> bool:
+        prev = self.previous
+        return bool(token) and prev is not None and prev.state.get("source_token") == token
 
     def passing(self, items: Iterable[SourceItem]) -> Iterator[SourceItem]:
         """The items to parse; the rest are tallied."""
-        known, keys, reused = self.known, self.keys, self.reused
-        ok = self.previous.parsed_ok if self.previous else set()
+        keys, reused = self.keys, self._reused
+        first = True
         for item in items:
+            if isinstance(item, SourceState):
+                if first:
+                    self.token = item.token
+                    if self._same_source(item.token):
+                        self.unchanged = True
+                        close = getattr(items, "close", None)
+                        if close is not None:
+                            close()  # the rest is what the previous scan read: not read again
+                        return
+                continue
+            first = False
             if isinstance(item, RawCert):
                 sha = item.digest()
                 if sha in reused:  # read again in this scan: a duplicate of a held-back certificate
-                    if sha in ok:
+                    if sha in self.ok:
                         self.held_duplicates += 1
                         continue
                 elif sha not in keys:
                     key = _occurrence_key(item)
-                    if known.get(sha) == key:
+                    if self.known.get(sha) == key:
                         reused.add(sha)
                         continue
                     keys[sha] = key
             if not isinstance(item, SourceNotice):
                 self.passed += 1
             yield item
+
+    @cached_property
+    def ok(self) -> set[str]:
+        """The previous scan's certificates that parsed."""
+        return self.previous.parsed_ok if self.previous else set()
 
     def all_keys(self) -> dict[str, int]:
         """sha256 -> key of every certificate this scan read (held back or passed on)."""
@@ -313,14 +363,22 @@ class _Tally:
     @property
     def dropped(self) -> bool:
         """True when some certificate of the previous scan was not read this time."""
+        if self.unchanged:
+            return False
         keys, reused = self.keys, self.reused
         return any(sha not in reused and sha not in keys for sha in self.known)
 
     def counts(self) -> tuple[int, int]:
         """(read, parsed) for the held-back certificates, as parsing them would have counted."""
-        ok = self.previous.parsed_ok if self.previous else set()
-        parsed = sum(1 for sha in self.reused if sha in ok) + self.held_duplicates
+        if self.unchanged and self.previous is not None:  # the very reading the previous scan counted
+            return int(self.previous.summary.get("read", 0)), int(self.previous.summary.get("parsed", 0))
+        parsed = sum(1 for sha in self.reused if sha in self.ok) + self.held_duplicates
         return len(self.reused) + self.held_duplicates, parsed
+
+
+def _without_states(items: Iterable[SourceItem]) -> Iterator[SourceItem]:
+    """The items but the state tokens (a scan that builds on no earlier one has no use for them)."""
+    return (item for item in items if not isinstance(item, SourceState))
 
 
 def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = None) -> pd.DataFrame:
@@ -329,10 +387,11 @@ def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = N
     With a tally, the certificates the previous scan parsed, as that scan read them, pass by unparsed.
     """
     frames: list[pd.DataFrame] = []
+    urls: dict[Any, Any] = {}  # each distinct URL list once, shared by the certificates naming it
     show = config.progress if config.progress is not None else (sys.stderr.isatty() and not config.quiet)
     bar = tqdm(unit=" cert", desc="parse", file=sys.stderr, disable=not show)
     items = open_source(config) if state.linter is None else state.linter.tap(open_source(config))
-    items = items if tally is None else tally.passing(items)
+    items = _without_states(items) if tally is None else tally.passing(items)
     for chunk in parse_in_chunks(items, workers=config.workers,
                                  max_sans_per_cert=config.max_sans_per_cert):
         bar.update(chunk.read)
@@ -348,9 +407,15 @@ def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = N
         state.partial_reasons.extend(n.message for n in chunk.notices
                                      if n.partial and n.message not in state.partial_reasons)
         if not chunk.certs.empty:
-            frames.append(chunk.certs)
+            frames.append(share_repeated_lists(chunk.certs, urls))
     bar.close()
-    return pd.concat(frames, ignore_index=True) if frames else records_frame([])
+    if not frames:
+        return records_frame([])
+    if tally is None:
+        # Nothing reads the rows as parsed (a round keeps them for the next): twins merge here, where the
+        # chunks can be let go column by column, so the table is never held twice; run's collapse is then a no-op.
+        return collapse_chunks(frames)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _unchecked_names(certs: pd.DataFrame, cap: int) -> list[dict[str, str]]:
@@ -686,7 +751,7 @@ def _ccadb_unchanged(prev: _Previous, config: Config) -> bool:
 def _round_state(config: Config, state: _Run) -> dict[str, Any]:
     # source_notices: the notices the source gave this scan (a reused round says its own, not these again)
     return {"version": ROUND_STATE_VERSION, "parse": _parse_fingerprint(config),
-            "source_notices": state.notices[:state.source_notices],
+            "source_notices": state.notices[:state.source_notices], "source_token": state.source_token,
             "config": config_fingerprint(config), "crl_files": _file_digests(config.crl_files),
             "ccadb": _file_digests((config.ccadb,) if config.ccadb else ())}
 
@@ -766,7 +831,7 @@ def _expired_between(certs: pd.DataFrame, then: str | None, now: pd.Timestamp) -
 
 
 def _reused_result(config: Config, prev: _Previous, state: _Run, lookups: dict[str, Any],
-                   clock: StageClock, write: bool) -> ScanResult:
+                   clock: StageClock, write: bool, source_read: bool = True) -> ScanResult:
     """The previous scan's answer, for a scan that read nothing new.
 
     Its tables are linked, not written. Its reports are linked too when time changed nothing in them (no
@@ -797,8 +862,8 @@ def _reused_result(config: Config, prev: _Previous, state: _Run, lookups: dict[s
     summary.update(read=state.counts["read"], parsed=state.counts["parsed"], notices=state.notices,
                    partial=bool(state.partial_reasons), partial_reasons=state.partial_reasons,
                    lookups=lookups, reused_from=prev.folder.name, round_state=_round_state(config, state),
-                   round={"built_on": prev.folder.name, "parsed_now": 0, "reused": len(prev.keys),
-                          "nothing_new": True})
+                   round={"built_on": prev.folder.name, "parsed_now": 0, "reused": prev.readings,
+                          "nothing_new": True, "source_read": source_read})
     summary["rates"] = rates_summary(rates, config.revocation_window)
     result = ScanResult(certs, findings, suspects, errors, prev.registrations, summary, rates=rates)
     if not write:
@@ -844,16 +909,22 @@ def run(config: Config, *, write: bool = True, previous: Path | None = None, rou
             state.domains.update(prev.domains)
             registry.submit(_stale_registrations(prev.registrations, config, pd.Timestamp.now(tz="UTC")))
         certs = _ingest(config, registry, state, tally)
+        if tally is not None and tally.unchanged:
+            _source_said_again(prev, state)
         state.source_notices = len(state.notices)
         if tally is not None:
             read, parsed = tally.counts()
             state.counts["read"] += read
             state.counts["parsed"] += parsed
+            # a reading with source errors is read again next round: they are its news
+            if not any(e.get("stage") != "parse" for e in state.errors):
+                state.source_token = tally.token
         clock.lap("parse")
         if prev is not None and _nothing_changed(prev, config, state, tally):
             fresh = registry.results()
             if _same_answers(prev.registrations, fresh):
-                result = _reused_result(config, prev, state, registry.summary(), clock, write)
+                result = _reused_result(config, prev, state, registry.summary(), clock, write,
+                                        source_read=not tally.unchanged)
                 _say(state)
                 return result
         if prev is not None:
@@ -894,12 +965,20 @@ def run(config: Config, *, write: bool = True, previous: Path | None = None, rou
         summary["round_state"] = _round_state(config, state)
         # parsed_now: certificates (and source errors) parsed by this scan; reused: taken from the previous one
         summary["round"] = {"built_on": prev.folder.name if prev else None, "parsed_now": tally.passed,
-                            "reused": len(tally.reused), "nothing_new": False}
+                            "reused": len(tally.reused), "nothing_new": False, "source_read": not tally.unchanged}
     result = ScanResult(certs, findings, suspects, errors, registrations, summary, rates=rates)
     if write:
         result.reports = _write(config, result, state.extra_tables, clock)
     _say(state)
     return result
+
+
+def _source_said_again(prev: _Previous, state: _Run) -> None:
+    """What the source said last round, for a round that did not read it again (it would say the same)."""
+    said = prev.state.get("source_notices") or []
+    state.notices.extend(n for n in said if n not in state.notices)
+    state.partial_reasons.extend(r for r in prev.summary.get("partial_reasons") or []
+                                 if r in said and r not in state.partial_reasons)
 
 
 def _say(state: _Run) -> None:

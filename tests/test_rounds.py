@@ -81,7 +81,8 @@ def folder(tmp_path: Path) -> Folder:
 
 def test_a_round_with_nothing_new_is_the_previous_answer_with_its_reports_taken_over(folder: Folder) -> None:
     first = folder.scan("r1")
-    assert first.summary["round"] == {"built_on": None, "parsed_now": 5, "reused": 0, "nothing_new": False}
+    assert first.summary["round"] == {"built_on": None, "parsed_now": 5, "reused": 0, "nothing_new": False,
+                                      "source_read": True}
     second = folder.scan("r2", previous=folder.root / "r1")
     assert second.summary["reused_from"] == "r1"
     assert second.summary["round"]["nothing_new"] and second.summary["round"]["parsed_now"] == 0

@@ -46,4 +46,14 @@ class SourceNotice:
     partial: bool = False
 
 
-SourceItem = Union[RawCert, SourceError, SourceNotice]
+@dataclass(frozen=True)
+class SourceState:
+    """A token naming everything the source yields after it (a store's revision): the same token, the same items.
+
+    A round that meets the token its previous round met need not read those items again.
+    """
+
+    token: str
+
+
+SourceItem = Union[RawCert, SourceError, SourceNotice, SourceState]

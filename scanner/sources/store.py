@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from cryptography import x509
 
 from scanner.core.config import Config
 from scanner.core.times import STORE_FORMAT, store_text
-from scanner.sources.base import RawCert, SourceItem, SourceNotice
+from scanner.sources.base import RawCert, SourceItem, SourceNotice, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,23 @@ CREATE TABLE IF NOT EXISTS lint_results (
 """
 
 
+# Every write to the certificates, by this ctscan or any other program, moves the store's revision on (the
+# triggers see them all): a watch round that finds the revision it read last time reads nothing again.
+_REVISION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO store_meta (key, value) VALUES ('revision', '0');
+CREATE TRIGGER IF NOT EXISTS certs_revision_insert AFTER INSERT ON certs BEGIN
+    UPDATE store_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'; END;
+CREATE TRIGGER IF NOT EXISTS certs_revision_update AFTER UPDATE ON certs BEGIN
+    UPDATE store_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'; END;
+CREATE TRIGGER IF NOT EXISTS certs_revision_delete AFTER DELETE ON certs BEGIN
+    UPDATE store_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'; END;
+"""
+
+
 class PendingDelivery(NamedTuple):
     """An alert delivery not yet accepted by its channel: its id, the round that formed it, its findings."""
 
@@ -154,10 +172,14 @@ _EXTRA_KEYS = ("crtsh_id", "issuer_ca_id", "first_seen", "revoked_at", "revocati
 
 
 def text_time(value: str | None) -> datetime | None:
-    """The store's UTC text back to an aware datetime."""
+    """The store's UTC text back to an aware datetime (ISO 8601 written by another program too); ValueError if neither."""
     if not value:
         return None
-    return datetime.strptime(value, STORE_FORMAT).replace(tzinfo=timezone.utc)
+    try:
+        return datetime.strptime(value, STORE_FORMAT).replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 def der_not_before(der: bytes) -> datetime | None:
@@ -203,7 +225,15 @@ class CertStore:
         self._conn.executescript(_CT_SCHEMA)
         self._conn.executescript(_ALERT_SCHEMA)
         self._conn.executescript(_LINT_SCHEMA)
+        self._conn.executescript(_REVISION_SCHEMA)
+        # A store's own name: a revision number only means something together with the store it counts.
+        self._conn.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('id', ?)", (uuid.uuid4().hex,))
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def revision(self) -> str:
+        """This store's id and how many writes its certificates have seen: equal revisions, equal contents."""
+        meta = dict(self._conn.execute("SELECT key, value FROM store_meta WHERE key IN ('id', 'revision')"))
+        return f"{meta['id']}:{meta['revision']}"
 
     # --- certificates -------------------------------------------------------------------
 
@@ -306,7 +336,12 @@ class CertStore:
                     if tuple(facts) != nothing:  # most stored certificates carry no facts: skip the walk
                         for key, value in zip(_EXTRA_KEYS, facts):
                             if key in ("first_seen", "revoked_at"):
-                                value = text_time(value)
+                                try:
+                                    value = text_time(value)
+                                except ValueError:  # written by another program: said, not fatal to the scan
+                                    log.warning("%s: the stored %s %r of %s is no time; read without it",
+                                                self.path, key, str(value)[:40], provenance[:200])
+                                    continue
                             if value is not None and value != "":
                                 extra[key] = value
                     yield RawCert(bytes(der), source, provenance, extra, sha)
@@ -568,6 +603,11 @@ def read(options: StoreOptions) -> Iterator[SourceItem]:
         yield SourceNotice(f"the certificate store {path} does not exist yet: nothing to read", partial=True)
         return
     with CertStore(path) as store:
+        # Before the rows: a write after this point moves the revision on, so the next round reads again.
+        # The file and the selection are part of the token: a copy of the store may be written apart from
+        # it, and another --ca-id or notBefore range reads other rows.
+        yield SourceState(f"store {path.resolve()} {store.revision()} ca_ids={sorted(options.ca_ids)} "
+                          f"since={store_text(options.since)} until={store_text(options.until)}")
         # Materialise nothing: the cursor streams, and the store closes when the consumer is done.
         yield from store.iter_raw(ca_ids=tuple(options.ca_ids), not_before_from=options.since,
                                   not_before_to=options.until)
