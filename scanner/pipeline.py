@@ -23,7 +23,14 @@ from tqdm import tqdm
 
 from scanner.core.atomic import write_text_atomic
 from scanner.core.config import Config
-from scanner.core.records import ERROR_COLUMNS, REGISTRATION_COLUMNS, ErrorRecord, frame_from_rows
+from scanner.core.records import (
+    CERT_COLUMNS,
+    ERROR_COLUMNS,
+    FINDING_COLUMNS,
+    REGISTRATION_COLUMNS,
+    ErrorRecord,
+    frame_from_rows,
+)
 from scanner.core.times import iso
 from scanner.detect.rates import rates_summary, rates_table
 from scanner.detect.run import run_detectors, sort_findings
@@ -170,6 +177,8 @@ ROUND_STATE_VERSION = 1
 PARSED_TABLE = "parsed.parquet"
 ROUND_KEYS_TABLE = "round-keys.parquet"
 DOMAINS_TABLE = "domains.parquet"
+#: The certificates with findings and those they pair with: all a round with nothing new needs of certs.parquet.
+FINDING_CERTS_TABLE = "finding-certs.parquet"
 _ROUND_KEY_COLUMNS = {"sha256": "string", "key": "Int64", "parsed": "bool"}
 _DOMAIN_COLUMNS = {"domain": "string"}
 #: Options that change how a scan runs, never what it answers.
@@ -272,6 +281,8 @@ def previous_scan(folder: Path | None, config: Config) -> _Previous | None:
                                                                 "errors.parquet")}
         if rows[PARSED_TABLE] != int(parsed.sum()) or rows["certs.parquet"] != summary.get("certificates"):
             raise ValueError("its tables do not hold what its summary says")
+        if (folder / FINDING_CERTS_TABLE).exists():
+            _parquet_rows(folder / FINDING_CERTS_TABLE)  # readable, or not built on
     except (OSError, ValueError, KeyError, TypeError) as exc:  # not reused: this round parses everything
         log.warning("not building on the previous scan %s (%s): every certificate is parsed again", folder, exc)
         return None
@@ -670,22 +681,30 @@ def _summary(config: Config, state: _Run, certs: pd.DataFrame, findings: pd.Data
 
 
 def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str, pd.DataFrame]],
-           clock: StageClock, *, link_from: Path | None = None) -> dict[str, Path]:
-    """The reports, then the Parquet tables (linked from link_from, the previous scan, when they are its own)."""
+           clock: StageClock, *, link_from: Path | None = None, rounds: bool = False) -> dict[str, Path]:
+    """The reports, then the Parquet tables (linked from link_from, the previous scan, when they are its own).
+
+    rounds: also the certificates of the findings on their own, for a next round with nothing new.
+    """
     from scanner.report import write_reports
 
     reports = write_reports(config.out_dir, result.suspects, result.certs, result.findings, result.errors,
                             result.registrations, result.summary, extra_tables=extra_tables)
     clock.lap("reports")
     if link_from is not None:
-        reports.update(_link_tables(link_from, Path(config.out_dir), (
+        reports.update(_link_tables(link_from, Path(config.out_dir), [
             "certs.parquet", "findings.parquet", "registrations.parquet", "errors.parquet",
-            PARSED_TABLE, ROUND_KEYS_TABLE, DOMAINS_TABLE)))
+            PARSED_TABLE, ROUND_KEYS_TABLE, DOMAINS_TABLE,
+            *([FINDING_CERTS_TABLE] if (link_from / FINDING_CERTS_TABLE).is_file() else [])]))
     else:
         reports.update(write_tables(config.out_dir, {
             "certs.parquet": result.certs, "findings.parquet": result.findings,
             "registrations.parquet": result.registrations, "errors.parquet": result.errors,
         }))
+        if rounds:
+            wanted = _finding_hashes(result.findings)
+            reports[FINDING_CERTS_TABLE] = write_parquet(result.certs[result.certs["sha256"].isin(wanted)],
+                                                         Path(config.out_dir) / FINDING_CERTS_TABLE, CERT_COLUMNS)
     if config.plots:
         from scanner.report.plots import write_plots
 
@@ -758,8 +777,6 @@ def _round_state(config: Config, state: _Run) -> dict[str, Any]:
 
 def _write_round_tables(out_dir: Path, parsed: pd.DataFrame, tally: _Tally, state: _Run) -> None:
     """The parse cache the next round builds on: parsed rows, how each certificate was read, the domains."""
-    from scanner.core.records import CERT_COLUMNS
-
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = set(parsed["sha256"].astype("object")) | (tally.previous.parsed_ok & tally.reused if tally.previous else set())
     every = tally.all_keys()
@@ -792,12 +809,16 @@ def _link_tables(source: Path, out_dir: Path, names: Iterable[str]) -> dict[str,
 _ROUND_OWN_FILES = frozenset({"summary.json", "alerts.json", "diff.csv", "diff.xlsx", "diff.md"})
 
 
+def _finding_hashes(findings: pd.DataFrame) -> set[str]:
+    """The certificates findings are about, and those they pair with."""
+    related = findings["related_sha256"].dropna().astype("object")
+    return set(findings["sha256"].astype("object")) | set(related[related != ""])
+
+
 def _read_certs_of(path: Path, hashes: set[str]) -> pd.DataFrame:
     """The rows of certs.parquet with these sha256 (every column), without holding the others at once."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from scanner.core.records import CERT_COLUMNS
 
     wanted = pa.array(sorted(hashes), type=pa.string())
     return read_parquet(path, CERT_COLUMNS, filters=pc.field("sha256").isin(wanted))
@@ -805,8 +826,6 @@ def _read_certs_of(path: Path, hashes: set[str]) -> pd.DataFrame:
 
 def _rates_of(path: Path, findings: pd.DataFrame, config: Config) -> pd.DataFrame:
     """The trends table from the three certificate columns it counts."""
-    from scanner.core.records import CERT_COLUMNS
-
     certs = read_parquet(path, {k: CERT_COLUMNS[k] for k in ("sha256", "not_before", "revoked_at")})
     return rates_table(certs, findings, config.revocation_window)
 
@@ -838,14 +857,13 @@ def _reused_result(config: Config, prev: _Previous, state: _Run, lookups: dict[s
     certificate with a finding expired since); otherwise they are written again as of now. The result's
     certs are the certificates with findings (load_scan gives them all).
     """
-    from scanner.core.records import FINDING_COLUMNS
-
     now = pd.Timestamp.now(tz="UTC")
     findings = read_parquet(prev.folder / "findings.parquet", FINDING_COLUMNS)
     errors = read_parquet(prev.folder / "errors.parquet", ERROR_COLUMNS)
-    related = findings["related_sha256"].dropna().astype("object")
-    certs = _read_certs_of(prev.folder / "certs.parquet",
-                           set(findings["sha256"].astype("object")) | set(related[related != ""]))
+    if (prev.folder / FINDING_CERTS_TABLE).is_file():
+        certs = read_parquet(prev.folder / FINDING_CERTS_TABLE, CERT_COLUMNS)
+    else:  # a round written before it kept them apart: picked out of every certificate
+        certs = _read_certs_of(prev.folder / "certs.parquet", _finding_hashes(findings))
     rates = _rates_of(prev.folder / "certs.parquet", findings, config)
     clock.lap("reuse")
     suspects = build_suspects(certs, findings)
@@ -968,7 +986,7 @@ def run(config: Config, *, write: bool = True, previous: Path | None = None, rou
                             "reused": len(tally.reused), "nothing_new": False, "source_read": not tally.unchanged}
     result = ScanResult(certs, findings, suspects, errors, registrations, summary, rates=rates)
     if write:
-        result.reports = _write(config, result, state.extra_tables, clock)
+        result.reports = _write(config, result, state.extra_tables, clock, rounds=tally is not None)
     _say(state)
     return result
 
@@ -990,7 +1008,6 @@ def _say(state: _Run) -> None:
 def _with_previous_rows(prev: _Previous, tally: _Tally, new: pd.DataFrame, state: _Run,
                         config: Config) -> pd.DataFrame:
     """The previous scan's parsed rows of the certificates read as before, then the rows parsed now."""
-    from scanner.core.records import CERT_COLUMNS
     from scanner.parse.items import domains_of
 
     parsed = read_parquet(prev.folder / PARSED_TABLE, CERT_COLUMNS)

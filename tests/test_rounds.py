@@ -150,6 +150,10 @@ def test_a_damaged_previous_round_is_not_built_on(folder: Folder) -> None:
     second = folder.scan("r2", previous=folder.root / "r1")
     assert second.summary["round"]["built_on"] is None and second.summary["round"]["parsed_now"] == 5
     _same_as_from_scratch(second, first)
+    (folder.root / "r2" / "finding-certs.parquet").write_bytes(b"")  # what a round with nothing new reads
+    third = folder.scan("r3", previous=folder.root / "r2")
+    assert third.summary["round"]["built_on"] is None
+    _same_as_from_scratch(third, first)
 
 
 def test_changed_options_take_the_findings_afresh(folder: Folder) -> None:

@@ -102,6 +102,8 @@ def test_a_round_over_an_unchanged_store_does_not_read_it_and_gives_the_answer_o
         store: Store) -> None:
     first = store.scan("r1")
     assert first.summary["round"]["source_read"] and first.summary["round"]["parsed_now"] == 3
+    kept = pd.read_parquet(store.root / "r1" / "finding-certs.parquet")  # all such a round reads of the certificates
+    assert set(kept["sha256"]) == set(first.findings["sha256"]) | (set(first.findings["related_sha256"]) - {""})
     second = store.scan("r2", previous="r1")
     assert second.summary["round"]["nothing_new"] and not second.summary["round"]["source_read"]
     assert second.summary["read"] == first.summary["read"] == 3
