@@ -472,3 +472,21 @@ def test_a_checkpoint_that_answers_404_is_missing_not_unreachable(tmp_path, worl
     assert certs == []
     assert len(errors) == 1 and "missing (404" in errors[0].error and "Gone log" in errors[0].error
     assert any(n.partial and "missing (404)" in n.message for n in notices)
+
+
+def test_offline_asks_no_log_and_reports_what_earlier_checked_reads_kept(tmp_path, world):
+    key, never = LogKey(), LogKey()
+    with rfc6962_server(key, world["specs"]) as srv, rfc6962_server(never, world["specs"]) as other:
+        lists = log_list([key.log_json("Read log", url=srv.url), never.log_json("Never read log", url=other.url)])
+        cfg = config(tmp_path, lists, (world["ca"],))
+        online, _, _ = split(list(read_ct(cfg, progress=False, logs=("Read log",))))
+        asked, asked_other = len(srv.requests), len(other.requests)
+        both = config(tmp_path, lists, (world["ca"],), offline=True)
+        offline, errors, notices = split(list(read_ct(both, progress=False)))
+        assert len(srv.requests) == asked and len(other.requests) == asked_other  # no log was asked
+    assert errors == [] and [(c.der, c.provenance) for c in offline] == [(c.der, c.provenance) for c in online]
+    said = {n.message: n.partial for n in notices}
+    read_note = next(m for m in said if m.startswith("offline: CT log Read log was not asked"))
+    assert "entries 0..39" in read_note and not said[read_note]
+    never_note = next(m for m in said if m.startswith("offline: CT log Never read log"))
+    assert said[never_note]  # a log never read leaves part of the selection unread: partial

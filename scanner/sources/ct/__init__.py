@@ -9,7 +9,7 @@ import requests
 
 from scanner.core.net import new_session
 from scanner.sources.base import SourceError, SourceItem, SourceNotice
-from scanner.sources.ct.context import SOURCE, Context
+from scanner.sources.ct.context import SOURCE, Context, offline_log
 from scanner.sources.ct.issuers import IssuerError, IssuerFilter, load_issuer_certs
 from scanner.sources.ct.loglist import RFC6962, LogInfo, LogListError, load_log_list, select_logs
 from scanner.sources.ct.options import CtOptions
@@ -63,6 +63,9 @@ def read(
     with opened_store(store) as kept:
         ctx = Context(options, IssuerFilter(certs), kept, session or new_session())
         for log in logs:
+            if options.offline:
+                yield from offline_log(log, ctx)
+                continue
             try:
                 yield from read_log(log, ctx)
             except (OSError, requests.RequestException) as exc:

@@ -139,6 +139,18 @@ def skipped_log(log: LogInfo, what: str, exc: Exception, ctx: Context | None = N
         yield from ctx.stored(log, done.first, done.next)
 
 
+def offline_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
+    """A log not asked (offline): what earlier checked reads of this selection kept, and a notice saying so."""
+    done = ctx.store.ct_progress(ctx.selection, log.url)
+    if done is None or done.next <= done.first:
+        yield SourceNotice(f"offline: CT log {log.name} was not asked and no earlier run read it into the store: "
+                           "none of its certificates are reported (run once without --offline)", True)
+        return
+    yield SourceNotice(f"offline: CT log {log.name} was not asked; entries {done.first}..{done.next - 1} (tree size "
+                       f"{done.tree_size}), read and checked by an earlier run, come from the store")
+    yield from ctx.stored(log, done.first, done.next)
+
+
 def resumed_notice(log: LogInfo, first: int, start: int) -> SourceNotice:
     """Says that entries before `start` come from the store, read by an earlier run."""
     return SourceNotice(f"CT log {log.name}: resumed at entry {start}; entries {first}..{start - 1} were read by "

@@ -28,6 +28,7 @@ class CtOptions:
     progress: bool | None = None  # a progress bar on stderr; None = when stderr is a TTY
     timeout: float = Config.timeout  # seconds per request
     retries: int = Config.retries  # attempts after the first for 429s, 5xx and short or broken answers
+    offline: bool = False  # ask no log: each log's entries come from the store, as far as earlier reads got
 
     def __post_init__(self) -> None:
         # A notebook passes lists and strings; the log selection and the issuer filter want tuples of paths.
@@ -45,4 +46,5 @@ class CtOptions:
                    for_not_after=config.for_not_after, issuer_certs=config.issuer_certs,
                    start=config.log_start, end=config.log_end, batch=config.ct_batch,
                    parallel=config.ct_parallel, rate=config.ct_rate, verify=config.ct_verify,
-                   resume=config.ct_resume, progress=progress, timeout=config.timeout, retries=config.retries)
+                   resume=config.ct_resume, progress=progress, timeout=config.timeout, retries=config.retries,
+                   offline=config.offline)
