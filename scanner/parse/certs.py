@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,10 +41,17 @@ def _utc(dt: datetime) -> datetime:
 
 
 class IssuerNames:
-    """rfc4514 strings of issuer Names by their DER, for one run of parsing (a CA signs with few names)."""
+    """What repeats across one run of parsing: issuer DNs by their Name's DER, and URL lists."""
+
+    # A CA signs with few names and few CRL/OCSP/caIssuers URLs: one shared list per distinct URL list
+    # is pickled once per chunk and kept once by the main process (a million rows held 3 lists each).
 
     def __init__(self, limit: int = 10_000) -> None:
         self._by_der: dict[bytes, str] = {}
+        self._lists: dict[tuple[str, ...], list[str]] = {}
+        #: an attribute type's OID (DER contents) -> (its rfc4514 name, its subject column or ""), as
+        #: cryptography named it in a Name it decoded: a type not seen before takes cryptography's path once
+        self.types: dict[bytes, tuple[str, str]] = {}
         self._limit = limit
 
     def dn(self, cert: x509.Certificate, raw: bytes) -> str:
@@ -54,6 +62,16 @@ class IssuerNames:
             if len(self._by_der) < self._limit:
                 self._by_der[raw] = dn
         return dn
+
+    def shared(self, values: list[str]) -> list[str]:
+        """values, or an equal list met before in this run (never to be changed: rows share it)."""
+        key = tuple(values)
+        got = self._lists.get(key)
+        if got is None:
+            got = values
+            if len(self._lists) < self._limit:
+                self._lists[key] = values
+        return got
 
 
 def parse_der(der: bytes, *, source: str = "", provenance: str = "",
@@ -71,9 +89,14 @@ def parse_der(der: bytes, *, source: str = "", provenance: str = "",
         raise ParseError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _tbs_parts(tbs: bytes) -> tuple[bytes, bytes, bytes]:
-    """The raw issuer Name, subject Name and SubjectPublicKeyInfo of a TBSCertificate (DER)."""
-    _, pos, _ = element(tbs, 0)  # into the TBSCertificate SEQUENCE
+def _tbs_parts(tbs: bytes, *, in_certificate: bool = False) -> tuple[bytes, bytes, bytes]:
+    """The raw issuer Name, subject Name and SubjectPublicKeyInfo of a TBSCertificate (DER).
+
+    in_certificate: tbs is the whole Certificate (whose first element is the TBSCertificate).
+    """
+    _, pos, _ = element(tbs, 0)  # into the TBSCertificate SEQUENCE (or the Certificate's)
+    if in_certificate:
+        _, pos, _ = element(tbs, pos)
     tag, _, end = element(tbs, pos)
     if tag == 0xA0:  # [0] version
         pos = end
@@ -164,6 +187,113 @@ def _subject_fields(subject: x509.Name) -> dict[str, str]:
     return out
 
 
+#: The string types cryptography decodes as UTF-8, refusing what is not (UTF8String, NumericString,
+#: PrintableString, T61String, IA5String, VisibleString). Other types take cryptography's own path.
+_UTF8_TAGS = frozenset((0x0C, 0x12, 0x13, 0x14, 0x16, 0x1A))
+
+
+def _name_parts(raw: bytes, types: dict[bytes, tuple[str, str]]) -> list[list[tuple[str, str, str]]] | None:
+    """The RDNs of a DER Name cryptography has loaded, as (rfc4514 name, subject column, value), read as it reads them.
+
+    None when some part is not the plain case, for cryptography's own path: an attribute type not in
+    types, a string type it reads otherwise, bytes that are not UTF-8, an empty RDN or one that repeats
+    an attribute (which it refuses).
+    """
+    rdns = []
+    _, pos, end = element(raw, 0)
+    while pos < end:  # each RelativeDistinguishedName (a SET)
+        _, apos, rdn_end = element(raw, pos)
+        attrs = []
+        while apos < rdn_end:  # each AttributeTypeAndValue (a SEQUENCE)
+            _, opos, attr_end = element(raw, apos)
+            _, ostart, oend = element(raw, opos)
+            kind = types.get(raw[ostart:oend])
+            tag, vstart, vend = element(raw, oend)
+            if kind is None or tag not in _UTF8_TAGS:
+                return None
+            try:
+                value = raw[vstart:vend].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            attrs.append((kind[0], kind[1], value))
+            apos = attr_end
+        if not attrs or (len(attrs) > 1 and len({(a[0], a[2]) for a in attrs}) < len(attrs)):
+            return None
+        rdns.append(attrs)
+        pos = rdn_end
+    return rdns
+
+
+def _learn_types(raw: bytes, name: x509.Name, types: dict[bytes, tuple[str, str]], limit: int = 1000) -> None:
+    """Note how cryptography named the attribute types of a Name it decoded from raw."""
+    oids = []
+    _, pos, end = element(raw, 0)
+    while pos < end:
+        _, apos, rdn_end = element(raw, pos)
+        while apos < rdn_end:
+            _, opos, attr_end = element(raw, apos)
+            _, ostart, oend = element(raw, opos)
+            oids.append(raw[ostart:oend])
+            apos = attr_end
+        pos = rdn_end
+    attrs = list(name)
+    if len(oids) == len(attrs):
+        for oid, attr in zip(oids, attrs):
+            if oid not in types and len(types) < limit:
+                types[oid] = (attr.rfc4514_attribute_name, _SUBJECT_OIDS.get(attr.oid, ""))
+
+
+def _escape_dn_value(val: str) -> str:
+    """A value escaped as cryptography's Name.rfc4514_string escapes it (cryptography.x509.name)."""
+    if not val:
+        return ""
+    if _SPECIAL.search(val) is not None:  # most values have none: skip the eight replaces
+        val = _escape_specials(val)
+    if val[0] == "#" or (val[0] == " " and len(val) > 1):
+        val = "\\" + val
+    if val[-1] == " ":
+        val = val[:-1] + "\\ "
+    return val
+
+
+#: What _escape_specials changes; a value without these is left as it is.
+_SPECIAL = re.compile(r'[\\"+,;<>\x00]')
+
+
+def _escape_specials(val: str) -> str:
+    val = val.replace("\\", "\\\\")
+    val = val.replace('"', '\\"')
+    val = val.replace("+", "\\+")
+    val = val.replace(",", "\\,")
+    val = val.replace(";", "\\;")
+    val = val.replace("<", "\\<")
+    val = val.replace(">", "\\>")
+    return val.replace("\0", "\\00")
+
+
+def _subject(cert: x509.Certificate, raw: bytes, names: IssuerNames) -> tuple[str, dict[str, str]]:
+    """The subject DN (rfc4514) and the subject columns of cert, whose subject Name DER is raw."""
+    rdns = _name_parts(raw, names.types)
+    if rdns is None:  # as _name(cert, "subject", raw) reads it, learning its attribute types
+        try:
+            subject = cert.subject
+        except ValueError:
+            subject = _lenient_name(raw)
+        else:
+            _learn_types(raw, subject, names.types)
+        return subject.rfc4514_string(), _subject_fields(subject)
+    values: dict[str, list[str]] = {}
+    for rdn in rdns:
+        for _, key, value in rdn:
+            if key:
+                values.setdefault(key, []).append(value)
+    out = dict.fromkeys(_SUBJECT_OIDS.values(), "")
+    for key, vals in values.items():
+        out[key] = "; ".join(vals) if key == "subject_ou" else vals[0]
+    dn = ",".join("+".join(f"{n}={_escape_dn_value(v)}" for n, _, v in rdn) for rdn in reversed(rdns))
+    return dn, out
+
+
 def _aia_urls(aia: Any, method: x509.ObjectIdentifier) -> list[str]:
     return [d.access_location.value for d in (aia or [])
             if d.access_method == method and isinstance(d.access_location, x509.UniformResourceIdentifier)]
@@ -175,9 +305,15 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str, na
     is_precert = CT_POISON_OID in by_oid
     san = by_oid.get(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     if san is not None:
-        dns = [str(v).lower() for v in san.get_values_for_type(x509.DNSName)]
-        ips = [str(v) for v in san.get_values_for_type(x509.IPAddress)] or _NONE
-        emails = [str(v) for v in san.get_values_for_type(x509.RFC822Name)] or _NONE
+        # one pass over the names, in order, as get_values_for_type for each type would give them
+        dns, ips, emails = [], [], []
+        for gn in san:
+            if isinstance(gn, x509.DNSName):
+                dns.append(str(gn.value).lower())
+            elif isinstance(gn, x509.IPAddress):
+                ips.append(str(gn.value))
+            elif isinstance(gn, x509.RFC822Name):
+                emails.append(str(gn.value))
     else:
         dns, ips, emails = _NONE, _NONE, _NONE
     aki = by_oid.get(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
@@ -189,10 +325,12 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str, na
             for gn in dp.full_name or []:
                 if isinstance(gn, x509.UniformResourceIdentifier):
                     crl_urls.append(gn.value)
-    ocsp_urls = _aia_urls(aia, OCSP_METHOD)
-    ca_issuers = _aia_urls(aia, CA_ISSUERS_METHOD)
-    issuer_raw, subject_raw, spki = _tbs_parts(cert.tbs_certificate_bytes)
-    subject = _name(cert, "subject", subject_raw)
+    ocsp_urls = _aia_urls(aia, OCSP_METHOD) if aia is not None else _NONE
+    ca_issuers = _aia_urls(aia, CA_ISSUERS_METHOD) if aia is not None else _NONE
+    # The certificate's own bytes, not tbs_certificate_bytes (which encodes the TBSCertificate again):
+    # cryptography reads DER only, so both are the same bytes.
+    issuer_raw, subject_raw, spki = _tbs_parts(der, in_certificate=True)
+    subject_dn, subject_fields = _subject(cert, subject_raw, names)
     row = {
         "sha256": sha,
         "cert_sha256": "" if is_precert else sha,
@@ -202,26 +340,26 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str, na
         "issuer_dn": names.dn(cert, issuer_raw),
         "issuer_key_id": aki.key_identifier.hex() if aki is not None and aki.key_identifier else "",
         "issuer_ca_id": None,
-        "subject_dn": subject.rfc4514_string(),
+        "subject_dn": subject_dn,
         "san_dns": dns,
-        "san_ip": ips,
-        "san_email": emails,
+        "san_ip": ips or _NONE,
+        "san_email": emails or _NONE,
         "spki_sha256": hashlib.sha256(spki).hexdigest(),
         "not_before": _utc(cert.not_valid_before_utc),
         "not_after": _utc(cert.not_valid_after_utc),
         "revoked_at": None,
         "revocation_reason": "",
         "revocation_source": "",
-        "crl_distribution_points": crl_urls or _NONE,
-        "ocsp_urls": ocsp_urls or _NONE,
-        "ca_issuers": ca_issuers or _NONE,
+        "crl_distribution_points": names.shared(crl_urls) if crl_urls else _NONE,
+        "ocsp_urls": names.shared(ocsp_urls) if ocsp_urls else _NONE,
+        "ca_issuers": names.shared(ca_issuers) if ca_issuers else _NONE,
         "source": source,
         "provenance": provenance,
         "crtsh_id": None,
         "first_seen": None,
         "parse_note": "",
     }
-    row.update(_subject_fields(subject))
+    row.update(subject_fields)
     return row
 
 

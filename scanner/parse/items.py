@@ -6,11 +6,12 @@ import hashlib
 import logging
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import pandas as pd
@@ -19,6 +20,7 @@ from scanner.core.records import ErrorRecord
 from scanner.parse.certs import IssuerNames, ParseError, record_from_raw, records_frame
 from scanner.parse.domains import PUBLIC, checked_names, classify_name
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.sources.files import FileItems, read_paths
 
 log = logging.getLogger(__name__)
 CHUNK = 2000  # certificates per unit of work: between two hand-overs of new domains to the lookups
@@ -89,6 +91,11 @@ def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
     return chunk
 
 
+def parse_files(paths: list[str | SourceError], max_sans_per_cert: int) -> Chunk:
+    """Read these files (the files source's walk, in part) and parse their items as parse_chunk does. Runs in workers."""
+    return parse_chunk(list(read_paths(paths)), max_sans_per_cert)
+
+
 def _chunks(items: Iterable[SourceItem]) -> Iterator[list[SourceItem]]:
     it = iter(items)
     while chunk := list(islice(it, CHUNK)):
@@ -99,8 +106,12 @@ def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_p
     """Parse source items chunk by chunk, in order; with workers > 1 (0 = one per core) across processes.
 
     At most 2 x workers chunks are in flight, so a huge source is never read far ahead of the parsers.
+    The files source (a FileItems, not wrapped by a tap or a tally) is read by the workers themselves.
     """
     n_workers = workers or os.cpu_count() or 1
+    if n_workers > 1 and isinstance(items, FileItems):
+        yield from _parse_files_in_workers(items, n_workers, max_sans_per_cert)
+        return
     chunks = _chunks(items)
     first = list(islice(chunks, 2))
     if n_workers <= 1 or len(first) < 2 or sum(len(c) for c in first) < PARALLEL_FROM:
@@ -135,3 +146,39 @@ def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_p
 def _chain(first: list[list[SourceItem]], rest: Iterator[list[SourceItem]]) -> Iterator[list[SourceItem]]:
     yield from first
     yield from rest
+
+
+def _parse_files_in_workers(files: FileItems, n_workers: int, max_sans_per_cert: int) -> Iterator[Chunk]:
+    """parse_in_chunks of the files source, each worker reading a part of its walk; fewer files are read here."""
+    walk = files.walk()
+    first = list(islice(walk, PARALLEL_FROM))
+    if len(first) < PARALLEL_FROM:  # a few files (or a few large bundles): read here, parsed by items
+        yield from parse_in_chunks(read_paths(first), workers=n_workers, max_sans_per_cert=max_sans_per_cert)
+        return
+    paths = chain(first, walk)
+    # Files per part: CHUNK, then as many as hold about CHUNK items, going by the items per file so far
+    # (a folder of bundles is read a few files at a time).
+    size, files_read, items_read = CHUNK, 0, 0
+    context = multiprocessing.get_context("spawn")
+    pending: deque[tuple[list[str | SourceError], Future[Chunk]]] = deque()
+    taken: list[str | SourceError] = []  # a part not handed over yet (if submitting it fails, it is read here)
+    try:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+            while True:
+                while len(pending) < 2 * n_workers and (taken := list(islice(paths, size))):
+                    pending.append((taken, pool.submit(parse_files, taken, max_sans_per_cert)))
+                    taken = []
+                if not pending:
+                    return
+                chunk = pending[0][1].result()
+                part, _ = pending.popleft()
+                files_read, items_read = files_read + len(part), items_read + chunk.read
+                size = max(1, min(CHUNK, CHUNK * files_read // max(items_read, 1)))
+                yield chunk
+    except BrokenProcessPool as exc:
+        log.warning("parsing in one process: the worker processes failed (%s)", exc)
+        for part in [*(p for p, _ in pending), taken]:
+            if part:
+                yield parse_files(part, max_sans_per_cert)
+        while part := list(islice(paths, CHUNK)):
+            yield parse_files(part, max_sans_per_cert)

@@ -206,7 +206,12 @@ def _pkcs7_certificates(der: bytes, provenance: str) -> Iterator[SourceItem]:
 
 def read_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[SourceItem]:
     """Yield every certificate (or read error) found in the given files and directories (not under exclude)."""
-    for path in _iter_paths(paths, exclude):
+    return read_paths(_iter_paths(paths, exclude))
+
+
+def read_paths(paths: Iterable[str | SourceError]) -> Iterator[SourceItem]:
+    """The items of these files, in order; a SourceError among them (from the walk) is passed on in its place."""
+    for path in paths:
         if isinstance(path, SourceError):
             yield path
             continue
@@ -219,6 +224,31 @@ def read_files(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> Iterator[
         yield from split_certificates(data, shown_path(path))
 
 
-def read(options: FilesOptions) -> Iterator[SourceItem]:
-    """Yield every certificate (or read error) in options.paths, leaving out options.exclude."""
-    return read_files(options.paths, options.exclude)
+class FileItems(Iterator[SourceItem]):
+    """The files source's items, read when iterated; or its walk, for parse workers to read the files themselves."""
+
+    # A million small files cost the main process more to read and pickle than the workers to parse:
+    # parse_in_chunks hands the workers lists of paths instead (read_paths gives the same items there).
+    def __init__(self, paths: Iterable[Path], exclude: Iterable[Path] = ()) -> None:
+        self._paths, self._exclude = tuple(paths), tuple(exclude)
+        self._items: Iterator[SourceItem] | None = None
+
+    def __next__(self) -> SourceItem:
+        if self._items is None:
+            self._items = read_files(self._paths, self._exclude)
+        return next(self._items)
+
+    def walk(self) -> Iterator[str | SourceError]:
+        """The files to read, with the walk's errors in place, in the order read_paths gives their items.
+
+        Either this or iterating, once: the walk stands for all the items.
+        """
+        if self._items is not None:
+            raise RuntimeError("FileItems.walk() after its items were read")
+        self._items = iter(())
+        return _iter_paths(self._paths, self._exclude)
+
+
+def read(options: FilesOptions) -> FileItems:
+    """Every certificate (or read error) in options.paths, leaving out options.exclude."""
+    return FileItems(options.paths, options.exclude)
