@@ -6,6 +6,7 @@ here build empty frames with the right dtypes so that an empty scan still writes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -356,7 +357,9 @@ def coerce(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     n = len(df)
     for name, dtype in columns.items():
         col = df[name] if name in df.columns else pd.Series([None] * n, index=df.index, dtype="object")
-        if dtype.startswith("datetime64"):
+        if col.dtype == _dtype(dtype):
+            pass  # already right: shared, not copied (copy-on-write keeps df and the result apart)
+        elif dtype.startswith("datetime64"):
             col = pd.to_datetime(col, utc=True, errors="coerce").astype(dtype)
         elif dtype == "object":
             col = col.astype("object")
@@ -365,4 +368,9 @@ def coerce(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
         else:
             col = col.astype(dtype)
         out[name] = col
-    return pd.DataFrame(out, index=df.index)
+    return pd.DataFrame(out, index=df.index, copy=False)
+
+
+@functools.cache
+def _dtype(name: str) -> Any:
+    return pd.api.types.pandas_dtype(name)
