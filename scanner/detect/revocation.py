@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
@@ -13,8 +15,16 @@ from scanner.core.records import Finding
 from scanner.core.times import human_duration, iso
 from scanner.detect.findings import as_json, findings_frame
 from scanner.detect.rules import KEY_COMPROMISE, is_short_lived
-from scanner.enrich.subscribers import MIN_LABEL, comparison_key, domain_typo, organisation_keys
-from scanner.parse.domains import Classified, classifier, classify_name
+from scanner.enrich.organisation import normalise_organisation
+from scanner.enrich.subscribers import MIN_LABEL, comparison_key, comparison_keys, domain_typo
+from scanner.parse.domains import (
+    Classified,
+    arrow_strings,
+    classifier,
+    classify_name,
+    explode_names,
+    with_names,
+)
 
 #: Names of each certificate compared for a typo link: the comparison is pairwise, and a certificate
 #: with thousands of SANs (attacker-controlled) must not make it quadratic; a typo correction is a
@@ -101,45 +111,115 @@ class _Subscribers:
     """Certificates sorted by notBefore with what links two of them to one subscriber.
 
     What links them is subscribers' definition (organisation key, shared registrable domain, typo
-    link). Built once per scan: organisation keys, registrable domains and comparison keys index the
-    rows, and the flat list of comparison keys lets one rapidfuzz call find the keys one edit away
-    among the certificates of a time window.
+    link). Built once per scan, from whole columns: organisation keys, registrable domains and
+    comparison keys index the rows (one sorted array of (key, row) pairs), and the flat list of
+    comparison keys lets one rapidfuzz call find the keys one edit away among the certificates of
+    a time window. Row i is the i-th certificate in notBefore order.
     """
 
     def __init__(self, certs: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None,
                  classified: Classified | None = None):
         self.classify = classifier(classified)
-        self.rows = certs.sort_values("not_before", kind="stable").reset_index(drop=True)
-        self.nb = _naive_utc(self.rows["not_before"]).to_numpy()
-        self.sha = self.rows["sha256"].tolist()
-        self.names = [v if isinstance(v, list) else list(v) if isinstance(v, tuple) else []
-                      for v in self.rows["san_dns"]]
-        self.cn = self.rows["subject_cn"].fillna("").tolist()
-        self.org = organisation_keys(self.rows["subject_o"].tolist()).tolist()
+        self.certs = certs
+        n = len(certs)
+        self.order = certs["not_before"].reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
+        rank = np.empty(n, dtype=np.int64)
+        rank[self.order] = np.arange(n)
+        self._not_before = certs["not_before"]
+        self.nb = _naive_utc(certs["not_before"]).to_numpy()[self.order]
+        self._sha = arrow_strings(certs["sha256"]).to_numpy(zero_copy_only=False)[self.order]
+        self._sans = certs["san_dns"].tolist()
+        cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else None
+        self._cn = [""] * n if cn is None else cn.fill_null("").to_pylist()
+        self._org = _organisation_keys(certs["subject_o"] if "subject_o" in certs.columns else None, n, classified)
         self._comparison_keys: dict[str, str] = {}
         self._name_sets: dict[int, set[str]] = {}
+        self._names: dict[int, list[str]] = {}
         # Only rows inside some window can ever be a candidate: index those alone.
-        wanted = np.zeros(len(self.rows), dtype=bool)
-        for start, end in windows if windows is not None else [(None, None)]:
-            lo, hi = self.window(start, end) if start is not None else (0, len(self.rows))
-            wanted[lo:hi] = True
-        index: dict[str, list[int]] = {}
-        flat_keys: list[str] = []
-        self.flat_start = np.zeros(len(self.rows) + 1, dtype=np.int64)
-        for i in range(len(self.rows)):
-            if wanted[i]:
-                domains, keys = self._names_of(i)
-                for k in self._keys(i, domains, keys):
-                    index.setdefault(k, []).append(i)
-                flat_keys.extend(k for k in keys if len(k) >= MIN_LABEL)
-            self.flat_start[i + 1] = len(flat_keys)
-        self.index = {k: np.asarray(v, dtype=np.int64) for k, v in index.items()}
-        self.flat_keys = flat_keys
-        self.flat_row = np.repeat(np.arange(len(self.rows)), np.diff(self.flat_start))
+        wanted = np.zeros(n, dtype=bool)
+        if windows is None:
+            wanted[:] = True
+        elif windows:
+            lo = np.searchsorted(self.nb, np.array([_naive(s) for s, _ in windows]), side="left")
+            hi = np.searchsorted(self.nb, np.array([_naive(e) for _, e in windows]), side="right")
+            lo, hi = lo[lo < hi], hi[lo < hi]
+            edges = np.zeros(n + 1, dtype=np.int64)
+            np.add.at(edges, lo, 1)
+            np.add.at(edges, hi, -1)
+            wanted = np.cumsum(edges[:n]) > 0
+        self._index_rows(certs, rank, wanted, classified)
+
+    def _index_rows(self, certs: pd.DataFrame, rank: np.ndarray, wanted: np.ndarray,
+                    classified: Classified | None) -> None:
+        """The (key, row) index and the flat comparison keys of the wanted rows."""
+        n = len(certs)
+        sans = explode_names(certs, "san_dns", classified)
+        cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else pa.nulls(n, pa.string())
+        has_cn = cn.is_valid().to_numpy(zero_copy_only=False)
+        row = np.concatenate([rank[sans.cert], rank[np.flatnonzero(has_cn)]])
+        values = pa.concat_arrays([sans.values, cn.drop_null()])
+        keep = wanted[row]
+        row, values = row[keep], values.filter(pa.array(keep))
+        classified, at = with_names(classified, values)
+        registrable = classified.take("registrable", at)
+        named = pc.greater(pc.binary_length(registrable), 0).to_numpy(zero_copy_only=False)
+        row, at = row[named], at[named]
+        registrable = registrable.filter(pa.array(named))
+        labels = classified.take("label", at)
+        distinct = pc.unique(labels)
+        keys = comparison_keys(distinct).take(pc.index_in(labels, value_set=distinct))
+        org_rows = np.flatnonzero(wanted & (self._org != ""))
+        index = pd.DataFrame({
+            "key": np.concatenate([
+                pc.binary_join_element_wise("d:", registrable, "").to_numpy(zero_copy_only=False),
+                pc.binary_join_element_wise("k:", keys, "").to_numpy(zero_copy_only=False),
+                np.char.add("o:", self._org[org_rows].astype(str)).astype(object) if len(org_rows)
+                else np.zeros(0, dtype=object)]).astype(object),
+            "row": np.concatenate([row, row, org_rows]),
+        }).drop_duplicates()
+        codes, uniques = pd.factorize(index["key"])
+        by = np.lexsort((index["row"].to_numpy(), codes))
+        self._key_codes = pd.Index(uniques)
+        self._key_sorted = codes[by].astype(np.int64)
+        self._key_rows = index["row"].to_numpy()[by]
+        flat = pd.DataFrame({"row": row, "key": keys.to_numpy(zero_copy_only=False).astype(object)})
+        flat = flat[pc.greater_equal(pc.utf8_length(keys), MIN_LABEL).to_numpy(zero_copy_only=False)]
+        flat = flat.drop_duplicates().sort_values(["row", "key"], kind="stable")
+        self.flat_keys = flat["key"].tolist()
+        self.flat_row = flat["row"].to_numpy(np.int64)
+        self.flat_start = np.searchsorted(self.flat_row, np.arange(n + 1), side="left")
+
+    def names(self, i: int) -> list[str]:
+        """Row i's SAN dNSNames, as listed."""
+        got = self._names.get(i)
+        if got is None:
+            v = self._sans[self.order[i]]
+            got = self._names[i] = v if isinstance(v, list) else list(v) if isinstance(v, (tuple, np.ndarray)) else []
+        return got
+
+    def cn(self, i: int) -> str:
+        """Row i's subject CN ('' for none)."""
+        return self._cn[self.order[i]]
+
+    def org(self, i: int) -> str:
+        """Row i's organisation key ('' for none)."""
+        return self._org[self.order[i]]
+
+    def sha(self, i: int) -> str:
+        """Row i's sha256."""
+        return self._sha[i]
+
+    def not_before(self, i: int) -> pd.Timestamp:
+        """Row i's notBefore."""
+        return self._not_before.iat[int(self.order[i])]
+
+    def row(self, i: int) -> pd.Series:
+        """Row i's certificate, every column."""
+        return self.certs.iloc[int(self.order[i])]
 
     def _names_of(self, i: int) -> tuple[set[str], list[str]]:
         """Registrable domains and their labels' comparison keys (sorted) of row i's SANs and CN."""
-        infos = [x for x in map(self.classify, [*self.names[i], self.cn[i]]) if x.registrable]
+        infos = [x for x in map(self.classify, [*self.names(i), self.cn(i)]) if x.registrable]
         return {x.registrable for x in infos}, sorted({self._comparison_key(x.label) for x in infos})
 
     def _comparison_key(self, label: str) -> str:
@@ -155,25 +235,32 @@ class _Subscribers:
     def _keys(self, i: int, domains: set[str], labels: list[str]) -> set[str]:
         # "k:": one comparison key under another suffix, the candidates of a suffix typo.
         keys = {"d:" + d for d in domains} | {"k:" + lab for lab in labels}
-        if self.org[i]:
-            keys.add("o:" + self.org[i])
+        if self.org(i):
+            keys.add("o:" + self.org(i))
         return keys
 
     def window(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int]:
         """Row positions [lo, hi) with notBefore in [start, end]."""
-        lo = int(np.searchsorted(self.nb, start.tz_convert(None).to_datetime64(), side="left"))
-        hi = int(np.searchsorted(self.nb, end.tz_convert(None).to_datetime64(), side="right"))
+        lo = int(np.searchsorted(self.nb, _naive(start), side="left"))
+        hi = int(np.searchsorted(self.nb, _naive(end), side="right"))
         return lo, hi
+
+    def _rows_with(self, key: str, lo: int, hi: int) -> np.ndarray:
+        """The rows in [lo, hi) indexed under key."""
+        try:
+            code = self._key_codes.get_loc(key)
+        except KeyError:
+            return np.zeros(0, np.int64)
+        a, b = np.searchsorted(self._key_sorted, [code, code + 1])
+        rows = self._key_rows[a:b]
+        return rows[np.searchsorted(rows, lo): np.searchsorted(rows, hi)]
 
     def candidates(self, i: int, lo: int, hi: int) -> set[int]:
         """Rows in [lo, hi) sharing a key with row i, or holding a comparison key one edit from one of its own."""
         out: set[int] = set()
         domains, mine = self._names_of(i)
         for k in self._keys(i, domains, mine):
-            rows = self.index.get(k)
-            if rows is not None:
-                a, b = np.searchsorted(rows, lo), np.searchsorted(rows, hi)
-                out.update(rows[a:b].tolist())
+            out.update(self._rows_with(k, lo, hi).tolist())
         mine = [lab for lab in mine if len(lab) >= MIN_LABEL]
         f0, f1 = int(self.flat_start[lo]), int(self.flat_start[hi])
         if mine and f1 > f0:
@@ -192,21 +279,41 @@ class _Subscribers:
     def _name_set(self, i: int) -> set[str]:
         names = self._name_sets.get(i)
         if names is None:
-            names = {n.lower().rstrip(".") for n in self.names[i]}
-            if self.cn[i] and self.classify(self.cn[i]).registrable:
-                names.add(self.cn[i].lower().rstrip("."))
+            names = {n.lower().rstrip(".") for n in self.names(i)}
+            if self.cn(i) and self.classify(self.cn(i)).registrable:
+                names.add(self.cn(i).lower().rstrip("."))
             self._name_sets[i] = names
         return names
 
     def relation(self, a: int, b: int) -> str | None:
         """How row b is linked to row a: typo, organisation, domain, or None."""
-        if _typo_link(self.names[a], self.names[b]):
+        if _typo_link(self.names(a), self.names(b)):
             return "typo"
-        if self.org[a] and self.org[a] == self.org[b]:
+        if self.org(a) and self.org(a) == self.org(b):
             return "organisation"
         if self.domains(a) & self.domains(b):
             return "domain"
         return None
+
+
+def _naive(stamp: pd.Timestamp) -> np.datetime64:
+    return stamp.tz_convert(None).to_datetime64()
+
+
+def _organisation_keys(subject_o: pd.Series | None, n: int, classified: Classified | None) -> np.ndarray:
+    """organisation_keys of the column, each distinct O normalised once per scan (shared through classified)."""
+    if subject_o is None:
+        return np.full(n, "", dtype=object)
+    values = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
+    codes, distinct = pd.factorize(pd.Series(values, dtype=object))
+    memo = classified.memo.setdefault("organisation_key", {}) if classified is not None else {}
+    keys = []
+    for o in distinct.tolist():
+        key = memo.get(o)
+        if key is None:
+            key = memo[o] = normalise_organisation(o)
+        keys.append(key)
+    return np.array(keys, dtype=object)[codes] if n else np.zeros(0, dtype=object)
 
 
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}
@@ -241,12 +348,14 @@ def detect_revoke_reissue(
     rw = pd.Timedelta(reissue_window)
     spans = [(nb, t + rw) for nb, t in zip(early["not_before"], early["revoked_at"]) if t + rw > nb]
     subs = _Subscribers(certs, spans, classified)
-    position = {sha: i for i, sha in enumerate(subs.sha)}
-    rows = subs.rows
+    # Each early certificate's row (the last one of that sha256, should two rows share it).
+    wanted = pc.is_in(pa.array(subs._sha, type=pa.string()),
+                      value_set=arrow_strings(early["sha256"])).to_numpy(zero_copy_only=False)
+    position = {subs.sha(i): i for i in np.flatnonzero(wanted).tolist()}
     found = []
     for sha, revoked_at in zip(early["sha256"], early["revoked_at"]):
         i = position[sha]
-        a_nb = rows.at[i, "not_before"]
+        a_nb = subs.not_before(i)
         if revoked_at + rw <= a_nb:  # dated so far before its notBefore that nothing can follow
             continue
         lo, hi = subs.window(a_nb, revoked_at + rw)
@@ -261,13 +370,13 @@ def detect_revoke_reissue(
             shared = subs.shared_names(i, j)
             if relation != "typo" and shared == 0.0:
                 continue
-            rank = (relation != "typo", -shared, _RELATION_RANK[relation], abs(subs.nb[j] - revoked64), subs.sha[j])
+            rank = (relation != "typo", -shared, _RELATION_RANK[relation], abs(subs.nb[j] - revoked64), subs.sha(j))
             if best is None or rank < best[0]:
                 best = (rank, j, relation)
         if best is None:
             continue
         _, j, relation = best
-        a, b = rows.iloc[i], rows.iloc[j]
+        a, b = subs.row(i), subs.row(j)
         kind, change = classify_change(a, b)
         reason = a["revocation_reason"] if isinstance(a["revocation_reason"], str) else ""
         reason_text = f"; revocation reason {reason}" if reason else "; no revocation reason given"
@@ -280,7 +389,7 @@ def detect_revoke_reissue(
         found.append(Finding(
             sha, "revoke_reissue",
             f"Revoked {_since_not_before(revoked_at - a['not_before'])}; {order} as "
-            f"{b['sha256'][:16]}… ({', '.join(subs.names[j][:3]) or b['subject_cn']}): {change}{reason_text}.",
+            f"{b['sha256'][:16]}… ({', '.join(subs.names(j)[:3]) or b['subject_cn']}): {change}{reason_text}.",
             related_sha256=b["sha256"],
             detail=as_json({"change": kind, "relation": relation, "reason": reason,
                             "latency_seconds": (revoked_at - a["not_before"]).total_seconds(),

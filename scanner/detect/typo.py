@@ -31,21 +31,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
 from scanner.detect.findings import as_json, findings_frame
-from scanner.enrich.organisation import organisation_labels
+from scanner.enrich.organisation import key_and_labels
 from scanner.enrich.subscribers import (
     MAX_REGISTRABLES,
     MIN_LABEL,
-    comparison_key,
+    comparison_keys,
     label_pairs,
-    organisation_keys,
     suffix_pairs,
     typo_pairs,
 )
 from scanner.enrich.typo_index import Edit, edit_between
-from scanner.parse.domains import PUBLIC, Classified, classifier
+from scanner.parse.domains import PUBLIC, Classified, explode_names, ranks, with_names
 
 CODE = "typo_neighbour"
 SOURCES = ("subject_o", "same_cert", "other_cert")
@@ -66,38 +67,36 @@ def _registrables(
     classified: Classified | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per certificate and registrable domain, one row per SAN) for labels long enough to compare."""
-    lists = certs["san_dns"].tolist()
-    cert_ids, names, order = [], [], []
-    for cert, sans in enumerate(lists):
-        if isinstance(sans, (list, tuple, np.ndarray)):
-            kept = [s for s in sans if isinstance(s, str) and s]
-            cert_ids.extend([cert] * len(kept))
-            names.extend(kept)
-            order.extend(range(len(kept)))
-    classify = classifier(classified)
-    info = {s: classify(s) for s in set(names)}
-    keys = {}
-    rows = []
-    for cert, name, position in zip(cert_ids, names, order):
-        d = info[name]
-        if d.kind != PUBLIC:
-            continue
-        key = keys.get(d.label)
-        if key is None:
-            key = keys[d.label] = comparison_key(d.label)
-        if len(key) >= min_label_len:
-            rows.append((cert, name, position, d.registrable, d.label, d.suffix, key))
-    if not rows:
+    sans = explode_names(certs, "san_dns", classified)
+    sans = sans.take(pc.greater(pc.binary_length(sans.values), 0).to_numpy(zero_copy_only=False))
+    order = ranks(sans.cert)  # among the certificate's non-empty names
+    classified, at = with_names(classified, sans.values)
+    public = pc.equal(classified.take("kind", at), PUBLIC).to_numpy(zero_copy_only=False)
+    at = at[public]
+    labels = classified.take("label", at)
+    distinct = pc.unique(labels)
+    keys = comparison_keys(distinct).take(pc.index_in(labels, value_set=distinct))
+    long_enough = pc.greater_equal(pc.utf8_length(keys), min_label_len).to_numpy(zero_copy_only=False)
+    if not long_enough.any():
         return pd.DataFrame(), pd.DataFrame()
-    sans = pd.DataFrame(rows, columns=["cert", "san", "order", "registrable", "label", "suffix", "key"], dtype=object)
-    sans = sans.astype({"cert": "int64", "order": "int64"})
-    regs = sans.drop_duplicates(["cert", "registrable"]).reset_index(drop=True)
+    rows = np.flatnonzero(public)[long_enough]
+    at, keep = at[long_enough], pa.array(long_enough)
+
+    def text(values: pa.Array) -> np.ndarray:
+        return values.to_numpy(zero_copy_only=False).astype(object)
+
+    frame = pd.DataFrame({
+        "cert": sans.cert[rows], "san": text(sans.values.take(pa.array(rows))), "order": order[rows],
+        "registrable": text(classified.take("registrable", at)), "label": text(labels.filter(keep)),
+        "suffix": text(classified.take("suffix", at)), "key": text(keys.filter(keep)),
+    })
+    regs = frame.drop_duplicates(["cert", "registrable"]).reset_index(drop=True)
     per_cert = regs.groupby("cert")["registrable"].transform("size")
     regs["bundle"] = (per_cert > max_registrables).to_numpy()
     by_registrable, by_key = counts if counts is not None else _counts(regs)
     regs["reg_count"] = regs["registrable"].map(by_registrable).to_numpy()
     regs["key_count"] = regs["key"].map(by_key).to_numpy()
-    return regs, sans[["cert", "registrable", "san"]]
+    return regs, frame[["cert", "registrable", "san"]]
 
 
 #: (certificates naming each registrable domain, certificates naming each comparison key).
@@ -178,15 +177,22 @@ def _subjects(certs: pd.DataFrame, min_label_len: int) -> _Subjects:
     subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
     raw_o = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
     # Once per distinct O: a large CA has more of them than any cache holds.
-    per_o = {o: organisation_labels(o, min_len=min_label_len) for o in set(raw_o)}
-    olabels = pd.DataFrame(
-        [(cert, label) for cert, o in enumerate(raw_o) for label in per_o[o]], columns=["cert", "olabel"]
-    )
+    codes, distinct = pd.factorize(pd.Series(raw_o, dtype=object))
+    facts = [key_and_labels(o, min_len=min_label_len) for o in distinct.tolist()]
+    okey = np.array([key for key, _ in facts], dtype=object)[codes] if n else np.array([], dtype=object)
+    per_o = [labels for _, labels in facts]
+    count = np.array([len(labels) for labels in per_o], dtype=np.int64)
+    flat = np.array([label for labels in per_o for label in labels], dtype=object)
+    starts = np.cumsum(count) - count
+    repeats = count[codes] if n else np.zeros(0, np.int64)
+    cert = np.repeat(np.arange(n, dtype=np.int64), repeats)
+    olabels = pd.DataFrame({"cert": cert, "olabel": flat[np.repeat(starts[codes], repeats) + ranks(cert)]
+                            if len(cert) else np.array([], dtype=object)})
     not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     return _Subjects(
         raw_o=raw_o,
-        okey=organisation_keys(raw_o),
+        okey=okey,
         olabels=olabels,
         nb=not_before.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy(),
         not_revoked=revoked.isna().to_numpy(),
@@ -200,8 +206,8 @@ def _with_subjects(regs: pd.DataFrame, subjects: _Subjects) -> pd.DataFrame:
     regs["okey"] = subjects.okey[cert]
     regs["nb"] = subjects.nb[cert]
     regs["not_revoked"] = subjects.not_revoked[cert]
-    own = set(zip(subjects.olabels["cert"].tolist(), subjects.olabels["olabel"].tolist()))
-    regs["is_o"] = [(c, k) in own for c, k in zip(regs["cert"].tolist(), regs["key"].tolist())]
+    own = pd.MultiIndex.from_arrays([subjects.olabels["cert"].to_numpy(), subjects.olabels["olabel"].to_numpy()])
+    regs["is_o"] = pd.MultiIndex.from_arrays([cert, regs["key"].to_numpy()]).isin(own)
     return regs
 
 

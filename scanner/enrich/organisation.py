@@ -52,11 +52,34 @@ GENERIC_WORDS: frozenset[str] = frozenset(
 )
 
 _MAX_INPUT = 256  # longer O values are truncated: real names are far shorter
-_FORM_AT_END = re.compile(
-    r"(?<=[\s,&(/])(?:"
-    + "|".join(r"[.\s]*".join(map(re.escape, form)) for form in sorted(set(LEGAL_FORMS), key=len, reverse=True))
-    + r")\.?$"
-)
+
+
+def _trie_pattern(forms: tuple[str, ...]) -> str:
+    """The alternation of the forms (letters, dots and spaces allowed between them) as a trie of letters.
+
+    It matches what the plain alternation matches, and only where the alternation starts is used,
+    so the order of alternatives does not matter; a trie tries one letter per step instead of every
+    form at every word start, many times faster on a million subject O values.
+    """
+    trie: dict[str, dict] = {}
+    for form in set(forms):
+        node = trie
+        for ch in form:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def rest(node: dict) -> str:
+        children = [re.escape(ch) + rest(child) for ch, child in sorted(node.items()) if ch]
+        if not children:
+            return ""
+        more = r"[.\s]*(?:" + "|".join(children) + ")"
+        return f"(?:{more})?" if "" in node else more
+
+    return "(?:" + "|".join(re.escape(ch) + rest(child) for ch, child in sorted(trie.items())) + ")"
+
+
+_FORM_AT_END = re.compile(r"(?<=[\s,&(/])" + _trie_pattern(LEGAL_FORMS) + r"\.?$")
+_SEPARATOR = re.compile(r"[\s,&(/]")
 _TRIM = " \t,.;:-&/()'\"+"
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 _WORD_BREAK = re.compile(r"[\s,;:/()&+]+")  # hyphens and dots stay inside a word: "coca-cola"
@@ -71,11 +94,20 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+def _form_at_end(text: str) -> re.Match[str] | None:
+    """_FORM_AT_END.search(text), tried only just after each separator: where its lookbehind lets it start."""
+    for sep in _SEPARATOR.finditer(text):
+        match = _FORM_AT_END.match(text, sep.end())
+        if match:
+            return match
+    return None
+
+
 def strip_legal_forms(text: str) -> str:
     """Drop trailing legal forms, repeatedly ("foo gmbh & co. kg" -> "foo"); never to nothing."""
     current = text.strip(_TRIM)
     while True:
-        match = _FORM_AT_END.search(current)
+        match = _form_at_end(current)
         if not match:
             return current
         shorter = current[: match.start()].strip(_TRIM)
@@ -84,13 +116,31 @@ def strip_legal_forms(text: str) -> str:
         current = shorter
 
 
+def _key_of(core: str) -> str:
+    return _NOT_ALNUM.sub("", _ARTICLE.sub("", core) or core)
+
+
 @lru_cache(maxsize=262_144)
 def normalise_organisation(organisation: str | None) -> str:
     """The comparable label of a subject O: "Banco Santander, S.A." -> "bancosantander" ('' if none)."""
     if not organisation or not isinstance(organisation, str):
         return ""
+    return _key_of(strip_legal_forms(fold(organisation)))
+
+
+def key_and_labels(organisation: str | None, *, min_len: int = 4, max_words: int = 8) -> tuple[str, tuple[str, ...]]:
+    """(normalise_organisation, organisation_labels) of one O, its legal forms stripped once (not cached)."""
+    if not organisation or not isinstance(organisation, str):
+        return "", ()
     core = strip_legal_forms(fold(organisation))
-    return _NOT_ALNUM.sub("", _ARTICLE.sub("", core) or core)
+    whole = _key_of(core)
+    if not whole:
+        return "", ()
+    labels = [whole] if len(whole) >= min_len else []
+    for word in [_NOT_ALNUM.sub("", w) for w in _WORD_BREAK.split(core)][:max_words]:
+        if len(word) >= min_len and word not in GENERIC_WORDS and word not in labels:
+            labels.append(word)
+    return whole, tuple(labels)
 
 
 @lru_cache(maxsize=262_144)
@@ -101,12 +151,4 @@ def organisation_labels(organisation: str | None, *, min_len: int = 4, max_words
     S.A."), so a typo of that word must be caught too; generic words ("banco", "group") and short
     ones are left out because they would pair with unrelated names.
     """
-    whole = normalise_organisation(organisation)
-    if not whole:
-        return ()
-    labels = [whole] if len(whole) >= min_len else []
-    words = [_NOT_ALNUM.sub("", w) for w in _WORD_BREAK.split(strip_legal_forms(fold(organisation or "")))]
-    for word in words[:max_words]:
-        if len(word) >= min_len and word not in GENERIC_WORDS and word not in labels:
-            labels.append(word)
-    return tuple(labels)
+    return key_and_labels(organisation, min_len=min_len, max_words=max_words)[1]

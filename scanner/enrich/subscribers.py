@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import idna
 import numpy as np
@@ -43,6 +44,9 @@ import pandas as pd
 from scanner.enrich.organisation import fold, normalise_organisation
 from scanner.enrich.typo_index import Edit, edit_between, one_edit_pairs
 from scanner.parse.domains import PUBLIC, DomainInfo, classify_name
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: A certificate naming more registrable domains than this is a bundle (see the module docstring).
 MAX_REGISTRABLES = 20
@@ -61,6 +65,21 @@ def comparison_key(label: str) -> str:
         except (idna.IDNAError, UnicodeError):
             text = label
     return fold(text).replace("-", "")
+
+
+def comparison_keys(labels: "pa.Array") -> "pa.Array":
+    """comparison_key of each label (an Arrow string array), the plain ASCII ones all at once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # An ASCII label that is no A-label folds to its lower case (casefold is lower on ASCII).
+    plain = pc.and_(pc.string_is_ascii(labels), pc.invert(pc.starts_with(labels, "xn--"))).fill_null(False)
+    keys = pc.replace_substring(pc.ascii_lower(labels), "-", "")
+    odd = pc.invert(plain)
+    if pc.any(odd).as_py():
+        others = [comparison_key(v) for v in labels.filter(odd).to_pylist()]
+        keys = pc.replace_with_mask(keys, odd, pa.array(others, type=pa.string()))
+    return keys
 
 
 def label_typo(a: str, b: str, *, min_label_len: int = MIN_LABEL) -> Edit | None:
