@@ -389,6 +389,10 @@ class _Tally:
 
 def _without_states(items: Iterable[SourceItem]) -> Iterator[SourceItem]:
     """The items but the state tokens (a scan that builds on no earlier one has no use for them)."""
+    from scanner.sources.files import FileItems
+
+    if isinstance(items, FileItems):  # it yields none; left unwrapped, its files are read by the parse workers
+        return items
     return (item for item in items if not isinstance(item, SourceState))
 
 

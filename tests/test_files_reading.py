@@ -132,3 +132,32 @@ def test_the_files_source_is_read_once_either_as_items_or_by_its_walk(tmp_path, 
     walked = files.read(files.FilesOptions([tmp_path / "in"]))
     assert list(files.read_paths(walked.walk())) == list(read_files([tmp_path / "in"]))
     assert list(walked) == []
+
+
+def test_a_scan_of_files_has_its_workers_read_them_and_reports_what_one_process_reports(tmp_path, test_ca, monkeypatch):
+    import csv
+
+    from scanner.cli import main
+    from scanner.parse import items as parse_items
+    from scanner.pipeline import load_scan
+    from scanner.sources import files
+
+    _odd_folder(tmp_path / "in", test_ca)
+    (tmp_path / "in" / "b" / "pipe.pem").unlink()  # a pipe would be an error row in both; keep the scan simple
+
+    def scan(out, workers):
+        argv = ["scan", str(tmp_path / "in"), "--registration", "off", "--no-cache", "--workers", workers,
+                "--out", str(out), "-q"]
+        assert main(argv) == 0
+        with open(out / "errors.csv", newline="", encoding="utf-8") as fh:
+            return load_scan(out).certs, list(csv.DictReader(fh))
+
+    one_certs, one_errors = scan(tmp_path / "one", "1")
+    read_here = []
+    monkeypatch.setattr(parse_items, "read_paths", lambda paths: read_here.append(paths) or files.read_paths(paths))
+    monkeypatch.setattr(parse_items, "PARALLEL_FROM", 4)
+    monkeypatch.setattr(parse_items, "CHUNK", 3)
+    two_certs, two_errors = scan(tmp_path / "two", "2")
+    assert read_here == []
+    assert two_certs.to_dict("records") == one_certs.to_dict("records") and len(two_certs) == 5
+    assert two_errors == one_errors and len(one_errors) == 7
