@@ -190,7 +190,9 @@ def _pairs(findings: pd.DataFrame) -> pd.DataFrame:
     return first[["severity", "name", "related_sha256", "evidence"]]
 
 
-def _subjects(certs: pd.DataFrame) -> pd.Series:
+def _subjects(certs: pd.DataFrame, wanted: set[str]) -> pd.Series:
+    """Subject (O, else CN) by sha256 of the wanted certificates (a diff names few of a million)."""
+    certs = certs[certs["sha256"].isin(wanted)]
     o = certs["subject_o"].fillna("").astype("object")
     cn = certs["subject_cn"].fillna("").astype("object")
     subject = o.where(o != "", cn)
@@ -198,9 +200,13 @@ def _subjects(certs: pd.DataFrame) -> pd.Series:
     return subject[~subject.index.duplicated()]
 
 
-def _frame(kind: str, rows: pd.DataFrame, subjects: pd.Series) -> pd.DataFrame:
+def _frame(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
     rows["kind"] = kind
+    return rows
+
+
+def _finished(rows: pd.DataFrame, subjects: pd.Series) -> pd.DataFrame:
     rows["subject"] = rows["sha256"].map(subjects).fillna("")
     rows["crtsh_url"] = [crtsh_url(h) for h in rows["sha256"].tolist()]
     return coerce(rows.reindex(columns=list(DIFF_COLUMNS)), DIFF_COLUMNS)
@@ -278,8 +284,6 @@ def diff_scans(old: Scan, new: Scan, *, rates: tuple[pd.DataFrame, pd.DataFrame]
     """
     new_scan = _load(new, "new")
     old_scan = _same_keys(_load(old, "old"), new_scan)
-    subjects = pd.concat([_subjects(old_scan.certs), _subjects(new_scan.certs)])
-    subjects = subjects[~subjects.index.duplicated(keep="last")]
     old_pairs, new_pairs = _pairs(old_scan.findings), _pairs(new_scan.findings)
 
     added = new_pairs[~new_pairs.index.isin(old_pairs.index)].reset_index()
@@ -312,15 +316,17 @@ def diff_scans(old: Scan, new: Scan, *, rates: tuple[pd.DataFrame, pd.DataFrame]
                    for h in hours]})
 
     parts = [
-        _frame("new_suspect", suspects, subjects),
-        _frame("no_longer_suspect", _no_longer(old_scan, new_scan, old_pairs, new_pairs), subjects),
-        _frame("signal_added", added.rename(columns={"evidence": "reason"}).assign(new_value=added["evidence"]),
-               subjects),
-        _frame("signal_removed", removed.drop(columns="evidence"), subjects),
-        _frame("new_certificate", arrivals, subjects),
-        _frame("new_revocation", revocations, subjects),
+        _frame("new_suspect", suspects),
+        _frame("no_longer_suspect", _no_longer(old_scan, new_scan, old_pairs, new_pairs)),
+        _frame("signal_added", added.rename(columns={"evidence": "reason"}).assign(new_value=added["evidence"])),
+        _frame("signal_removed", removed.drop(columns="evidence")),
+        _frame("new_certificate", arrivals),
+        _frame("new_revocation", revocations),
     ]
     changes = pd.concat(parts, ignore_index=True)
+    named = set(changes["sha256"].astype("object"))
+    subjects = pd.concat([_subjects(old_scan.certs, named), _subjects(new_scan.certs, named)])
+    changes = _finished(changes, subjects[~subjects.index.duplicated(keep="last")])
     old_rates, new_rates = rates if rates is not None else (
         rates_table(old_scan.certs, old_scan.findings, old_scan.side.window),
         rates_table(new_scan.certs, new_scan.findings, new_scan.side.window))
