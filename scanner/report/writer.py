@@ -24,7 +24,7 @@ from scanner.report.problems import (
     problem_stats,
     suspect_frame,
 )
-from scanner.report.xlsx_report import write_xlsx
+from scanner.report.xlsx_report import XLSX_MAX_ROWS, write_xlsx
 
 
 def write_reports(
@@ -38,11 +38,14 @@ def write_reports(
     *,
     now: datetime | None = None,
     extra_tables: dict[str, tuple[str, pd.DataFrame]] | None = None,
+    xlsx_max_rows: int = XLSX_MAX_ROWS,
 ) -> dict[str, Path]:
     """Write suspects.csv/.xlsx, errors.csv, registrations.csv, appendix/ and summary.json; name -> path.
 
     now is the reference time for "expired" versus "still valid" (default: the current UTC time).
     extra_tables maps a CSV file name to (sheet title, frame), e.g. the OCSP responder table.
+    xlsx_max_rows: rows per XLSX sheet, the first of each list; the CSVs keep every row, and summary.json
+    (xlsx_sheets_cut) and the sheet itself say which sheets were cut.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +65,11 @@ def write_reports(
     extra = extra_tables or {}
     for filename, (_, frame) in extra.items():
         files[filename] = write_frame(out_dir / filename, frame)
-    files.update(write_appendix(out_dir, stats, findings, facts, suspects, ref))
+    appendix = write_appendix(out_dir, stats, findings, facts, suspects, ref)
+    files.update(appendix)
+    # write_appendix writes one CSV per problem, in the order of stats
+    problem_files = dict(zip(stats["code"], (name for name in appendix if name.endswith(".csv"))))
+    cut: dict[str, dict[str, Any]] = {}
     files["suspects.xlsx"] = write_xlsx(
         out_dir / "suspects.xlsx",
         summary={"appendix_format": GUIDELINES, **summary},
@@ -72,13 +79,22 @@ def write_reports(
         registrations=registrations,
         errors=errors,
         now=ref.to_pydatetime(),
-        extra_sheets=[(title, frame) for title, frame in extra.values()],
+        extra_sheets=[(title, frame, filename) for filename, (title, frame) in extra.items()],
+        max_rows=xlsx_max_rows,
+        problem_files=problem_files,
+        cut=cut,
     )
     files["summary.json"] = out_dir / "summary.json"
     document = dict(summary)
     document["report_as_of"] = format_time(ref)
     document["appendix_format"] = GUIDELINES
     document["problems"] = stats.to_dict("records")
+    if cut:
+        document["xlsx_sheets_cut"] = {
+            "note": f"suspects.xlsx holds at most {xlsx_max_rows:,} rows per sheet, the first of each list "
+                    "(suspects highest score first); the CSV files have every row",
+            "sheets": cut,
+        }
     document["report_files"] = sorted(files)  # paths relative to out_dir
     text = json.dumps(_jsonable(document), indent=2, allow_nan=False, default=_json_default)
     write_text_atomic(files["summary.json"], text + "\n")

@@ -42,6 +42,9 @@ _SHEET_NAME_MAX = 31
 #: Columns whose cells link to crt.sh: column -> which column holds the hash to link.
 _LINK_COLUMNS = {"crtsh_url": "sha256", "related_sha256": "related_sha256"}
 EXCEL_MAX_ROWS = 1_048_576  # per sheet, the header row included
+#: Rows per sheet of suspects.xlsx, header aside: a compliance team reads the worst-scored first, and a
+#: million-row workbook takes minutes to write and to open. Each CSV keeps every row.
+XLSX_MAX_ROWS = 100_000
 RESERVED_SHEETS = ("Summary", "All suspects", "Registrations", "Errors")
 _PROBLEM_HEADERS = {
     "title": "Problem",
@@ -200,22 +203,39 @@ def crtsh_links(frame: pd.DataFrame) -> dict[str, list[str]]:
     return links
 
 
+def cut_note(shown: int, rows: int, complete_in: str) -> str:
+    """What a sheet cut to its first rows says in its first row."""
+    where = complete_in or "the CSV files"
+    return (f"Only the first {shown:,} of {rows:,} rows are in this sheet (in the order of the list: suspects "
+            f"highest score first); {where} has every row.")
+
+
 def write_table(
-    ws: Worksheet, fmt: _Formats, frame: pd.DataFrame, links: dict[str, list[str]] | None = None
+    ws: Worksheet, fmt: _Formats, frame: pd.DataFrame, links: dict[str, list[str]] | None = None,
+    *, max_rows: int | None = None, complete_in: str = "", cut: dict[str, dict[str, Any]] | None = None,
 ) -> int:
     """Write frame from A1 with a frozen header, an autofilter, links and capped widths; return next row.
 
     links maps a column to one URL per row; by default crt.sh links from :func:`crtsh_links`.
+    max_rows: at most this many rows (Excel's own limit at most); a sheet cut says so right of its header,
+    naming complete_in (the CSV with every row), and is recorded in cut (sheet -> rows, shown, every_row_in).
     Rows are written strictly in order, as constant_memory requires.
     """
     out = _SheetWriter(ws, fmt)
-    if len(frame) > EXCEL_MAX_ROWS - 1:
-        log.warning("sheet %s: %d rows, Excel holds %d; the CSV has them all", ws.name, len(frame), EXCEL_MAX_ROWS - 1)
-        frame = frame.iloc[: EXCEL_MAX_ROWS - 1]
+    limit = min(max_rows if max_rows is not None else EXCEL_MAX_ROWS - 1, EXCEL_MAX_ROWS - 1)
+    rows = len(frame)
+    if rows > limit:
+        log.warning("sheet %s: %d rows, the first %d written; %s has them all", ws.name, rows, limit,
+                    complete_in or "the CSV")
+        frame = frame.iloc[:limit]
+        if cut is not None:
+            cut[ws.name] = {"rows": rows, "shown": limit, "every_row_in": complete_in or "the CSV files"}
     headers = [header_label(str(c), frame[c]) for c in frame.columns]
     for col, (header, width) in enumerate(zip(headers, _widths(frame, headers))):
         ws.set_column(col, col, width)
         ws.write_string(0, col, safe_text(header), fmt.header)
+    if rows > limit:  # beside the header, one column apart, outside the autofilter: seen first, never filtered
+        ws.write_string(0, len(frame.columns) + 1, cut_note(limit, rows, complete_in), fmt.title)
     links = crtsh_links(frame) if links is None else links
     by_col = {i: links[str(name)] for i, name in enumerate(frame.columns) if str(name) in links}
     # Chunks bound the Python objects alive at once; constant_memory already streams the XML.
@@ -266,6 +286,7 @@ def _write_summary(
     stats: pd.DataFrame,
     sheets: dict[str, str],
     now: datetime,
+    max_rows: int,
 ) -> None:
     problems = stats[list(PROBLEM_COLUMNS)].rename(columns=_PROBLEM_HEADERS)
     code_links = [_internal_link(sheets[c]) if c in sheets else "" for c in stats["code"]]
@@ -275,6 +296,9 @@ def _write_summary(
     row += 1
     ws.write_string(row, 0, "Figures counted as of (UTC)")
     out.cell(row, 1, now)
+    row += 1
+    ws.write_string(row, 0, "Rows per sheet at most (the first of each list; the CSV files have every row)")
+    out.cell(row, 1, max_rows)
     for key, value in _flatten(summary):
         row += 1
         ws.write_string(row, 0, _text(key))
@@ -302,12 +326,23 @@ def write_xlsx(
     registrations: pd.DataFrame,
     errors: pd.DataFrame,
     now: datetime,
-    extra_sheets: Sequence[tuple[str, pd.DataFrame]] = (),
+    extra_sheets: Sequence[tuple[str, pd.DataFrame, str]] = (),
+    max_rows: int = XLSX_MAX_ROWS,
+    problem_files: dict[str, str] | None = None,
+    cut: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write suspects.xlsx atomically: Summary, a sheet per problem, All suspects, Registrations, Errors.
 
     problem_table(code) builds one problem's list when its sheet is written, so only one is in memory.
+    extra_sheets: (title, frame, the CSV holding it); max_rows: rows per sheet but Summary, the first ones
+    (suspects are ranked); problem_files: code -> the appendix CSV listing it whole; cut is filled with the
+    sheets that were cut (sheet -> rows, shown, every_row_in).
     """
+    files = problem_files or {}
+
+    def table(ws: Worksheet, frame: pd.DataFrame, complete_in: str) -> int:
+        return write_table(ws, fmt, frame, max_rows=max_rows, complete_in=complete_in, cut=cut)
+
     used = {name.lower() for name in RESERVED_SHEETS}
     sheets = {code: sheet_name(_sheet_title(code), used) for code in stats["code"]}
     with atomic_path(path) as tmp:
@@ -315,17 +350,17 @@ def write_xlsx(
         try:
             fmt = _Formats(book)
             jobs: list[tuple[str, Callable[[Worksheet], object]]] = [
-                ("Summary", lambda ws: _write_summary(ws, fmt, summary, stats, sheets, now))
+                ("Summary", lambda ws: _write_summary(ws, fmt, summary, stats, sheets, now, max_rows))
             ]
             for code, name in sheets.items():
-                jobs.append((name, lambda ws, c=code: write_table(ws, fmt, problem_table(c))))
+                jobs.append((name, lambda ws, c=code: table(ws, problem_table(c), files.get(c, "its appendix CSV"))))
             jobs += [
-                ("All suspects", lambda ws: write_table(ws, fmt, suspects)),
-                ("Registrations", lambda ws: write_table(ws, fmt, _worth_a_row(registrations))),
+                ("All suspects", lambda ws: table(ws, suspects, "suspects.csv")),
+                ("Registrations", lambda ws: table(ws, _worth_a_row(registrations), "registrations.csv")),
             ]
-            for title, frame in extra_sheets:
-                jobs.append((sheet_name(title, used), lambda ws, f=frame: write_table(ws, fmt, f)))
-            jobs.append(("Errors", lambda ws: write_table(ws, fmt, errors)))
+            for title, frame, csv_name in extra_sheets:
+                jobs.append((sheet_name(title, used), lambda ws, f=frame, n=csv_name: table(ws, f, n)))
+            jobs.append(("Errors", lambda ws: table(ws, errors, "errors.csv")))
             for name, job in jobs:
                 job(book.add_worksheet(name))
         finally:
