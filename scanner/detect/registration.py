@@ -42,6 +42,8 @@ def detect_unregistered(certs: pd.DataFrame, names: pd.DataFrame, registrations:
     The answer is about the day it was checked: the detail says whether the certificate was still
     unexpired then (unexpired_when_checked), and the score weighs the finding less when it was not.
     """
+    if registrations.empty:  # nothing to join (--registration off): skip the name table's copies
+        return findings_frame([])
     j = _joined(certs, names, registrations)
     j = j[j["status"] == "unregistered"]
     found = []
@@ -69,6 +71,8 @@ def detect_registered_after_issuance(
     name registered before the certificate, lapsed and registered again looks the same, so the
     evidence says what is known and no more.
     """
+    if registrations.empty:
+        return findings_frame([])
     j = _joined(certs, names, registrations)
     j = j[(j["status"] == "registered") & j["registered_at"].notna()]
     j = j[j["registered_at"] > j["not_before"]].drop_duplicates(["sha256", "registrable"])

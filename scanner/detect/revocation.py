@@ -15,8 +15,13 @@ from scanner.core.records import Finding
 from scanner.core.times import human_duration, iso
 from scanner.detect.findings import as_json, findings_frame
 from scanner.detect.rules import KEY_COMPROMISE, is_short_lived
-from scanner.enrich.organisation import normalise_organisation
-from scanner.enrich.subscribers import MIN_LABEL, comparison_key, comparison_keys, domain_typo
+from scanner.enrich.subscribers import (
+    MIN_LABEL,
+    comparison_key,
+    comparison_keys,
+    domain_typo,
+    organisation_facts,
+)
 from scanner.parse.domains import (
     Classified,
     arrow_strings,
@@ -304,16 +309,9 @@ def _organisation_keys(subject_o: pd.Series | None, n: int, classified: Classifi
     """organisation_keys of the column, each distinct O normalised once per scan (shared through classified)."""
     if subject_o is None:
         return np.full(n, "", dtype=object)
-    values = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
-    codes, distinct = pd.factorize(pd.Series(values, dtype=object))
-    memo = classified.memo.setdefault("organisation_key", {}) if classified is not None else {}
-    keys = []
-    for o in distinct.tolist():
-        key = memo.get(o)
-        if key is None:
-            key = memo[o] = normalise_organisation(o)
-        keys.append(key)
-    return np.array(keys, dtype=object)[codes] if n else np.zeros(0, dtype=object)
+    memo = classified.memo.setdefault(("organisation", MIN_LABEL), {}) if classified is not None else None
+    codes, _, keys = organisation_facts(subject_o, memo)
+    return keys[codes] if n else np.zeros(0, dtype=object)
 
 
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}

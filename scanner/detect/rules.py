@@ -127,7 +127,9 @@ def _text(value: object) -> str:
 
 def _crl_revoked(certs: pd.DataFrame) -> pd.DataFrame:
     """The revoked certificates whose reason was read from a CRL entry (a --crl file, a fetched CRL, crt.sh's)."""
-    revoked = certs[certs["revoked_at"].notna()]
+    wanted = [c for c in ("sha256", "not_before", "revoked_at", "revocation_reason", "revocation_source")
+              if c in certs.columns]
+    revoked = certs.loc[certs["revoked_at"].notna(), wanted]  # only what the rules read: rows are tuples below
     # OCSP's revocationReason is a different field: its absence says nothing about the CRL entry.
     return revoked[revoked["revocation_source"].fillna("").astype(str) != "ocsp"]
 

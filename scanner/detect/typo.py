@@ -36,12 +36,12 @@ import pyarrow.compute as pc
 
 from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
 from scanner.detect.findings import as_json, findings_frame
-from scanner.enrich.organisation import key_and_labels
 from scanner.enrich.subscribers import (
     MAX_REGISTRABLES,
     MIN_LABEL,
     comparison_keys,
     label_pairs,
+    organisation_facts,
     suffix_pairs,
     typo_pairs,
 )
@@ -82,8 +82,9 @@ def _registrables(
     rows = np.flatnonzero(public)[long_enough]
     at, keep = at[long_enough], pa.array(long_enough)
 
-    def text(values: pa.Array) -> np.ndarray:
-        return values.to_numpy(zero_copy_only=False).astype(object)
+    def text(values: pa.Array) -> pd.Series:
+        # object, as the merges below expect: a str column would make every merge and map slower
+        return pd.Series(values.to_numpy(zero_copy_only=False), dtype=object)
 
     frame = pd.DataFrame({
         "cert": sans.cert[rows], "san": text(sans.values.take(pa.array(rows))), "order": order[rows],
@@ -171,23 +172,22 @@ class _Subjects:
     sha: np.ndarray  # sha256
 
 
-def _subjects(certs: pd.DataFrame, min_label_len: int) -> _Subjects:
+def _subjects(certs: pd.DataFrame, min_label_len: int, classified: Classified | None = None) -> _Subjects:
     """The subject O, its key and labels, notBefore and revocation of every certificate."""
     n = len(certs)
     subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
     raw_o = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
     # Once per distinct O: a large CA has more of them than any cache holds.
-    codes, distinct = pd.factorize(pd.Series(raw_o, dtype=object))
-    facts = [key_and_labels(o, min_len=min_label_len) for o in distinct.tolist()]
-    okey = np.array([key for key, _ in facts], dtype=object)[codes] if n else np.array([], dtype=object)
-    per_o = [labels for _, labels in facts]
+    memo = classified.memo.setdefault(("organisation", min_label_len), {}) if classified is not None else None
+    codes, per_o, keys = organisation_facts(raw_o, memo, min_label_len=min_label_len)
+    okey = keys[codes] if n else np.array([], dtype=object)
     count = np.array([len(labels) for labels in per_o], dtype=np.int64)
     flat = np.array([label for labels in per_o for label in labels], dtype=object)
     starts = np.cumsum(count) - count
     repeats = count[codes] if n else np.zeros(0, np.int64)
     cert = np.repeat(np.arange(n, dtype=np.int64), repeats)
-    olabels = pd.DataFrame({"cert": cert, "olabel": flat[np.repeat(starts[codes], repeats) + ranks(cert)]
-                            if len(cert) else np.array([], dtype=object)})
+    olabels = pd.DataFrame({"cert": cert, "olabel": pd.Series(
+        flat[np.repeat(starts[codes], repeats) + ranks(cert)] if len(cert) else [], dtype=object)})
     not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     return _Subjects(
@@ -318,7 +318,7 @@ def detect_typo_neighbours(
     regs, sans = _registrables(certs, min_label_len, max_registrables, counts, classified)
     if regs.empty:
         return empty_frame(FINDING_COLUMNS)
-    subjects = _subjects(certs, min_label_len)
+    subjects = _subjects(certs, min_label_len, classified)
     candidates = _candidates(_with_subjects(regs, subjects), subjects, min_label_len)
     if not candidates:
         return empty_frame(FINDING_COLUMNS)

@@ -41,7 +41,7 @@ import idna
 import numpy as np
 import pandas as pd
 
-from scanner.enrich.organisation import fold, normalise_organisation
+from scanner.enrich.organisation import fold, keys_and_labels, normalise_organisation
 from scanner.enrich.typo_index import Edit, edit_between, one_edit_pairs
 from scanner.parse.domains import PUBLIC, DomainInfo, classify_name
 
@@ -190,6 +190,26 @@ def organisation_keys(subject_o: Iterable[object]) -> np.ndarray:
     # A large CA has more distinct O values than normalise_organisation's cache holds.
     per_o = {o: normalise_organisation(o) for o in set(values)}
     return np.array([per_o[o] for o in values], dtype=object)
+
+
+def organisation_facts(subject_o: Iterable[object], memo: dict[str, tuple[str, tuple[str, ...]]] | None = None,
+                       *, min_label_len: int = MIN_LABEL) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:
+    """(the distinct O of each value, as codes; organisation_labels of each distinct O; their organisation keys).
+
+    Each distinct O is normalised once (key_and_labels); memo, a dict kept by the caller, carries the
+    answers from one detector to the next (its min_label_len must stay the same).
+    """
+    if isinstance(subject_o, pd.Series):
+        subject_o = subject_o.tolist()  # far faster than iterating an Arrow-backed column
+    values = [o if isinstance(o, str) else "" for o in subject_o]
+    codes, distinct = pd.factorize(pd.Series(values, dtype=object))
+    memo = {} if memo is None else memo
+    distinct = distinct.tolist()
+    new = [o for o in distinct if o not in memo]
+    memo.update(zip(new, keys_and_labels(new, min_len=min_label_len)))
+    facts = [memo[o] for o in distinct]
+    keys = np.array([key for key, _ in facts], dtype=object)
+    return codes.astype(np.int64), [labels for _, labels in facts], keys
 
 
 def subscriber_key(subject_o: object, subject_cn: object) -> str:
