@@ -174,24 +174,28 @@ class _Subscribers:
         distinct = pc.unique(labels)
         keys = comparison_keys(distinct).take(pc.index_in(labels, value_set=distinct))
         org_rows = np.flatnonzero(wanted & (self._org != ""))
-        index = pd.DataFrame({
-            "key": np.concatenate([
-                pc.binary_join_element_wise("d:", registrable, "").to_numpy(zero_copy_only=False),
-                pc.binary_join_element_wise("k:", keys, "").to_numpy(zero_copy_only=False),
-                np.char.add("o:", self._org[org_rows].astype(str)).astype(object) if len(org_rows)
-                else np.zeros(0, dtype=object)]).astype(object),
-            "row": np.concatenate([row, row, org_rows]),
-        }).drop_duplicates()
-        codes, uniques = pd.factorize(index["key"])
-        by = np.lexsort((index["row"].to_numpy(), codes))
-        self._key_codes = pd.Index(uniques)
-        self._key_sorted = codes[by].astype(np.int64)
-        self._key_rows = index["row"].to_numpy()[by]
-        flat = pd.DataFrame({"row": row, "key": keys.to_numpy(zero_copy_only=False).astype(object)})
-        flat = flat[pc.greater_equal(pc.utf8_length(keys), MIN_LABEL).to_numpy(zero_copy_only=False)]
-        flat = flat.drop_duplicates().sort_values(["row", "key"], kind="stable")
-        self.flat_keys = flat["key"].tolist()
-        self.flat_row = flat["row"].to_numpy(np.int64)
+        org = pa.array(self._org[org_rows].tolist(), type=pa.string())
+        index_keys = pa.concat_arrays([pc.binary_join_element_wise("d:", registrable, ""),
+                                       pc.binary_join_element_wise("k:", keys, ""),
+                                       pc.binary_join_element_wise("o:", org, "")])
+        index_rows = np.concatenate([row, row, org_rows]).astype(np.int64)
+        # Distinct (key, row) pairs as one int64 each: np.unique sorts them by key code, then row.
+        encoded = pc.dictionary_encode(index_keys)
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        pairs = np.unique(codes * (n + 1) + index_rows)
+        self._key_codes = pd.Index(encoded.dictionary.to_pylist(), dtype=object)
+        self._key_sorted = pairs // (n + 1)
+        self._key_rows = pairs % (n + 1)
+        # The flat keys: each row's distinct comparison keys of MIN_LABEL or more, rows in order, keys sorted.
+        long = pc.greater_equal(pc.utf8_length(keys), MIN_LABEL).to_numpy(zero_copy_only=False)
+        flat = pc.dictionary_encode(keys.filter(pa.array(long)))
+        words = flat.dictionary
+        rank = np.empty(len(words), dtype=np.int64)
+        rank[pc.sort_indices(words).to_numpy()] = np.arange(len(words))  # code point order, as sorted() has it
+        by_rank = pc.sort_indices(words).to_numpy()
+        flat_pairs = np.unique(row[long] * max(len(words), 1) + rank[flat.indices.to_numpy(zero_copy_only=False)])
+        self.flat_row = flat_pairs // max(len(words), 1)
+        self.flat_keys = words.take(pa.array(by_rank[flat_pairs % max(len(words), 1)])).to_pylist()
         self.flat_start = np.searchsorted(self.flat_row, np.arange(n + 1), side="left")
 
     def names(self, i: int) -> list[str]:

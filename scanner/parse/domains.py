@@ -106,7 +106,7 @@ class Classified(Mapping[str, DomainInfo]):
     def __init__(self, raw: "pa.Array", columns: dict[str, "pa.Array"]):
         self.raw = raw  # the distinct names as written
         self.columns = columns  # INFO_FIELDS -> one value per raw name
-        self._lists: dict[str, list[str]] | None = None
+        self._infos: dict[str, DomainInfo] = {}
         self._where: dict[str, int] | None = None
         self._exploded: dict[tuple[Any, ...], tuple[Any, Exploded]] = {}  # see explode_names
         self.memo: dict[str, Any] = {}  # what detectors derive once per scan and share (organisation keys...)
@@ -118,13 +118,13 @@ class Classified(Mapping[str, DomainInfo]):
         return iter(self.raw.to_pylist())
 
     def __getitem__(self, raw: str) -> DomainInfo:
-        if self._where is None:
-            self._lists = {f: self.columns[f].to_pylist() for f in INFO_FIELDS}
-            self._where = {n: i for i, n in enumerate(self.raw.to_pylist())}
-        i = self._where[raw]
-        lists = self._lists
-        assert lists is not None
-        return DomainInfo(*(lists[f][i] for f in INFO_FIELDS))
+        info = self._infos.get(raw)
+        if info is None:
+            if self._where is None:  # a detector asking name by name asks about few: no column is converted
+                self._where = {n: i for i, n in enumerate(self.raw.to_pylist())}
+            i = self._where[raw]
+            info = self._infos[raw] = DomainInfo(*(self.columns[f][i].as_py() for f in INFO_FIELDS))
+        return info
 
     def positions(self, values: "pa.Array") -> "np.ndarray":
         """The row of each value among the classified names (-1 for a value not classified)."""
