@@ -206,8 +206,13 @@ def _with_subjects(regs: pd.DataFrame, subjects: _Subjects) -> pd.DataFrame:
     regs["okey"] = subjects.okey[cert]
     regs["nb"] = subjects.nb[cert]
     regs["not_revoked"] = subjects.not_revoked[cert]
-    own = pd.MultiIndex.from_arrays([subjects.olabels["cert"].to_numpy(), subjects.olabels["olabel"].to_numpy()])
-    regs["is_o"] = pd.MultiIndex.from_arrays([cert, regs["key"].to_numpy()]).isin(own)
+    # (certificate, label) pairs as one int64 each, labels coded over both sides at once.
+    codes, uniques = pd.factorize(np.concatenate([regs["key"].to_numpy(dtype=object),
+                                                  subjects.olabels["olabel"].to_numpy(dtype=object)]))
+    width = max(len(uniques), 1)
+    mine = cert.astype(np.int64) * width + codes[: len(regs)]
+    own = subjects.olabels["cert"].to_numpy(np.int64) * width + codes[len(regs):]
+    regs["is_o"] = np.isin(mine, own)
     return regs
 
 
