@@ -124,10 +124,12 @@ def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_p
     context = multiprocessing.get_context("spawn")
     rest = _chain(first, chunks)
     pending: list[tuple[list[SourceItem], Future[Chunk]]] = []
+    taken: list[SourceItem] = []  # a chunk not handed over yet (if submitting it fails, it is parsed here)
     try:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
-            for chunk in rest:
-                pending.append((chunk, pool.submit(parse_chunk, chunk, max_sans_per_cert)))
+            for taken in rest:
+                pending.append((taken, pool.submit(parse_chunk, taken, max_sans_per_cert)))
+                taken = []
                 if len(pending) >= 2 * n_workers:
                     yield pending[0][1].result()
                     pending.pop(0)
@@ -137,8 +139,9 @@ def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_p
     except BrokenProcessPool as exc:
         # Workers could not start (e.g. a __main__ that spawn cannot re-import): finish in-process.
         log.warning("parsing in one process: the worker processes failed (%s)", exc)
-        for chunk, _ in pending:
-            yield parse_chunk(chunk, max_sans_per_cert)
+        for chunk in [*(c for c, _ in pending), taken]:
+            if chunk:
+                yield parse_chunk(chunk, max_sans_per_cert)
         for chunk in rest:
             yield parse_chunk(chunk, max_sans_per_cert)
 
