@@ -138,8 +138,8 @@ def _lenient_text(tag: int, body: bytes) -> str:
     return body.decode(codecs[-1], errors="replace")
 
 
-def _lenient_name(raw: bytes) -> x509.Name:
-    """A DER Name cryptography refuses to decode, its strings read leniently (UTF-8, else Latin-1)."""
+def _rdns(raw: bytes) -> list[list[tuple[bytes, int, bytes]]]:
+    """The RelativeDistinguishedNames of a DER Name, each as its (type OID bytes, string tag, value bytes)."""
     rdns = []
     _, pos, end = element(raw, 0)
     while pos < end:  # each RelativeDistinguishedName (a SET)
@@ -149,12 +149,21 @@ def _lenient_name(raw: bytes) -> x509.Name:
             _, opos, attr_end = element(raw, apos)
             _, ostart, oend = element(raw, opos)
             tag, vstart, vend = element(raw, oend)
-            attrs.append(x509.NameAttribute(_oid_of(raw[ostart:oend]), _lenient_text(tag, raw[vstart:vend]),
-                                            _validate=False))
+            attrs.append((raw[ostart:oend], tag, raw[vstart:vend]))
             apos = attr_end
+        rdns.append(attrs)
+        pos = rdn_end
+    return rdns
+
+
+def _lenient_name(raw: bytes) -> x509.Name:
+    """A DER Name cryptography refuses to decode, its strings read leniently (UTF-8, else Latin-1)."""
+    rdns = []
+    for rdn in _rdns(raw):
+        attrs = [x509.NameAttribute(_oid_of(oid), _lenient_text(tag, value), _validate=False)
+                 for oid, tag, value in rdn]
         if attrs:
             rdns.append(x509.RelativeDistinguishedName(attrs))
-        pos = rdn_end
     return x509.Name(rdns)
 
 
@@ -200,42 +209,26 @@ def _name_parts(raw: bytes, types: dict[bytes, tuple[str, str]]) -> list[list[tu
     an attribute (which it refuses).
     """
     rdns = []
-    _, pos, end = element(raw, 0)
-    while pos < end:  # each RelativeDistinguishedName (a SET)
-        _, apos, rdn_end = element(raw, pos)
+    for rdn in _rdns(raw):
         attrs = []
-        while apos < rdn_end:  # each AttributeTypeAndValue (a SEQUENCE)
-            _, opos, attr_end = element(raw, apos)
-            _, ostart, oend = element(raw, opos)
-            kind = types.get(raw[ostart:oend])
-            tag, vstart, vend = element(raw, oend)
+        for oid, tag, body in rdn:
+            kind = types.get(oid)
             if kind is None or tag not in _UTF8_TAGS:
                 return None
             try:
-                value = raw[vstart:vend].decode("utf-8")
+                value = body.decode("utf-8")
             except UnicodeDecodeError:
                 return None
             attrs.append((kind[0], kind[1], value))
-            apos = attr_end
         if not attrs or (len(attrs) > 1 and len({(a[0], a[2]) for a in attrs}) < len(attrs)):
             return None
         rdns.append(attrs)
-        pos = rdn_end
     return rdns
 
 
 def _learn_types(raw: bytes, name: x509.Name, types: dict[bytes, tuple[str, str]], limit: int = 1000) -> None:
     """Note how cryptography named the attribute types of a Name it decoded from raw."""
-    oids = []
-    _, pos, end = element(raw, 0)
-    while pos < end:
-        _, apos, rdn_end = element(raw, pos)
-        while apos < rdn_end:
-            _, opos, attr_end = element(raw, apos)
-            _, ostart, oend = element(raw, opos)
-            oids.append(raw[ostart:oend])
-            apos = attr_end
-        pos = rdn_end
+    oids = [oid for rdn in _rdns(raw) for oid, _, _ in rdn]
     attrs = list(name)
     if len(oids) == len(attrs):
         for oid, attr in zip(oids, attrs):
