@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from scanner.core.records import FINDING_CODES, FINDING_COLUMNS, empty_frame, frame_from_rows
@@ -195,6 +196,9 @@ def test_an_unusable_crl_is_a_finding_on_each_certificate_pointing_at_it():
     assert f.evidence == f"The CRL this certificate points at ({CRL_URL}) is stale: nextUpdate 2025-02-01T00:00:00Z has passed"
     assert json.loads(f.detail) == {"crl": CRL_URL, "status": "stale"}
     assert crl_problem_findings(cert(crl_distribution_points=["http://elsewhere/x.crl"]), bad) == []
+    # the same cell as a shared tuple, or as the array a table read back from Parquet holds
+    for cell in ((CRL_URL,), np.array([CRL_URL], dtype=object)):
+        assert [x.code for x in crl_problem_findings(cert(crl_distribution_points=cell), bad)] == ["crl_stale"]
 
 
 def test_crl_view_finds_the_fetched_revocation_of_a_certificate_by_issuer_key_and_serial():

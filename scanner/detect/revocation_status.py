@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from scanner.core.records import CERT_COLUMNS, Finding, coerce
@@ -143,10 +144,15 @@ def crl_view(certs: pd.DataFrame, revocations: pd.DataFrame) -> dict[str, tuple[
             for row in hit.itertuples()}
 
 
+def _urls(value: Any) -> list[str]:
+    """A URL list cell as a list: a list, a tuple (a shared empty one) or an array (read back from Parquet)."""
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
+
+
 def covering_crls(cert: dict[str, Any], crls: pd.DataFrame) -> list[dict[str, Any]]:
     """The readable CRLs (rows of the CRL table) this certificate points at that its issuer made."""
-    urls = cert.get("crl_distribution_points")
-    if not isinstance(urls, list) or crls.empty:
+    urls = _urls(cert.get("crl_distribution_points"))
+    if not urls or crls.empty:
         return []
     kid, dn = cert.get("issuer_key_id") or "", cert.get("issuer_dn") or ""
     table = crls[crls["url"].isin(urls) & crls["status"].isin(READABLE)]
@@ -159,9 +165,8 @@ def covering_crls(cert: dict[str, Any], crls: pd.DataFrame) -> list[dict[str, An
 
 def crl_problem_findings(cert: dict[str, Any], bad_crls: dict[str, dict[str, Any]]) -> list[Finding]:
     """A finding per CRL this certificate points at that is stale, unreachable, unparseable or badly signed."""
-    urls = cert.get("crl_distribution_points")
     out = []
-    for url in urls if isinstance(urls, list) else []:
+    for url in _urls(cert.get("crl_distribution_points")):
         crl = bad_crls.get(url)
         if crl is not None:
             status = crl["status"]

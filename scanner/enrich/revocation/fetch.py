@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import requests
 from cryptography import x509
@@ -90,7 +91,9 @@ def fetch_revocation(
 
     crl_urls: list[str | tuple[str, str]] = []
     if config.fetch_crls:
-        crl_urls = sorted({u for urls in base["crl_distribution_points"] if isinstance(urls, list) for u in urls})
+        # any sequence: a list, a shared tuple, or an array when the table was read back from Parquet
+        crl_urls = sorted({u for urls in base["crl_distribution_points"]
+                           if isinstance(urls, (list, tuple, np.ndarray)) for u in urls})
         if ccadb:  # the records of the certificates' issuing CAs only, not every CA in the file
             scope = ccadb if isinstance(ccadb, CcadbScope) else scope_ccadb(read_ccadb(ccadb), base, known.values())
             crl_urls += scope.crl_urls()
