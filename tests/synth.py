@@ -161,3 +161,27 @@ def der(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
 def pem(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
     """PEM bytes of a certificate or CRL."""
     return obj.public_bytes(serialization.Encoding.PEM)
+
+
+# --- DER by hand: for what the builder refuses to write (bad strings, odd names, reason codes) ----------
+
+
+def tlv(tag: int, body: bytes) -> bytes:
+    """One DER element: tag, definite length (any size), body."""
+    n = len(body)
+    size = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes(
+        (n.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + size + body
+
+
+def der_children(buf: bytes) -> list[bytes]:
+    """The elements inside a DER SEQUENCE or SET, each whole."""
+    from scanner.core.der import element
+
+    _, pos, end = element(buf, 0)
+    out = []
+    while pos < end:
+        _, _, nxt = element(buf, pos)
+        out.append(buf[pos:nxt])
+        pos = nxt
+    return out

@@ -21,46 +21,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from scanner.cli import main
-from scanner.core.der import element
 from scanner.pipeline import load_scan
-from tests.synth import TestCA, der, new_key, pem, utc
+from tests.synth import TestCA, der, der_children, new_key, pem, tlv, utc
 
 NB = utc("2024-01-10T00:00")
 
 
 # --- DER by hand: what the builder refuses (bad strings, reason codes, validity order) ------------
 
-def _tlv(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    size = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag]) + size + body
-
-
-def _children(buf: bytes) -> list[bytes]:
-    _, pos, end = element(buf, 0)
-    out = []
-    while pos < end:
-        _, _, nxt = element(buf, pos)
-        out.append(buf[pos:nxt])
-        pos = nxt
-    return out
-
-
 def _int(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
+    return tlv(0x02, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
 
 
 def _name(*attrs: tuple[str, int, bytes]) -> bytes:
     """A DER Name from (OID hex, string tag, raw value bytes), one attribute per RDN."""
-    return _tlv(0x30, b"".join(_tlv(0x31, _tlv(0x30, _tlv(0x06, bytes.fromhex(oid)) + _tlv(tag, raw)))
+    return tlv(0x30, b"".join(tlv(0x31, tlv(0x30, tlv(0x06, bytes.fromhex(oid)) + tlv(tag, raw)))
                                for oid, tag, raw in attrs))
 
 
 def _resign(signed_bytes: bytes, tbs: bytes, ca: TestCA, edit) -> bytes:
     """The certificate or CRL with its TBS children edited by `edit`, signed again by `ca`."""
-    new_tbs = _tlv(0x30, b"".join(edit(_children(tbs))))
+    new_tbs = tlv(0x30, b"".join(edit(der_children(tbs))))
     signature = ca.key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
-    return _tlv(0x30, new_tbs + _children(signed_bytes)[1] + _tlv(0x03, b"\x00" + signature))
+    return tlv(0x30, new_tbs + der_children(signed_bytes)[1] + tlv(0x03, b"\x00" + signature))
 
 
 def _scan(tmp_path: Path, files: dict[str, bytes], crls: list[bytes] = (), *extra: str):
@@ -113,8 +96,8 @@ def test_a_corpus_of_odd_certificates_and_non_certificates_is_fully_accounted_fo
     hand_made = {
         "negative-serial.der": lambda t: [t[0], _int(-5), *t[2:]],
         "zero-serial.der": lambda t: [t[0], _int(0), *t[2:]],
-        "inverted-validity.der": lambda t: [*t[:4], _tlv(0x30, _tlv(0x17, b"240601000000Z") + _tlv(0x17, b"240101000000Z")), *t[5:]],
-        "year-1-to-9999.der": lambda t: [*t[:4], _tlv(0x30, _tlv(0x18, b"00010101000000Z") + _tlv(0x18, b"99991231235959Z")), *t[5:]],
+        "inverted-validity.der": lambda t: [*t[:4], tlv(0x30, tlv(0x17, b"240601000000Z") + tlv(0x17, b"240101000000Z")), *t[5:]],
+        "year-1-to-9999.der": lambda t: [*t[:4], tlv(0x30, tlv(0x18, b"00010101000000Z") + tlv(0x18, b"99991231235959Z")), *t[5:]],
     }
     for name, edit in hand_made.items():
         files[name] = _resign(der(base), base.tbs_certificate_bytes, test_ca, edit)
@@ -160,8 +143,8 @@ def test_a_corpus_of_odd_certificates_and_non_certificates_is_fully_accounted_fo
 def _crl_entry(serial: int, when: bytes, reason: bytes | None = None) -> bytes:
     exts = b""
     if reason is not None:  # reasonCode extension with a raw ENUMERATED value
-        exts = _tlv(0x30, _tlv(0x30, _tlv(0x06, bytes.fromhex("551d15")) + _tlv(0x04, _tlv(0x0A, reason))))
-    return _tlv(0x30, _int(serial) + _tlv(0x17, when) + exts)
+        exts = tlv(0x30, tlv(0x30, tlv(0x06, bytes.fromhex("551d15")) + tlv(0x04, tlv(0x0A, reason))))
+    return tlv(0x30, _int(serial) + tlv(0x17, when) + exts)
 
 
 def test_a_crl_entry_with_an_unknown_reason_code_keeps_the_scan_and_every_revocation(tmp_path, test_ca):
@@ -169,7 +152,7 @@ def test_a_crl_entry_with_an_unknown_reason_code_keeps_the_scan_and_every_revoca
     a = test_ca.issue(serial=0x70, not_before=NB, dns=["a.local"])
     b = test_ca.issue(serial=0x71, not_before=NB, dns=["b.local"])
     crl = test_ca.crl([(0x70, NB + timedelta(hours=1), None)], this_update=NB + timedelta(days=1))
-    entries = _tlv(0x30, _crl_entry(0x70, b"240110010000Z", reason=b"\x07") + _crl_entry(0x71, b"240110020000Z"))
+    entries = tlv(0x30, _crl_entry(0x70, b"240110010000Z", reason=b"\x07") + _crl_entry(0x71, b"240110020000Z"))
     bad = _resign(der(crl), crl.tbs_certlist_bytes, test_ca, lambda t: [*t[:5], entries, *t[6:]])
 
     code, out = _scan(tmp_path, {"a.pem": pem(a), "b.pem": pem(b)}, [bad])

@@ -9,46 +9,29 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scanner.core.der import element
 from scanner.parse.certs import IssuerNames, _name_parts, _tbs_parts, parse_der, parse_lenient
-from tests.synth import TestCA, der, utc
+from tests.synth import TestCA, der, der_children, tlv, utc
 
 CN, ORG, UNIT, LOC, COUNTRY = "550403", "55040a", "55040b", "550407", "550406"
 SERIAL_NUMBER, EMAIL, PRIVATE = "550405", "2a864886f70d010901", "2a0304"  # 2.5.4.5, emailAddress, 1.2.3.4
 UTF8, PRINTABLE, T61, IA5, BMP, BITS = 0x0C, 0x13, 0x14, 0x16, 0x1E, 0x03
 
 
-def _tlv(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    size = bytes([n]) if n < 0x80 else bytes([0x81, n]) if n < 0x100 else bytes([0x82]) + n.to_bytes(2, "big")
-    return bytes([tag]) + size + body
-
-
-def _children(buf: bytes) -> list[bytes]:
-    _, pos, end = element(buf, 0)
-    out = []
-    while pos < end:
-        _, _, nxt = element(buf, pos)
-        out.append(buf[pos:nxt])
-        pos = nxt
-    return out
-
-
 def _name(*rdns: list[tuple[str, int, bytes]]) -> bytes:
     """A DER Name: each RDN a list of (OID hex, string tag, raw value), its SET sorted as DER sorts it."""
-    return _tlv(0x30, b"".join(
-        _tlv(0x31, b"".join(sorted(_tlv(0x30, _tlv(0x06, bytes.fromhex(oid)) + _tlv(tag, raw)) for oid, tag, raw in rdn)))
+    return tlv(0x30, b"".join(
+        tlv(0x31, b"".join(sorted(tlv(0x30, tlv(0x06, bytes.fromhex(oid)) + tlv(tag, raw)) for oid, tag, raw in rdn)))
         for rdn in rdns))
 
 
 def _with_subject(ca: TestCA, subject: bytes) -> bytes:
     """A certificate of the test CA whose subject Name is these bytes."""
     cert = ca.issue(serial=0x5E, not_before=utc("2024-01-10T00:00"), dns=["names.example.com"])
-    tbs = _children(der(cert))[0]
-    parts = _children(tbs)
-    new_tbs = _tlv(0x30, b"".join([*parts[:5], subject, *parts[6:]]))
+    tbs = der_children(der(cert))[0]
+    parts = der_children(tbs)
+    new_tbs = tlv(0x30, b"".join([*parts[:5], subject, *parts[6:]]))
     signature = ca.key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
-    return _tlv(0x30, new_tbs + _children(der(cert))[1] + _tlv(0x03, b"\x00" + signature))
+    return tlv(0x30, new_tbs + der_children(der(cert))[1] + tlv(0x03, b"\x00" + signature))
 
 
 def _one(text: str, oid: str = CN, tag: int = UTF8) -> list[tuple[str, int, bytes]]:
@@ -65,7 +48,7 @@ PLAIN = {
                                         _one("private", PRIVATE)),
     "UTF-8 in a UTF8String and a T61String": _name(_one("Cámara", ORG), _one("Cía", LOC, T61)),
     "a three-letter country (cryptography only warns)": _name(_one("ESP", COUNTRY, PRINTABLE)),
-    "an empty subject": _tlv(0x30, b""),
+    "an empty subject": tlv(0x30, b""),
 }
 
 ODD = {
@@ -75,7 +58,7 @@ ODD = {
     "an odd-length BMPString": _name([(ORG, BMP, b"\x00a\x00")]),
     "a BIT STRING value for a CN": _name([(CN, BITS, b"\x00\x01")]),
     "a repeated attribute in one RDN": _name([(CN, UTF8, b"same"), (CN, PRINTABLE, b"same")]),
-    "an empty RDN": _tlv(0x30, _tlv(0x31, b"") + _tlv(0x31, _tlv(0x30, _tlv(0x06, bytes.fromhex(CN)) + _tlv(UTF8, b"x")))),
+    "an empty RDN": tlv(0x30, tlv(0x31, b"") + tlv(0x31, tlv(0x30, tlv(0x06, bytes.fromhex(CN)) + tlv(UTF8, b"x")))),
 }
 
 
