@@ -83,3 +83,13 @@ def test_read_store_of_a_missing_file_says_so_and_marks_the_run_partial(tmp_path
     (item,) = list(read(StoreOptions(tmp_path / "none.sqlite3")))
     assert isinstance(item, SourceNotice) and item.partial and "does not exist" in item.message
     assert not (tmp_path / "none.sqlite3").exists()
+
+
+def test_pending_alert_deliveries_come_in_the_order_they_were_formed_even_within_one_second(tmp_path):
+    finding = {"crtsh_url": "", "severity": "low", "evidence": "e", "related_sha256": ""}
+    with CertStore(tmp_path / "s.sqlite3") as store:
+        # two rounds in the same second; the later delivery's id sorts first
+        store.alert_record("exec:x", "2026-12-01T10:00:00Z", "ffff", [{**finding, "sha256": "a" * 64, "code": "c"}])
+        store.alert_record("exec:x", "2026-12-01T10:00:00Z", "0000", [{**finding, "sha256": "b" * 64, "code": "c"}])
+        assert [p.delivery for p in store.alert_pending("exec:x")] == ["ffff", "0000"]
+

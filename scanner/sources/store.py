@@ -515,7 +515,7 @@ class CertStore:
         """This channel's deliveries not yet accepted, oldest first, each with its findings."""
         rows = self._conn.execute(
             "SELECT delivery, round, attempts FROM alert_deliveries WHERE channel = ? AND delivered_at IS NULL "
-            "ORDER BY round, delivery", (channel,)).fetchall()
+            "ORDER BY round, rowid", (channel,)).fetchall()  # rounds in one second: in the order they were formed
         return [PendingDelivery(d, r, int(a), [json.loads(f) for (f,) in self._conn.execute(
                     "SELECT finding FROM alert_pairs WHERE delivery = ? ORDER BY sha256, code", (d,))])
                 for d, r, a in rows]
