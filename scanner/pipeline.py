@@ -387,15 +387,6 @@ class _Tally:
         return len(self.reused) + self.held_duplicates, parsed
 
 
-def _without_states(items: Iterable[SourceItem]) -> Iterator[SourceItem]:
-    """The items but the state tokens (a scan that builds on no earlier one has no use for them)."""
-    from scanner.sources.files import FileItems
-
-    if isinstance(items, FileItems):  # it yields none; left unwrapped, its files are read by the parse workers
-        return items
-    return (item for item in items if not isinstance(item, SourceState))
-
-
 def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = None) -> pd.DataFrame:
     """Parse the source into the certificate table, handing new domains to the lookups as they appear.
 
@@ -406,7 +397,7 @@ def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = N
     show = config.progress if config.progress is not None else (sys.stderr.isatty() and not config.quiet)
     bar = tqdm(unit=" cert", desc="parse", file=sys.stderr, disable=not show)
     items = open_source(config) if state.linter is None else state.linter.tap(open_source(config))
-    items = _without_states(items) if tally is None else tally.passing(items)
+    items = items if tally is None else tally.passing(items)
     for chunk in parse_in_chunks(items, workers=config.workers,
                                  max_sans_per_cert=config.max_sans_per_cert):
         bar.update(chunk.read)

@@ -19,7 +19,7 @@ import pandas as pd
 from scanner.core.records import ErrorRecord
 from scanner.parse.certs import IssuerNames, ParseError, record_from_raw, records_frame
 from scanner.parse.domains import PUBLIC, checked_names, classify_name
-from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
+from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice, SourceState
 from scanner.sources.files import FileItems, read_paths
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
     for item in items:
         if isinstance(item, SourceNotice):
             chunk.notices.append(item)
+            continue
+        if isinstance(item, SourceState):  # for a round built on an earlier one (pipeline's tally), not parsed
             continue
         chunk.read += 1
         if isinstance(item, SourceError):
