@@ -21,15 +21,9 @@ _FILL_FROM_PRECERT = ("revoked_at", "revocation_reason", "revocation_source", "c
 _NAMED = ("subject_dn", "san_dns", "san_ip", "san_email")  # what twins must agree on
 
 
-def pair_key(certs: pd.DataFrame) -> pd.Series:
-    """The unit a precertificate and its certificate share: issuer (key id, else DN) and serial."""
-    issuer = certs["issuer_key_id"].fillna("")
-    issuer = issuer.where(issuer != "", "dn:" + certs["issuer_dn"].fillna(""))
-    return issuer + "|" + certs["serial"].fillna("")
-
-
 def pair_codes(certs: pd.DataFrame) -> np.ndarray:
-    """pair_key as one group number per row, without a string per row (a million keys are hundreds of MB)."""
+    """The unit a precertificate and its certificate share, issuer (key id, else DN) and serial, as one group
+    number per row, without a string per row (a million keys are hundreds of MB)."""
     kid = certs["issuer_key_id"].fillna("")
     dn_codes = pd.factorize(certs["issuer_dn"].fillna(""))[0]
     # the key id's number, else the DN's (negative, so that the two never meet)
