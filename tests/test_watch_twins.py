@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from scanner.cli import main
 from tests.loopback.ct_server import LogEntrySpec
 from tests.synth import der
-from tests.test_watch import HOOK, Day
+from tests.test_watch import Day, _hook
 from tests.test_watch_ct import LogDay
 
 pytestmark = pytest.mark.slow
@@ -30,15 +29,13 @@ def _alerted(log: Path) -> list[tuple[str, str]]:
 def test_a_precertificate_alerted_first_is_not_alerted_again_when_its_certificate_is_logged(tmp_path, monkeypatch):
     day = LogDay(tmp_path, "rfc6962")
     try:
-        (tmp_path / "hook.py").write_text(HOOK)
-        monkeypatch.setenv("HOOK_LOG", str(tmp_path / "hook.jsonl"))
-        hook = f"{sys.executable} {tmp_path / 'hook.py'}"
+        hook, log = _hook(tmp_path, monkeypatch)
         day.issue("early", 1, ["www.example.es"], precert=True, final=False)
         day.revoke(1, timedelta(hours=4))
         day.issue("unregistered", 2, ["shop.never-registered.es"], precert=True, final=False)
         day.publish()
         assert main(day.argv(hook)) == 0
-        first = _alerted(tmp_path / "hook.jsonl")
+        first = _alerted(log)
         assert {code for _, code in first} == {"early_revocation", "unregistered_domain"}
         precerts = {day.sha["early"], day.sha["unregistered"]}
         assert {sha for sha, _ in first} == precerts
@@ -46,7 +43,7 @@ def test_a_precertificate_alerted_first_is_not_alerted_again_when_its_certificat
         day.issue("unregistered", 2, ["shop.never-registered.es"], precert=False, final=True)
         day.publish()
         assert main(day.argv(hook)) == 0
-        assert _alerted(tmp_path / "hook.jsonl") == first  # the certificates are the same two issuances
+        assert _alerted(log) == first  # the certificates are the same two issuances
         latest = (day.out / "latest").resolve()
         alerts = json.loads((latest / "alerts.json").read_text())
         assert alerts["alerting_findings"] == 2 and sum(alerts["new_pairs"].values()) == 0
@@ -68,9 +65,7 @@ def test_a_round_after_a_round_without_findings_gets_its_diff(tmp_path):
 def test_rounds_with_nothing_new_say_their_own_source_notices_not_every_earlier_rounds(tmp_path, monkeypatch):
     day = LogDay(tmp_path, "rfc6962")
     try:
-        (tmp_path / "hook.py").write_text(HOOK)
-        monkeypatch.setenv("HOOK_LOG", str(tmp_path / "hook.jsonl"))
-        hook = f"{sys.executable} {tmp_path / 'hook.py'}"
+        hook, log = _hook(tmp_path, monkeypatch)
         day.issue("plain", 1, ["www.example.es"])
         counts = []
         for k in range(4):
@@ -92,9 +87,7 @@ def test_rounds_with_nothing_new_say_their_own_source_notices_not_every_earlier_
 def test_a_round_while_the_log_is_down_keeps_what_earlier_rounds_read_and_is_partial(tmp_path, monkeypatch, kind):
     day = LogDay(tmp_path, kind)
     try:
-        (tmp_path / "hook.py").write_text(HOOK)
-        monkeypatch.setenv("HOOK_LOG", str(tmp_path / "hook.jsonl"))
-        hook = f"{sys.executable} {tmp_path / 'hook.py'}"
+        hook, log = _hook(tmp_path, monkeypatch)
         day.issue("early", 1, ["www.example.es"])
         day.revoke(1, timedelta(hours=4))
         day.issue("unregistered", 2, ["shop.never-registered.es"])
