@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from rapidfuzz import process
-from rapidfuzz.distance import OSA
 
 from scanner.core.records import Finding
 from scanner.core.times import human_duration, iso
@@ -22,6 +20,7 @@ from scanner.enrich.subscribers import (
     domain_typo,
     organisation_facts,
 )
+from scanner.enrich.typo_index import one_edit_pairs
 from scanner.parse.domains import (
     Classified,
     arrow_strings,
@@ -116,14 +115,16 @@ class _Subscribers:
     """Certificates sorted by notBefore with what links two of them to one subscriber.
 
     What links them is subscribers' definition (organisation key, shared registrable domain, typo
-    link). Built once per scan, from whole columns: organisation keys, registrable domains and
-    comparison keys index the rows (one sorted array of (key, row) pairs), and the flat list of
-    comparison keys lets one rapidfuzz call find the keys one edit away among the certificates of
-    a time window. Row i is the i-th certificate in notBefore order.
+    link). Built once per scan, from whole columns. Only the keys the asking rows (the early
+    revocations) hold are indexed: their registrable domains, their labels' comparison keys and
+    the keys one edit from those (one symmetric-deletion search, typo_index), and their
+    organisation keys; each indexes the rows holding it (one sorted array of (key, row) pairs).
+    So the index grows with the early revocations, not with the issuance, and no window is
+    compared key by key. Row i is the i-th certificate in notBefore order.
     """
 
     def __init__(self, certs: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None,
-                 classified: Classified | None = None):
+                 classified: Classified | None = None, asking: pa.Array | None = None):
         self.classify = classifier(classified)
         self.certs = certs
         n = len(certs)
@@ -152,11 +153,14 @@ class _Subscribers:
             np.add.at(edges, lo, 1)
             np.add.at(edges, hi, -1)
             wanted = np.cumsum(edges[:n]) > 0
-        self._index_rows(certs, rank, wanted, classified)
+        # The rows whose candidates are asked for (by sha256; None: every row).
+        asks = (np.ones(n, dtype=bool) if asking is None else
+                pc.is_in(pa.array(self._sha, type=pa.string()), value_set=asking).to_numpy(zero_copy_only=False))
+        self._index_rows(certs, rank, wanted, asks, classified)
 
-    def _index_rows(self, certs: pd.DataFrame, rank: np.ndarray, wanted: np.ndarray,
+    def _index_rows(self, certs: pd.DataFrame, rank: np.ndarray, wanted: np.ndarray, asks: np.ndarray,
                     classified: Classified | None) -> None:
-        """The (key, row) index and the flat comparison keys of the wanted rows."""
+        """The (key, row) index of the wanted rows, for the keys of the asking rows and the keys one edit from theirs."""
         n = len(certs)
         sans = explode_names(certs, "san_dns", classified)
         cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else pa.nulls(n, pa.string())
@@ -173,30 +177,34 @@ class _Subscribers:
         labels = classified.take("label", at)
         distinct = pc.unique(labels)
         keys = comparison_keys(distinct).take(pc.index_in(labels, value_set=distinct))
+        asked = pa.array(asks[row])
+        asked_keys = pc.unique(keys.filter(asked))
+        # Typo neighbours: comparison keys of MIN_LABEL or more one edit from an asking row's (OSA distance 1).
+        pairs = one_edit_pairs(pc.unique(keys).to_pylist(), min_len=MIN_LABEL, involving=asked_keys.to_pylist())
+        self._neighbours: dict[str, list[str]] = {}
+        for a, b in zip(pairs["a"].tolist(), pairs["b"].tolist()):
+            self._neighbours.setdefault(a, []).append(b)
+            self._neighbours.setdefault(b, []).append(a)
+        key_set = pa.array(sorted(set(asked_keys.to_pylist()) | set(self._neighbours)), type=pa.string())
         org_rows = np.flatnonzero(wanted & (self._org != ""))
         org = pa.array(self._org[org_rows].tolist(), type=pa.string())
-        index_keys = pa.concat_arrays([pc.binary_join_element_wise("d:", registrable, ""),
-                                       pc.binary_join_element_wise("k:", keys, ""),
-                                       pc.binary_join_element_wise("o:", org, "")])
-        index_rows = np.concatenate([row, row, org_rows]).astype(np.int64)
+        org_set = pc.unique(pa.array(self._org[np.flatnonzero(wanted & asks & (self._org != ""))].tolist(),
+                                     type=pa.string()))
+        parts = [("d:", pc.unique(registrable.filter(asked)), registrable, row), ("k:", key_set, keys, row),
+                 ("o:", org_set, org, org_rows)]
+        names: list[str] = []
+        codes, rows = [], []
+        for prefix, value_set, column, where in parts:
+            at_key = pc.index_in(column, value_set=value_set)
+            held = at_key.is_valid().to_numpy(zero_copy_only=False)
+            codes.append(at_key.drop_null().to_numpy(zero_copy_only=False).astype(np.int64) + len(names))
+            rows.append(where[held].astype(np.int64))
+            names += [prefix + v for v in value_set.to_pylist()]
         # Distinct (key, row) pairs as one int64 each: np.unique sorts them by key code, then row.
-        encoded = pc.dictionary_encode(index_keys)
-        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        pairs = np.unique(codes * (n + 1) + index_rows)
-        self._key_codes = pd.Index(encoded.dictionary.to_pylist(), dtype=object)
-        self._key_sorted = pairs // (n + 1)
-        self._key_rows = pairs % (n + 1)
-        # The flat keys: each row's distinct comparison keys of MIN_LABEL or more, rows in order, keys sorted.
-        long = pc.greater_equal(pc.utf8_length(keys), MIN_LABEL).to_numpy(zero_copy_only=False)
-        flat = pc.dictionary_encode(keys.filter(pa.array(long)))
-        words = flat.dictionary
-        rank = np.empty(len(words), dtype=np.int64)
-        rank[pc.sort_indices(words).to_numpy()] = np.arange(len(words))  # code point order, as sorted() has it
-        by_rank = pc.sort_indices(words).to_numpy()
-        flat_pairs = np.unique(row[long] * max(len(words), 1) + rank[flat.indices.to_numpy(zero_copy_only=False)])
-        self.flat_row = flat_pairs // max(len(words), 1)
-        self.flat_keys = words.take(pa.array(by_rank[flat_pairs % max(len(words), 1)])).to_pylist()
-        self.flat_start = np.searchsorted(self.flat_row, np.arange(n + 1), side="left")
+        pairs_kr = np.unique(np.concatenate(codes) * (n + 1) + np.concatenate(rows))
+        self._key_codes = {name: code for code, name in enumerate(names)}
+        self._key_sorted = pairs_kr // (n + 1)
+        self._key_rows = pairs_kr % (n + 1)
 
     def names(self, i: int) -> list[str]:
         """Row i's SAN dNSNames, as listed."""
@@ -256,9 +264,8 @@ class _Subscribers:
 
     def _rows_with(self, key: str, lo: int, hi: int) -> np.ndarray:
         """The rows in [lo, hi) indexed under key."""
-        try:
-            code = self._key_codes.get_loc(key)
-        except KeyError:
+        code = self._key_codes.get(key)
+        if code is None:
             return np.zeros(0, np.int64)
         a, b = np.searchsorted(self._key_sorted, [code, code + 1])
         rows = self._key_rows[a:b]
@@ -268,15 +275,10 @@ class _Subscribers:
         """Rows in [lo, hi) sharing a key with row i, or holding a comparison key one edit from one of its own."""
         out: set[int] = set()
         domains, mine = self._names_of(i)
-        for k in self._keys(i, domains, mine):
+        keys = self._keys(i, domains, mine)
+        keys.update("k:" + near for lab in mine if len(lab) >= MIN_LABEL for near in self._neighbours.get(lab, ()))
+        for k in keys:
             out.update(self._rows_with(k, lo, hi).tolist())
-        mine = [lab for lab in mine if len(lab) >= MIN_LABEL]
-        f0, f1 = int(self.flat_start[lo]), int(self.flat_start[hi])
-        if mine and f1 > f0:
-            dist = process.cdist(mine, self.flat_keys[f0:f1], scorer=OSA.distance, score_cutoff=1,
-                                 dtype=np.int32, workers=1)
-            hits = np.nonzero((dist <= 1).any(axis=0))[0]
-            out.update(self.flat_row[f0 + hits].tolist())
         out.discard(i)
         return out
 
@@ -349,7 +351,7 @@ def detect_revoke_reissue(
         return findings_frame([])
     rw = pd.Timedelta(reissue_window)
     spans = [(nb, t + rw) for nb, t in zip(early["not_before"], early["revoked_at"]) if t + rw > nb]
-    subs = _Subscribers(certs, spans, classified)
+    subs = _Subscribers(certs, spans, classified, arrow_strings(early["sha256"]))
     # Each early certificate's row (the last one of that sha256, should two rows share it).
     wanted = pc.is_in(pa.array(subs._sha, type=pa.string()),
                       value_set=arrow_strings(early["sha256"])).to_numpy(zero_copy_only=False)

@@ -322,8 +322,18 @@ def _classified(names: list[str], left: np.ndarray, right: np.ndarray) -> pd.Dat
     return _frame(rows, PAIR_COLUMNS)
 
 
-def one_edit_pairs(names: Sequence[str] | Iterable[str], *, min_len: int = DEFAULT_MIN_LEN) -> pd.DataFrame:
-    """Every unordered pair of distinct names one edit apart (PAIR_COLUMNS; the edit turns a into b)."""
+def one_edit_pairs(names: Sequence[str] | Iterable[str], *, min_len: int = DEFAULT_MIN_LEN,
+                   involving: Iterable[str] | None = None) -> pd.DataFrame:
+    """Every unordered pair of distinct names one edit apart (PAIR_COLUMNS; the edit turns a into b).
+
+    involving: only the pairs with at least one of these names (verifying the others would be wasted).
+    """
     h = _hash_names(_unique_names(names, min_len))
     first, second = _equal_key_pairs(h.keys)  # one sort of every key (see the module docstring)
-    return _classified(h.names, *_candidates(h, first, second))
+    left, right = _candidates(h, first, second)
+    if involving is not None:
+        wanted = set(involving)
+        asked = np.fromiter((n in wanted for n in h.names), dtype=bool, count=len(h.names))
+        keep = asked[left] | asked[right]
+        left, right = left[keep], right[keep]
+    return _classified(h.names, left, right)
