@@ -37,6 +37,7 @@ from scanner.detect.run import run_detectors, sort_findings
 from scanner.detect.score import build_suspects
 from scanner.enrich.revocation.crl import apply_revocations, read_crl_files
 from scanner.parse.certs import records_frame
+from scanner.parse.domains import Classified, classify_all, registrable_domains
 from scanner.parse.items import parse_in_chunks
 from scanner.parse.link import collapse_chunks, collapse_precerts, share_repeated_lists
 from scanner.scale.columnar import read_parquet, read_tables, write_parquet, write_tables
@@ -398,8 +399,9 @@ def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = N
     bar = tqdm(unit=" cert", desc="parse", file=sys.stderr, disable=not show)
     items = open_source(config) if state.linter is None else state.linter.tap(open_source(config))
     items = items if tally is None else tally.passing(items)
-    for chunk in parse_in_chunks(items, workers=config.workers,
-                                 max_sans_per_cert=config.max_sans_per_cert):
+    # Without lookups nothing waits for a chunk's domains: run finds the whole table's at once (_table_domains).
+    for chunk in parse_in_chunks(items, workers=config.workers, max_sans_per_cert=config.max_sans_per_cert,
+                                 domains=config.registration != "off"):
         bar.update(chunk.read)
         new = chunk.domains - state.domains
         if new:  # lookups start while later chunks are still being parsed
@@ -417,11 +419,9 @@ def _ingest(config: Config, registry: Any, state: _Run, tally: _Tally | None = N
     bar.close()
     if not frames:
         return records_frame([])
-    if tally is None:
-        # Nothing reads the rows as parsed (a round keeps them for the next): twins merge here, where the
-        # chunks can be let go column by column, so the table is never held twice; run's collapse is then a no-op.
-        return collapse_chunks(frames)
-    return pd.concat(frames, ignore_index=True)
+    # Nothing reads the rows as parsed unless a round keeps them for the next: then twins merge here, where
+    # the chunks can be let go column by column, so the table is never held twice (run's collapse is a no-op).
+    return collapse_chunks(frames) if tally is None else pd.concat(frames, ignore_index=True)
 
 
 def _unchecked_names(certs: pd.DataFrame, cap: int) -> list[dict[str, str]]:
@@ -562,14 +562,21 @@ def _crl_disclosure(certs: pd.DataFrame, scope: Any, crls: pd.DataFrame | None, 
     return result.findings
 
 
+def _table_domains(config: Config, state: _Run, certs: pd.DataFrame, classified: Classified | None = None) -> None:
+    """state.domains of a scan without lookups, whose parse left them out: the whole table's, found at once."""
+    if config.registration == "off":
+        state.domains = registrable_domains(certs, config.max_sans_per_cert, classified)
+
+
 def _detect(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config,
-            revocation_findings: pd.DataFrame | None, lint_findings: pd.DataFrame | None = None) -> pd.DataFrame:
+            revocation_findings: pd.DataFrame | None, lint_findings: pd.DataFrame | None = None,
+            classified: Classified | None = None) -> pd.DataFrame:
     if config.engine == "dask":
         from scanner.scale.engine import run_detectors_dask
 
         findings = run_detectors_dask(certs, registrations, config)
     else:
-        findings = run_detectors(certs, registrations, config)
+        findings = run_detectors(certs, registrations, config, classified=classified)
     extra = [f for f in (revocation_findings, lint_findings) if f is not None and not f.empty]
     if extra:
         findings = pd.concat([findings, *extra], ignore_index=True)
@@ -943,6 +950,7 @@ def run(config: Config, *, write: bool = True, previous: Path | None = None, rou
         if prev is not None:
             certs = _with_previous_rows(prev, tally, certs, state, config)
         if tally is not None and write:
+            _table_domains(config, state, certs)
             _write_round_tables(Path(config.out_dir), certs, tally, state)
         certs = collapse_precerts(certs)
         state.errors.extend(_unchecked_names(certs, config.max_sans_per_cert))
@@ -962,7 +970,10 @@ def run(config: Config, *, write: bool = True, previous: Path | None = None, rou
         if lint_findings is not None:
             clock.lap("lint")
 
-    findings = _detect(certs, registrations, config, revocation_findings, lint_findings)
+    classified = classify_all(certs) if config.engine != "dask" else None  # once, for the domains and detect
+    if not (tally is not None and write):
+        _table_domains(config, state, certs, classified)
+    findings = _detect(certs, registrations, config, revocation_findings, lint_findings, classified)
     clock.lap("detect")
     findings, registrations = _registration_dates(config, certs, findings, registrations, lookups, clock)
     suspects = build_suspects(certs, findings)
@@ -1003,15 +1014,13 @@ def _say(state: _Run) -> None:
 def _with_previous_rows(prev: _Previous, tally: _Tally, new: pd.DataFrame, state: _Run,
                         config: Config) -> pd.DataFrame:
     """The previous scan's parsed rows of the certificates read as before, then the rows parsed now."""
-    from scanner.parse.items import domains_of
-
     parsed = read_parquet(prev.folder / PARSED_TABLE, CERT_COLUMNS)
     kept = parsed[parsed["sha256"].isin(tally.reused)]
     old_errors = read_parquet(prev.folder / "errors.parquet", ERROR_COLUMNS)
     again = old_errors[(old_errors["stage"] == "parse") & old_errors["sha256"].isin(tally.reused)]
     state.errors[:0] = again.to_dict("records")
     if tally.dropped:  # certificates left the selection: their domains are no longer this scan's
-        state.domains = domains_of(kept.to_dict("records"), config.max_sans_per_cert) | domains_of(
-            new.to_dict("records"), config.max_sans_per_cert)
+        state.domains = registrable_domains(kept, config.max_sans_per_cert) | registrable_domains(
+            new, config.max_sans_per_cert)
     frames = [f for f in (kept, new) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else new

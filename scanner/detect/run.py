@@ -51,9 +51,14 @@ def cross_certificate_findings(
     ])
 
 
-def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """Every detector over the certificate table: one findings table (pure; no network)."""
-    classified = classify_all(certs)  # once for every detector: the costliest step at a million names
+def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Config, *,
+                  classified: Classified | None = None) -> pd.DataFrame:
+    """Every detector over the certificate table: one findings table (pure; no network).
+
+    classified: classify_all(certs), when the caller has it already.
+    """
+    if classified is None:
+        classified = classify_all(certs)  # once for every detector: the costliest step at a million names
     return concat_findings([
         per_certificate_findings(certs, registrations, config, classified=classified),
         cross_certificate_findings(certs, config, classified=classified),

@@ -380,6 +380,16 @@ def name_table(
     The checked names are checked_names' (the SANs, else a public host name CN) then the IP SANs,
     at most max_per_cert of them per certificate.
     """
+    key = ("name_table", max_per_cert, id(certs))
+    if classified is not None and key in classified.memo and classified.memo[key][0] is certs:
+        return classified.memo[key][1]  # the pipeline's domains and the detectors read one table
+    table = _name_table(certs, max_per_cert, classified)
+    if classified is not None:
+        classified.memo[key] = (certs, table)  # certs kept, so that its id is not reused while the entry lives
+    return table
+
+
+def _name_table(certs: "pd.DataFrame", max_per_cert: int | None, classified: Classified | None) -> "pd.DataFrame":
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -418,3 +428,10 @@ def name_table(
     for field in ("name", "kind", "registrable", "label", "suffix", "reason"):
         frame[field] = column(classified.columns[field].take(picked))
     return pd.DataFrame(frame, columns=list(NAME_COLUMNS))
+
+
+def registrable_domains(certs: "pd.DataFrame", max_per_cert: int | None = None,
+                        classified: Classified | None = None) -> set[str]:
+    """The registrable domains of these certificates' checked names: domains_of's answer, for a whole table at once."""
+    names = name_table(certs, max_per_cert, classified)
+    return set(names.loc[names["kind"] == PUBLIC, "registrable"].tolist())

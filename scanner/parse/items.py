@@ -59,8 +59,11 @@ def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
     return out
 
 
-def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
-    """Parse one chunk: certificates to a frame, failures to error rows, notices kept. Runs in workers."""
+def parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool = True) -> Chunk:
+    """Parse one chunk: certificates to a frame, failures to error rows, notices kept. Runs in workers.
+
+    domains: find the chunk's registrable domains (for lookups that start while parsing goes on).
+    """
     rows: list[dict[str, Any]] = []
     names = IssuerNames()
     chunk = Chunk(certs=pd.DataFrame())
@@ -88,14 +91,15 @@ def parse_chunk(items: list[SourceItem], max_sans_per_cert: int) -> Chunk:
             why = _explain_parse_failure(item, refused)
         chunk.errors.append(ErrorRecord(item.source, item.provenance, why,
                                         hashlib.sha256(item.der).hexdigest(), "parse").as_row())
-    chunk.domains = domains_of(rows, max_sans_per_cert)
+    if domains:
+        chunk.domains = domains_of(rows, max_sans_per_cert)
     chunk.certs = records_frame(rows)
     return chunk
 
 
-def parse_files(paths: list[str | SourceError], max_sans_per_cert: int) -> Chunk:
+def parse_files(paths: list[str | SourceError], max_sans_per_cert: int, domains: bool = True) -> Chunk:
     """Read these files (the files source's walk, in part) and parse their items as parse_chunk does. Runs in workers."""
-    return parse_chunk(list(read_paths(paths)), max_sans_per_cert)
+    return parse_chunk(list(read_paths(paths)), max_sans_per_cert, domains)
 
 
 def _chunks(items: Iterable[SourceItem]) -> Iterator[list[SourceItem]]:
@@ -104,23 +108,26 @@ def _chunks(items: Iterable[SourceItem]) -> Iterator[list[SourceItem]]:
         yield chunk
 
 
-def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_per_cert: int = 5000) -> Iterator[Chunk]:
+def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_per_cert: int = 5000,
+                    domains: bool = True) -> Iterator[Chunk]:
     """Parse source items chunk by chunk, in order; with workers > 1 (0 = one per core) across processes.
+
+    domains: give each chunk's registrable domains (Chunk.domains); without, they are left empty.
 
     At most 2 x workers chunks are in flight, so a huge source is never read far ahead of the parsers.
     The files source (a FileItems, not wrapped by a tap or a tally) is read by the workers themselves.
     """
     n_workers = workers or os.cpu_count() or 1
     if n_workers > 1 and isinstance(items, FileItems):
-        yield from _parse_files_in_workers(items, n_workers, max_sans_per_cert)
+        yield from _parse_files_in_workers(items, n_workers, max_sans_per_cert, domains)
         return
     chunks = _chunks(items)
     first = list(islice(chunks, 2))
     if n_workers <= 1 or len(first) < 2 or sum(len(c) for c in first) < PARALLEL_FROM:
         for chunk in first:
-            yield parse_chunk(chunk, max_sans_per_cert)
+            yield parse_chunk(chunk, max_sans_per_cert, domains)
         for chunk in chunks:
-            yield parse_chunk(chunk, max_sans_per_cert)
+            yield parse_chunk(chunk, max_sans_per_cert, domains)
         return
     # spawn, not fork: the registration lookups run in a thread of this process
     context = multiprocessing.get_context("spawn")
@@ -130,7 +137,7 @@ def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_p
     try:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
             for taken in rest:
-                pending.append((taken, pool.submit(parse_chunk, taken, max_sans_per_cert)))
+                pending.append((taken, pool.submit(parse_chunk, taken, max_sans_per_cert, domains)))
                 taken = []
                 if len(pending) >= 2 * n_workers:
                     yield pending[0][1].result()
@@ -143,9 +150,9 @@ def parse_in_chunks(items: Iterable[SourceItem], *, workers: int = 0, max_sans_p
         log.warning("parsing in one process: the worker processes failed (%s)", exc)
         for chunk in [*(c for c, _ in pending), taken]:
             if chunk:
-                yield parse_chunk(chunk, max_sans_per_cert)
+                yield parse_chunk(chunk, max_sans_per_cert, domains)
         for chunk in rest:
-            yield parse_chunk(chunk, max_sans_per_cert)
+            yield parse_chunk(chunk, max_sans_per_cert, domains)
 
 
 def _chain(first: list[list[SourceItem]], rest: Iterator[list[SourceItem]]) -> Iterator[list[SourceItem]]:
@@ -153,12 +160,14 @@ def _chain(first: list[list[SourceItem]], rest: Iterator[list[SourceItem]]) -> I
     yield from rest
 
 
-def _parse_files_in_workers(files: FileItems, n_workers: int, max_sans_per_cert: int) -> Iterator[Chunk]:
+def _parse_files_in_workers(files: FileItems, n_workers: int, max_sans_per_cert: int,
+                            domains: bool) -> Iterator[Chunk]:
     """parse_in_chunks of the files source, each worker reading a part of its walk; fewer files are read here."""
     walk = files.walk()
     first = list(islice(walk, PARALLEL_FROM))
     if len(first) < PARALLEL_FROM:  # a few files (or a few large bundles): read here, parsed by items
-        yield from parse_in_chunks(read_paths(first), workers=n_workers, max_sans_per_cert=max_sans_per_cert)
+        yield from parse_in_chunks(read_paths(first), workers=n_workers, max_sans_per_cert=max_sans_per_cert,
+                                   domains=domains)
         return
     paths = chain(first, walk)
     # Files per part: CHUNK, then as many as hold about CHUNK items, going by the items per file so far
@@ -171,7 +180,7 @@ def _parse_files_in_workers(files: FileItems, n_workers: int, max_sans_per_cert:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
             while True:
                 while len(pending) < 2 * n_workers and (taken := list(islice(paths, size))):
-                    pending.append((taken, pool.submit(parse_files, taken, max_sans_per_cert)))
+                    pending.append((taken, pool.submit(parse_files, taken, max_sans_per_cert, domains)))
                     taken = []
                 if not pending:
                     return
@@ -184,6 +193,6 @@ def _parse_files_in_workers(files: FileItems, n_workers: int, max_sans_per_cert:
         log.warning("parsing in one process: the worker processes failed (%s)", exc)
         for part in [*(p for p, _ in pending), taken]:
             if part:
-                yield parse_files(part, max_sans_per_cert)
+                yield parse_files(part, max_sans_per_cert, domains)
         while part := list(islice(paths, CHUNK)):
-            yield parse_files(part, max_sans_per_cert)
+            yield parse_files(part, max_sans_per_cert, domains)

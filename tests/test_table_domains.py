@@ -1,0 +1,70 @@
+"""A scan without lookups finds its registrable domains from the whole table, as the chunk-by-chunk parse would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from scanner.core.config import Config
+from scanner.parse.domains import registrable_domains
+from scanner.parse.items import CHUNK, domains_of, parse_in_chunks
+from scanner.pipeline import run
+from scanner.sources.base import RawCert
+from tests.synth import TestCA, der, pem, utc
+
+NAMES = [
+    ["shop.example.com", "www.example.com"],
+    ["a.b.example.co.uk"],
+    ["10.0.0.1", "intranet.local", "mail.example.org"],
+    ["*.wild.example.net"],
+    [],  # the CN is the host name (a legacy certificate)
+    ["xn--bcher-kva.example", "bad_label-.com", "EXAMPLE.DE."],
+    [f"pad{i}.padding{i}.com" for i in range(8)],  # over the cap of 5: the last 3 are not checked
+]
+
+
+def _issue(ca: TestCA, folder: Path) -> list[RawCert]:
+    raws = []
+    for i, dns in enumerate(NAMES):
+        cn = "legacy-host.example.io" if not dns else dns[0]
+        cert = ca.issue(serial=i + 1, not_before=utc("2024-03-01T00:00"), cn=cn, dns=dns, org="Ejemplo S.L.")
+        (folder / f"{i}.pem").write_bytes(pem(cert))
+        raws.append(RawCert(der(cert), "files", f"{i}.pem"))
+    person = ca.issue(serial=99, not_before=utc("2024-03-01T00:00"), cn="Maria Garcia")  # no SAN, CN not a host
+    (folder / "person.pem").write_bytes(pem(person))
+    raws.append(RawCert(der(person), "files", "person.pem"))
+    return raws
+
+
+def test_the_whole_table_gives_the_domains_each_chunk_gives(tmp_path: Path) -> None:
+    ca = TestCA()
+    raws = _issue(ca, tmp_path)
+    chunks = list(parse_in_chunks(raws * (CHUNK // len(raws) + 1), workers=1, max_sans_per_cert=5))
+    by_chunk = set().union(*(c.domains for c in chunks))
+    certs = pd.concat([c.certs for c in chunks], ignore_index=True)
+    assert registrable_domains(certs, 5) == by_chunk == domains_of(certs.to_dict("records"), 5)
+    assert {"example.com", "example.co.uk", "example.org", "example.io", "padding0.com", "padding4.com"} <= by_chunk
+    assert "padding5.com" not in by_chunk and not any("local" in d for d in by_chunk)
+    skipped = list(parse_in_chunks(raws, workers=1, max_sans_per_cert=5, domains=False))
+    assert all(not c.domains for c in skipped) and len(skipped[0].certs) == len(raws)
+
+
+def test_a_scan_without_lookups_counts_and_keeps_the_domains_a_scan_with_them_does(tmp_path: Path) -> None:
+    ca = TestCA()
+    issued = tmp_path / "issued"
+    issued.mkdir()
+    _issue(ca, issued)
+    answers = {}
+    for mode in ("off", "auto", "off"):  # twice without: the second run is the first's answer
+        out = tmp_path / f"out-{mode}-{len(answers)}"
+        config = Config(out_dir=out, source="files", paths=(issued,), registration=mode, offline=True,
+                        max_sans_per_cert=5, cache_dir=tmp_path / "cache", progress=False, quiet=True)
+        result = run(config, rounds=True)
+        kept = set(pd.read_parquet(out / "domains.parquet")["domain"])
+        answers[len(answers)] = (result.summary["registrable_domains"], kept)
+    assert answers[0] == answers[1] == answers[2]
+    count, kept = answers[0]
+    assert count == len(kept)
+    assert kept == {"example.com", "example.co.uk", "example.org", "example.net", "example.io", "example.de",
+                    *(f"padding{i}.com" for i in range(5))}
