@@ -49,6 +49,7 @@ PLAIN = {
     "UTF-8 in a UTF8String and a T61String": _name(_one("Cámara", ORG), _one("Cía", LOC, T61)),
     "a three-letter country (cryptography only warns)": _name(_one("ESP", COUNTRY, PRINTABLE)),
     "an empty subject": tlv(0x30, b""),
+    "long values (long-form DER lengths)": _name(_one("o" * 200, ORG), _one("c" * 60 + ".example.com")),
 }
 
 ODD = {

@@ -140,15 +140,28 @@ def _lenient_text(tag: int, body: bytes) -> str:
 
 def _rdns(raw: bytes) -> list[list[tuple[bytes, int, bytes]]]:
     """The RelativeDistinguishedNames of a DER Name, each as its (type OID bytes, string tag, value bytes)."""
+    # element() inlined for the short lengths nearly every name has: a tenth of a certificate's parse was here
     rdns = []
     _, pos, end = element(raw, 0)
     while pos < end:  # each RelativeDistinguishedName (a SET)
-        _, apos, rdn_end = element(raw, pos)
+        n = raw[pos + 1]
+        if n < 0x80:
+            apos, rdn_end = pos + 2, pos + 2 + n
+        else:
+            _, apos, rdn_end = element(raw, pos)
         attrs = []
         while apos < rdn_end:  # each AttributeTypeAndValue (a SEQUENCE)
-            _, opos, attr_end = element(raw, apos)
+            n = raw[apos + 1]
+            if n < 0x80:
+                opos, attr_end = apos + 2, apos + 2 + n
+            else:
+                _, opos, attr_end = element(raw, apos)
             _, ostart, oend = element(raw, opos)
-            tag, vstart, vend = element(raw, oend)
+            tag, n = raw[oend], raw[oend + 1]
+            if n < 0x80:
+                vstart, vend = oend + 2, oend + 2 + n
+            else:
+                tag, vstart, vend = element(raw, oend)
             attrs.append((raw[ostart:oend], tag, raw[vstart:vend]))
             apos = attr_end
         rdns.append(attrs)
@@ -275,16 +288,33 @@ def _subject(cert: x509.Certificate, raw: bytes, names: IssuerNames) -> tuple[st
         else:
             _learn_types(raw, subject, names.types)
         return subject.rfc4514_string(), _subject_fields(subject)
-    values: dict[str, list[str]] = {}
+    out = dict(_NO_FIELDS)
+    seen, units = set(), []
     for rdn in rdns:
         for _, key, value in rdn:
-            if key:
-                values.setdefault(key, []).append(value)
-    out = dict.fromkeys(_SUBJECT_OIDS.values(), "")
-    for key, vals in values.items():
-        out[key] = "; ".join(vals) if key == "subject_ou" else vals[0]
-    dn = ",".join("+".join(f"{n}={_escape_dn_value(v)}" for n, _, v in rdn) for rdn in reversed(rdns))
-    return dn, out
+            if key == "subject_ou":
+                units.append(value)
+            elif key and key not in seen:  # the first one, as cryptography's get_attributes_for_oid()[0]
+                seen.add(key)
+                out[key] = value
+    if units:
+        out["subject_ou"] = "; ".join(units)
+    parts = []
+    for rdn in reversed(rdns):
+        if len(rdn) == 1:
+            name, _, value = rdn[0]
+            parts.append(f"{name}={value if _plain_dn_value(value) else _escape_dn_value(value)}")
+        else:
+            parts.append("+".join(f"{n}={_escape_dn_value(v)}" for n, _, v in rdn))
+    return ",".join(parts), out
+
+
+_NO_FIELDS = dict.fromkeys(_SUBJECT_OIDS.values(), "")
+
+
+def _plain_dn_value(val: str) -> bool:
+    """True when _escape_dn_value leaves val as it is (most values): no special, no leading # or space, no trailing space."""
+    return bool(val) and val[0] not in "# " and val[-1] != " " and _SPECIAL.search(val) is None
 
 
 def _aia_urls(aia: Any, method: x509.ObjectIdentifier) -> list[str]:

