@@ -6,6 +6,7 @@ import json
 import types
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
@@ -204,73 +205,97 @@ def test_two_long_standing_country_sites_of_one_company_rank_below_a_one_off_unr
 # --- the detector's steps, one at a time ------------------------------------------------------
 
 
-def prepared(*rows: dict) -> tuple[pd.DataFrame, pd.DataFrame, typo._Subjects]:
-    """(registrables with their certificates' facts, SANs, subjects) as detect_typo_neighbours prepares them."""
+def prepared(*rows: dict) -> tuple[typo._Table, typo._Subjects]:
+    """(the coded registrables with their certificates' facts, subjects) as detect_typo_neighbours prepares them."""
     certs = frame_from_rows(list(rows), CERT_COLUMNS)
-    regs, sans = typo._registrables(certs, MIN_LABEL, MAX_REGISTRABLES)
+    table = typo._registrables(certs, MIN_LABEL, MAX_REGISTRABLES)
     subjects = typo._subjects(certs, MIN_LABEL)
-    return typo._with_subjects(regs, subjects), sans, subjects
+    return typo._with_subjects(table, subjects), subjects
 
 
-def sides(regs: pd.DataFrame, subjects: typo._Subjects) -> tuple[pd.DataFrame, pd.DataFrame]:
-    labels = label_pairs(set(regs["key"]) | set(subjects.olabels["olabel"]))
-    pairs = typo_pairs(regs, labels, suffix_pairs(set(regs["suffix"])))
-    return typo._suspect_sides(regs, pairs[["registrable", "registrable_n", "scope"]])
+def sides(table: typo._Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labels = typo._coded_pairs(label_pairs(table.keys.to_pylist()), table.keys)
+    suffixes = typo._coded_pairs(suffix_pairs(table.suffixes.to_pylist()), table.suffixes)
+    pairs = typo_pairs(table.regs, labels.astype(object), suffixes.astype(object))
+    pairs = pairs.astype({"registrable": "int64", "registrable_n": "int64"})
+    return typo._suspect_sides(table.regs, pairs[["registrable", "registrable_n", "scope"]])
+
+
+def text(values, codes) -> list[str]:
+    """The strings a column of codes stands for."""
+    return typo._texts(values, list(codes))
 
 
 def test_the_subject_o_step_compares_a_san_with_its_own_certificates_o_only():
-    regs, _, subjects = prepared(cert("a", ["mail.cuatis.net"], CUALTIS), cert("b", ["mail.cuatis.es"], "Other SA"),
-                                 cert("c", ["www.cualtis.net"], CUALTIS))
-    labels = label_pairs(set(regs["key"]) | set(subjects.olabels["olabel"]))
-    found = typo._subject_o_candidates(regs, subjects.olabels, labels)
-    assert list(zip(found["cert"], found["registrable"], found["neighbour"])) == [(0, "cuatis.net", "cualtis")]
+    table, _ = prepared(cert("a", ["mail.cuatis.net"], CUALTIS), cert("b", ["mail.cuatis.es"], "Other SA"),
+                        cert("c", ["www.cualtis.net"], CUALTIS))
+    labels = typo._coded_pairs(label_pairs(table.keys.to_pylist()), table.keys)
+    found = typo._subject_o_candidates(table.regs, table.olabels, labels)
+    assert list(zip(found["cert"], text(table.registrables, found["registrable"]),
+                    text(table.keys, found["neighbour"]))) == [(0, "cuatis.net", "cualtis")]
+
+
+def test_codes_sort_as_the_strings_they_stand_for():
+    codes, values = typo._sorted_codes(pa.array(["b", "é", "a", "b", "Z", "ab", ""]))
+    assert values.to_pylist() == sorted(["b", "é", "a", "Z", "ab", ""])
+    assert [values[c].as_py() for c in codes] == ["b", "é", "a", "b", "Z", "ab", ""]
 
 
 def test_the_same_certificate_step_flags_the_rarer_name_and_on_a_tie_the_later_san():
-    regs, _, subjects = prepared(cert("a", ["www.example-shop.com", "www.exmaple-shop.com"]),
-                                 cert("b", ["example-shop.com"]), cert("c", ["www.abcdef.com", "www.abcdeg.com"]))
-    found = typo._same_cert_candidates(*sides(regs, subjects))
-    assert list(zip(found["cert"], found["registrable"], found["neighbour"])) == [
+    table, _ = prepared(cert("a", ["www.example-shop.com", "www.exmaple-shop.com"]),
+                        cert("b", ["example-shop.com"]), cert("c", ["www.abcdef.com", "www.abcdeg.com"]))
+    found = typo._same_cert_candidates(*sides(table))
+    assert list(zip(found["cert"], text(table.registrables, found["registrable"]),
+                    text(table.registrables, found["neighbour"]))) == [
         (0, "exmaple-shop.com", "example-shop.com"), (2, "abcdeg.com", "abcdef.com")]
 
 
 def test_the_organisation_witness_is_the_certificate_nearest_in_time():
-    regs, _, subjects = prepared(*CAMERFIRMA_CASE)
-    mine, _ = sides(regs, subjects)
-    found = typo._organisation_witnesses(mine, typo._holders(regs))
-    suspect = found[found["registrable"] == "cuatis.net"]
-    assert list(zip(suspect["cert_n"], suspect["link"])) == [(1, "organisation cualtis")]  # the reissue, not 2020's
+    table, subjects = prepared(*CAMERFIRMA_CASE)
+    mine, _ = sides(table)
+    found = typo._organisation_witnesses(mine, typo._holders(table.regs), subjects.no_okey)
+    suspect = found[[r == "cuatis.net" for r in text(table.registrables, found["registrable"])]]
+    assert list(zip(suspect["cert_n"], suspect["link_kind"], text(subjects.okeys, suspect["link_value"]))) == [
+        (1, typo._BY_ORGANISATION, "cualtis")]  # the reissue, not 2020's
 
 
 def test_a_shared_domain_witness_needs_a_third_domain_on_both_certificates():
-    regs, _, subjects = prepared(cert("a", ["mail.cuatis.net", "www.grupo-cualtis.es"]),
-                                 cert("b", ["mail.cualtis.net", "www.grupo-cualtis.es"]),
-                                 cert("c", ["mail.cualtis.net"]))
-    mine, _ = sides(regs, subjects)
-    found = typo._shared_domain_witnesses(mine, typo._holders(regs), regs)
-    assert set(zip(found["cert"], found["cert_n"], found["link"])) == {
-        (0, 1, "shared domain grupo-cualtis.es"), (1, 0, "shared domain grupo-cualtis.es")}
+    table, _ = prepared(cert("a", ["mail.cuatis.net", "www.grupo-cualtis.es"]),
+                        cert("b", ["mail.cualtis.net", "www.grupo-cualtis.es"]),
+                        cert("c", ["mail.cualtis.net"]))
+    mine, _ = sides(table)
+    found = typo._shared_domain_witnesses(mine, typo._holders(table.regs), table.regs)
+    assert set(zip(found["cert"], found["cert_n"], found["link_kind"], text(table.registrables, found["link_value"]))) == {
+        (0, 1, typo._BY_SHARED_DOMAIN, "grupo-cualtis.es"), (1, 0, typo._BY_SHARED_DOMAIN, "grupo-cualtis.es")}
 
 
 def test_the_other_certificate_step_keeps_only_the_suspect_that_is_not_the_more_legitimate():
-    regs, _, subjects = prepared(*CAMERFIRMA_CASE)
-    mine, _ = sides(regs, subjects)
-    witnesses = typo._organisation_witnesses(mine, typo._holders(regs))
-    found = typo._other_cert_candidates(witnesses, regs)
-    assert list(zip(found["cert"], found["registrable"], found["cert_n"])) == [(0, "cuatis.net", 1)]
+    table, subjects = prepared(*CAMERFIRMA_CASE)
+    mine, _ = sides(table)
+    witnesses = typo._organisation_witnesses(mine, typo._holders(table.regs), subjects.no_okey)
+    found = typo._other_cert_candidates(witnesses, table.regs)
+    assert list(zip(found["cert"], text(table.registrables, found["registrable"]), found["cert_n"])) == [
+        (0, "cuatis.net", 1)]
 
 
 def test_the_best_evidence_is_the_subject_o_and_the_witness_is_kept_for_the_sentence():
-    regs, _, subjects = prepared(*CAMERFIRMA_CASE)
-    best, witnesses = typo._best_evidence(typo._candidates(regs, subjects, MIN_LABEL))
-    assert [(r.cert, r.registrable, r.source) for r in best] == [(0, "cuatis.net", "subject_o")]
-    assert witnesses == {(0, "cuatis.net"): (1, "cualtis.net", "organisation cualtis")}
+    table, subjects = prepared(*CAMERFIRMA_CASE)
+    best, witnesses = typo._best_evidence(typo._candidates(table, subjects, MIN_LABEL))
+    assert [(r.cert, text(table.registrables, [r.registrable])[0], r.source) for r in best] == [
+        (0, "cuatis.net", "subject_o")]
+    ((cert_, reg), (cert_n, neighbour, (kind, value))), = witnesses.items()
+    assert (cert_, cert_n, kind) == (0, 1, typo._BY_ORGANISATION)
+    assert text(table.registrables, [reg, neighbour]) == ["cuatis.net", "cualtis.net"]
+    assert text(subjects.okeys, [value]) == ["cualtis"]
 
 
 def test_a_suffix_pair_is_shown_as_whole_domains_with_the_suffix_named():
-    regs, _, subjects = prepared(cert("a", ["mail.cualtis.ne"], CUALTIS), cert("b", ["mail.cualtis.net"], CUALTIS))
-    best, _ = typo._best_evidence(typo._candidates(regs, subjects, MIN_LABEL))
-    shown, shown_n, edit, where = typo._pair_edit(best[0], typo._Domains.of(regs))
+    table, subjects = prepared(cert("a", ["mail.cualtis.ne"], CUALTIS), cert("b", ["mail.cualtis.net"], CUALTIS))
+    best, _ = typo._best_evidence(typo._candidates(table, subjects, MIN_LABEL))
+    r = best[0]
+    row = typo._Best(r.cert, *text(table.registrables, [r.registrable]), r.source, r.scope,
+                     *text(table.registrables, [r.neighbour]))
+    shown, shown_n, edit, where = typo._pair_edit(row, typo._Domains.of(table, [r.registrable, r.neighbour]))
     assert (shown, shown_n, edit.detail, where) == (
         "cualtis.ne", "cualtis.net", "'t' omitted", " in the public suffix (.ne instead of .net)")
 

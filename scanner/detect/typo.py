@@ -46,7 +46,7 @@ from scanner.enrich.subscribers import (
     typo_pairs,
 )
 from scanner.enrich.typo_index import Edit, edit_between
-from scanner.parse.domains import PUBLIC, Classified, explode_names, ranks, with_names
+from scanner.parse.domains import PUBLIC, Classified, arrow_strings, explode_names, ranks, with_names
 
 CODE = "typo_neighbour"
 SOURCES = ("subject_o", "same_cert", "other_cert")
@@ -62,11 +62,38 @@ def _clip(text: object, limit: int = 80) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def _sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(each value's code, the distinct values in code point order): codes sort as the strings do."""
+    encoded = pc.dictionary_encode(values)
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)], encoded.dictionary.take(pa.array(order))
+
+
+@dataclass
+class _Table:
+    """The registrable domains the detector compares, as integer codes (see _sorted_codes) with what they stand for.
+
+    Every string column is a code, so the joins below compare integers and hold no Python string;
+    the strings are looked up only for the findings.
+    """
+
+    regs: pd.DataFrame  # one row per (cert, registrable), first SAN order: cert, registrable, order, key, suffix...
+    san_cert: np.ndarray  # per SAN: its certificate (row position)
+    san_registrable: np.ndarray  # per SAN: its registrable's code
+    san: pa.Array  # per SAN: the name as written
+    registrables: pa.Array  # code -> registrable domain
+    keys: pa.Array  # code -> comparison key (and, after _with_subjects, the O labels too)
+    suffixes: pa.Array  # code -> public suffix
+    olabels: pd.DataFrame | None = None  # (cert, olabel): the codes of the labels each certificate's O could be
+
+
 def _registrables(
     certs: pd.DataFrame, min_label_len: int, max_registrables: int, counts: "IssuanceCounts | None" = None,
     classified: Classified | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per certificate and registrable domain, one row per SAN) for labels long enough to compare."""
+) -> _Table | None:
+    """The certificates' registrable domains with labels long enough to compare (None if there is none)."""
     sans = explode_names(certs, "san_dns", classified)
     sans = sans.take(pc.greater(pc.binary_length(sans.values), 0).to_numpy(zero_copy_only=False))
     order = ranks(sans.cert)  # among the certificate's non-empty names
@@ -78,34 +105,42 @@ def _registrables(
     keys = comparison_keys(distinct).take(pc.index_in(labels, value_set=distinct))
     long_enough = pc.greater_equal(pc.utf8_length(keys), min_label_len).to_numpy(zero_copy_only=False)
     if not long_enough.any():
-        return pd.DataFrame(), pd.DataFrame()
+        return None
     rows = np.flatnonzero(public)[long_enough]
-    at, keep = at[long_enough], pa.array(long_enough)
-
-    def text(values: pa.Array) -> pd.Series:
-        # object, as the merges below expect: a str column would make every merge and map slower
-        return pd.Series(values.to_numpy(zero_copy_only=False), dtype=object)
-
-    frame = pd.DataFrame({
-        "cert": sans.cert[rows], "san": text(sans.values.take(pa.array(rows))), "order": order[rows],
-        "registrable": text(classified.take("registrable", at)), "label": text(labels.filter(keep)),
-        "suffix": text(classified.take("suffix", at)), "key": text(keys.filter(keep)),
-    })
-    regs = frame.drop_duplicates(["cert", "registrable"]).reset_index(drop=True)
-    per_cert = regs.groupby("cert")["registrable"].transform("size")
-    regs["bundle"] = (per_cert > max_registrables).to_numpy()
-    by_registrable, by_key = counts if counts is not None else _counts(regs)
-    regs["reg_count"] = regs["registrable"].map(by_registrable).to_numpy()
-    regs["key_count"] = regs["key"].map(by_key).to_numpy()
-    return regs, frame[["cert", "registrable", "san"]]
+    at = at[long_enough]
+    cert = sans.cert[rows]
+    registrable, registrables = _sorted_codes(classified.take("registrable", at))
+    key, key_names = _sorted_codes(keys.filter(pa.array(long_enough)))
+    suffix, suffixes = _sorted_codes(classified.take("suffix", at))
+    # The first SAN of each (certificate, registrable): certificates ascending, names in their order.
+    first = np.sort(np.unique(cert * len(registrables) + registrable, return_index=True)[1])
+    regs = pd.DataFrame({"cert": cert[first], "registrable": registrable[first], "order": order[rows][first],
+                         "key": key[first], "suffix": suffix[first]})
+    per_cert = np.bincount(regs["cert"].to_numpy(), minlength=len(certs))
+    regs["bundle"] = per_cert[regs["cert"].to_numpy()] > max_registrables
+    table = _Table(regs, cert, registrable, sans.values.take(pa.array(rows)), registrables, key_names, suffixes)
+    if counts is not None:
+        by_registrable, by_key = counts
+        reg_count = by_registrable.reindex(registrables.to_pylist()).to_numpy()
+        key_count = by_key.reindex(key_names.to_pylist()).to_numpy()
+    else:
+        reg_count, key_count = _code_counts(table)
+    regs["reg_count"] = reg_count[regs["registrable"].to_numpy()]
+    regs["key_count"] = key_count[regs["key"].to_numpy()]
+    return table
 
 
 #: (certificates naming each registrable domain, certificates naming each comparison key).
 IssuanceCounts = tuple[pd.Series, pd.Series]
 
 
-def _counts(regs: pd.DataFrame) -> IssuanceCounts:
-    return regs["registrable"].value_counts(), regs.drop_duplicates(["cert", "key"])["key"].value_counts()
+def _code_counts(table: _Table) -> tuple[np.ndarray, np.ndarray]:
+    """(certificates naming each registrable code, certificates naming each key code)."""
+    regs = table.regs
+    by_registrable = np.bincount(regs["registrable"].to_numpy(), minlength=len(table.registrables))
+    width = max(len(table.keys), 1)
+    pairs = np.unique(regs["cert"].to_numpy() * width + regs["key"].to_numpy())
+    return by_registrable, np.bincount(pairs % width, minlength=len(table.keys))
 
 
 def issuance_counts(certs: pd.DataFrame, *, min_label_len: int = MIN_LABEL) -> IssuanceCounts:
@@ -113,17 +148,26 @@ def issuance_counts(certs: pd.DataFrame, *, min_label_len: int = MIN_LABEL) -> I
     empty = pd.Series(dtype="int64")
     if certs is None or certs.empty or "san_dns" not in certs.columns:
         return empty, empty
-    regs, _ = _registrables(certs.reset_index(drop=True), min_label_len, MAX_REGISTRABLES)
-    return _counts(regs) if not regs.empty else (empty, empty)
+    table = _registrables(certs.reset_index(drop=True), min_label_len, MAX_REGISTRABLES)
+    if table is None:
+        return empty, empty
+    out = []
+    for counts, names, label in zip(_code_counts(table), (table.registrables, table.keys), ("registrable", "key")):
+        held = counts > 0
+        index = pd.Index(np.asarray(names.to_pylist(), dtype=object)[held], dtype=object, name=label)
+        out.append(pd.Series(counts[held], index=index, name="count"))
+    return out[0], out[1]
 
 
-def _sans_of(sans: pd.DataFrame, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], list[str]]:
-    """All SANs of the wanted (certificate, registrable) pairs, in certificate order."""
-    sans = sans[sans["cert"].isin({c for c, _ in wanted})]
-    out: dict[tuple[int, str], list[str]] = {}
-    for cert, reg, san in zip(sans["cert"].tolist(), sans["registrable"].tolist(), sans["san"].tolist()):
-        if (cert, reg) in wanted:
-            out.setdefault((cert, reg), []).append(san)
+def _sans_of(table: _Table, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], list[str]]:
+    """All SANs of the wanted (certificate, registrable code) pairs, in certificate order."""
+    width = np.int64(max(len(table.registrables), 1))
+    packed = table.san_cert * width + table.san_registrable
+    at = np.flatnonzero(np.isin(packed, np.array([c * int(width) + r for c, r in wanted], dtype=np.int64)))
+    out: dict[tuple[int, int], list[str]] = {}
+    for cert, reg, san in zip(table.san_cert[at].tolist(), table.san_registrable[at].tolist(),
+                              table.san.take(pa.array(at, type=pa.int64())).to_pylist()):
+        out.setdefault((cert, reg), []).append(san)
     return out
 
 
@@ -148,10 +192,6 @@ def _nearest_witness(left: pd.DataFrame, right: pd.DataFrame, by: list[str], rig
         return left.iloc[0:0].assign(cert_n=pd.Series(dtype="int64"), nb_n=pd.Series(dtype="int64"))
     left = left.sort_values("nb", kind="stable")
     right = right.sort_values("nb_n", kind="stable")
-    for col in by:  # merge_asof wants identical key dtypes on both sides
-        left[col] = left[col].astype(object)
-    for col in right_by:
-        right[col] = right[col].astype(object)
     out = pd.merge_asof(
         left, right, left_on="nb", right_on="nb_n", left_by=by, right_by=right_by, direction="nearest"
     )
@@ -165,11 +205,14 @@ class _Subjects:
     """What the detector reads of each certificate besides its SANs, by row position."""
 
     raw_o: list[str]  # the subject O as written ('' for none)
-    okey: np.ndarray  # its organisation key
-    olabels: pd.DataFrame  # (cert, olabel): the labels the O could be registered as
+    okey: np.ndarray  # its organisation key's code (okeys)
+    okeys: pa.Array  # code -> organisation key, in code point order
+    no_okey: int  # the code of '' (no key), -1 if every certificate has one
+    olabel_cert: np.ndarray  # with olabels: (cert, label) for the labels the O could be registered as
+    olabels: pa.Array
     nb: np.ndarray  # notBefore as int64 nanoseconds (0 when missing)
     not_revoked: np.ndarray  # bool
-    sha: np.ndarray  # sha256
+    sha: pa.Array  # sha256
 
 
 def _subjects(certs: pd.DataFrame, min_label_len: int, classified: Classified | None = None) -> _Subjects:
@@ -180,48 +223,64 @@ def _subjects(certs: pd.DataFrame, min_label_len: int, classified: Classified | 
     # Once per distinct O: a large CA has more of them than any cache holds.
     memo = classified.memo.setdefault(("organisation", min_label_len), {}) if classified is not None else None
     codes, per_o, keys = organisation_facts(raw_o, memo, min_label_len=min_label_len)
-    okey = keys[codes] if n else np.array([], dtype=object)
+    key_codes, okeys = _sorted_codes(pa.array(keys.tolist(), type=pa.string()))
+    okey = key_codes[codes] if n else np.zeros(0, np.int64)
+    empty = pc.index(okeys, "").as_py()
     count = np.array([len(labels) for labels in per_o], dtype=np.int64)
-    flat = np.array([label for labels in per_o for label in labels], dtype=object)
+    flat = pa.array([label for labels in per_o for label in labels], type=pa.string())
     starts = np.cumsum(count) - count
     repeats = count[codes] if n else np.zeros(0, np.int64)
     cert = np.repeat(np.arange(n, dtype=np.int64), repeats)
-    olabels = pd.DataFrame({"cert": cert, "olabel": pd.Series(
-        flat[np.repeat(starts[codes], repeats) + ranks(cert)] if len(cert) else [], dtype=object)})
+    olabels = flat.take(pa.array(np.repeat(starts[codes], repeats) + ranks(cert), type=pa.int64()))
     not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     return _Subjects(
         raw_o=raw_o,
         okey=okey,
+        okeys=okeys,
+        no_okey=empty,
+        olabel_cert=cert,
         olabels=olabels,
         nb=not_before.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy(),
         not_revoked=revoked.isna().to_numpy(),
-        sha=certs["sha256"].astype(object).to_numpy(),
+        sha=arrow_strings(certs["sha256"]),
     )
 
 
-def _with_subjects(regs: pd.DataFrame, subjects: _Subjects) -> pd.DataFrame:
-    """regs with its certificate's okey, nb and not_revoked, and is_o: the label is one of the O's."""
+def _with_subjects(table: _Table, subjects: _Subjects) -> _Table:
+    """The table with its certificates' okey, nb and not_revoked, and is_o: the label is one of the O's.
+
+    Keys and O labels are coded together from here on (table.keys), so a key and a label compare as codes.
+    """
+    regs = table.regs
     cert = regs["cert"].to_numpy()
     regs["okey"] = subjects.okey[cert]
     regs["nb"] = subjects.nb[cert]
     regs["not_revoked"] = subjects.not_revoked[cert]
-    # (certificate, label) pairs as one int64 each, labels coded over both sides at once.
-    codes, uniques = pd.factorize(np.concatenate([regs["key"].to_numpy(dtype=object),
-                                                  subjects.olabels["olabel"].to_numpy(dtype=object)]))
-    width = max(len(uniques), 1)
-    mine = cert.astype(np.int64) * width + codes[: len(regs)]
-    own = subjects.olabels["cert"].to_numpy(np.int64) * width + codes[len(regs):]
-    regs["is_o"] = np.isin(mine, own)
-    return regs
+    codes, labels = _sorted_codes(pa.concat_arrays([table.keys, subjects.olabels]))
+    key = codes[: len(table.keys)][regs["key"].to_numpy()]
+    olabel = codes[len(table.keys):]
+    regs["key"] = key
+    width = max(len(labels), 1)
+    regs["is_o"] = np.isin(cert.astype(np.int64) * width + key, subjects.olabel_cert * width + olabel)
+    table.keys = labels
+    table.olabels = pd.DataFrame({"cert": subjects.olabel_cert, "olabel": olabel})
+    return table
+
+
+def _coded_pairs(pairs: pd.DataFrame, values: pa.Array) -> pd.DataFrame:
+    """label_pairs' or suffix_pairs' (x, y) as the codes of values."""
+    def code(column: str) -> np.ndarray:
+        at = pc.index_in(pa.array(pairs[column].tolist(), type=pa.string()), value_set=values)
+        return at.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    return pd.DataFrame({"x": code("x"), "y": code("y")})
 
 
 def _subject_o_candidates(regs: pd.DataFrame, olabels: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """(a) SAN labels one typo from a label of their own certificate's subject O."""
     from_o = regs[~regs["is_o"]][["cert", "registrable", "key"]].merge(olabels, on="cert")
-    from_o = from_o.astype({"key": object, "olabel": object}).merge(
-        labels, left_on=["key", "olabel"], right_on=["x", "y"]
-    )
+    from_o = from_o.merge(labels, left_on=["key", "olabel"], right_on=["x", "y"])
     return from_o.assign(source="subject_o", scope="label", neighbour=from_o["olabel"])
 
 
@@ -230,7 +289,7 @@ _SIDE_COLUMNS = ["cert", "registrable", "order", "nb", "okey", "bundle", *_RANK_
 
 def _suspect_sides(regs: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(every held registrable with each of its typo pairs, every held registrable as a neighbour: columns _n)."""
-    side = regs[_SIDE_COLUMNS].astype({"registrable": object})
+    side = regs[_SIDE_COLUMNS]
     return side.merge(pairs, on="registrable"), side.add_suffix("_n")
 
 
@@ -247,17 +306,20 @@ def _same_cert_candidates(mine: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFr
 
 def _holders(regs: pd.DataFrame) -> pd.DataFrame:
     """Every (certificate, registrable) as a possible witness: columns cert_n, registrable_n, nb_n, okey_n."""
-    return regs[["cert", "registrable", "nb", "okey"]].astype({"registrable": object}).add_suffix("_n")
+    return regs[["cert", "registrable", "nb", "okey"]].add_suffix("_n")
 
 
-def _organisation_witnesses(mine: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
+#: How a witness is the same subscriber's, in the order of the sentences that say so ("organisation ..." first).
+_BY_ORGANISATION, _BY_SHARED_DOMAIN = 0, 1
+
+
+def _organisation_witnesses(mine: pd.DataFrame, holders: pd.DataFrame, no_okey: int) -> pd.DataFrame:
     """For each suspect pair, the nearest certificate of the same organisation holding the neighbour."""
     by_org = _nearest_witness(
-        mine[mine["okey"] != ""], holders[holders["okey_n"] != ""],
+        mine[mine["okey"] != no_okey], holders[holders["okey_n"] != no_okey],
         ["registrable_n", "okey"], ["registrable_n", "okey_n"],
     )
-    by_org["link"] = "organisation " + by_org["okey"].astype(str)
-    return by_org
+    return by_org.assign(link_kind=_BY_ORGANISATION, link_value=by_org["okey"])
 
 
 def _shared_domain_witnesses(mine: pd.DataFrame, holders: pd.DataFrame, regs: pd.DataFrame) -> pd.DataFrame:
@@ -265,14 +327,13 @@ def _shared_domain_witnesses(mine: pd.DataFrame, holders: pd.DataFrame, regs: pd
 
     Bundles take no part: a domain they share says nothing about one subscriber.
     """
-    linkable = regs[~regs["bundle"]][["cert", "registrable"]].astype({"registrable": object})
+    linkable = regs[~regs["bundle"]][["cert", "registrable"]]
     shared = mine[~mine["bundle"]].merge(linkable.rename(columns={"registrable": "shared"}), on="cert")
     shared = shared[(shared["shared"] != shared["registrable"]) & (shared["shared"] != shared["registrable_n"])]
     holders_shared = holders.merge(linkable.rename(columns={"cert": "cert_n", "registrable": "shared"}), on="cert_n")
     holders_shared = holders_shared[holders_shared["shared"] != holders_shared["registrable_n"]]
     by_domain = _nearest_witness(shared, holders_shared, ["registrable_n", "shared"], ["registrable_n", "shared"])
-    by_domain["link"] = "shared domain " + by_domain["shared"].astype(str)
-    return by_domain
+    return by_domain.assign(link_kind=_BY_SHARED_DOMAIN, link_value=by_domain["shared"])
 
 
 def _other_cert_candidates(witnesses: pd.DataFrame, regs: pd.DataFrame) -> pd.DataFrame:
@@ -281,26 +342,31 @@ def _other_cert_candidates(witnesses: pd.DataFrame, regs: pd.DataFrame) -> pd.Da
     if other.empty:
         return other
     other = other.assign(gap=(other["nb"] - other["nb_n"]).abs())
-    other = other.sort_values(["gap", "link"]).drop_duplicates(["cert", "registrable", "registrable_n"])
+    # (link_kind, link_value) sorts as the link's sentence does: codes sort as their strings.
+    other = other.sort_values(["gap", "link_kind", "link_value"]).drop_duplicates(
+        ["cert", "registrable", "registrable_n"])
     other = other.drop(columns=[c for c in other.columns if c.endswith("_n") and c != "registrable_n"
                                 and c not in ("cert_n", "nb_n")])
-    ranks = regs[["cert", "registrable", *_RANK_COLUMNS]].astype({"registrable": object}).add_suffix("_n")
+    ranks = regs[["cert", "registrable", *_RANK_COLUMNS]].add_suffix("_n")
     other = other.merge(ranks, on=["cert_n", "registrable_n"])
     less, tied = _less_legitimate(other)
     other = other[less | tied]  # across certificates a full tie is reported both ways
     return other.assign(source="other_cert", neighbour=other["registrable_n"])
 
 
-def _candidates(regs: pd.DataFrame, subjects: _Subjects, min_label_len: int) -> list[pd.DataFrame]:
+def _candidates(table: _Table, subjects: _Subjects, min_label_len: int) -> list[pd.DataFrame]:
     """Every piece of evidence that a held registrable is a typo: (a), (b) and (c) of the module docstring."""
-    labels = label_pairs(set(regs["key"]) | set(subjects.olabels["olabel"]), min_label_len)
-    found = [_subject_o_candidates(regs, subjects.olabels, labels)]
-    pairs = typo_pairs(regs, labels, suffix_pairs(set(regs["suffix"])))
+    regs = table.regs
+    labels = _coded_pairs(label_pairs(table.keys.to_pylist(), min_label_len), table.keys)
+    found = [_subject_o_candidates(regs, table.olabels, labels)]
+    suffixes = _coded_pairs(suffix_pairs(table.suffixes.to_pylist()), table.suffixes)
+    pairs = typo_pairs(regs, labels.astype(object), suffixes.astype(object))
     if not pairs.empty:
+        pairs = pairs.astype({"registrable": np.int64, "registrable_n": np.int64})
         mine, theirs = _suspect_sides(regs, pairs[["registrable", "registrable_n", "scope"]])
         holders = _holders(regs)
         witnesses = pd.concat(
-            [_organisation_witnesses(mine, holders), _shared_domain_witnesses(mine, holders, regs)],
+            [_organisation_witnesses(mine, holders, subjects.no_okey), _shared_domain_witnesses(mine, holders, regs)],
             ignore_index=True,
         )
         found += [_same_cert_candidates(mine, theirs), _other_cert_candidates(witnesses, regs)]
@@ -320,40 +386,51 @@ def detect_typo_neighbours(
     if certs is None or certs.empty or "san_dns" not in certs.columns:
         return empty_frame(FINDING_COLUMNS)
     certs = certs.reset_index(drop=True)
-    regs, sans = _registrables(certs, min_label_len, max_registrables, counts, classified)
-    if regs.empty:
+    table = _registrables(certs, min_label_len, max_registrables, counts, classified)
+    if table is None:
         return empty_frame(FINDING_COLUMNS)
     subjects = _subjects(certs, min_label_len, classified)
-    candidates = _candidates(_with_subjects(regs, subjects), subjects, min_label_len)
+    candidates = _candidates(_with_subjects(table, subjects), subjects, min_label_len)
     if not candidates:
         return empty_frame(FINDING_COLUMNS)
-    return _findings(candidates, regs, sans, subjects.raw_o, subjects.sha)
+    return _findings(candidates, table, subjects)
 
 
 #: Who shows that the suspect and its neighbour belong to one subscriber: (certificate, registrable, link).
 Witness = tuple[int, str, str]
 
 
-def _best_evidence(candidates: list[pd.DataFrame]) -> tuple[list[Any], dict[tuple[int, str], Witness]]:
-    """(the best candidate per (certificate, suspect registrable), its nearest other-certificate witness)."""
-    cols = ["cert", "registrable", "source", "scope", "neighbour", "cert_n", "link"]
+def _best_evidence(candidates: list[pd.DataFrame]) -> tuple[list[Any], dict[tuple[int, int], tuple[int, int, tuple]]]:
+    """(the best candidate per (certificate, suspect registrable), its nearest other-certificate witness), as codes."""
+    cols = ["cert", "registrable", "source", "scope", "neighbour", "cert_n", "link_kind", "link_value"]
     found = pd.concat([c.reindex(columns=cols) for c in candidates], ignore_index=True).astype(
-        {"registrable": object, "source": object, "scope": object, "neighbour": object, "link": object}
-    )
+        {"source": object, "scope": object})
     found["priority"] = found["source"].map({s: i for i, s in enumerate(SOURCES)})
+    # Within one source the neighbours are codes of one kind, which sort as their strings.
     found = found.sort_values(["cert", "registrable", "priority", "neighbour"], kind="stable")
     witnesses = {
-        (int(r.cert), r.registrable): (int(r.cert_n), r.neighbour, str(r.link))
+        (int(r.cert), int(r.registrable)): (int(r.cert_n), int(r.neighbour), (int(r.link_kind), int(r.link_value)))
         for r in found[found["source"] == "other_cert"].drop_duplicates(["cert", "registrable"]).itertuples()
     }
     return list(found.drop_duplicates(["cert", "registrable"]).itertuples(index=False)), witnesses
 
 
-def _names_needed(best: list[Any], witnesses: dict[tuple[int, str], Witness]) -> set[tuple[int, str]]:
-    """The (certificate, registrable) pairs whose SANs the evidence quotes."""
-    wanted = {(int(r.cert), r.registrable) for r in best}
-    wanted |= {(int(r.cert), r.neighbour) for r in best if r.source == "same_cert"}
+def _names_needed(best: list[Any], witnesses: dict[tuple[int, int], tuple[int, int, tuple]]) -> set[tuple[int, int]]:
+    """The (certificate, registrable code) pairs whose SANs the evidence quotes."""
+    wanted = {(int(r.cert), int(r.registrable)) for r in best}
+    wanted |= {(int(r.cert), int(r.neighbour)) for r in best if r.source == "same_cert"}
     return wanted | {(c, n) for c, n, _ in witnesses.values()}
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The best evidence on one (certificate, suspect registrable), its names as text."""
+
+    cert: int
+    registrable: str
+    source: str
+    scope: str
+    neighbour: str  # an O label (source subject_o) or a registrable domain
 
 
 @dataclass(frozen=True)
@@ -365,12 +442,21 @@ class _Domains:
     count: dict[str, int]
 
     @classmethod
-    def of(cls, regs: pd.DataFrame) -> _Domains:
-        """The facts of every registrable domain in regs."""
-        first = regs.drop_duplicates("registrable")
-        names = first["registrable"].tolist()
-        return cls(dict(zip(names, first["key"].tolist())), dict(zip(names, first["suffix"].tolist())),
-                   dict(zip(names, first["reg_count"].tolist())))
+    def of(cls, table: _Table, codes: list[int]) -> _Domains:
+        """The facts of these registrable domains (codes) of the table."""
+        regs = table.regs
+        held, first = np.unique(regs["registrable"].to_numpy(), return_index=True)
+        rows = first[np.searchsorted(held, np.asarray(codes, dtype=np.int64))]
+        names = _texts(table.registrables, codes)
+        key = _texts(table.keys, regs["key"].to_numpy()[rows])
+        suffix = _texts(table.suffixes, regs["suffix"].to_numpy()[rows])
+        count = regs["reg_count"].to_numpy()[rows].tolist()
+        return cls(dict(zip(names, key)), dict(zip(names, suffix)), dict(zip(names, count)))
+
+
+def _texts(values: pa.Array, codes: "list[int] | np.ndarray") -> list[str]:
+    """The strings these codes stand for."""
+    return values.take(pa.array(np.asarray(codes, dtype=np.int64), type=pa.int64())).to_pylist()
 
 
 def _pair_edit(row: Any, domains: _Domains) -> tuple[str, str, Edit, str] | None:
@@ -399,7 +485,7 @@ def _neighbour_clause(row: Any, cert: int, shown_n: str, raw_o: list[str],
     return "", ""
 
 
-def _witness_clause(witness: Witness, names: dict[tuple[int, str], list[str]], sha: np.ndarray) -> tuple[str, str]:
+def _witness_clause(witness: Witness, names: dict[tuple[int, str], list[str]], sha: dict[int, str]) -> tuple[str, str]:
     """(the witness's name, the clause naming its certificate and how it is the same subscriber's)."""
     w_cert, w_reg, link = witness
     w_name = names[(w_cert, w_reg)][0]
@@ -421,7 +507,7 @@ def _count_clauses(row: Any, count: int, count_n: int | None) -> tuple[list[str]
 
 
 def _finding(row: Any, domains: _Domains, names: dict[tuple[int, str], list[str]],
-             witness: Witness | None, raw_o: list[str], sha: np.ndarray) -> Finding | None:
+             witness: Witness | None, raw_o: list[str], sha: dict[int, str]) -> Finding | None:
     """The finding for one (certificate, suspect registrable) from its best evidence; None if unexplained."""
     pair = _pair_edit(row, domains)
     if pair is None:  # cannot happen for verified pairs; never report an unexplained pair
@@ -463,12 +549,29 @@ def _finding(row: Any, domains: _Domains, names: dict[tuple[int, str], list[str]
                    name=mine[0], related_sha256=related, detail=as_json(detail))
 
 
-def _findings(
-    candidates: list[pd.DataFrame], regs: pd.DataFrame, sans: pd.DataFrame, raw_o: list[str], sha: np.ndarray
-) -> pd.DataFrame:
+def _findings(candidates: list[pd.DataFrame], table: _Table, subjects: _Subjects) -> pd.DataFrame:
     """One finding per (certificate, suspect registrable), from its best evidence."""
-    best, witnesses = _best_evidence(candidates)
-    names = _sans_of(sans, _names_needed(best, witnesses))
-    domains = _Domains.of(regs)
-    out = [_finding(row, domains, names, witnesses.get((int(row.cert), row.registrable)), raw_o, sha) for row in best]
+    best, coded_witnesses = _best_evidence(candidates)
+    coded_names = _sans_of(table, _names_needed(best, coded_witnesses))
+    codes = sorted({int(r.registrable) for r in best} | {int(r.neighbour) for r in best if r.source != "subject_o"}
+                   | {n for _, n, _ in coded_witnesses.values()} | {r for _, r in coded_names}
+                   | {v for _, _, (kind, v) in coded_witnesses.values() if kind == _BY_SHARED_DOMAIN})
+    text = dict(zip(codes, _texts(table.registrables, codes)))
+    olabels = sorted({int(r.neighbour) for r in best if r.source == "subject_o"})
+    olabel = dict(zip(olabels, _texts(table.keys, olabels)))
+    okeys = sorted({v for _, _, (kind, v) in coded_witnesses.values() if kind == _BY_ORGANISATION})
+    okey = dict(zip(okeys, _texts(subjects.okeys, okeys)))
+    rows = [_Best(int(r.cert), text[int(r.registrable)], r.source, r.scope,
+                  olabel[int(r.neighbour)] if r.source == "subject_o" else text[int(r.neighbour)]) for r in best]
+    witnesses = {
+        (c, text[r]): (c_n, text[n], f"organisation {okey[v]}" if kind == _BY_ORGANISATION else f"shared domain {text[v]}")
+        for (c, r), (c_n, n, (kind, v)) in coded_witnesses.items()
+    }
+    names = {(c, text[r]): sans for (c, r), sans in coded_names.items()}
+    certs = sorted({r.cert for r in rows} | {w[0] for w in witnesses.values()})
+    sha = dict(zip(certs, _texts(subjects.sha, certs)))
+    domains = _Domains.of(table, sorted({int(r.registrable) for r in best}
+                                        | {int(r.neighbour) for r in best if r.source != "subject_o"}))
+    out = [_finding(row, domains, names, witnesses.get((row.cert, row.registrable)), subjects.raw_o, sha)
+           for row in rows]
     return findings_frame([f for f in out if f is not None]).sort_values(["sha256", "name"], ignore_index=True)
