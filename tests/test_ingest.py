@@ -52,3 +52,18 @@ def test_a_main_module_that_spawned_workers_cannot_import_falls_back_to_one_proc
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "5000"
     assert "parsing in one process" in proc.stderr
+
+
+def test_parsing_in_process_leaves_the_cyclic_collector_as_it_found_it(test_ca):
+    import gc
+
+    items = _items(test_ca, 10)
+    assert gc.isenabled()
+    assert sum(len(c.certs) for c in parse_in_chunks(items, workers=1)) == 10
+    assert gc.isenabled()  # a long scan's later stages still get their cycles collected
+    gc.disable()
+    try:
+        list(parse_in_chunks(items, workers=1))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
