@@ -13,12 +13,12 @@ from scanner.core.records import Finding
 from scanner.core.times import human_duration, iso
 from scanner.detect.findings import as_json, findings_frame
 from scanner.detect.rules import KEY_COMPROMISE, is_short_lived
+from scanner.detect.subjects import organisation_codes, subject_o_values
 from scanner.enrich.subscribers import (
     MIN_LABEL,
     comparison_key,
     comparison_keys,
     domain_typo,
-    organisation_facts,
 )
 from scanner.enrich.typo_index import one_edit_pairs
 from scanner.parse.domains import (
@@ -137,7 +137,7 @@ class _Subscribers:
         self._sans = certs["san_dns"].tolist()
         cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else None
         self._cn = [""] * n if cn is None else cn.fill_null("").to_pylist()
-        self._org = _organisation_keys(certs["subject_o"] if "subject_o" in certs.columns else None, n, classified)
+        self._org = _organisation_keys(certs, classified)
         self._comparison_keys: dict[str, str] = {}
         self._name_sets: dict[int, set[str]] = {}
         self._names: dict[int, list[str]] = {}
@@ -311,13 +311,10 @@ def _naive(stamp: pd.Timestamp) -> np.datetime64:
     return stamp.tz_convert(None).to_datetime64()
 
 
-def _organisation_keys(subject_o: pd.Series | None, n: int, classified: Classified | None) -> np.ndarray:
+def _organisation_keys(certs: pd.DataFrame, classified: Classified | None) -> np.ndarray:
     """organisation_keys of the column, each distinct O normalised once per scan (shared through classified)."""
-    if subject_o is None:
-        return np.full(n, "", dtype=object)
-    memo = classified.memo.setdefault(("organisation", MIN_LABEL), {}) if classified is not None else None
-    codes, _, keys = organisation_facts(subject_o, memo)
-    return keys[codes] if n else np.zeros(0, dtype=object)
+    codes, _, keys = organisation_codes(subject_o_values(certs), classified, MIN_LABEL)
+    return keys[codes] if len(certs) else np.zeros(0, dtype=object)
 
 
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}

@@ -36,12 +36,12 @@ import pyarrow.compute as pc
 
 from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
 from scanner.detect.findings import as_json, findings_frame
+from scanner.detect.subjects import organisation_codes, subject_o_values
 from scanner.enrich.subscribers import (
     MAX_REGISTRABLES,
     MIN_LABEL,
     comparison_keys,
     label_pairs,
-    organisation_facts,
     suffix_pairs,
     typo_pairs,
 )
@@ -204,7 +204,7 @@ def _nearest_witness(left: pd.DataFrame, right: pd.DataFrame, by: list[str], rig
 class _Subjects:
     """What the detector reads of each certificate besides its SANs, by row position."""
 
-    raw_o: list[str]  # the subject O as written ('' for none)
+    raw_o: pa.Array  # the subject O as written ('' for none)
     okey: np.ndarray  # its organisation key's code (okeys)
     okeys: pa.Array  # code -> organisation key, in code point order
     no_okey: int  # the code of '' (no key), -1 if every certificate has one
@@ -218,11 +218,9 @@ class _Subjects:
 def _subjects(certs: pd.DataFrame, min_label_len: int, classified: Classified | None = None) -> _Subjects:
     """The subject O, its key and labels, notBefore and revocation of every certificate."""
     n = len(certs)
-    subject_o = certs["subject_o"] if "subject_o" in certs.columns else pd.Series([None] * n)
-    raw_o = [o if isinstance(o, str) else "" for o in subject_o.tolist()]
+    raw_o = subject_o_values(certs)
     # Once per distinct O: a large CA has more of them than any cache holds.
-    memo = classified.memo.setdefault(("organisation", min_label_len), {}) if classified is not None else None
-    codes, per_o, keys = organisation_facts(raw_o, memo, min_label_len=min_label_len)
+    codes, per_o, keys = organisation_codes(raw_o, classified, min_label_len)
     key_codes, okeys = _sorted_codes(pa.array(keys.tolist(), type=pa.string()))
     okey = key_codes[codes] if n else np.zeros(0, np.int64)
     empty = pc.index(okeys, "").as_py()
@@ -474,7 +472,7 @@ def _pair_edit(row: Any, domains: _Domains) -> tuple[str, str, Edit, str] | None
     return None if edit is None else (shown, shown_n, edit, where)
 
 
-def _neighbour_clause(row: Any, cert: int, shown_n: str, raw_o: list[str],
+def _neighbour_clause(row: Any, cert: int, shown_n: str, raw_o: dict[int, str],
                       names: dict[tuple[int, str], list[str]]) -> tuple[str, str]:
     """(the neighbour's name, the clause saying where it is) for a subject O or same-certificate neighbour."""
     if row.source == "subject_o":
@@ -507,7 +505,7 @@ def _count_clauses(row: Any, count: int, count_n: int | None) -> tuple[list[str]
 
 
 def _finding(row: Any, domains: _Domains, names: dict[tuple[int, str], list[str]],
-             witness: Witness | None, raw_o: list[str], sha: dict[int, str]) -> Finding | None:
+             witness: Witness | None, raw_o: dict[int, str], sha: dict[int, str]) -> Finding | None:
     """The finding for one (certificate, suspect registrable) from its best evidence; None if unexplained."""
     pair = _pair_edit(row, domains)
     if pair is None:  # cannot happen for verified pairs; never report an unexplained pair
@@ -572,6 +570,7 @@ def _findings(candidates: list[pd.DataFrame], table: _Table, subjects: _Subjects
     sha = dict(zip(certs, _texts(subjects.sha, certs)))
     domains = _Domains.of(table, sorted({int(r.registrable) for r in best}
                                         | {int(r.neighbour) for r in best if r.source != "subject_o"}))
-    out = [_finding(row, domains, names, witnesses.get((row.cert, row.registrable)), subjects.raw_o, sha)
+    raw_o = dict(zip(certs, _texts(subjects.raw_o, certs)))
+    out = [_finding(row, domains, names, witnesses.get((row.cert, row.registrable)), raw_o, sha)
            for row in rows]
     return findings_frame([f for f in out if f is not None]).sort_values(["sha256", "name"], ignore_index=True)
