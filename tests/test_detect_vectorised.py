@@ -130,3 +130,11 @@ def test_keys_and_labels_of_many_organisations_at_once_match_one_at_a_time(min_l
     assert keys_and_labels(values, min_len=min_len, max_words=max_words) == expected
     assert [e[0] for e in expected] == [organisation.normalise_organisation.__wrapped__(o) for o in values]
     assert strip_legal_forms(fold("Acme Holding GmbH & Co. KG")) == "acme holding"
+
+
+@pytest.mark.parametrize(("min_len", "max_words"), [(4, 8), (6, 2), (1, 3)])
+def test_the_organisation_table_holds_key_and_labels_of_each_value_as_columns(min_len, max_words):
+    values = _organisations(3000, 3) + ["Acme Acme Acme SL", "Banco Banco, S.A.", "ACME\x01 SL", "Grupo Grupo", "the the"]
+    keys, owner, labels = organisation.organisation_table(pa.array(values), min_len=min_len, max_words=max_words)
+    got = [(key, tuple(labels.filter(pa.array(owner == i)).to_pylist())) for i, key in enumerate(keys.to_pylist())]
+    assert got == [key_and_labels(o, min_len=min_len, max_words=max_words) for o in values]

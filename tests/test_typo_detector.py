@@ -11,6 +11,7 @@ import pytest
 
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
 from scanner.detect import typo
+from scanner.detect.namecodes import sorted_codes, texts
 from scanner.detect.score import certificate_scores
 from scanner.detect.typo import detect_typo_neighbours
 from scanner.enrich.subscribers import MAX_REGISTRABLES, MIN_LABEL, label_pairs, suffix_pairs, typo_pairs
@@ -223,7 +224,7 @@ def sides(table: typo._Table) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def text(values, codes) -> list[str]:
     """The strings a column of codes stands for."""
-    return typo._texts(values, list(codes))
+    return texts(values, list(codes))
 
 
 def test_the_subject_o_step_compares_a_san_with_its_own_certificates_o_only():
@@ -236,7 +237,7 @@ def test_the_subject_o_step_compares_a_san_with_its_own_certificates_o_only():
 
 
 def test_codes_sort_as_the_strings_they_stand_for():
-    codes, values = typo._sorted_codes(pa.array(["b", "é", "a", "b", "Z", "ab", ""]))
+    codes, values = sorted_codes(pa.array(["b", "é", "a", "b", "Z", "ab", ""]))
     assert values.to_pylist() == sorted(["b", "é", "a", "Z", "ab", ""])
     assert [values[c].as_py() for c in codes] == ["b", "é", "a", "b", "Z", "ab", ""]
 

@@ -12,12 +12,12 @@ import pyarrow.compute as pc
 from scanner.core.records import Finding
 from scanner.core.times import human_duration, iso
 from scanner.detect.findings import as_json, findings_frame
+from scanner.detect.namecodes import name_codes, positions, texts
 from scanner.detect.rules import KEY_COMPROMISE, is_short_lived
-from scanner.detect.subjects import organisation_codes, subject_o_values
+from scanner.detect.subjects import organisations
 from scanner.enrich.subscribers import (
     MIN_LABEL,
     comparison_key,
-    comparison_keys,
     domain_typo,
 )
 from scanner.enrich.typo_index import one_edit_pairs
@@ -137,7 +137,9 @@ class _Subscribers:
         self._sans = certs["san_dns"].tolist()
         cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else None
         self._cn = [""] * n if cn is None else cn.fill_null("").to_pylist()
-        self._org = _organisation_keys(certs, classified)
+        org = organisations(certs, classified, MIN_LABEL)
+        self._org_code, self._okeys, self._no_org = org.key[org.row], org.keys, org.no_key
+        self._org_texts: dict[int, str] = {}
         self._comparison_keys: dict[str, str] = {}
         self._name_sets: dict[int, set[str]] = {}
         self._names: dict[int, list[str]] = {}
@@ -163,45 +165,44 @@ class _Subscribers:
         """The (key, row) index of the wanted rows, for the keys of the asking rows and the keys one edit from theirs."""
         n = len(certs)
         sans = explode_names(certs, "san_dns", classified)
+        classified, at_san = positions(classified, sans.values)
         cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else pa.nulls(n, pa.string())
-        has_cn = cn.is_valid().to_numpy(zero_copy_only=False)
-        row = np.concatenate([rank[sans.cert], rank[np.flatnonzero(has_cn)]])
-        values = pa.concat_arrays([sans.values, cn.drop_null()])
+        has_cn = np.flatnonzero(cn.is_valid().to_numpy(zero_copy_only=False))
+        # A CN not yet classified is added after the names held: the SANs' positions stay valid.
+        classified, at_cn = with_names(classified, cn.drop_null())
+        codes = name_codes(classified)
+        row = np.concatenate([rank[sans.cert], rank[has_cn]])
+        at = np.concatenate([at_san, at_cn])
         keep = wanted[row]
-        row, values = row[keep], values.filter(pa.array(keep))
-        classified, at = with_names(classified, values)
-        registrable = classified.take("registrable", at)
-        named = pc.greater(pc.binary_length(registrable), 0).to_numpy(zero_copy_only=False)
-        row, at = row[named], at[named]
-        registrable = registrable.filter(pa.array(named))
-        labels = classified.take("label", at)
-        distinct = pc.unique(labels)
-        keys = comparison_keys(distinct).take(pc.index_in(labels, value_set=distinct))
-        asked = pa.array(asks[row])
-        asked_keys = pc.unique(keys.filter(asked))
+        row, at = row[keep], at[keep]
+        registrable = codes.registrable[at]
+        named = pc.greater(pc.binary_length(codes.registrables), 0).to_numpy(zero_copy_only=False)[registrable]
+        row, registrable, key = row[named], registrable[named], codes.key[at[named]]
+        asked = asks[row]
+        asked_keys = np.unique(key[asked])
         # Typo neighbours: comparison keys of MIN_LABEL or more one edit from an asking row's (OSA distance 1).
-        pairs = one_edit_pairs(pc.unique(keys).to_pylist(), min_len=MIN_LABEL, involving=asked_keys.to_pylist())
+        long = np.unique(key[codes.key_length[key] >= MIN_LABEL])
+        pairs = one_edit_pairs(texts(codes.keys, long), min_len=MIN_LABEL, involving=texts(codes.keys, asked_keys))
         self._neighbours: dict[str, list[str]] = {}
         for a, b in zip(pairs["a"].tolist(), pairs["b"].tolist()):
             self._neighbours.setdefault(a, []).append(b)
             self._neighbours.setdefault(b, []).append(a)
-        key_set = pa.array(sorted(set(asked_keys.to_pylist()) | set(self._neighbours)), type=pa.string())
-        org_rows = np.flatnonzero(wanted & (self._org != ""))
-        org = pa.array(self._org[org_rows].tolist(), type=pa.string())
-        org_set = pc.unique(pa.array(self._org[np.flatnonzero(wanted & asks & (self._org != ""))].tolist(),
-                                     type=pa.string()))
-        parts = [("d:", pc.unique(registrable.filter(asked)), registrable, row), ("k:", key_set, keys, row),
-                 ("o:", org_set, org, org_rows)]
+        near = pc.index_in(pa.array(list(self._neighbours), type=pa.string()), value_set=codes.keys)
+        key_set = np.union1d(asked_keys, near.to_numpy(zero_copy_only=False).astype(np.int64))
+        org_rows = np.flatnonzero(wanted & (self._org_code != self._no_org))
+        org_set = np.unique(self._org_code[np.flatnonzero(wanted & asks & (self._org_code != self._no_org))])
+        parts = [("d:", np.unique(registrable[asked]), registrable, row, codes.registrables),
+                 ("k:", key_set, key, row, codes.keys), ("o:", org_set, self._org_code[org_rows], org_rows, self._okeys)]
         names: list[str] = []
-        codes, rows = [], []
-        for prefix, value_set, column, where in parts:
-            at_key = pc.index_in(column, value_set=value_set)
-            held = at_key.is_valid().to_numpy(zero_copy_only=False)
-            codes.append(at_key.drop_null().to_numpy(zero_copy_only=False).astype(np.int64) + len(names))
-            rows.append(where[held].astype(np.int64))
-            names += [prefix + v for v in value_set.to_pylist()]
+        index_codes, index_rows = [], []
+        for prefix, value_set, column, where, values in parts:
+            at_key = np.minimum(np.searchsorted(value_set, column), max(len(value_set) - 1, 0))
+            held = value_set[at_key] == column if len(value_set) else np.zeros(len(column), dtype=bool)
+            index_codes.append(at_key[held] + len(names))
+            index_rows.append(where[held].astype(np.int64))
+            names += [prefix + v for v in texts(values, value_set)]
         # Distinct (key, row) pairs as one int64 each: np.unique sorts them by key code, then row.
-        pairs_kr = np.unique(np.concatenate(codes) * (n + 1) + np.concatenate(rows))
+        pairs_kr = np.unique(np.concatenate(index_codes) * (n + 1) + np.concatenate(index_rows))
         self._key_codes = {name: code for code, name in enumerate(names)}
         self._key_sorted = pairs_kr // (n + 1)
         self._key_rows = pairs_kr % (n + 1)
@@ -220,7 +221,11 @@ class _Subscribers:
 
     def org(self, i: int) -> str:
         """Row i's organisation key ('' for none)."""
-        return self._org[self.order[i]]
+        code = int(self._org_code[self.order[i]])
+        text = self._org_texts.get(code)
+        if text is None:
+            text = self._org_texts[code] = self._okeys[code].as_py()
+        return text
 
     def sha(self, i: int) -> str:
         """Row i's sha256."""
@@ -309,12 +314,6 @@ class _Subscribers:
 
 def _naive(stamp: pd.Timestamp) -> np.datetime64:
     return stamp.tz_convert(None).to_datetime64()
-
-
-def _organisation_keys(certs: pd.DataFrame, classified: Classified | None) -> np.ndarray:
-    """organisation_keys of the column, each distinct O normalised once per scan (shared through classified)."""
-    codes, _, keys = organisation_codes(subject_o_values(certs), classified, MIN_LABEL)
-    return keys[codes] if len(certs) else np.zeros(0, dtype=object)
 
 
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}

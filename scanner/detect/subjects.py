@@ -1,13 +1,16 @@
-"""What the detectors read of each certificate's subject O, derived once per distinct value."""
+"""What the detectors read of each certificate's subject O, derived once per distinct value and shared."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scanner.enrich.subscribers import organisation_facts
+from scanner.detect.namecodes import sorted_codes
+from scanner.enrich.organisation import organisation_table
 from scanner.parse.domains import Classified, arrow_strings
 
 
@@ -18,14 +21,32 @@ def subject_o_values(certs: pd.DataFrame) -> pa.Array:
     return arrow_strings(certs["subject_o"]).fill_null("")
 
 
-def organisation_codes(values: pa.Array, classified: Classified | None, min_label_len: int
-                       ) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:
-    """organisation_facts of a column of O values (subject_o_values), the distinct ones found by Arrow.
+@dataclass(frozen=True)
+class Organisations:
+    """Each certificate's organisation key and labels (organisation.key_and_labels) as codes."""
 
-    A million O values are mostly repeats: encoding them in Arrow and asking organisation_facts
-    about the distinct ones alone spares it a Python list and an object factorize of the whole column.
+    row: np.ndarray  # per certificate: its O among the distinct values
+    key: np.ndarray  # per distinct O: its organisation key's code
+    keys: pa.Array  # code -> organisation key, in code point order
+    no_key: int  # the code of '' (no key), -1 if every O has a key
+    label_owner: np.ndarray  # per label: its distinct O (ascending; an O's labels in order)
+    labels: pa.Array
+
+
+def organisations(certs: pd.DataFrame, classified: Classified | None, min_label_len: int) -> Organisations:
+    """The Organisations of these certificates; the distinct O's facts are kept in classified.memo for the next detector.
+
+    A million O values are mostly repeats and often printable ASCII: they are encoded in Arrow and
+    normalised all at once (organisation_table), with no Python string per value.
     """
-    memo = classified.memo.setdefault(("organisation", min_label_len), {}) if classified is not None else None
-    encoded = pc.dictionary_encode(values)
-    _, per_o, keys = organisation_facts(encoded.dictionary.to_pylist(), memo, min_label_len=min_label_len)
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), per_o, keys
+    encoded = pc.dictionary_encode(subject_o_values(certs))
+    distinct = encoded.dictionary
+    memo = classified.memo if classified is not None else {}
+    got = memo.get(("organisations", min_label_len))
+    if got is None or not got[0].equals(distinct):
+        keys, owner, labels = organisation_table(distinct, min_len=min_label_len)
+        key, key_names = sorted_codes(keys)
+        got = memo[("organisations", min_label_len)] = (distinct, (key, key_names, owner, labels))
+    key, key_names, owner, labels = got[1]
+    return Organisations(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), key, key_names,
+                         pc.index(key_names, "").as_py(), owner, labels)

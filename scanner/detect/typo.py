@@ -36,17 +36,17 @@ import pyarrow.compute as pc
 
 from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
 from scanner.detect.findings import as_json, findings_frame
-from scanner.detect.subjects import organisation_codes, subject_o_values
+from scanner.detect.namecodes import name_codes, positions, sorted_codes, texts
+from scanner.detect.subjects import organisations, subject_o_values
 from scanner.enrich.subscribers import (
     MAX_REGISTRABLES,
     MIN_LABEL,
-    comparison_keys,
     label_pairs,
     suffix_pairs,
     typo_pairs,
 )
 from scanner.enrich.typo_index import Edit, edit_between
-from scanner.parse.domains import PUBLIC, Classified, arrow_strings, explode_names, ranks, with_names
+from scanner.parse.domains import Classified, arrow_strings, explode_names, ranks
 
 CODE = "typo_neighbour"
 SOURCES = ("subject_o", "same_cert", "other_cert")
@@ -60,15 +60,6 @@ def _clip(text: object, limit: int = 80) -> str:
     """Attacker-controlled text shortened for a one-line evidence sentence."""
     s = str(text)
     return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(each value's code, the distinct values in code point order): codes sort as the strings do."""
-    encoded = pc.dictionary_encode(values)
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank[encoded.indices.to_numpy(zero_copy_only=False)], encoded.dictionary.take(pa.array(order))
 
 
 @dataclass
@@ -95,39 +86,42 @@ def _registrables(
 ) -> _Table | None:
     """The certificates' registrable domains with labels long enough to compare (None if there is none)."""
     sans = explode_names(certs, "san_dns", classified)
-    sans = sans.take(pc.greater(pc.binary_length(sans.values), 0).to_numpy(zero_copy_only=False))
-    order = ranks(sans.cert)  # among the certificate's non-empty names
-    classified, at = with_names(classified, sans.values)
-    public = pc.equal(classified.take("kind", at), PUBLIC).to_numpy(zero_copy_only=False)
-    at = at[public]
-    labels = classified.take("label", at)
-    distinct = pc.unique(labels)
-    keys = comparison_keys(distinct).take(pc.index_in(labels, value_set=distinct))
-    long_enough = pc.greater_equal(pc.utf8_length(keys), min_label_len).to_numpy(zero_copy_only=False)
+    classified, at = positions(classified, sans.values)
+    nonempty = np.flatnonzero(pc.greater(pc.binary_length(sans.values), 0).to_numpy(zero_copy_only=False))
+    at = at[nonempty]
+    order = ranks(sans.cert[nonempty])  # among the certificate's non-empty names
+    codes = name_codes(classified)
+    key = codes.key[at]
+    long_enough = codes.public[at] & (codes.key_length[key] >= min_label_len)
     if not long_enough.any():
         return None
-    rows = np.flatnonzero(public)[long_enough]
-    at = at[long_enough]
-    cert = sans.cert[rows]
-    registrable, registrables = _sorted_codes(classified.take("registrable", at))
-    key, key_names = _sorted_codes(keys.filter(pa.array(long_enough)))
-    suffix, suffixes = _sorted_codes(classified.take("suffix", at))
+    rows = np.flatnonzero(long_enough)
+    at, key = at[rows], key[rows]
+    cert = sans.cert[nonempty[rows]]
+    registrable, suffix = codes.registrable[at], codes.suffix[at]
     # The first SAN of each (certificate, registrable): certificates ascending, names in their order.
-    first = np.sort(np.unique(cert * len(registrables) + registrable, return_index=True)[1])
+    first = np.sort(np.unique(cert * len(codes.registrables) + registrable, return_index=True)[1])
     regs = pd.DataFrame({"cert": cert[first], "registrable": registrable[first], "order": order[rows][first],
                          "key": key[first], "suffix": suffix[first]})
     per_cert = np.bincount(regs["cert"].to_numpy(), minlength=len(certs))
     regs["bundle"] = per_cert[regs["cert"].to_numpy()] > max_registrables
-    table = _Table(regs, cert, registrable, sans.values.take(pa.array(rows)), registrables, key_names, suffixes)
+    table = _Table(regs, cert, registrable, sans.values.take(pa.array(nonempty[rows], type=pa.int64())),
+                   codes.registrables, codes.keys, codes.suffixes)
     if counts is not None:
-        by_registrable, by_key = counts
-        reg_count = by_registrable.reindex(registrables.to_pylist()).to_numpy()
-        key_count = by_key.reindex(key_names.to_pylist()).to_numpy()
+        reg_count = _counted(counts[0], regs["registrable"].to_numpy(), codes.registrables)
+        key_count = _counted(counts[1], regs["key"].to_numpy(), codes.keys)
     else:
-        reg_count, key_count = _code_counts(table)
-    regs["reg_count"] = reg_count[regs["registrable"].to_numpy()]
-    regs["key_count"] = key_count[regs["key"].to_numpy()]
+        by_registrable, by_key = _code_counts(table)
+        reg_count, key_count = by_registrable[regs["registrable"].to_numpy()], by_key[regs["key"].to_numpy()]
+    regs["reg_count"] = reg_count
+    regs["key_count"] = key_count
     return table
+
+
+def _counted(counts: pd.Series, codes: np.ndarray, values: pa.Array) -> np.ndarray:
+    """counts (indexed by the strings) of each code, as Series.map gives them (NaN where missing)."""
+    used = np.unique(codes)
+    return counts.reindex(texts(values, used)).to_numpy()[np.searchsorted(used, codes)]
 
 
 #: (certificates naming each registrable domain, certificates naming each comparison key).
@@ -218,25 +212,20 @@ class _Subjects:
 def _subjects(certs: pd.DataFrame, min_label_len: int, classified: Classified | None = None) -> _Subjects:
     """The subject O, its key and labels, notBefore and revocation of every certificate."""
     n = len(certs)
-    raw_o = subject_o_values(certs)
     # Once per distinct O: a large CA has more of them than any cache holds.
-    codes, per_o, keys = organisation_codes(raw_o, classified, min_label_len)
-    key_codes, okeys = _sorted_codes(pa.array(keys.tolist(), type=pa.string()))
-    okey = key_codes[codes] if n else np.zeros(0, np.int64)
-    empty = pc.index(okeys, "").as_py()
-    count = np.array([len(labels) for labels in per_o], dtype=np.int64)
-    flat = pa.array([label for labels in per_o for label in labels], type=pa.string())
+    org = organisations(certs, classified, min_label_len)
+    count = np.bincount(org.label_owner, minlength=len(org.key))
     starts = np.cumsum(count) - count
-    repeats = count[codes] if n else np.zeros(0, np.int64)
+    repeats = count[org.row]
     cert = np.repeat(np.arange(n, dtype=np.int64), repeats)
-    olabels = flat.take(pa.array(np.repeat(starts[codes], repeats) + ranks(cert), type=pa.int64()))
+    olabels = org.labels.take(pa.array(np.repeat(starts[org.row], repeats) + ranks(cert), type=pa.int64()))
     not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     return _Subjects(
-        raw_o=raw_o,
-        okey=okey,
-        okeys=okeys,
-        no_okey=empty,
+        raw_o=subject_o_values(certs),
+        okey=org.key[org.row],
+        okeys=org.keys,
+        no_okey=org.no_key,
         olabel_cert=cert,
         olabels=olabels,
         nb=not_before.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy(),
@@ -255,9 +244,10 @@ def _with_subjects(table: _Table, subjects: _Subjects) -> _Table:
     regs["okey"] = subjects.okey[cert]
     regs["nb"] = subjects.nb[cert]
     regs["not_revoked"] = subjects.not_revoked[cert]
-    codes, labels = _sorted_codes(pa.concat_arrays([table.keys, subjects.olabels]))
-    key = codes[: len(table.keys)][regs["key"].to_numpy()]
-    olabel = codes[len(table.keys):]
+    used = np.unique(regs["key"].to_numpy())  # sorted codes: their strings are in order too
+    codes, labels = sorted_codes(pa.concat_arrays([table.keys.take(pa.array(used)), subjects.olabels]))
+    key = codes[: len(used)][np.searchsorted(used, regs["key"].to_numpy())]
+    olabel = codes[len(used):]
     regs["key"] = key
     width = max(len(labels), 1)
     regs["is_o"] = np.isin(cert.astype(np.int64) * width + key, subjects.olabel_cert * width + olabel)
@@ -357,7 +347,8 @@ def _candidates(table: _Table, subjects: _Subjects, min_label_len: int) -> list[
     regs = table.regs
     labels = _coded_pairs(label_pairs(table.keys.to_pylist(), min_label_len), table.keys)
     found = [_subject_o_candidates(regs, table.olabels, labels)]
-    suffixes = _coded_pairs(suffix_pairs(table.suffixes.to_pylist()), table.suffixes)
+    held = texts(table.suffixes, np.unique(regs["suffix"].to_numpy()))
+    suffixes = _coded_pairs(suffix_pairs(held), table.suffixes)
     pairs = typo_pairs(regs, labels.astype(object), suffixes.astype(object))
     if not pairs.empty:
         pairs = pairs.astype({"registrable": np.int64, "registrable_n": np.int64})
@@ -445,16 +436,11 @@ class _Domains:
         regs = table.regs
         held, first = np.unique(regs["registrable"].to_numpy(), return_index=True)
         rows = first[np.searchsorted(held, np.asarray(codes, dtype=np.int64))]
-        names = _texts(table.registrables, codes)
-        key = _texts(table.keys, regs["key"].to_numpy()[rows])
-        suffix = _texts(table.suffixes, regs["suffix"].to_numpy()[rows])
+        names = texts(table.registrables, codes)
+        key = texts(table.keys, regs["key"].to_numpy()[rows])
+        suffix = texts(table.suffixes, regs["suffix"].to_numpy()[rows])
         count = regs["reg_count"].to_numpy()[rows].tolist()
         return cls(dict(zip(names, key)), dict(zip(names, suffix)), dict(zip(names, count)))
-
-
-def _texts(values: pa.Array, codes: "list[int] | np.ndarray") -> list[str]:
-    """The strings these codes stand for."""
-    return values.take(pa.array(np.asarray(codes, dtype=np.int64), type=pa.int64())).to_pylist()
 
 
 def _pair_edit(row: Any, domains: _Domains) -> tuple[str, str, Edit, str] | None:
@@ -554,11 +540,11 @@ def _findings(candidates: list[pd.DataFrame], table: _Table, subjects: _Subjects
     codes = sorted({int(r.registrable) for r in best} | {int(r.neighbour) for r in best if r.source != "subject_o"}
                    | {n for _, n, _ in coded_witnesses.values()} | {r for _, r in coded_names}
                    | {v for _, _, (kind, v) in coded_witnesses.values() if kind == _BY_SHARED_DOMAIN})
-    text = dict(zip(codes, _texts(table.registrables, codes)))
+    text = dict(zip(codes, texts(table.registrables, codes)))
     olabels = sorted({int(r.neighbour) for r in best if r.source == "subject_o"})
-    olabel = dict(zip(olabels, _texts(table.keys, olabels)))
+    olabel = dict(zip(olabels, texts(table.keys, olabels)))
     okeys = sorted({v for _, _, (kind, v) in coded_witnesses.values() if kind == _BY_ORGANISATION})
-    okey = dict(zip(okeys, _texts(subjects.okeys, okeys)))
+    okey = dict(zip(okeys, texts(subjects.okeys, okeys)))
     rows = [_Best(int(r.cert), text[int(r.registrable)], r.source, r.scope,
                   olabel[int(r.neighbour)] if r.source == "subject_o" else text[int(r.neighbour)]) for r in best]
     witnesses = {
@@ -567,10 +553,10 @@ def _findings(candidates: list[pd.DataFrame], table: _Table, subjects: _Subjects
     }
     names = {(c, text[r]): sans for (c, r), sans in coded_names.items()}
     certs = sorted({r.cert for r in rows} | {w[0] for w in witnesses.values()})
-    sha = dict(zip(certs, _texts(subjects.sha, certs)))
+    sha = dict(zip(certs, texts(subjects.sha, certs)))
     domains = _Domains.of(table, sorted({int(r.registrable) for r in best}
                                         | {int(r.neighbour) for r in best if r.source != "subject_o"}))
-    raw_o = dict(zip(certs, _texts(subjects.raw_o, certs)))
+    raw_o = dict(zip(certs, texts(subjects.raw_o, certs)))
     out = [_finding(row, domains, names, witnesses.get((row.cert, row.registrable)), raw_o, sha)
            for row in rows]
     return findings_frame([f for f in out if f is not None]).sort_values(["sha256", "name"], ignore_index=True)

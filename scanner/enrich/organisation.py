@@ -11,6 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
 
 #: Legal forms, letters only (dots and spaces between the letters are allowed when matching).
 LEGAL_FORMS: tuple[str, ...] = (
@@ -149,50 +154,100 @@ _PLAIN = r"^[\x20-\x7e]*$"
 _FORM_AT_END_RE2 = r"^(?P<head>.*?[\s,&(/])" + _trie_pattern(LEGAL_FORMS) + r"\.?$"
 
 
-def keys_and_labels(organisations: list[str], *, min_len: int = 4, max_words: int = 8) -> list[tuple[str, tuple[str, ...]]]:
-    """key_and_labels of each O, the printable ASCII ones all at once with Arrow (the same answers)."""
+def _plain_keys_and_words(values: "pa.Array") -> tuple["np.ndarray", "pa.Array", "pa.ListArray"]:
+    """(the printable ASCII values' positions, their keys, their words): key_and_labels' steps, all at once."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    values = pa.array(organisations, type=pa.string())
     plain = pc.match_substring_regex(values, _PLAIN).fill_null(False)
     plain = pc.and_(plain, pc.greater(pc.binary_length(values), 0))
     at = np.flatnonzero(plain.to_numpy(zero_copy_only=False))
+    text = pc.utf8_slice_codeunits(pc.ascii_lower(values.take(pa.array(at, type=pa.int64()))), 0, _MAX_INPUT)
+    core = pc.utf8_trim(text, _TRIM)
+    active = np.arange(len(core))  # strip_legal_forms, one round for every value still shortening
+    while len(active):
+        current = core.take(pa.array(active))
+        match = pc.extract_regex(current, _FORM_AT_END_RE2)
+        shorter = pc.utf8_trim(match.field("head"), _TRIM)
+        strip = pc.and_(match.is_valid(), pc.match_substring_regex(shorter, "[a-z0-9]")).fill_null(False)
+        keep = strip.to_numpy(zero_copy_only=False)
+        if not keep.any():
+            break
+        mask = np.zeros(len(core), dtype=bool)
+        mask[active[keep]] = True
+        core = pc.replace_with_mask(core, pa.array(mask), shorter.filter(strip))
+        active = active[keep]
+    without_article = pc.replace_substring_regex(core, _ARTICLE.pattern, "", max_replacements=1)
+    whole = pc.if_else(pc.equal(without_article, ""), core, without_article)
+    whole = pc.replace_substring_regex(whole, _NOT_ALNUM.pattern, "")
+    words = pc.split_pattern_regex(core, _WORD_BREAK.pattern)
+    cleaned = pc.replace_substring_regex(words.flatten(), _NOT_ALNUM.pattern, "")
+    return at, whole, pa.ListArray.from_arrays(words.offsets, cleaned)
+
+
+def keys_and_labels(organisations: list[str], *, min_len: int = 4, max_words: int = 8) -> list[tuple[str, tuple[str, ...]]]:
+    """key_and_labels of each O, the printable ASCII ones all at once with Arrow (the same answers)."""
+    import pyarrow as pa
+
     out: list[tuple[str, tuple[str, ...]] | None] = [None] * len(organisations)
-    if len(at):
-        text = pc.utf8_slice_codeunits(pc.ascii_lower(values.take(pa.array(at))), 0, _MAX_INPUT)
-        core = pc.utf8_trim(text, _TRIM)
-        active = np.arange(len(core))  # strip_legal_forms, one round for every value still shortening
-        while len(active):
-            current = core.take(pa.array(active))
-            match = pc.extract_regex(current, _FORM_AT_END_RE2)
-            shorter = pc.utf8_trim(match.field("head"), _TRIM)
-            strip = pc.and_(match.is_valid(), pc.match_substring_regex(shorter, "[a-z0-9]")).fill_null(False)
-            keep = strip.to_numpy(zero_copy_only=False)
-            if not keep.any():
-                break
-            mask = np.zeros(len(core), dtype=bool)
-            mask[active[keep]] = True
-            core = pc.replace_with_mask(core, pa.array(mask), shorter.filter(strip))
-            active = active[keep]
-        without_article = pc.replace_substring_regex(core, _ARTICLE.pattern, "", max_replacements=1)
-        whole = pc.if_else(pc.equal(without_article, ""), core, without_article)
-        whole = pc.replace_substring_regex(whole, _NOT_ALNUM.pattern, "")
-        words = pc.split_pattern_regex(core, _WORD_BREAK.pattern)
-        cleaned = pc.replace_substring_regex(words.flatten(), _NOT_ALNUM.pattern, "")
-        words = pa.ListArray.from_arrays(words.offsets, cleaned)
-        for i, key, parts in zip(at.tolist(), whole.to_pylist(), words.to_pylist()):
-            if not key:
-                out[i] = ("", ())
-                continue
-            labels = [key] if len(key) >= min_len else []
-            for word in parts[:max_words]:
-                if len(word) >= min_len and word not in GENERIC_WORDS and word not in labels:
-                    labels.append(word)
-            out[i] = (key, tuple(labels))
+    at, whole, words = _plain_keys_and_words(pa.array(organisations, type=pa.string()))
+    for i, key, parts in zip(at.tolist(), whole.to_pylist(), words.to_pylist()):
+        if not key:
+            out[i] = ("", ())
+            continue
+        labels = [key] if len(key) >= min_len else []
+        for word in parts[:max_words]:
+            if len(word) >= min_len and word not in GENERIC_WORDS and word not in labels:
+                labels.append(word)
+        out[i] = (key, tuple(labels))
     return [got if got is not None else key_and_labels(o, min_len=min_len, max_words=max_words)
             for got, o in zip(out, organisations)]
+
+
+def organisation_table(organisations: "pa.Array", *, min_len: int = 4, max_words: int = 8
+                       ) -> tuple["pa.Array", "np.ndarray", "pa.Array"]:
+    """key_and_labels of each value of a string array without nulls, as columns and never a Python string each.
+
+    (the key of each value, the value each label belongs to, the labels): a value's labels are
+    consecutive and in key_and_labels' order.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(organisations)
+    at, whole, words = _plain_keys_and_words(organisations)
+    # The whole key first (position -1), then the words: the first of equal labels of a value is kept.
+    offsets = words.offsets.to_numpy()
+    flat = words.values
+    parent = np.repeat(np.arange(len(words), dtype=np.int64), np.diff(offsets))
+    position = np.arange(len(flat), dtype=np.int64) - offsets[:-1][parent]
+    whole_length = pc.utf8_length(whole).to_numpy(zero_copy_only=False)
+    word_ok = (position < max_words) & (pc.utf8_length(flat).to_numpy(zero_copy_only=False) >= min_len)
+    word_ok &= ~pc.is_in(flat, value_set=pa.array(sorted(GENERIC_WORDS))).to_numpy(zero_copy_only=False)
+    word_ok &= whole_length[parent] > 0
+    whole_ok = (whole_length >= min_len) & (whole_length > 0)
+    labels = pa.concat_arrays([whole.filter(pa.array(whole_ok)), flat.filter(pa.array(word_ok))])
+    owner = np.concatenate([np.flatnonzero(whole_ok), parent[word_ok]])
+    rank = np.concatenate([np.full(int(whole_ok.sum()), -1, np.int64), position[word_ok]])
+    codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    ordered = np.lexsort((rank, owner))
+    _, first = np.unique(owner[ordered] * (int(codes.max(initial=0)) + 1) + codes[ordered], return_index=True)
+    kept = ordered[np.sort(first)]
+    owner, labels = at[owner[kept]], labels.take(pa.array(kept, type=pa.int64()))
+    # The other values one at a time (a control character, non-ASCII...).
+    others = np.setdiff1d(np.arange(n, dtype=np.int64), at)
+    slow = [key_and_labels(o, min_len=min_len, max_words=max_words)
+            for o in organisations.take(pa.array(others, type=pa.int64())).to_pylist()]
+    where = np.empty(n, dtype=np.int64)
+    where[at] = np.arange(len(at))
+    where[others] = len(at) + np.arange(len(others))
+    keys = pa.concat_arrays([whole, pa.array([k for k, _ in slow], type=pa.string())]).take(pa.array(where))
+    owner = np.concatenate([owner, np.repeat(others, [len(lab) for _, lab in slow]).astype(np.int64)])
+    labels = pa.concat_arrays([labels, pa.array([x for _, lab in slow for x in lab], type=pa.string())])
+    order = np.argsort(owner, kind="stable")
+    return keys, owner[order], labels.take(pa.array(order, type=pa.int64()))
 
 
 @lru_cache(maxsize=262_144)

@@ -1,0 +1,76 @@
+"""The classified names of a scan as integer codes, derived once and shared by the detectors that compare them.
+
+A code is a string's rank among the distinct strings in code point order, so codes sort, join and
+compare as the strings do while holding no Python object; the strings are looked up only for the
+few names a finding quotes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from scanner.enrich.subscribers import comparison_keys
+from scanner.parse.domains import PUBLIC, Classified, with_names
+
+
+def sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(each value's code, the distinct values in code point order): codes sort as the strings do."""
+    encoded = pc.dictionary_encode(values)
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)], encoded.dictionary.take(pa.array(order))
+
+
+@dataclass(frozen=True)
+class NameCodes:
+    """Per row of a Classified: whether the name is public, its registrable domain, suffix and comparison key, as codes."""
+
+    public: np.ndarray  # bool
+    registrable: np.ndarray  # code into registrables ('' for a name without one)
+    registrables: pa.Array
+    suffix: np.ndarray  # code into suffixes
+    suffixes: pa.Array
+    key: np.ndarray  # the comparison key of the registrable label, code into keys
+    keys: pa.Array
+    key_length: np.ndarray  # per key code: its length in code points
+
+
+def name_codes(classified: Classified) -> NameCodes:
+    """The codes of every name classified (kept in classified.memo: computed once per scan)."""
+    got = classified.memo.get("name_codes")
+    if got is not None and got[0] is classified.raw:
+        return got[1]
+    registrable, registrables = sorted_codes(classified.columns["registrable"])
+    suffix, suffixes = sorted_codes(classified.columns["suffix"])
+    labels = pc.dictionary_encode(classified.columns["label"])
+    key_of_label, keys = sorted_codes(comparison_keys(labels.dictionary))
+    codes = NameCodes(
+        public=pc.equal(classified.columns["kind"], PUBLIC).to_numpy(zero_copy_only=False),
+        registrable=registrable, registrables=registrables, suffix=suffix, suffixes=suffixes,
+        key=key_of_label[labels.indices.to_numpy(zero_copy_only=False)], keys=keys,
+        key_length=pc.utf8_length(keys).to_numpy(zero_copy_only=False).astype(np.int64),
+    )
+    classified.memo["name_codes"] = (classified.raw, codes)
+    return codes
+
+
+def positions(classified: Classified | None, values: pa.Array) -> tuple[Classified, np.ndarray]:
+    """with_names(classified, values), kept in classified.memo for the same values array (an exploded column)."""
+    memo = classified.memo.setdefault("positions", {}) if classified is not None else {}
+    got = memo.get(id(values))
+    if got is not None and got[0] is values:
+        return classified, got[1]  # type: ignore[return-value]
+    held, at = with_names(classified, values)
+    if held is classified:  # else names were missing: a new Classified the memo does not describe
+        memo[id(values)] = (values, at)  # the array is kept, so its id cannot be reused while the entry lives
+    return held, at
+
+
+def texts(values: pa.Array, codes: "list[int] | np.ndarray") -> list[str]:
+    """The strings these codes stand for."""
+    return values.take(pa.array(np.asarray(codes, dtype=np.int64), type=pa.int64())).to_pylist()
