@@ -22,7 +22,9 @@ from scanner.enrich.subscribers import (
 )
 from scanner.enrich.typo_index import one_edit_pairs
 from scanner.parse.domains import (
+    INFO_FIELDS,
     Classified,
+    DomainInfo,
     arrow_strings,
     classifier,
     classify_name,
@@ -125,7 +127,10 @@ class _Subscribers:
 
     def __init__(self, certs: pd.DataFrame, windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None,
                  classified: Classified | None = None, asking: pa.Array | None = None):
-        self.classify = classifier(classified)
+        self._fallback = classifier(classified)
+        self._classified = classified
+        self._infos: dict[str, DomainInfo] = {}
+        self.classify = self._classify
         self.certs = certs
         n = len(certs)
         self.order = certs["not_before"].reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
@@ -181,7 +186,9 @@ class _Subscribers:
         asked = asks[row]
         asked_keys = np.unique(key[asked])
         # Typo neighbours: comparison keys of MIN_LABEL or more one edit from an asking row's (OSA distance 1).
-        long = np.unique(key[codes.key_length[key] >= MIN_LABEL])
+        seen = np.zeros(len(codes.keys), dtype=bool)
+        seen[key[codes.key_length[key] >= MIN_LABEL]] = True
+        long = np.flatnonzero(seen)
         pairs = one_edit_pairs(texts(codes.keys, long), min_len=MIN_LABEL, involving=texts(codes.keys, asked_keys))
         self._neighbours: dict[str, list[str]] = {}
         for a, b in zip(pairs["a"].tolist(), pairs["b"].tolist()):
@@ -206,6 +213,23 @@ class _Subscribers:
         self._key_codes = {name: code for code, name in enumerate(names)}
         self._key_sorted = pairs_kr // (n + 1)
         self._key_rows = pairs_kr % (n + 1)
+
+    def prepare(self, rows: np.ndarray) -> None:
+        """Classify the SANs and CNs of these rows all at once, for the row-by-row questions that follow."""
+        wanted = {n for i in rows.tolist() for n in [*self.names(i), self.cn(i)] if isinstance(n, str)}
+        new = [n for n in wanted if n not in self._infos]
+        if not new or self._classified is None:
+            return
+        at = self._classified.positions(pa.array(new, type=pa.string()))
+        held = np.flatnonzero(at >= 0)
+        picked = pa.array(at[held])
+        fields = [self._classified.columns[f].take(picked).to_pylist() for f in INFO_FIELDS]
+        names = [new[k] for k in held.tolist()]
+        self._infos.update(zip(names, (DomainInfo(*values) for values in zip(*fields))))
+
+    def _classify(self, name: str) -> DomainInfo:
+        info = self._infos.get(name)
+        return info if info is not None else self._fallback(name)
 
     def names(self, i: int) -> list[str]:
         """Row i's SAN dNSNames, as listed."""
@@ -260,12 +284,6 @@ class _Subscribers:
         if self.org(i):
             keys.add("o:" + self.org(i))
         return keys
-
-    def window(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int]:
-        """Row positions [lo, hi) with notBefore in [start, end]."""
-        lo = int(np.searchsorted(self.nb, _naive(start), side="left"))
-        hi = int(np.searchsorted(self.nb, _naive(end), side="right"))
-        return lo, hi
 
     def _rows_with(self, key: str, lo: int, hi: int) -> np.ndarray:
         """The rows in [lo, hi) indexed under key."""
@@ -352,16 +370,23 @@ def detect_revoke_reissue(
     wanted = pc.is_in(pa.array(subs._sha, type=pa.string()),
                       value_set=arrow_strings(early["sha256"])).to_numpy(zero_copy_only=False)
     position = {subs.sha(i): i for i in np.flatnonzero(wanted).tolist()}
+    rows = np.array([position[sha] for sha in early["sha256"]], dtype=np.int64)
+    ends = _naive_utc(early["revoked_at"] + rw).to_numpy()
+    # Dated so far before its notBefore that nothing can follow: no window.
+    open_ = ends > subs.nb[rows]
+    los = np.searchsorted(subs.nb, subs.nb[rows], side="left")
+    his = np.searchsorted(subs.nb, ends, side="right")
+    subs.prepare(rows[open_])
+    asked = [(i, subs.candidates(i, lo, hi)) if is_open else (i, None)
+             for i, lo, hi, is_open in zip(rows.tolist(), los.tolist(), his.tolist(), open_.tolist())]
+    subs.prepare(np.array(sorted({j for _, cands in asked if cands for j in cands}), dtype=np.int64))
     found = []
-    for sha, revoked_at in zip(early["sha256"], early["revoked_at"]):
-        i = position[sha]
-        a_nb = subs.not_before(i)
-        if revoked_at + rw <= a_nb:  # dated so far before its notBefore that nothing can follow
+    for (sha, revoked_at), (i, cands) in zip(zip(early["sha256"], early["revoked_at"]), asked):
+        if cands is None:
             continue
-        lo, hi = subs.window(a_nb, revoked_at + rw)
         revoked64 = revoked_at.tz_convert(None).to_datetime64()
         best = None
-        for j in subs.candidates(i, lo, hi):
+        for j in cands:
             if subs.nb[j] <= subs.nb[i]:  # never a certificate as old as A or older
                 continue
             relation = subs.relation(i, j)

@@ -100,7 +100,7 @@ def _registrables(
     cert = sans.cert[nonempty[rows]]
     registrable, suffix = codes.registrable[at], codes.suffix[at]
     # The first SAN of each (certificate, registrable): certificates ascending, names in their order.
-    first = np.sort(np.unique(cert * len(codes.registrables) + registrable, return_index=True)[1])
+    first = np.flatnonzero(~pd.Series(cert * len(codes.registrables) + registrable).duplicated().to_numpy())
     regs = pd.DataFrame({"cert": cert[first], "registrable": registrable[first], "order": order[rows][first],
                          "key": key[first], "suffix": suffix[first]})
     per_cert = np.bincount(regs["cert"].to_numpy(), minlength=len(certs))
@@ -118,6 +118,13 @@ def _registrables(
     return table
 
 
+def _used(codes: np.ndarray, size: int) -> np.ndarray:
+    """The distinct codes, ascending (np.unique without its sort)."""
+    seen = np.zeros(size, dtype=bool)
+    seen[codes] = True
+    return np.flatnonzero(seen)
+
+
 def _counted(counts: pd.Series, codes: np.ndarray, values: pa.Array) -> np.ndarray:
     """counts (indexed by the strings) of each code, as Series.map gives them (NaN where missing)."""
     used = np.unique(codes)
@@ -133,7 +140,7 @@ def _code_counts(table: _Table) -> tuple[np.ndarray, np.ndarray]:
     regs = table.regs
     by_registrable = np.bincount(regs["registrable"].to_numpy(), minlength=len(table.registrables))
     width = max(len(table.keys), 1)
-    pairs = np.unique(regs["cert"].to_numpy() * width + regs["key"].to_numpy())
+    pairs = pd.unique(regs["cert"].to_numpy() * width + regs["key"].to_numpy())
     return by_registrable, np.bincount(pairs % width, minlength=len(table.keys))
 
 
@@ -244,7 +251,7 @@ def _with_subjects(table: _Table, subjects: _Subjects) -> _Table:
     regs["okey"] = subjects.okey[cert]
     regs["nb"] = subjects.nb[cert]
     regs["not_revoked"] = subjects.not_revoked[cert]
-    used = np.unique(regs["key"].to_numpy())  # sorted codes: their strings are in order too
+    used = _used(regs["key"].to_numpy(), len(table.keys))  # sorted codes: their strings are in order too
     codes, labels = sorted_codes(pa.concat_arrays([table.keys.take(pa.array(used)), subjects.olabels]))
     key = codes[: len(used)][np.searchsorted(used, regs["key"].to_numpy())]
     olabel = codes[len(used):]
@@ -347,7 +354,7 @@ def _candidates(table: _Table, subjects: _Subjects, min_label_len: int) -> list[
     regs = table.regs
     labels = _coded_pairs(label_pairs(table.keys.to_pylist(), min_label_len), table.keys)
     found = [_subject_o_candidates(regs, table.olabels, labels)]
-    held = texts(table.suffixes, np.unique(regs["suffix"].to_numpy()))
+    held = texts(table.suffixes, _used(regs["suffix"].to_numpy(), len(table.suffixes)))
     suffixes = _coded_pairs(suffix_pairs(held), table.suffixes)
     pairs = typo_pairs(regs, labels.astype(object), suffixes.astype(object))
     if not pairs.empty:
@@ -434,8 +441,11 @@ class _Domains:
     def of(cls, table: _Table, codes: list[int]) -> _Domains:
         """The facts of these registrable domains (codes) of the table."""
         regs = table.regs
-        held, first = np.unique(regs["registrable"].to_numpy(), return_index=True)
-        rows = first[np.searchsorted(held, np.asarray(codes, dtype=np.int64))]
+        registrable = regs["registrable"].to_numpy()
+        wanted = np.flatnonzero(np.isin(registrable, np.asarray(codes, dtype=np.int64)))
+        first = wanted[~pd.Series(registrable[wanted]).duplicated().to_numpy()]  # each code's first row
+        row_of = dict(zip(registrable[first].tolist(), first.tolist()))
+        rows = np.array([row_of[c] for c in codes], dtype=np.int64)
         names = texts(table.registrables, codes)
         key = texts(table.keys, regs["key"].to_numpy()[rows])
         suffix = texts(table.suffixes, regs["suffix"].to_numpy()[rows])

@@ -213,6 +213,7 @@ def organisation_table(organisations: "pa.Array", *, min_len: int = 4, max_words
     consecutive and in key_and_labels' order.
     """
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -233,11 +234,13 @@ def organisation_table(organisations: "pa.Array", *, min_len: int = 4, max_words
     rank = np.concatenate([np.full(int(whole_ok.sum()), -1, np.int64), position[word_ok]])
     codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     ordered = np.lexsort((rank, owner))
-    _, first = np.unique(owner[ordered] * (int(codes.max(initial=0)) + 1) + codes[ordered], return_index=True)
-    kept = ordered[np.sort(first)]
+    packed = owner[ordered] * (int(codes.max(initial=0)) + 1) + codes[ordered]
+    kept = ordered[~pd.Series(packed).duplicated().to_numpy()]  # the first of each, in (owner, rank) order
     owner, labels = at[owner[kept]], labels.take(pa.array(kept, type=pa.int64()))
     # The other values one at a time (a control character, non-ASCII...).
-    others = np.setdiff1d(np.arange(n, dtype=np.int64), at)
+    rest = np.ones(n, dtype=bool)
+    rest[at] = False
+    others = np.flatnonzero(rest)
     slow = [key_and_labels(o, min_len=min_len, max_words=max_words)
             for o in organisations.take(pa.array(others, type=pa.int64())).to_pylist()]
     where = np.empty(n, dtype=np.int64)
