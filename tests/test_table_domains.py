@@ -68,3 +68,24 @@ def test_a_scan_without_lookups_counts_and_keeps_the_domains_a_scan_with_them_do
     assert count == len(kept)
     assert kept == {"example.com", "example.co.uk", "example.org", "example.net", "example.io", "example.de",
                     *(f"padding{i}.com" for i in range(5))}
+
+
+def test_a_scan_leaves_the_cyclic_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+
+    issued = tmp_path / "issued"
+    issued.mkdir()
+    _issue(TestCA(), issued)
+    config = Config(out_dir=tmp_path / "out", source="files", paths=(issued,), registration="off",
+                    cache_dir=tmp_path / "cache", progress=False, quiet=True)
+    assert gc.get_freeze_count() == 0
+    assert len(run(config, write=False).certs) == len(NAMES) + 1
+    assert gc.get_freeze_count() == 0  # a notebook's next scan, and its garbage, are collected as usual
+    keep = [object() for _ in range(3)]
+    gc.freeze()  # a caller's own freeze is neither undone nor added to
+    try:
+        frozen = gc.get_freeze_count()
+        run(config, write=False)
+        assert 0 < gc.get_freeze_count() <= frozen and keep  # (frozen objects freed on the way are gone)
+    finally:
+        gc.unfreeze()
