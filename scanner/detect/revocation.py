@@ -138,10 +138,11 @@ class _Subscribers:
         rank[self.order] = np.arange(n)
         self._not_before = certs["not_before"]
         self.nb = _naive_utc(certs["not_before"]).to_numpy()[self.order]
-        self._sha = arrow_strings(certs["sha256"]).to_numpy(zero_copy_only=False)[self.order]
+        # Arrow, not a Python string per row: a row's text is looked up when a question needs it.
+        self._sha = arrow_strings(certs["sha256"]).take(pa.array(self.order))
         self._sans = certs["san_dns"].tolist()
         cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else None
-        self._cn = [""] * n if cn is None else cn.fill_null("").to_pylist()
+        self._cn = pa.nulls(n, pa.string()).fill_null("") if cn is None else cn.fill_null("")
         org = organisations(certs, classified, MIN_LABEL)
         self._org_code, self._okeys, self._no_org = org.key[org.row], org.keys, org.no_key
         self._org_texts: dict[int, str] = {}
@@ -162,7 +163,7 @@ class _Subscribers:
             wanted = np.cumsum(edges[:n]) > 0
         # The rows whose candidates are asked for (by sha256; None: every row).
         asks = (np.ones(n, dtype=bool) if asking is None else
-                pc.is_in(pa.array(self._sha, type=pa.string()), value_set=asking).to_numpy(zero_copy_only=False))
+                pc.is_in(self._sha, value_set=asking).to_numpy(zero_copy_only=False))
         self._index_rows(certs, rank, wanted, asks, classified)
 
     def _index_rows(self, certs: pd.DataFrame, rank: np.ndarray, wanted: np.ndarray, asks: np.ndarray,
@@ -241,7 +242,7 @@ class _Subscribers:
 
     def cn(self, i: int) -> str:
         """Row i's subject CN ('' for none)."""
-        return self._cn[self.order[i]]
+        return self._cn[int(self.order[i])].as_py()
 
     def org(self, i: int) -> str:
         """Row i's organisation key ('' for none)."""
@@ -253,7 +254,7 @@ class _Subscribers:
 
     def sha(self, i: int) -> str:
         """Row i's sha256."""
-        return self._sha[i]
+        return self._sha[i].as_py()
 
     def not_before(self, i: int) -> pd.Timestamp:
         """Row i's notBefore."""
@@ -367,7 +368,7 @@ def detect_revoke_reissue(
     spans = [(nb, t + rw) for nb, t in zip(early["not_before"], early["revoked_at"]) if t + rw > nb]
     subs = _Subscribers(certs, spans, classified, arrow_strings(early["sha256"]))
     # Each early certificate's row (the last one of that sha256, should two rows share it).
-    wanted = pc.is_in(pa.array(subs._sha, type=pa.string()),
+    wanted = pc.is_in(subs._sha,
                       value_set=arrow_strings(early["sha256"])).to_numpy(zero_copy_only=False)
     position = {subs.sha(i): i for i in np.flatnonzero(wanted).tolist()}
     rows = np.array([position[sha] for sha in early["sha256"]], dtype=np.int64)

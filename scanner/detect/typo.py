@@ -257,7 +257,8 @@ def _with_subjects(table: _Table, subjects: _Subjects) -> _Table:
     olabel = codes[len(used):]
     regs["key"] = key
     width = max(len(labels), 1)
-    regs["is_o"] = np.isin(cert.astype(np.int64) * width + key, subjects.olabel_cert * width + olabel)
+    # A hash lookup: np.isin would sort both sides.
+    regs["is_o"] = pd.Series(cert.astype(np.int64) * width + key).isin(subjects.olabel_cert * width + olabel).to_numpy()
     table.keys = labels
     table.olabels = pd.DataFrame({"cert": subjects.olabel_cert, "olabel": olabel})
     return table

@@ -151,7 +151,9 @@ def key_and_labels(organisation: str | None, *, min_len: int = 4, max_words: int
 # Printable ASCII only: there Python's and Arrow's (RE2's) \\s both mean the space alone, casefold
 # is lower case, and $ is the end (a final newline is no printable character).
 _PLAIN = r"^[\x20-\x7e]*$"
-_FORM_AT_END_RE2 = r"^(?P<head>.*?[\s,&(/])" + _trie_pattern(LEGAL_FORMS) + r"\.?$"
+# Searched for and cut off, no capture (RE2 finds its leftmost start, where the lazy head of the
+# Python pattern ends); the separator it also cuts is one _TRIM would strip anyway.
+_FORM_AT_END_RE2 = r"[\s,&(/]" + _trie_pattern(LEGAL_FORMS) + r"\.?$"
 
 
 def _plain_keys_and_words(values: "pa.Array") -> tuple["np.ndarray", "pa.Array", "pa.ListArray"]:
@@ -168,9 +170,10 @@ def _plain_keys_and_words(values: "pa.Array") -> tuple["np.ndarray", "pa.Array",
     active = np.arange(len(core))  # strip_legal_forms, one round for every value still shortening
     while len(active):
         current = core.take(pa.array(active))
-        match = pc.extract_regex(current, _FORM_AT_END_RE2)
-        shorter = pc.utf8_trim(match.field("head"), _TRIM)
-        strip = pc.and_(match.is_valid(), pc.match_substring_regex(shorter, "[a-z0-9]")).fill_null(False)
+        head = pc.replace_substring_regex(current, _FORM_AT_END_RE2, "", max_replacements=1)
+        shorter = pc.utf8_trim(head, _TRIM)
+        matched = pc.less(pc.binary_length(head), pc.binary_length(current))
+        strip = pc.and_(matched, pc.match_substring_regex(shorter, "[a-z0-9]")).fill_null(False)
         keep = strip.to_numpy(zero_copy_only=False)
         if not keep.any():
             break
