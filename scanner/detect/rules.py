@@ -141,7 +141,12 @@ def detect_crl_reason_forbidden(certs: pd.DataFrame) -> pd.DataFrame:
     revocation dated on or after 2023-07-15 (BR 7.2.2: unspecified is represented by omitting it).
     """
     found = []
-    for r in _crl_revoked(certs).itertuples(index=False):
+    revoked = _crl_revoked(certs)
+    if "revocation_reason" not in revoked.columns:
+        return findings_frame(found)
+    # Only the two reasons below can be forbidden: the other rows are never looked at one by one.
+    revoked = revoked[revoked["revocation_reason"].isin([CERTIFICATE_HOLD, UNSPECIFIED]).to_numpy(dtype=bool)]
+    for r in revoked.itertuples(index=False):
         reason = _text(r.revocation_reason)
         if reason == CERTIFICATE_HOLD:
             why = ("certificateHold (6): BR 4.9.13 forbids suspension and 7.2.2 forbids this reasonCode "
