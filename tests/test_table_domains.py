@@ -89,3 +89,19 @@ def test_a_scan_leaves_the_cyclic_collector_as_it_found_it(tmp_path: Path) -> No
         assert 0 < gc.get_freeze_count() <= frozen and keep  # (frozen objects freed on the way are gone)
     finally:
         gc.unfreeze()
+
+
+def test_a_table_is_written_a_row_group_at_a_time_and_read_back_whole(tmp_path: Path, monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    from scanner.core.records import CERT_COLUMNS, empty_frame
+    from scanner.scale import columnar
+
+    raws = _issue(TestCA(), tmp_path)
+    certs = pd.concat([c.certs for c in parse_in_chunks(raws * 3, workers=1)], ignore_index=True)
+    monkeypatch.setattr(columnar, "ROW_GROUP", 4)  # 24 rows: six groups, the last one short
+    path = columnar.write_parquet(certs, tmp_path / "certs.parquet", CERT_COLUMNS)
+    assert pq.ParquetFile(path).num_row_groups == 6
+    pd.testing.assert_frame_equal(columnar.read_parquet(path, CERT_COLUMNS), certs)
+    empty = columnar.write_parquet(empty_frame(CERT_COLUMNS), tmp_path / "empty.parquet", CERT_COLUMNS)
+    assert columnar.read_parquet(empty, CERT_COLUMNS).dtypes.equals(empty_frame(CERT_COLUMNS).dtypes)
