@@ -11,7 +11,7 @@ import pytest
 
 from scanner.core.records import CERT_COLUMNS, FINDING_COLUMNS, Finding, frame_from_rows
 from scanner.detect import typo
-from scanner.detect.namecodes import sorted_codes, texts
+from scanner.detect.namecodes import codes_of, text_order, texts
 from scanner.detect.score import certificate_scores
 from scanner.detect.typo import detect_typo_neighbours
 from scanner.enrich.subscribers import MAX_REGISTRABLES, MIN_LABEL, label_pairs, suffix_pairs, typo_pairs
@@ -236,10 +236,19 @@ def test_the_subject_o_step_compares_a_san_with_its_own_certificates_o_only():
                     text(table.keys, found["neighbour"]))) == [(0, "cuatis.net", "cualtis")]
 
 
-def test_codes_sort_as_the_strings_they_stand_for():
-    codes, values = sorted_codes(pa.array(["b", "é", "a", "b", "Z", "ab", ""]))
-    assert values.to_pylist() == sorted(["b", "é", "a", "Z", "ab", ""])
+def test_codes_are_ranked_by_their_strings_where_an_order_decides():
+    codes, values = codes_of(pa.array(["b", "é", "a", "b", "Z", "ab", ""]))
     assert [values[c].as_py() for c in codes] == ["b", "é", "a", "b", "Z", "ab", ""]
+    ranks = text_order(codes, values)
+    assert [s for _, s in sorted(zip(ranks, ["b", "é", "a", "b", "Z", "ab", ""]))] == sorted(
+        ["b", "é", "a", "b", "Z", "ab", ""])
+
+
+def test_of_equal_neighbours_the_first_in_text_order_is_named_not_the_first_seen():
+    # zbcdef.com is seen first, so its code is the smaller; abcdef.com comes first as text.
+    found = detect(cert("a", ["www.zbcdef.com", "www.abcdef.com", "www.xbcdef.com"]))
+    by_name = {row["name"]: json.loads(row["detail"]) for _, row in found.iterrows()}
+    assert by_name["www.xbcdef.com"]["neighbour"] == "abcdef.com"
 
 
 def test_the_same_certificate_step_flags_the_rarer_name_and_on_a_tie_the_later_san():
@@ -274,6 +283,7 @@ def test_the_other_certificate_step_keeps_only_the_suspect_that_is_not_the_more_
     table, subjects = prepared(*CAMERFIRMA_CASE)
     mine, _ = sides(table)
     witnesses = typo._organisation_witnesses(mine, typo._holders(table.regs), subjects.no_okey)
+    witnesses["link_rank"] = typo._link_ranks(witnesses, table, subjects)
     found = typo._other_cert_candidates(witnesses, table.regs)
     assert list(zip(found["cert"], text(table.registrables, found["registrable"]), found["cert_n"])) == [
         (0, "cuatis.net", 1)]
@@ -281,7 +291,7 @@ def test_the_other_certificate_step_keeps_only_the_suspect_that_is_not_the_more_
 
 def test_the_best_evidence_is_the_subject_o_and_the_witness_is_kept_for_the_sentence():
     table, subjects = prepared(*CAMERFIRMA_CASE)
-    best, witnesses = typo._best_evidence(typo._candidates(table, subjects, MIN_LABEL))
+    best, witnesses = typo._best_evidence(typo._candidates(table, subjects, MIN_LABEL), table)
     assert [(r.cert, text(table.registrables, [r.registrable])[0], r.source) for r in best] == [
         (0, "cuatis.net", "subject_o")]
     ((cert_, reg), (cert_n, neighbour, (kind, value))), = witnesses.items()
@@ -292,7 +302,7 @@ def test_the_best_evidence_is_the_subject_o_and_the_witness_is_kept_for_the_sent
 
 def test_a_suffix_pair_is_shown_as_whole_domains_with_the_suffix_named():
     table, subjects = prepared(cert("a", ["mail.cualtis.ne"], CUALTIS), cert("b", ["mail.cualtis.net"], CUALTIS))
-    best, _ = typo._best_evidence(typo._candidates(table, subjects, MIN_LABEL))
+    best, _ = typo._best_evidence(typo._candidates(table, subjects, MIN_LABEL), table)
     r = best[0]
     row = typo._Best(r.cert, *text(table.registrables, [r.registrable]), r.source, r.scope,
                      *text(table.registrables, [r.neighbour]))

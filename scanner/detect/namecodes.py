@@ -1,8 +1,8 @@
 """The classified names of a scan as integer codes, derived once and shared by the detectors that compare them.
 
-A code is a string's rank among the distinct strings in code point order, so codes sort, join and
-compare as the strings do while holding no Python object; the strings are looked up only for the
-few names a finding quotes.
+A code stands for one distinct string, so codes join and compare for equality as the strings do
+while holding no Python object; where an order of strings decides (which neighbour, which witness),
+text_order ranks the few codes involved. The strings are looked up only for the names a finding quotes.
 """
 
 from __future__ import annotations
@@ -17,13 +17,22 @@ from scanner.enrich.subscribers import comparison_keys
 from scanner.parse.domains import PUBLIC, Classified, with_names
 
 
-def sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(each value's code, the distinct values in code point order): codes sort as the strings do."""
+def codes_of(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(each value's code, the distinct values): equal strings, equal codes (in no particular order)."""
     encoded = pc.dictionary_encode(values)
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank[encoded.indices.to_numpy(zero_copy_only=False)], encoded.dictionary.take(pa.array(order))
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+
+
+def text_order(codes: np.ndarray, values: pa.Array) -> np.ndarray:
+    """Each code's rank among these codes' strings in code point order: sorting by it sorts by the strings.
+
+    Only the codes asked about are sorted (a few candidates), never the whole column of distinct names.
+    """
+    used, inverse = np.unique(codes, return_inverse=True)
+    order = pc.sort_indices(values.take(pa.array(used, type=pa.int64()))).to_numpy()
+    rank = np.empty(len(used), dtype=np.int64)
+    rank[order] = np.arange(len(used))
+    return rank[inverse.reshape(-1)]
 
 
 @dataclass(frozen=True)
@@ -45,10 +54,10 @@ def name_codes(classified: Classified) -> NameCodes:
     got = classified.memo.get("name_codes")
     if got is not None and got[0] is classified.raw:
         return got[1]
-    registrable, registrables = sorted_codes(classified.columns["registrable"])
-    suffix, suffixes = sorted_codes(classified.columns["suffix"])
+    registrable, registrables = codes_of(classified.columns["registrable"])
+    suffix, suffixes = codes_of(classified.columns["suffix"])
     labels = pc.dictionary_encode(classified.columns["label"])
-    key_of_label, keys = sorted_codes(comparison_keys(labels.dictionary))
+    key_of_label, keys = codes_of(comparison_keys(labels.dictionary))
     codes = NameCodes(
         public=pc.equal(classified.columns["kind"], PUBLIC).to_numpy(zero_copy_only=False),
         registrable=registrable, registrables=registrables, suffix=suffix, suffixes=suffixes,

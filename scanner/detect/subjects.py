@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scanner.detect.namecodes import sorted_codes
+from scanner.detect.namecodes import codes_of
 from scanner.enrich.organisation import organisation_table
 from scanner.parse.domains import Classified, arrow_strings
 
@@ -27,7 +27,7 @@ class Organisations:
 
     row: np.ndarray  # per certificate: its O among the distinct values
     key: np.ndarray  # per distinct O: its organisation key's code
-    keys: pa.Array  # code -> organisation key, in code point order
+    keys: pa.Array  # code -> organisation key
     no_key: int  # the code of '' (no key), -1 if every O has a key
     label_owner: np.ndarray  # per label: its distinct O (ascending; an O's labels in order)
     labels: pa.Array
@@ -45,7 +45,7 @@ def organisations(certs: pd.DataFrame, classified: Classified | None, min_label_
     got = memo.get(("organisations", min_label_len))
     if got is None or not got[0].equals(distinct):
         keys, owner, labels = organisation_table(distinct, min_len=min_label_len)
-        key, key_names = sorted_codes(keys)
+        key, key_names = codes_of(keys)
         got = memo[("organisations", min_label_len)] = (distinct, (key, key_names, owner, labels))
     key, key_names, owner, labels = got[1]
     return Organisations(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), key, key_names,

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
 from scanner.detect.findings import as_json, findings_frame
-from scanner.detect.namecodes import name_codes, positions, sorted_codes, texts
+from scanner.detect.namecodes import codes_of, name_codes, positions, text_order, texts
 from scanner.detect.subjects import organisations, subject_o_values
 from scanner.enrich.subscribers import (
     MAX_REGISTRABLES,
@@ -64,7 +64,7 @@ def _clip(text: object, limit: int = 80) -> str:
 
 @dataclass
 class _Table:
-    """The registrable domains the detector compares, as integer codes (see _sorted_codes) with what they stand for.
+    """The registrable domains the detector compares, as integer codes (see namecodes) with what they stand for.
 
     Every string column is a code, so the joins below compare integers and hold no Python string;
     the strings are looked up only for the findings.
@@ -251,8 +251,8 @@ def _with_subjects(table: _Table, subjects: _Subjects) -> _Table:
     regs["okey"] = subjects.okey[cert]
     regs["nb"] = subjects.nb[cert]
     regs["not_revoked"] = subjects.not_revoked[cert]
-    used = _used(regs["key"].to_numpy(), len(table.keys))  # sorted codes: their strings are in order too
-    codes, labels = sorted_codes(pa.concat_arrays([table.keys.take(pa.array(used)), subjects.olabels]))
+    used = _used(regs["key"].to_numpy(), len(table.keys))
+    codes, labels = codes_of(pa.concat_arrays([table.keys.take(pa.array(used)), subjects.olabels]))
     key = codes[: len(used)][np.searchsorted(used, regs["key"].to_numpy())]
     olabel = codes[len(used):]
     regs["key"] = key
@@ -338,8 +338,8 @@ def _other_cert_candidates(witnesses: pd.DataFrame, regs: pd.DataFrame) -> pd.Da
     if other.empty:
         return other
     other = other.assign(gap=(other["nb"] - other["nb_n"]).abs())
-    # (link_kind, link_value) sorts as the link's sentence does: codes sort as their strings.
-    other = other.sort_values(["gap", "link_kind", "link_value"]).drop_duplicates(
+    # (link_kind, link_rank) sorts as the link's sentence does ("organisation ..." before "shared domain ...").
+    other = other.sort_values(["gap", "link_kind", "link_rank"]).drop_duplicates(
         ["cert", "registrable", "registrable_n"])
     other = other.drop(columns=[c for c in other.columns if c.endswith("_n") and c != "registrable_n"
                                 and c not in ("cert_n", "nb_n")])
@@ -348,6 +348,17 @@ def _other_cert_candidates(witnesses: pd.DataFrame, regs: pd.DataFrame) -> pd.Da
     less, tied = _less_legitimate(other)
     other = other[less | tied]  # across certificates a full tie is reported both ways
     return other.assign(source="other_cert", neighbour=other["registrable_n"])
+
+
+def _link_ranks(witnesses: pd.DataFrame, table: _Table, subjects: _Subjects) -> np.ndarray:
+    """Each witness's link_value ranked by its text among the witnesses of its link_kind."""
+    kind, value = witnesses["link_kind"].to_numpy(), witnesses["link_value"].to_numpy()
+    rank = np.zeros(len(witnesses), dtype=np.int64)
+    for link, strings in ((_BY_ORGANISATION, subjects.okeys), (_BY_SHARED_DOMAIN, table.registrables)):
+        at = np.flatnonzero(kind == link)
+        if len(at):
+            rank[at] = text_order(value[at], strings)
+    return rank
 
 
 def _candidates(table: _Table, subjects: _Subjects, min_label_len: int) -> list[pd.DataFrame]:
@@ -366,6 +377,7 @@ def _candidates(table: _Table, subjects: _Subjects, min_label_len: int) -> list[
             [_organisation_witnesses(mine, holders, subjects.no_okey), _shared_domain_witnesses(mine, holders, regs)],
             ignore_index=True,
         )
+        witnesses["link_rank"] = _link_ranks(witnesses, table, subjects)
         found += [_same_cert_candidates(mine, theirs), _other_cert_candidates(witnesses, regs)]
     return [c for c in found if not c.empty]
 
@@ -397,14 +409,25 @@ def detect_typo_neighbours(
 Witness = tuple[int, str, str]
 
 
-def _best_evidence(candidates: list[pd.DataFrame]) -> tuple[list[Any], dict[tuple[int, int], tuple[int, int, tuple]]]:
-    """(the best candidate per (certificate, suspect registrable), its nearest other-certificate witness), as codes."""
+def _best_evidence(candidates: list[pd.DataFrame], table: _Table
+                   ) -> tuple[list[Any], dict[tuple[int, int], tuple[int, int, tuple]]]:
+    """(the best candidate per (certificate, suspect registrable), its nearest other-certificate witness), as codes.
+
+    Of equal priority the neighbour first in code point order wins.
+    """
     cols = ["cert", "registrable", "source", "scope", "neighbour", "cert_n", "link_kind", "link_value"]
     found = pd.concat([c.reindex(columns=cols) for c in candidates], ignore_index=True).astype(
         {"source": object, "scope": object})
     found["priority"] = found["source"].map({s: i for i, s in enumerate(SOURCES)})
-    # Within one source the neighbours are codes of one kind, which sort as their strings.
-    found = found.sort_values(["cert", "registrable", "priority", "neighbour"], kind="stable")
+    # An O label's code and a registrable's are of two tables: each source's neighbours ranked in their own.
+    neighbour = found["neighbour"].to_numpy(dtype=np.int64)
+    rank = np.zeros(len(found), dtype=np.int64)
+    from_o = (found["source"] == "subject_o").to_numpy()
+    for rows, strings in ((np.flatnonzero(from_o), table.keys), (np.flatnonzero(~from_o), table.registrables)):
+        if len(rows):
+            rank[rows] = text_order(neighbour[rows], strings)
+    found["neighbour_rank"] = rank
+    found = found.sort_values(["cert", "registrable", "priority", "neighbour_rank"], kind="stable")
     witnesses = {
         (int(r.cert), int(r.registrable)): (int(r.cert_n), int(r.neighbour), (int(r.link_kind), int(r.link_value)))
         for r in found[found["source"] == "other_cert"].drop_duplicates(["cert", "registrable"]).itertuples()
@@ -546,7 +569,7 @@ def _finding(row: Any, domains: _Domains, names: dict[tuple[int, str], list[str]
 
 def _findings(candidates: list[pd.DataFrame], table: _Table, subjects: _Subjects) -> pd.DataFrame:
     """One finding per (certificate, suspect registrable), from its best evidence."""
-    best, coded_witnesses = _best_evidence(candidates)
+    best, coded_witnesses = _best_evidence(candidates, table)
     coded_names = _sans_of(table, _names_needed(best, coded_witnesses))
     codes = sorted({int(r.registrable) for r in best} | {int(r.neighbour) for r in best if r.source != "subject_o"}
                    | {n for _, n, _ in coded_witnesses.values()} | {r for _, r in coded_names}
