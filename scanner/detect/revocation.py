@@ -221,11 +221,13 @@ class _Subscribers:
         new = [n for n in wanted if n not in self._infos]
         if not new or self._classified is None:
             return
-        at = self._classified.positions(pa.array(new, type=pa.string()))
-        held = np.flatnonzero(at >= 0)
-        picked = pa.array(at[held])
+        # The few names hashed and the classified ones looked up in them, not the other way round: a
+        # hash of every classified name would cost more than the whole lookup.
+        which = pc.index_in(self._classified.raw, value_set=pa.array(new, type=pa.string()))
+        held = np.flatnonzero(which.is_valid().to_numpy(zero_copy_only=False))
+        picked = pa.array(held, type=pa.int64())
         fields = [self._classified.columns[f].take(picked).to_pylist() for f in INFO_FIELDS]
-        names = [new[k] for k in held.tolist()]
+        names = [new[k] for k in which.take(picked).to_pylist()]
         self._infos.update(zip(names, (DomainInfo(*values) for values in zip(*fields))))
 
     def _classify(self, name: str) -> DomainInfo:
