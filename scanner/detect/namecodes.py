@@ -68,15 +68,22 @@ def name_codes(classified: Classified) -> NameCodes:
     return codes
 
 
-def positions(classified: Classified | None, values: pa.Array) -> tuple[Classified, np.ndarray]:
-    """with_names(classified, values), kept in classified.memo for the same values array (an exploded column)."""
+def positions(classified: Classified | None, values: pa.Array, *more: pa.Array) -> tuple[Classified, np.ndarray]:
+    """with_names(classified, values + more), the part for values kept in classified.memo for the same array.
+
+    values is an exploded column the next detector asks about again; more are looked up in the same
+    pass (each lookup hashes every classified name once).
+    """
     memo = classified.memo.setdefault("positions", {}) if classified is not None else {}
     got = memo.get(id(values))
     if got is not None and got[0] is values:
-        return classified, got[1]  # type: ignore[return-value]
-    held, at = with_names(classified, values)
+        if not more:
+            return classified, got[1]  # type: ignore[return-value]
+        held, rest = with_names(classified, pa.concat_arrays(list(more)))
+        return held, np.concatenate([got[1], rest])  # a name added by more comes after those held: still valid
+    held, at = with_names(classified, pa.concat_arrays([values, *more]) if more else values)
     if held is classified:  # else names were missing: a new Classified the memo does not describe
-        memo[id(values)] = (values, at)  # the array is kept, so its id cannot be reused while the entry lives
+        memo[id(values)] = (values, at[: len(values)])  # the array is kept, so its id cannot be reused meanwhile
     return held, at
 
 

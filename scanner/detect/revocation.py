@@ -29,7 +29,6 @@ from scanner.parse.domains import (
     classifier,
     classify_name,
     explode_names,
-    with_names,
 )
 
 #: Names of each certificate compared for a typo link: the comparison is pairwise, and a certificate
@@ -171,14 +170,11 @@ class _Subscribers:
         """The (key, row) index of the wanted rows, for the keys of the asking rows and the keys one edit from theirs."""
         n = len(certs)
         sans = explode_names(certs, "san_dns", classified)
-        classified, at_san = positions(classified, sans.values)
         cn = arrow_strings(certs["subject_cn"]) if "subject_cn" in certs.columns else pa.nulls(n, pa.string())
         has_cn = np.flatnonzero(cn.is_valid().to_numpy(zero_copy_only=False))
-        # A CN not yet classified is added after the names held: the SANs' positions stay valid.
-        classified, at_cn = with_names(classified, cn.drop_null())
+        classified, at = positions(classified, sans.values, cn.drop_null())
         codes = name_codes(classified)
         row = np.concatenate([rank[sans.cert], rank[has_cn]])
-        at = np.concatenate([at_san, at_cn])
         keep = wanted[row]
         row, at = row[keep], at[keep]
         registrable = codes.registrable[at]
