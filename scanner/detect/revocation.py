@@ -61,7 +61,7 @@ def detect_early_revocation(certs: pd.DataFrame, window: timedelta) -> pd.DataFr
     early = early_revocations(certs, window)
     early = early[~is_short_lived(early)]
     found = []
-    for r in early.itertuples(index=False):
+    for r in early[["sha256", "revoked_at", "latency", "revocation_reason"]].itertuples(index=False):
         reason = f", reason {r.revocation_reason}" if r.revocation_reason else ", no reason given"
         found.append(Finding(
             r.sha256, "early_revocation",
