@@ -1034,8 +1034,10 @@ def _with_previous_rows(prev: _Previous, tally: _Tally, new: pd.DataFrame, state
     old_errors = read_parquet(prev.folder / "errors.parquet", ERROR_COLUMNS)
     again = old_errors[(old_errors["stage"] == "parse") & old_errors["sha256"].isin(tally.reused)]
     state.errors[:0] = again.to_dict("records")
-    if tally.dropped:  # certificates left the selection: their domains are no longer this scan's
-        state.domains = registrable_domains(kept, config.max_sans_per_cert) | registrable_domains(
-            new, config.max_sans_per_cert)
     frames = [f for f in (kept, new) if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else new
+    table = pd.concat(frames, ignore_index=True) if frames else new
+    # Certificates left the selection: their domains are no longer this scan's (without lookups, run
+    # finds every domain from the whole table anyway: _table_domains).
+    if tally.dropped and config.registration != "off":
+        state.domains = registrable_domains(table, config.max_sans_per_cert)
+    return table

@@ -16,8 +16,8 @@ from scanner.enrich.subscribers import comparison_key, comparison_keys
 from scanner.parse import domains
 from scanner.parse.domains import (
     NAME_COLUMNS,
+    PUBLIC,
     _classify,
-    checked_names,
     classify_all,
     classify_name,
     classify_names,
@@ -63,6 +63,13 @@ def test_classify_all_holds_every_san_ip_and_cn_and_looks_up_like_a_dict():
 
 def _name_table_by_rows(certs: pd.DataFrame, max_per_cert: int | None) -> pd.DataFrame:
     """name_table as it was written before: one certificate and one name at a time."""
+
+    def checked_names(san_dns, subject_cn):  # the SANs, else a CN that is a public host name
+        dns = list(san_dns) if isinstance(san_dns, (list, tuple)) else []
+        if dns or not isinstance(subject_cn, str) or not subject_cn:
+            return dns
+        return [subject_cn] if classify_name(subject_cn).kind == PUBLIC else []
+
     rows = []
     for sha, dns, ips, cn in zip(certs["sha256"], certs["san_dns"], certs["san_ip"], certs["subject_cn"]):
         names = checked_names(dns, cn) + (list(ips) if isinstance(ips, (list, tuple)) else [])

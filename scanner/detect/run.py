@@ -62,8 +62,7 @@ def run_detectors(certs: pd.DataFrame, registrations: pd.DataFrame, config: Conf
     per_certificate = per_certificate_findings(certs, registrations, config, classified=classified)
     # Only the per-certificate detectors read the name table: the cross-certificate ones, where detect
     # peaks, do without its memory (a few hundred MB at a million certificates).
-    for key in [k for k in classified.memo if isinstance(k, tuple) and k[:1] == ("name_table",)]:
-        del classified.memo[key]
+    classified.forget_name_tables()
     return concat_findings([per_certificate, cross_certificate_findings(certs, config, classified=classified)])
 
 

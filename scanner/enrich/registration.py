@@ -41,7 +41,7 @@ from scanner.enrich.lookups import failed_to_connect, utc_now
 from scanner.enrich.rdap import RdapClient, json_loads
 from scanner.enrich.whois import WhoisClient
 from scanner.enrich.zonefile import ZoneRead, read_zone_files
-from scanner.parse.items import domains_of
+from scanner.parse.domains import registrable_domains
 
 log = logging.getLogger(__name__)
 
@@ -744,8 +744,7 @@ def flagged_domains(certs: pd.DataFrame, flagged: pd.Series, max_per_cert: int) 
     """The registrable domains of the flagged certificates (a boolean mask over certs), for look_up_dates."""
     if certs.empty or not bool(flagged.any()):
         return []
-    rows = certs.loc[flagged.to_numpy(dtype=bool), ["san_dns", "subject_cn"]].to_dict("records")
-    return sorted(domains_of(rows, max_per_cert))
+    return sorted(registrable_domains(certs.loc[flagged.to_numpy(dtype=bool)], max_per_cert))
 
 
 def add_registration_dates(config: Config, registrations: pd.DataFrame, domains: Iterable[str]

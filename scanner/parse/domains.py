@@ -126,6 +126,11 @@ class Classified(Mapping[str, DomainInfo]):
             info = self._infos[raw] = DomainInfo(*(self.columns[f][i].as_py() for f in INFO_FIELDS))
         return info
 
+    def forget_name_tables(self) -> None:
+        """Let go of the name tables kept in memo (name_table's), once no detector will read them."""
+        for key in [k for k in self.memo if isinstance(k, tuple) and k[:1] == (_NAME_TABLE,)]:
+            del self.memo[key]
+
     def positions(self, values: "pa.Array") -> "np.ndarray":
         """The row of each value among the classified names (-1 for a value not classified)."""
         import numpy as np
@@ -360,16 +365,7 @@ def registrable_domain(raw: str) -> str:
 NAME_COLUMNS = ("sha256", "raw", "name", "kind", "registrable", "label", "suffix", "reason")
 
 
-def checked_names(san_dns: Any, subject_cn: Any) -> list[str]:
-    """The DNS names of a certificate worth checking: its SAN dNSNames, or a legacy host name in the CN.
-
-    Certificates from before SANs were required name their host only in the CN; a CN that is not a
-    public DNS name (a person, a company) is left alone, so S/MIME and client certificates stay quiet.
-    """
-    dns = list(san_dns) if isinstance(san_dns, (list, tuple)) else []
-    if dns or not isinstance(subject_cn, str) or not subject_cn:
-        return dns
-    return [subject_cn] if classify_name(subject_cn).kind == PUBLIC else []
+_NAME_TABLE = "name_table"  # the memo key's first part (Classified.forget_name_tables)
 
 
 def name_table(
@@ -377,10 +373,12 @@ def name_table(
 ) -> "pd.DataFrame":
     """One row per (certificate, checked name) with its classification; IP SANs included as kind 'ip'.
 
-    The checked names are checked_names' (the SANs, else a public host name CN) then the IP SANs,
-    at most max_per_cert of them per certificate.
+    The checked names are the SAN dNSNames, else a CN that is a public DNS name (certificates from
+    before SANs were required name their host only there; a person's or a company's CN is left alone,
+    so S/MIME and client certificates stay quiet), then the IP SANs, at most max_per_cert of them per
+    certificate.
     """
-    key = ("name_table", max_per_cert, id(certs))
+    key = (_NAME_TABLE, max_per_cert, id(certs))
     if classified is not None and key in classified.memo and classified.memo[key][0] is certs:
         return classified.memo[key][1]  # the pipeline's domains and the detectors read one table
     table = _name_table(certs, max_per_cert, classified)
@@ -432,6 +430,6 @@ def _name_table(certs: "pd.DataFrame", max_per_cert: int | None, classified: Cla
 
 def registrable_domains(certs: "pd.DataFrame", max_per_cert: int | None = None,
                         classified: Classified | None = None) -> set[str]:
-    """The registrable domains of these certificates' checked names: domains_of's answer, for a whole table at once."""
+    """The registrable domains of these certificates' checked names (name_table's), worth a registration lookup."""
     names = name_table(certs, max_per_cert, classified)
     return set(names.loc[names["kind"] == PUBLIC, "registrable"].tolist())

@@ -19,7 +19,7 @@ import pandas as pd
 
 from scanner.core.records import ErrorRecord
 from scanner.parse.certs import IssuerNames, ParseError, record_from_raw, records_frame
-from scanner.parse.domains import PUBLIC, checked_names, classify_name
+from scanner.parse.domains import registrable_domains
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice, SourceState
 from scanner.sources.files import FileItems, read_paths
 
@@ -47,17 +47,6 @@ def _explain_parse_failure(raw: RawCert, reason: str) -> str:
         return "this is a CRL, not a certificate: pass it with --crl"
     except ValueError:
         return f"not a parseable X.509 certificate: {reason}"
-
-
-def domains_of(rows: Iterable[dict[str, Any]], max_per_cert: int) -> set[str]:
-    """The registrable domains worth a registration lookup in these records."""
-    out: set[str] = set()
-    for row in rows:
-        for name in checked_names(row["san_dns"], row["subject_cn"])[:max_per_cert]:
-            info = classify_name(name)
-            if info.kind == PUBLIC:
-                out.add(info.registrable)
-    return out
 
 
 def parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool = True) -> Chunk:
@@ -104,9 +93,9 @@ def _parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool)
             why = _explain_parse_failure(item, refused)
         chunk.errors.append(ErrorRecord(item.source, item.provenance, why,
                                         hashlib.sha256(item.der).hexdigest(), "parse").as_row())
-    if domains:
-        chunk.domains = domains_of(rows, max_sans_per_cert)
     chunk.certs = records_frame(rows)
+    if domains:
+        chunk.domains = registrable_domains(chunk.certs, max_sans_per_cert)
     return chunk
 
 
