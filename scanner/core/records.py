@@ -7,14 +7,17 @@ here build empty frames with the right dtypes so that an empty scan still writes
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 # --- certificates -------------------------------------------------------------------------
 
@@ -347,8 +350,41 @@ def frame_from_rows(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.D
     """A DataFrame with exactly these columns and dtypes from a list of dicts (missing keys empty)."""
     if not rows:
         return empty_frame(columns)
-    df = pd.DataFrame.from_records(rows, columns=list(columns))
-    return coerce(df, columns)
+    # Column by column, strings and times straight into Arrow: from_records builds a 2-D object
+    # block and infers a type for every column first, a tenth of the parse workers' time.
+    names = list(columns)
+    try:
+        cells = list(zip(*map(operator.itemgetter(*names), rows))) if len(names) > 1 else [[r[names[0]] for r in rows]]
+    except KeyError:  # a row without some columns: those cells are empty
+        cells = [[r.get(name) for r in rows] for name in names]
+    index = pd.RangeIndex(len(rows))
+    return pd.DataFrame({name: _column(values, columns[name], index) for name, values in zip(names, cells)},
+                        index=index, copy=False)
+
+
+def _column(values: Sequence[Any], dtype: str, index: pd.Index) -> pd.Series:
+    """One column of frame_from_rows: values cast as coerce casts them."""
+    arrow = _ARROW_TYPES.get(dtype)
+    if arrow is not None:
+        try:
+            got = pa.array(values, type=arrow, from_pandas=True)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass  # not plain str / datetime values (numbers, text to parse): coerce's way
+        else:
+            if dtype == "string":
+                return pd.Series(pd.arrays.ArrowStringArray(got), index=index, copy=False)
+            return pd.Series(got.to_pandas(), index=index, copy=False).astype(dtype)
+    kinds = set(map(type, values))
+    if dtype == "bool" and kinds == {bool}:
+        return pd.Series(np.fromiter(values, dtype=bool, count=len(values)), index=index, copy=False)
+    if dtype == "Int64" and kinds == {type(None)}:  # crt.sh ids of certificates read elsewhere
+        n = len(values)
+        return pd.Series(pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool)), index=index, copy=False)
+    column = pd.Series(np.fromiter(values, dtype=object, count=len(values)), index=index, dtype=object, copy=False)
+    return _cast(column, dtype)
+
+
+_ARROW_TYPES = {"string": pa.large_string(), "datetime64[us, UTC]": pa.timestamp("us", tz="UTC")}
 
 
 def coerce(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -357,18 +393,20 @@ def coerce(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     n = len(df)
     for name, dtype in columns.items():
         col = df[name] if name in df.columns else pd.Series([None] * n, index=df.index, dtype="object")
-        if col.dtype == _dtype(dtype):
-            pass  # already right: shared, not copied (copy-on-write keeps df and the result apart)
-        elif dtype.startswith("datetime64"):
-            col = pd.to_datetime(col, utc=True, errors="coerce").astype(dtype)
-        elif dtype == "object":
-            col = col.astype("object")
-        elif dtype == "bool":
-            col = col.astype("object").where(col.notna(), False).astype("bool")
-        else:
-            col = col.astype(dtype)
-        out[name] = col
+        out[name] = _cast(col, dtype)
     return pd.DataFrame(out, index=df.index, copy=False)
+
+
+def _cast(col: pd.Series, dtype: str) -> pd.Series:
+    if col.dtype == _dtype(dtype):
+        return col  # already right: shared, not copied (copy-on-write keeps df and the result apart)
+    if dtype.startswith("datetime64"):
+        return pd.to_datetime(col, utc=True, errors="coerce").astype(dtype)
+    if dtype == "object":
+        return col.astype("object")
+    if dtype == "bool":
+        return col.astype("object").where(col.notna(), False).astype("bool")
+    return col.astype(dtype)
 
 
 @functools.cache
