@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from scanner.enrich.subscribers import comparison_keys
+from scanner.enrich.typo_index import one_edit_pairs
 from scanner.parse.domains import PUBLIC, Classified, with_names
 
 
@@ -90,3 +92,32 @@ def positions(classified: Classified | None, values: pa.Array, *more: pa.Array) 
 def texts(values: pa.Array, codes: "list[int] | np.ndarray") -> list[str]:
     """The strings these codes stand for."""
     return values.take(pa.array(np.asarray(codes, dtype=np.int64), type=pa.int64())).to_pylist()
+
+
+def key_pairs(classified: Classified | None, keys: pa.Array, min_len: int, *, also: pa.Array | None = None
+              ) -> pd.DataFrame:
+    """one_edit_pairs(keys, min_len=min_len), from one search per scan over every comparison key and `also`.
+
+    Two detectors compare keys of the same names (the typo detector, revoke_reissue's typo links):
+    whether two strings are one edit apart depends on them alone, so the pairs of a superset kept
+    in classified.memo, cut down to keys, are the pairs of keys (in the same order); the sort of
+    every deletion of a few hundred thousand keys is done once instead of per detector.
+    """
+    keys = pc.unique(keys.cast(pa.string()))
+    if classified is None:
+        return one_edit_pairs(keys.to_pylist(), min_len=min_len)
+    memo = classified.memo.get(("key_pairs", min_len))
+    if memo is None or not pc.all(pc.is_in(keys, value_set=memo[0])).as_py():
+        codes = name_codes(classified)
+        parts = [codes.keys, keys] + ([also.cast(pa.string())] if also is not None else [])
+        if memo is not None:
+            parts.append(memo[0])
+        universe = pc.unique(pa.concat_arrays(parts))
+        universe = universe.filter(pc.greater_equal(pc.utf8_length(universe), min_len))
+        memo = classified.memo[("key_pairs", min_len)] = (universe, one_edit_pairs(universe.to_pylist(),
+                                                                                     min_len=min_len))
+    pairs = memo[1]
+    a = pa.array(pairs["a"], type=pa.string(), from_pandas=True)
+    b = pa.array(pairs["b"], type=pa.string(), from_pandas=True)
+    kept = pc.and_(pc.is_in(a, value_set=keys), pc.is_in(b, value_set=keys)).to_numpy(zero_copy_only=False)
+    return pairs[kept].reset_index(drop=True)

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from scanner.core.records import Finding
 from scanner.core.times import human_duration, iso
 from scanner.detect.findings import as_json, findings_frame
-from scanner.detect.namecodes import name_codes, positions, texts
+from scanner.detect.namecodes import key_pairs, name_codes, positions, texts
 from scanner.detect.rules import KEY_COMPROMISE, is_short_lived
 from scanner.detect.subjects import organisations
 from scanner.enrich.subscribers import (
@@ -20,7 +20,6 @@ from scanner.enrich.subscribers import (
     comparison_key,
     domain_typo,
 )
-from scanner.enrich.typo_index import one_edit_pairs
 from scanner.parse.domains import (
     INFO_FIELDS,
     Classified,
@@ -144,6 +143,7 @@ class _Subscribers:
         self._cn = pa.nulls(n, pa.string()).fill_null("") if cn is None else cn.fill_null("")
         org = organisations(certs, classified, MIN_LABEL)
         self._org_code, self._okeys, self._no_org = org.key[org.row], org.keys, org.no_key
+        self._org_labels = org.labels
         self._org_texts: dict[int, str] = {}
         self._comparison_keys: dict[str, str] = {}
         self._name_sets: dict[int, set[str]] = {}
@@ -186,7 +186,12 @@ class _Subscribers:
         seen = np.zeros(len(codes.keys), dtype=bool)
         seen[key[codes.key_length[key] >= MIN_LABEL]] = True
         long = np.flatnonzero(seen)
-        pairs = one_edit_pairs(texts(codes.keys, long), min_len=MIN_LABEL, involving=texts(codes.keys, asked_keys))
+        pairs = key_pairs(classified, codes.keys.take(pa.array(long, type=pa.int64())), MIN_LABEL,
+                          also=self._org_labels)  # the typo detector's O labels too: its search is this one
+        asked_keys_text = codes.keys.take(pa.array(asked_keys, type=pa.int64()))
+        involved = pc.or_(pc.is_in(pa.array(pairs["a"], type=pa.string(), from_pandas=True), value_set=asked_keys_text),
+                          pc.is_in(pa.array(pairs["b"], type=pa.string(), from_pandas=True), value_set=asked_keys_text))
+        pairs = pairs[involved.to_numpy(zero_copy_only=False)]
         self._neighbours: dict[str, list[str]] = {}
         for a, b in zip(pairs["a"].tolist(), pairs["b"].tolist()):
             self._neighbours.setdefault(a, []).append(b)

@@ -36,8 +36,8 @@ import pyarrow.compute as pc
 
 from scanner.core.records import FINDING_COLUMNS, Finding, empty_frame
 from scanner.detect.findings import as_json, findings_frame
-from scanner.detect.namecodes import codes_of, name_codes, positions, text_order, texts
-from scanner.detect.subjects import organisations, subject_o_values
+from scanner.detect.namecodes import codes_of, key_pairs, name_codes, positions, text_order, texts
+from scanner.detect.subjects import organisations, subject_o_column
 from scanner.enrich.subscribers import (
     MAX_REGISTRABLES,
     MIN_LABEL,
@@ -229,7 +229,7 @@ def _subjects(certs: pd.DataFrame, min_label_len: int, classified: Classified | 
     not_before = pd.to_datetime(certs.get("not_before", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     revoked = pd.to_datetime(certs.get("revoked_at", pd.Series([pd.NaT] * n)), utc=True, errors="coerce")
     return _Subjects(
-        raw_o=subject_o_values(certs),
+        raw_o=subject_o_column(certs, classified.memo if classified is not None else {})[0],
         okey=org.key[org.row],
         okeys=org.keys,
         no_okey=org.no_key,
@@ -361,10 +361,12 @@ def _link_ranks(witnesses: pd.DataFrame, table: _Table, subjects: _Subjects) -> 
     return rank
 
 
-def _candidates(table: _Table, subjects: _Subjects, min_label_len: int) -> list[pd.DataFrame]:
+def _candidates(table: _Table, subjects: _Subjects, min_label_len: int, classified: Classified | None = None
+                ) -> list[pd.DataFrame]:
     """Every piece of evidence that a held registrable is a typo: (a), (b) and (c) of the module docstring."""
     regs = table.regs
-    labels = _coded_pairs(label_pairs(table.keys.to_pylist(), min_label_len), table.keys)
+    labels = _coded_pairs(label_pairs((), min_label_len, pairs=key_pairs(classified, table.keys, min_label_len)),
+                          table.keys)
     found = [_subject_o_candidates(regs, table.olabels, labels)]
     held = texts(table.suffixes, _used(regs["suffix"].to_numpy(), len(table.suffixes)))
     suffixes = _coded_pairs(suffix_pairs(held), table.suffixes)
@@ -399,7 +401,7 @@ def detect_typo_neighbours(
     if table is None:
         return empty_frame(FINDING_COLUMNS)
     subjects = _subjects(certs, min_label_len, classified)
-    candidates = _candidates(_with_subjects(table, subjects), subjects, min_label_len)
+    candidates = _candidates(_with_subjects(table, subjects), subjects, min_label_len, classified)
     if not candidates:
         return empty_frame(FINDING_COLUMNS)
     return _findings(candidates, table, subjects)

@@ -125,9 +125,14 @@ def _symmetric(pairs: pd.DataFrame) -> pd.DataFrame:
     ).astype(object)
 
 
-def label_pairs(keys: Iterable[str], min_label_len: int = MIN_LABEL) -> pd.DataFrame:
-    """Comparison keys one label typo apart (label_typo, for many), each pair in both orders (x, y)."""
-    pairs = one_edit_pairs(list(keys), min_len=min_label_len)
+def label_pairs(keys: Iterable[str], min_label_len: int = MIN_LABEL, *, pairs: pd.DataFrame | None = None
+                ) -> pd.DataFrame:
+    """Comparison keys one label typo apart (label_typo, for many), each pair in both orders (x, y).
+
+    pairs: one_edit_pairs(keys, min_len=min_label_len), when the caller has them (keys is then not read).
+    """
+    if pairs is None:
+        pairs = one_edit_pairs(list(keys), min_len=min_label_len)
     if pairs.empty:
         return pd.DataFrame(columns=["x", "y"])
     swap = [_digit_swap(a, b, kind, p)
