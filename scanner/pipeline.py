@@ -694,25 +694,35 @@ def _write(config: Config, result: ScanResult, extra_tables: dict[str, tuple[str
 
     rounds: also the certificates of the findings on their own, for a next round with nothing new.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from scanner.report import write_reports
 
-    reports = write_reports(config.out_dir, result.suspects, result.certs, result.findings, result.errors,
-                            result.registrations, result.summary, extra_tables=extra_tables)
-    clock.lap("reports")
-    if link_from is not None:
-        reports.update(_link_tables(link_from, Path(config.out_dir), [
-            "certs.parquet", "findings.parquet", "registrations.parquet", "errors.parquet",
-            PARSED_TABLE, ROUND_KEYS_TABLE, DOMAINS_TABLE,
-            *([FINDING_CERTS_TABLE] if (link_from / FINDING_CERTS_TABLE).is_file() else [])]))
-    else:
-        reports.update(write_tables(config.out_dir, {
-            "certs.parquet": result.certs, "findings.parquet": result.findings,
-            "registrations.parquet": result.registrations, "errors.parquet": result.errors,
-        }))
-        if rounds:
-            wanted = _finding_hashes(result.findings)
-            reports[FINDING_CERTS_TABLE] = write_parquet(result.certs[result.certs["sha256"].isin(wanted)],
-                                                         Path(config.out_dir) / FINDING_CERTS_TABLE, CERT_COLUMNS)
+    with ThreadPoolExecutor(1, thread_name_prefix="ctscan-tables") as pool:
+        tables = None
+        if link_from is None:
+            # Parquet encodes and compresses outside the GIL: the tables are written on the second core
+            # while the reports (Python through and through) are written here.
+            Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+            tables = pool.submit(write_tables, config.out_dir, {
+                "certs.parquet": result.certs, "findings.parquet": result.findings,
+                "registrations.parquet": result.registrations, "errors.parquet": result.errors,
+            })
+        reports = write_reports(config.out_dir, result.suspects, result.certs, result.findings, result.errors,
+                                result.registrations, result.summary, extra_tables=extra_tables)
+        clock.lap("reports")
+        if tables is None:
+            reports.update(_link_tables(link_from, Path(config.out_dir), [
+                "certs.parquet", "findings.parquet", "registrations.parquet", "errors.parquet",
+                PARSED_TABLE, ROUND_KEYS_TABLE, DOMAINS_TABLE,
+                *([FINDING_CERTS_TABLE] if (link_from / FINDING_CERTS_TABLE).is_file() else [])]))
+        else:
+            reports.update(tables.result())
+            if rounds:
+                wanted = _finding_hashes(result.findings)
+                reports[FINDING_CERTS_TABLE] = write_parquet(result.certs[result.certs["sha256"].isin(wanted)],
+                                                             Path(config.out_dir) / FINDING_CERTS_TABLE,
+                                                             CERT_COLUMNS)
     if config.plots:
         from scanner.report.plots import write_plots
 
