@@ -180,6 +180,7 @@ class _Subscribers:
         registrable = codes.registrable[at]
         named = pc.greater(pc.binary_length(codes.registrables), 0).to_numpy(zero_copy_only=False)[registrable]
         row, registrable, key = row[named], registrable[named], codes.key[at[named]]
+        names_at = (row, registrable, key)
         asked = asks[row]
         asked_keys = np.unique(key[asked])
         # Typo neighbours: comparison keys of MIN_LABEL or more one edit from an asking row's (OSA distance 1).
@@ -215,6 +216,17 @@ class _Subscribers:
         self._key_codes = {name: code for code, name in enumerate(names)}
         self._key_sorted = pairs_kr // (n + 1)
         self._key_rows = pairs_kr % (n + 1)
+        # What _names_of asks, as codes by row, for the rows it can be asked about (an asking row, a
+        # candidate: a row indexed): no name classified or folded again.
+        self._named = np.zeros(n, dtype=bool)
+        self._named[self._key_rows] = True
+        self._named |= asks & wanted
+        row, registrable, key = names_at
+        held = np.flatnonzero(self._named[row])
+        held = held[np.argsort(row[held], kind="stable")]
+        self._name_rows, self._name_registrable, self._name_key = row[held], registrable[held], key[held]
+        self._registrables, self._keys_text = codes.registrables, codes.keys
+        self._code_texts: dict[tuple[int, int], str] = {}
 
     def prepare(self, rows: np.ndarray) -> None:
         """Classify the SANs and CNs of these rows all at once, for the row-by-row questions that follow."""
@@ -263,14 +275,25 @@ class _Subscribers:
         """Row i's notBefore."""
         return self._not_before.iat[int(self.order[i])]
 
-    def row(self, i: int) -> pd.Series:
-        """Row i's certificate, every column."""
-        return self.certs.iloc[int(self.order[i])]
+    def rows(self, rows: list[int]) -> pd.DataFrame:
+        """These rows' certificates (in this order), the columns a revoke_reissue finding reads."""
+        return self.certs[[c for c in _ROW_COLUMNS if c in self.certs.columns]].iloc[self.order[rows]]
 
     def _names_of(self, i: int) -> tuple[set[str], list[str]]:
         """Registrable domains and their labels' comparison keys (sorted) of row i's SANs and CN."""
+        if self._named[i]:  # its codes are at hand
+            a, b = np.searchsorted(self._name_rows, [i, i + 1])
+            return ({self._code_text(0, c) for c in set(self._name_registrable[a:b].tolist())},
+                    sorted({self._code_text(1, c) for c in set(self._name_key[a:b].tolist())}))
         infos = [x for x in map(self.classify, [*self.names(i), self.cn(i)]) if x.registrable]
         return {x.registrable for x in infos}, sorted({self._comparison_key(x.label) for x in infos})
+
+    def _code_text(self, table: int, code: int) -> str:
+        """The registrable domain (table 0) or comparison key (table 1) a code stands for."""
+        text = self._code_texts.get((table, code))
+        if text is None:
+            text = self._code_texts[(table, code)] = (self._registrables if table == 0 else self._keys_text)[code].as_py()
+        return text
 
     def _comparison_key(self, label: str) -> str:
         key = self._comparison_keys.get(label)
@@ -339,6 +362,8 @@ def _naive(stamp: pd.Timestamp) -> np.datetime64:
 
 
 _RELATION_RANK = {"typo": 0, "organisation": 1, "domain": 2}
+#: What classify_change and a finding read of A and B.
+_ROW_COLUMNS = ["sha256", "subject_cn", "subject_dn", "spki_sha256", "san_dns", "not_before", "revocation_reason"]
 
 
 def may_replace(a_not_before, a_revoked_at, b_not_before, reissue_window: timedelta):  # noqa: ANN001, ANN201
@@ -384,7 +409,7 @@ def detect_revoke_reissue(
     asked = [(i, subs.candidates(i, lo, hi)) if is_open else (i, None)
              for i, lo, hi, is_open in zip(rows.tolist(), los.tolist(), his.tolist(), open_.tolist())]
     subs.prepare(np.array(sorted({j for _, cands in asked if cands for j in cands}), dtype=np.int64))
-    found = []
+    chosen = []
     for (sha, revoked_at), (i, cands) in zip(zip(early["sha256"], early["revoked_at"]), asked):
         if cands is None:
             continue
@@ -404,8 +429,12 @@ def detect_revoke_reissue(
                 best = (rank, j, relation)
         if best is None:
             continue
-        _, j, relation = best
-        a, b = subs.row(i), subs.row(j)
+        chosen.append((sha, revoked_at, i, best[1], best[2]))
+    # The few rows of the pairs taken at once (a row lookup each cost milliseconds on a wide table).
+    picked = subs.rows([i for _, _, i, _, _ in chosen] + [j for _, _, _, j, _ in chosen])
+    found = []
+    for k, (sha, revoked_at, _i, j, relation) in enumerate(chosen):
+        a, b = picked.iloc[k], picked.iloc[len(chosen) + k]
         kind, change = classify_change(a, b)
         reason = a["revocation_reason"] if isinstance(a["revocation_reason"], str) else ""
         reason_text = f"; revocation reason {reason}" if reason else "; no revocation reason given"
