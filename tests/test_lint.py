@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shutil
@@ -10,7 +9,8 @@ import ssl
 import subprocess
 import sys
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,16 +37,53 @@ REAL = sorted((FIXTURES / "chromium_blocklist").glob("*.pem")) + sorted(
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
-@functools.cache
-def pkilint_cli(path: Path) -> list[tuple[str, str, str, str]]:
-    """pkilint's own CLI, ``lint_cabf_serverauth_cert lint -d`` (JSON output), on one file: its findings."""
-    script = Path(sys.executable).parent / "lint_cabf_serverauth_cert"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "pkilint.bin.lint_cabf_serverauth_cert"]
-    done = subprocess.run([*command, "lint", "-d", "-f", "JSON", str(path)], capture_output=True, text=True,
-                          timeout=240)
-    assert done.stdout, done.stderr  # its exit status is the number of findings
+#: Runs pkilint's own CLIs, each file through its ``main()`` as the console script calls it (so each builds
+#: its validators afresh), in one interpreter that has imported nothing of ctscan: one start instead of one a file.
+_CLI_RUNNER = """
+import contextlib, importlib, io, json, sys
+answers = []
+for module, args in json.load(sys.stdin):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = importlib.import_module("pkilint.bin." + module).main(args)
+    answers.append([status, out.getvalue(), err.getvalue()])
+json.dump(answers, sys.stdout)
+"""
+
+
+def run_pkilint_clis(runs: Sequence[tuple[str, list[str]]]) -> list[tuple[int, str, str]]:
+    """pkilint's CLIs (module of pkilint.bin, argv) on each run: (exit status, stdout, stderr), two interpreters."""
+    halves = [list(runs[: (len(runs) + 1) // 2]), list(runs[(len(runs) + 1) // 2:])]
+
+    def one(batch: list[tuple[str, list[str]]]) -> list[tuple[int, str, str]]:
+        if not batch:
+            return []
+        done = subprocess.run([sys.executable, "-c", _CLI_RUNNER], input=json.dumps(batch), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return [tuple(answer) for answer in json.loads(done.stdout)]
+
+    with ThreadPoolExecutor(2) as pool:  # two cores
+        return [answer for half in pool.map(one, halves) for answer in half]
+
+
+def _findings(stdout: str) -> list[tuple[str, str, str, str]]:
+    """The findings of one JSON report of pkilint's CLI."""
     return [(d["severity"], d["code"], r["node_path"], d["message"] or "")
-            for r in json.loads(done.stdout)["results"] for d in r["finding_descriptions"]]
+            for r in json.loads(stdout)["results"] for d in r["finding_descriptions"]]
+
+
+_CERT_CLI: dict[Path, list[tuple[str, str, str, str]]] = {}
+
+
+def pkilint_cli(paths: Sequence[Path]) -> list[list[tuple[str, str, str, str]]]:
+    """pkilint's own CLI, ``lint_cabf_serverauth_cert lint -d`` (JSON output), on each file: its findings."""
+    missing = [p for p in dict.fromkeys(paths) if p not in _CERT_CLI]
+    answers = run_pkilint_clis([("lint_cabf_serverauth_cert", ["lint", "-d", "-f", "JSON", str(p)]) for p in missing])
+    for path, (_, stdout, stderr) in zip(missing, answers):
+        assert stdout, stderr  # its exit status is the number of findings
+        _CERT_CLI[path] = _findings(stdout)
+    return [_CERT_CLI[p] for p in paths]
 
 
 def der_of(path: Path) -> bytes:
@@ -75,15 +112,26 @@ def linted_real(tmp_path_factory) -> tuple[Path, dict]:
     return tmp / "scan" / "report", summary
 
 
+#: Every real and sample certificate pkilint's CLI can be asked about.
+CLI_FILES = REAL + [p for p in sorted((SAMPLE / "certs").iterdir()) if p.name != "truncated.der"]
+
+
+@pytest.fixture(scope="module")
+def cli_of_real() -> Iterator[Future[list[list[tuple[str, str, str, str]]]]]:
+    """pkilint's CLI on CLI_FILES, started at once so that its interpreters run beside the scan of linted_real."""
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(pkilint_cli, CLI_FILES)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 23 runs of pkilint's CLI, each building its validators
-def test_ctscan_lint_signals_are_those_of_pkilints_own_cli_on_every_real_and_sample_certificate(linted_real):
+def test_ctscan_lint_signals_are_those_of_pkilints_own_cli_on_every_real_and_sample_certificate(cli_of_real,
+                                                                                              linted_real):
     report, summary = linted_real
     findings = pd.read_parquet(report / "findings.parquet")
     certs = pd.read_parquet(report / "certs.parquet")
-    files = REAL + [p for p in sorted((SAMPLE / "certs").iterdir()) if p.name != "truncated.der"]
-    with ThreadPoolExecutor(4) as pool:
-        expected = dict(zip(files, pool.map(pkilint_cli, files)))
+    files = CLI_FILES
+    expected = dict(zip(files, cli_of_real.result()))
     compared = 0
     for path, cli in expected.items():
         sha = hashlib.sha256(der_of(path)).hexdigest()
@@ -111,8 +159,8 @@ def test_one_linter_reused_across_certificates_gives_what_a_fresh_cli_gives_each
     # The CLI builds its validators for every file; ctscan builds them once per process and type.
     files = REAL[:3] + [SAMPLE / "certs" / "contoso-vpn.pem"]
     reused = [lint_der(der_of(p)) for p in files + files[::-1]]
-    for path, result in zip(files + files[::-1], reused):
-        assert Counter(tuple(f) for f in result["findings"]) == Counter(pkilint_cli(path)), path.name
+    for path, result, cli in zip(files + files[::-1], reused, pkilint_cli(files + files[::-1])):
+        assert Counter(tuple(f) for f in result["findings"]) == Counter(cli), path.name
 
 
 @pytest.mark.slow
@@ -206,37 +254,44 @@ def test_lint_errors_count_in_the_score_warnings_weigh_little_and_lint_points_ar
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # three scans, each in a fresh interpreter
+@pytest.mark.timeout(900)  # three scans in two fresh interpreters
 def test_a_scan_without_lint_never_imports_pkilint_nor_does_a_rerun_whose_lints_are_all_cached(tmp_path):
     store = tmp_path / "store.sqlite3"
+    # one scan after another in one interpreter, each followed by whether pkilint is imported by then
     code = (
-        "import sys\nfrom scanner.cli import main\n"
-        "main(sys.argv[1:])\nprint('pkilint' in sys.modules)\n"
+        "import json, sys\nfrom scanner.cli import main\n"
+        "for extra in json.loads(sys.argv[1]):\n"
+        "    assert main([*sys.argv[2:], *extra]) == 0\n"
+        "    print('pkilint' in sys.modules)\n"
     )
     args = ["scan", str(SAMPLE / "certs"), "--registry-answers", str(SAMPLE / "registrations.csv"), "--offline",
-            "--cache", str(tmp_path / "cache"), "--store", str(store), "-q", "--no-progress"]
+            "--cache", str(tmp_path / "cache"), "--store", str(store), "-q", "--no-progress",
+            "--out", str(tmp_path / "o")]
 
-    def imported(*extra: str) -> bool:
-        done = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path / "o"), *extra],
+    def imported(*scans: list[str]) -> list[bool]:
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(scans), *args],
                               capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
         assert done.returncode == 0, done.stderr
-        return done.stdout.strip().splitlines()[-1] == "True"
+        return [line == "True" for line in done.stdout.strip().splitlines()[-len(scans):]]
 
-    assert not imported()
-    assert imported("--lint")  # cold: pkilint lints
-    assert not imported("--lint")  # warm: every result from the store
+    # a fresh interpreter: not imported by a scan without --lint, then imported by a cold --lint (pkilint lints)
+    assert imported([], ["--lint"]) == [False, True]
+    assert imported(["--lint"]) == [False]  # warm, in another fresh interpreter: every result from the store
 
 
-def pkilint_revocation_cli(path: Path, kind: str) -> list[tuple[str, str, str, str]] | None:
-    """pkilint's own lint_crl (-t CRL -p BR) or lint_ocsp_response on one file; None when it cannot load it."""
-    module, args = {"crl": ("lint_crl", ["-t", "CRL", "-p", "BR"]), "ocsp": ("lint_ocsp_response", [])}[kind]
-    done = subprocess.run([sys.executable, "-m", f"pkilint.bin.{module}", "lint", *args, "-f", "JSON", str(path)],
-                          capture_output=True, text=True, timeout=240)
-    if not done.stdout:
-        assert "Failed to load" in done.stderr, done.stderr
-        return None
-    return [(d["severity"], d["code"], r["node_path"], d["message"] or "")
-            for r in json.loads(done.stdout)["results"] for d in r["finding_descriptions"]]
+def pkilint_revocation_cli(runs: Sequence[tuple[Path, str]]) -> list[list[tuple[str, str, str, str]] | None]:
+    """pkilint's own lint_crl (-t CRL -p BR) or lint_ocsp_response on each (file, kind); None when it cannot load it."""
+    modules = {"crl": ("lint_crl", ["-t", "CRL", "-p", "BR"]), "ocsp": ("lint_ocsp_response", [])}
+    answers = run_pkilint_clis([(modules[kind][0], ["lint", *modules[kind][1], "-f", "JSON", str(path)])
+                                for path, kind in runs])
+    found: list[list[tuple[str, str, str, str]] | None] = []
+    for _, stdout, stderr in answers:
+        if not stdout:
+            assert "Failed to load" in stderr, stderr
+            found.append(None)
+        else:
+            found.append(_findings(stdout))
+    return found
 
 
 def test_pkilints_crl_and_ocsp_linters_on_real_crls_and_responses_give_what_its_clis_give():
@@ -252,9 +307,10 @@ def test_pkilints_crl_and_ocsp_linters_on_real_crls_and_responses_give_what_its_
             data = x509.load_pem_x509_crl(data).public_bytes(serialization.Encoding.DER)
         documents.append((path.as_uri(), "crl", data, path))
     documents += [(p.as_uri(), "ocsp", p.read_bytes(), p) for p in ocsp_files]
-    table = lint_revocation_documents([(url, kind, data) for url, kind, data, _ in documents])
-    with ThreadPoolExecutor(4) as pool:
-        expected = list(pool.map(lambda d: pkilint_revocation_cli(d[3], d[1]), documents))
+    with ThreadPoolExecutor(1) as pool:  # the CLIs' interpreters run while ctscan lints the same documents here
+        clis = pool.submit(pkilint_revocation_cli, [(path, kind) for _, kind, _, path in documents])
+        table = lint_revocation_documents([(url, kind, data) for url, kind, data, _ in documents])
+        expected = clis.result()
     for (url, _, _, path), cli in zip(documents, expected):
         mine = table[table["url"] == url]
         if cli is None:  # e.g. the 5-byte 'unauthorized' response: no responseBytes to lint
@@ -292,7 +348,7 @@ def test_with_check_revocation_the_fetched_crl_and_ocsp_answers_are_linted_as_pk
     assert linted["ocsp_responses"] == 10  # OCSP_LINT_PER_RESPONDER answers of the one responder
     table = pd.read_csv(tmp_path / "out" / "revocation-lint.csv", keep_default_na=False)
     (tmp_path / "ca.crl").write_bytes(der(crl))
-    cli = pkilint_revocation_cli(tmp_path / "ca.crl", "crl")
+    (cli,) = pkilint_revocation_cli([(tmp_path / "ca.crl", "crl")])
     mine = table[table["kind"] == "crl"]
     assert Counter(zip(mine["severity"], mine["code"], mine["node_path"], mine["message"])) == Counter(cli)
     assert "cabf.crl_invalid_validity_period" in set(mine["code"])
