@@ -83,3 +83,19 @@ def test_sheets_within_the_cap_are_whole_and_summary_json_says_nothing_was_cut(t
     book = openpyxl.load_workbook(files["suspects.xlsx"], read_only=True)
     assert len(list(book["All suspects"].iter_rows())) == 5
     assert "xlsx_sheets_cut" not in json.loads(files["summary.json"].read_text())
+
+
+def _sheets(path) -> dict[str, list[list[object]]]:
+    book = openpyxl.load_workbook(path, read_only=True)
+    return {ws.title: [list(r) for r in ws.iter_rows(values_only=True)] for ws in book.worksheets}
+
+
+def test_a_large_workbook_written_by_a_second_process_is_the_one_written_here_and_says_what_it_cut(tmp_path, caplog):
+    here, _ = _write(tmp_path / "here", 7, xlsx_max_rows=3, xlsx_process_from=10**9)
+    with caplog.at_level("WARNING"):
+        there, _ = _write(tmp_path / "there", 7, xlsx_max_rows=3, xlsx_process_from=0)
+    assert _sheets(there["suspects.xlsx"]) == _sheets(here["suspects.xlsx"])
+    assert json.loads(there["summary.json"].read_text()) == json.loads(here["summary.json"].read_text())
+    # the cut sheets' warnings reach this process's log, as when the workbook is written here
+    assert any("sheet All suspects: 7 rows, the first 3 written" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in (tmp_path / "there").iterdir()) == sorted(p.name for p in (tmp_path / "here").iterdir())

@@ -20,6 +20,7 @@ never a blank that reads as a value left out.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def appendix_filename(code: str, used: set[str]) -> str:
         name = f"{stem}_{n}"
     used.add(name.lower())
     return name
+
+
+def appendix_files(codes: Iterable[str]) -> dict[str, str]:
+    """code -> the appendix CSV write_appendix writes its list to ("appendix/<stem>.csv"), in order."""
+    used: set[str] = {"incident-summary"}
+    return {code: f"appendix/{appendix_filename(code, used)}.csv" for code in codes}
 
 
 def appendix_frame(
@@ -199,15 +206,13 @@ def write_appendix(
     directory = out_dir / "appendix"
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    listed: dict[str, str] = {}
-    used: set[str] = {"incident-summary"}
-    for code in stats["code"]:
-        stem = appendix_filename(code, used)
+    listed = appendix_files(stats["code"])
+    for code, name in listed.items():
+        stem = name.removeprefix("appendix/").removesuffix(".csv")
         frame = appendix_frame(code, findings, facts, suspects, now)
-        written[f"appendix/{stem}.csv"] = write_frame(directory / f"{stem}.csv", frame)
+        written[name] = write_frame(directory / f"{stem}.csv", frame)
         urls = "".join(f"{u}\n" for u in frame["crt.sh URL"] if u)
         written[f"appendix/{stem}.crtsh.txt"] = write_text_atomic(directory / f"{stem}.crtsh.txt", urls)
-        listed[code] = f"appendix/{stem}.csv"
     summary = incident_summary_md(stats, listed, now)
     written["appendix/incident-summary.md"] = write_text_atomic(directory / "incident-summary.md", summary)
     return written
