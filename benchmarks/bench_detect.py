@@ -1,6 +1,6 @@
 """Time the detect stage (detect.run.run_detectors) alone on certificate tables of several sizes.
 
-Run:  python benchmarks/bench_detect.py [--sizes 100000 1000000] [--table certs.parquet ...] [--seed 5]
+Run:  python benchmarks/bench_detect.py [--sizes 100000 1000000] [--table certs.parquet ...] [--seed 5] [--as-scan]
 
 Each table is detected in a fresh process, so each peak RSS is its own: the figures are the wall
 seconds of run_detectors, the process's RSS before it, its peak during it (growth = peak - before)
@@ -11,6 +11,8 @@ over-long validity and forbidden CRL reasons), `--table` reads a scan's certs.pa
 `ctscan scan --source files /tmp/ctscan-million-100000/pem ...`). With two sizes or more it prints
 each one's ratio to the first: detect should grow about linearly. The load average and the CPU
 seconds are printed with each figure, since other work on the machine skews the wall time.
+`--as-scan` times detect as `ctscan scan --registration off` runs it: the names classified and the
+name table built beforehand (the pipeline's registrable domains), outside the timing.
 """
 
 from __future__ import annotations
@@ -110,17 +112,23 @@ def make_table(n: int, seed: int = 5) -> pd.DataFrame:
     return coerce(frame, CERT_COLUMNS)
 
 
-def _one(table: Path) -> dict:
+def _one(table: Path, as_scan: bool = False) -> dict:
     """Detect over one table in this process: the figures as a dict."""
     from scanner.core.config import Config
     from scanner.core.records import CERT_COLUMNS, REGISTRATION_COLUMNS, empty_frame
     from scanner.detect.run import run_detectors
+    from scanner.parse.domains import classify_all, registrable_domains
     from scanner.scale.columnar import read_parquet
 
     certs = read_parquet(table, CERT_COLUMNS)
+    config = Config(out_dir=Path(tempfile.gettempdir()))
+    classified = None
+    if as_scan:  # what the pipeline has done before detect (its registrable domains)
+        classified = classify_all(certs)
+        registrable_domains(certs, config.max_sans_per_cert, classified)
     before = _rss_mib()
     t0, c0 = time.perf_counter(), time.process_time()
-    findings = run_detectors(certs, empty_frame(REGISTRATION_COLUMNS), Config(out_dir=Path(tempfile.gettempdir())))
+    findings = run_detectors(certs, empty_frame(REGISTRATION_COLUMNS), config, classified=classified)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"rows": len(certs), "seconds": seconds, "cpu": cpu, "rss_before_mib": before, "peak_mib": peak,
@@ -141,10 +149,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--table", type=Path, nargs="*", default=[])
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--as-scan", action="store_true", help="names classified beforehand, as a scan does")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the child process: one table
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(_one(args.one)))
+        print(json.dumps(_one(args.one, args.as_scan)))
         return
     from scanner.core.records import CERT_COLUMNS
     from scanner.scale.columnar import write_parquet
@@ -159,8 +168,8 @@ def main() -> None:
             tables.append(path)
         first = None
         for path in tables:
-            out = subprocess.run([sys.executable, __file__, "--one", str(path)], check=True, capture_output=True,
-                                 text=True)
+            out = subprocess.run([sys.executable, __file__, "--one", str(path), *(["--as-scan"] if args.as_scan else [])],
+                                 check=True, capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             ratio = ""
             if first is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pandas as pd
 import pytest
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
@@ -137,3 +138,83 @@ def test_names_two_edits_apart_or_equal_are_not_one_edit():
     assert edit_between("ctuails", "cualtis") is None
     assert edit_between("cualtisxx", "cualtis") is None
     assert edit_between("abc", "cab") is None  # a rotation is two edits under OSA
+
+
+def brute_force_involving(names: list[str], involving, min_len: int = 1) -> set[tuple[str, str]]:
+    """brute_force's pairs with at least one name among involving."""
+    wanted = set(involving)
+    return {(a, b) for a, b in brute_force(names, min_len) if a in wanted or b in wanted}
+
+
+# One edit at the first and at the last position of each kind, and names that are no pair.
+_EDGE_NAMES = [
+    "cualtis", "ualtis", "cualti",  # omissions: first, last
+    "xcualtis", "cualtisx",  # insertions: first, last
+    "dualtis", "cualtiz",  # substitutions: first, last
+    "ucaltis", "cualtsi",  # transpositions: first, last
+    "cualtis", "cualtis",  # the same name again: no pair with itself
+    "zzzzzzz", "cuxxxis",  # two edits or more from everything
+]
+_UNICODE_NAMES = ["münchen", "munchen", "mûnchen", "münchenn", "xn--mnchen-3ya", "xn--mnchen-3yb", "xn--mnche-3ya",
+                  "köln", "kóln", "日本語", "日本", "日本語x"]
+
+
+@pytest.mark.parametrize("involving", [
+    [], ["cualtis"], ["ualtis"], ["cualtisx", "ucaltis"], ["zzzzzzz"], ["cualtis", "cualtis", "cualtis"],
+    ["absent", "cualtisy"],  # not among the names (cualtisy is one edit from cualtis): no pair of its own
+    ["cualtis", "absent"], _EDGE_NAMES,
+])
+def test_pairs_involving_some_names_are_the_brute_force_pairs_holding_one_of_them(involving):
+    pairs = one_edit_pairs(_EDGE_NAMES, min_len=1, involving=involving)
+    assert pair_set(pairs) == brute_force_involving(_EDGE_NAMES, involving)
+    assert pair_set(pairs) <= pair_set(one_edit_pairs(_EDGE_NAMES, min_len=1))
+
+
+def test_each_edit_kind_is_found_at_the_first_and_the_last_position_for_an_involved_name():
+    pairs = one_edit_pairs(_EDGE_NAMES, min_len=1, involving=["cualtis"])
+    got = {(a if b == "cualtis" else b): (kind, position)
+           for a, b, kind, position in zip(pairs["a"], pairs["b"], pairs["edit"], pairs["position"])}
+    assert set(got) == {"ualtis", "cualti", "xcualtis", "cualtisx", "dualtis", "cualtiz", "ucaltis", "cualtsi"}
+    assert {kind for kind, _ in got.values()} == {"omission", "insertion", "substitution", "transposition"}
+    for row in pairs.itertuples():
+        assert edit_between(row.b, row.a).kind == row.edit  # the edit turns a into b
+
+
+@pytest.mark.parametrize("involving", [["münchen"], ["xn--mnchen-3ya"], ["日本語"], ["köln", "munchen"], []])
+def test_pairs_involving_unicode_and_idna_labels_are_the_brute_force_pairs(involving):
+    pairs = one_edit_pairs(_UNICODE_NAMES, min_len=1, involving=involving)
+    assert pair_set(pairs) == brute_force_involving(_UNICODE_NAMES, involving)
+
+
+def test_involving_on_empty_names_or_only_absent_names_gives_no_pairs():
+    assert one_edit_pairs([], involving=["cualtis"]).empty
+    assert one_edit_pairs([], involving=[]).empty
+    assert one_edit_pairs(["cualtis", "cuatis"], involving=["other", "cualtiss"]).empty
+    assert one_edit_pairs(["cualtis", "cualtis"], involving=["cualtis"]).empty  # equal names: no pair
+    assert one_edit_pairs(["cualtis"], involving=["cualtis"]).empty
+
+
+def test_involving_names_shorter_than_the_minimum_pair_with_nothing():
+    names = ["abc", "abd", "abcd", "abce"]
+    assert pair_set(one_edit_pairs(names, min_len=4, involving=["abc", "abd"])) == set()
+    assert pair_set(one_edit_pairs(names, min_len=4, involving=["abc", "abcd"])) == {("abcd", "abce")}
+
+
+def test_involving_may_be_any_iterable_and_names_may_hold_missing_values_and_duplicates():
+    names = ["example", None, float("nan"), "exampel", "example", "sample", "exampl"]
+    pairs = one_edit_pairs(names, involving=(n for n in ["example", "example"]))
+    assert pair_set(pairs) == {("exampel", "example"), ("exampl", "example")}
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_random_dense_names_involving_a_random_part_are_the_brute_force_pairs(seed):
+    names = random_names(1500, seed=seed, alphabet="abcé", lengths=(1, 6), typo_share=0.3)
+    rng = random.Random(seed)
+    involving = rng.sample(names, 200) + ["absent-name", ""]
+    pairs = one_edit_pairs(names, min_len=2, involving=involving)
+    assert pair_set(pairs) == brute_force_involving(names, involving, min_len=2)
+    whole = one_edit_pairs(names, min_len=2)
+    wanted = set(involving)
+    # The same rows, in the same order, as the whole search's that hold an involved name.
+    kept = whole[[a in wanted or b in wanted for a, b in zip(whole["a"], whole["b"])]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pairs, kept)
