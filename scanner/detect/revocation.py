@@ -199,10 +199,12 @@ class _Subscribers:
             self._neighbours.setdefault(b, []).append(a)
         near = pc.index_in(pa.array(list(self._neighbours), type=pa.string()), value_set=codes.keys)
         key_set = np.union1d(asked_keys, near.to_numpy(zero_copy_only=False).astype(np.int64))
-        org_rows = np.flatnonzero(wanted & (self._org_code != self._no_org))
-        org_set = np.unique(self._org_code[np.flatnonzero(wanted & asks & (self._org_code != self._no_org))])
+        # wanted and asks are by row (notBefore order), _org_code by certificate: reordered to rows first.
+        org_code = self._org_code[self.order]
+        org_rows = np.flatnonzero(wanted & (org_code != self._no_org))
+        org_set = np.unique(org_code[np.flatnonzero(wanted & asks & (org_code != self._no_org))])
         parts = [("d:", np.unique(registrable[asked]), registrable, row, codes.registrables),
-                 ("k:", key_set, key, row, codes.keys), ("o:", org_set, self._org_code[org_rows], org_rows, self._okeys)]
+                 ("k:", key_set, key, row, codes.keys), ("o:", org_set, org_code[org_rows], org_rows, self._okeys)]
         names: list[str] = []
         index_codes, index_rows = [], []
         for prefix, value_set, column, where, values in parts:
