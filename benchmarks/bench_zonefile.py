@@ -30,6 +30,7 @@ def name_of(i: int) -> str:
 
 
 def generate(path: Path, count: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # --dir may name a folder not made yet
     tmp = path.with_suffix(".tmp")
     with gzip.open(tmp, "wb", compresslevel=6) as out:
         out.write(b"com.\t900\tin\tsoa\ta.gtld-servers.net.\tnstld.verisign-grs.com.\t1764590400\t1800\t900\t"

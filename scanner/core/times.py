@@ -22,15 +22,20 @@ def utc(value: datetime) -> datetime:
 
 def iso(value: Any) -> str:
     """A datetime, pandas Timestamp or ISO text as ISO 8601 UTC with a Z; '' when missing (None, NaT)."""
-    if value is None:
+    if value is None or value is pd.NaT:  # NaT is a datetime too, and its strftime raises
         return ""
     if isinstance(value, datetime) and not isinstance(value, pd.Timestamp):
-        return utc(value).strftime(ISO_UTC)
+        return _iso_text(utc(value))
     if pd.isna(value):
         return ""
     ts = pd.Timestamp(value)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.strftime(ISO_UTC)
+    return _iso_text(ts)
+
+
+def _iso_text(d: datetime) -> str:
+    # not strftime: glibc writes the year 999 as "999", pandas (and iso_column) as "0999"
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
 
 
 def iso_column(values: pd.Series) -> list[str]:
