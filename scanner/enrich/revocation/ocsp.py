@@ -83,13 +83,13 @@ class OcspResult:
 # --- requests -------------------------------------------------------------------------------
 
 
-def issuer_hashes(issuer: x509.Certificate, hash_name: str) -> tuple[bytes, bytes]:
+def issuer_hashes(issuer: x509.Certificate, hash_name: str | hashes.HashAlgorithm) -> tuple[bytes, bytes]:
     """(issuerNameHash, issuerKeyHash) of a CertID: hashes of the issuer's DER subject and public key bits."""
-    algo = HASHES[hash_name]
+    algo = HASHES[hash_name] if isinstance(hash_name, str) else hash_name
     name_hash = hashes.Hash(algo)
     name_hash.update(issuer.subject.public_bytes())
     spki = issuer.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    key_hash = hashes.Hash(HASHES[hash_name])
+    key_hash = hashes.Hash(algo)
     key_hash.update(spki_key_bits(spki))
     return name_hash.finalize(), key_hash.finalize()
 
@@ -220,6 +220,15 @@ def _freshness(this_update: datetime | None, next_update: datetime | None, now: 
     return "ok", ""
 
 
+def _same_issuer(single: ocsp.OCSPSingleResponse, issuer: x509.Certificate) -> bool:
+    """True when the SingleResponse's CertID names this issuer, hashed as the responder hashed it."""
+    try:
+        expected = issuer_hashes(issuer, single.hash_algorithm)
+        return (single.issuer_name_hash, single.issuer_key_hash) == expected
+    except Exception:  # a hash cryptography does not know: the CertID cannot be checked, so it is not ours
+        return False
+
+
 def classify(
     der: bytes,
     serial: int,
@@ -240,8 +249,13 @@ def classify(
         produced = resp.produced_at_utc
     except Exception as exc:
         return OcspResult("malformed", error=f"unreadable response body: {exc}")
-    single = next((s for s in singles if s.serial_number == serial), None)
+    same_serial = [s for s in singles if s.serial_number == serial]
+    single = next((s for s in same_serial if issuer is None or _same_issuer(s, issuer)), None)
     if single is None:
+        if same_serial:  # e.g. a CDN's cached answer about another CA's certificate with this serial
+            return OcspResult("malformed", error=f"the SingleResponse for serial {serial:x} names another issuer "
+                                                 f"(issuerNameHash/issuerKeyHash differ): an answer about another "
+                                                 "certificate")
         return OcspResult("malformed", error=f"no SingleResponse for serial {serial:x} ({len(singles)} others)")
     result = OcspResult(
         CERT_STATUS_NAMES[single.certificate_status],
