@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -66,11 +67,11 @@ class TileReader:
         expected = width * HASH
 
         def check(resp: requests.Response) -> None:
-            if len(maybe_gunzip(resp.content, expected)) != expected:
-                raise RetryableError(f"{resp.url}: hash tile of {len(resp.content)} bytes, expected {expected}")
+            got = len(_hash_tile_body(resp.content, expected))
+            if got not in (expected, TILE_WIDTH * HASH):
+                raise RetryableError(f"{resp.url}: hash tile of {got} bytes, expected {expected}")
 
-        body = maybe_gunzip(self.ctx.get(tile_url(self.log.url, level, n, width), self.limiter,
-                                         validate=check).content, expected)
+        body = _hash_tile_body(self._tile(level, n, width, validate=check).content, expected)[:expected]
         hashes = [body[i:i + HASH] for i in range(0, expected, HASH)]
         with self._lock:
             self._tiles[key] = hashes
@@ -88,8 +89,21 @@ class TileReader:
     def data_tile(self, n: int) -> bytes:
         """Raw TileLeaf bytes of data tile n (gzip undone, whether by Content-Encoding or as stored)."""
         width = tile_width(0, n, self.size)
-        url = tile_url(self.log.url, "data", n, width)
-        return maybe_gunzip(self.ctx.get(url, self.limiter, bound="ct_tile").content, url=url)
+        resp = self._tile("data", n, width, bound="ct_tile")
+        return maybe_gunzip(resp.content, url=resp.url)
+
+    def _tile(self, level: int | str, n: int, width: int, **kwargs: Any) -> requests.Response:
+        """Tile (level, n) of `width` entries; a partial tile the log no longer serves is read from its full tile.
+
+        static-ct-api lets a log drop a partial tile once the full one exists, and lets a client ask for
+        the full one instead: the first `width` entries of a full tile are the partial tile.
+        """
+        try:
+            return self.ctx.get(tile_url(self.log.url, level, n, width), self.limiter, **kwargs)
+        except FetchError as exc:
+            if width >= TILE_WIDTH or exc.status != 404:
+                raise
+        return self.ctx.get(tile_url(self.log.url, level, n, TILE_WIDTH), self.limiter, **kwargs)
 
     def issuer(self, fingerprint: bytes) -> bytes | None:
         """The issuer certificate with this SHA-256, fetched once per run; None (and noted) if unavailable."""
@@ -121,6 +135,13 @@ class TileResult:
     mismatch: int | None = None  # first entry index whose leaf hash differs from the hash tile
 
 
+def _hash_tile_body(content: bytes, expected: int) -> bytes:
+    """A hash tile's bytes, gzip undone; a full tile served for a partial one keeps its full length."""
+    if len(content) in (expected, TILE_WIDTH * HASH):
+        return content
+    return maybe_gunzip(content, expected)
+
+
 def fetch_tile(reader: TileReader, n: int) -> TileResult:
     """Data tile n and its level-0 hash tile, each leaf checked against its hash."""
     hashes = reader.hash_tile(0, n)
@@ -131,7 +152,8 @@ def fetch_tile(reader: TileReader, n: int) -> TileResult:
         entries.extend(iter_tile_leaves(data))  # keeps the entries decoded before a break
     except LeafError as exc:
         error = str(exc)
-    if not error and len(entries) != len(hashes):
+    # More entries than hashes: a full data tile served for a partial one; the first len(hashes) are the tile.
+    if not error and len(entries) < len(hashes):
         error = f"data tile holds {len(entries)} entries, its hash tile {len(hashes)}"
     result = TileResult(n, hashes, entries[:len(hashes)], error)
     for i, entry in enumerate(result.entries):
