@@ -54,9 +54,13 @@ CERT_COLUMNS: dict[str, str] = {
     "provenance": "string",  # file path, "crtsh:ID", "log URL#index"
     "crtsh_id": "Int64",
     "first_seen": "datetime64[us, UTC]",  # earliest CT entry timestamp when known
-    "parse_note": "string",  # why cryptography refused it, when it was read leniently (asn1crypto); else empty
+    # why cryptography refused it, when it was read leniently (asn1crypto); or WARNED_NOTE and the
+    # warnings it read it with (a defect a later release will refuse); else empty
+    "parse_note": "string",
 }
 
+#: How a parse_note begins for a certificate cryptography read, but only with a warning.
+WARNED_NOTE = "cryptography warns: "
 LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls", "ca_issuers")
 
 # --- suspects -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scanner.core.records import Finding
+from scanner.core.records import WARNED_NOTE, Finding
 from scanner.detect.findings import as_json, findings_frame
 
 
@@ -14,10 +14,17 @@ def detect_malformed(certs: pd.DataFrame) -> pd.DataFrame:
         return findings_frame([])
     notes = certs["parse_note"].fillna("")
     odd = certs[notes != ""]
-    return findings_frame(
-        Finding(sha, "malformed_certificate",
-                f"cryptography refuses to parse this certificate ({note}); its fields were read leniently "
-                "(asn1crypto) and checked like any other.",
-                detail=as_json({"parser": "cryptography", "reason": note}))
-        for sha, note in zip(odd["sha256"], odd["parse_note"])
-    )
+    return findings_frame(_finding(sha, note) for sha, note in zip(odd["sha256"], odd["parse_note"]))
+
+
+def _finding(sha: str, note: str) -> Finding:
+    if note.startswith(WARNED_NOTE):
+        warning = note[len(WARNED_NOTE):]
+        return Finding(sha, "malformed_certificate",
+                       f"cryptography reads this certificate only with a warning ({warning}): its encoding "
+                       "breaks RFC 5280 or DER, and a later cryptography release will refuse it.",
+                       detail=as_json({"parser": "cryptography", "warning": warning}))
+    return Finding(sha, "malformed_certificate",
+                   f"cryptography refuses to parse this certificate ({note}); its fields were read leniently "
+                   "(asn1crypto) and checked like any other.",
+                   detail=as_json({"parser": "cryptography", "reason": note}))

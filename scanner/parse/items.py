@@ -7,6 +7,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -16,8 +17,9 @@ from itertools import chain, islice
 from typing import Any
 
 import pandas as pd
+from cryptography.utils import CryptographyDeprecationWarning
 
-from scanner.core.records import ErrorRecord
+from scanner.core.records import WARNED_NOTE, ErrorRecord
 from scanner.parse.certs import IssuerNames, ParseError, record_from_raw, records_frame
 from scanner.parse.domains import registrable_domains
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice, SourceState
@@ -59,14 +61,31 @@ def parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool =
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _parse_chunk(items, max_sans_per_cert, domains)
+        with warnings.catch_warnings(record=True) as caught:
+            _watch_warnings()
+            chunk = _parse_chunk(items, max_sans_per_cert, domains, caught)
+        for other in caught:  # not a certificate's: as it would have been shown
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+        return chunk
     finally:
         if collecting:
             gc.enable()
 
 
-def _parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool) -> Chunk:
+def _watch_warnings() -> None:
+    # What cryptography reads today but says a later release will refuse (a serial that is not
+    # positive, a NULL where the signature algorithm allows no parameters) is a defect of that
+    # certificate: its parse_note, so malformed_certificate names it, instead of one line on stderr
+    # that names no certificate. Its warnings on a name attribute's length are left out: they come
+    # only from the Names it decodes itself (not every certificate's), and length is a lint's matter.
+    warnings.simplefilter("always", CryptographyDeprecationWarning)
+    warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
+
+
+def _parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool,
+                 caught: list[warnings.WarningMessage]) -> Chunk:
     rows: list[dict[str, Any]] = []
+    others: list[warnings.WarningMessage] = []
     names = IssuerNames()
     chunk = Chunk(certs=pd.DataFrame())
     for item in items:
@@ -80,23 +99,57 @@ def _parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool)
             chunk.errors.append(item.as_row())
             continue
         try:
-            rows.append(record_from_raw(item, names))
-            continue
+            row = record_from_raw(item, names)
         except ParseError as exc:
             refused = str(exc)
+        else:
+            if caught:
+                _note_warnings(row, caught, others)
+            rows.append(row)
+            continue
         try:
             # certspotter's rule: a certificate only a lenient reader can read is often the misissuance,
             # so it is checked like any other (and found malformed) as well as listed as an error
-            rows.append(record_from_raw(item, names, refused=refused))
+            row = record_from_raw(item, names, refused=refused)
+            if caught:
+                _note_warnings(row, caught, others)
+            rows.append(row)
             why = f"cryptography refuses this certificate ({refused}); read leniently, see malformed_certificate"
         except ParseError:
             why = _explain_parse_failure(item, refused)
+            caught.clear()  # of bytes that are no certificate: the error row says what they are
         chunk.errors.append(ErrorRecord(item.source, item.provenance, why,
                                         hashlib.sha256(item.der).hexdigest(), "parse").as_row())
+    caught[:] = others
     chunk.certs = records_frame(rows)
     if domains:
         chunk.domains = registrable_domains(chunk.certs, max_sans_per_cert)
     return chunk
+
+
+#: cryptography's warnings as a report says them (its texts run to several sentences); others verbatim
+_WARNING_TEXTS = (
+    ("serial number which wasn't positive", "the serial number is not positive (RFC 5280 4.1.2.2)"),
+    ("NULL parameter value in its signature algorithm",
+     "the signature algorithm carries NULL parameters where none are allowed (RFC 5758 3.2, RFC 8410 3)"),
+)
+
+
+def _warning_text(message: str) -> str:
+    for marker, text in _WARNING_TEXTS:
+        if marker in message:
+            return text
+    return message
+
+
+def _note_warnings(row: dict[str, Any], caught: list[warnings.WarningMessage],
+                   others: list[warnings.WarningMessage]) -> None:
+    notes = [_warning_text(str(w.message)) for w in caught if issubclass(w.category, CryptographyDeprecationWarning)]
+    others.extend(w for w in caught if not issubclass(w.category, CryptographyDeprecationWarning))
+    caught.clear()
+    if notes:
+        warned = WARNED_NOTE + "; ".join(dict.fromkeys(notes))
+        row["parse_note"] = f"{row['parse_note']}; {warned}" if row.get("parse_note") else warned
 
 
 def parse_files(paths: list[str | SourceError], max_sans_per_cert: int, domains: bool = True) -> Chunk:

@@ -129,9 +129,10 @@ def split_certificates(data: bytes, provenance: str) -> Iterator[SourceItem]:
         else:
             yield RawCert(_first_element(data, trailing_ok=False), SOURCE, provenance)
         return
-    found = 0
+    found, other = 0, set()
     for n, (label, body) in enumerate(_pem_blocks(data), start=1):
         if label not in _CERT_LABELS and label not in _PKCS7_LABELS:
+            other.add(label.decode("ascii")[:40])  # a label is the file's: bounded
             continue
         found += 1
         where = f"{provenance}#{n}"
@@ -147,7 +148,16 @@ def split_certificates(data: bytes, provenance: str) -> Iterator[SourceItem]:
             # OpenSSL's TRUSTED CERTIFICATE appends its trust settings after the certificate.
             yield RawCert(_first_element(der, trailing_ok=label == b"TRUSTED CERTIFICATE"), SOURCE, where)
     if found == 0:
-        yield SourceError(SOURCE, provenance, "PEM file holds no CERTIFICATE or PKCS7 block")
+        yield SourceError(SOURCE, provenance, "PEM file holds no CERTIFICATE or PKCS7 block" + _other_blocks(other))
+
+
+def _other_blocks(labels: set[str]) -> str:
+    """What a PEM file without certificates holds instead, as the end of its error."""
+    if not labels:
+        return ""
+    held = ", ".join(sorted(labels)[:5]) + (", ..." if len(labels) > 5 else "")
+    hint = ": pass CRLs with --crl" if labels & {"X509 CRL", "CRL"} else ""
+    return f" (it holds {held}{hint})"
 
 
 def _pem_blocks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
