@@ -178,3 +178,56 @@ def test_an_unreachable_iana_makes_the_lookup_unknown_with_no_connection(tmp_pat
     reg = asyncio.run(run())
     assert reg.status is RegistrationStatus.UNKNOWN
     assert reg.detail.startswith(NO_CONNECTION)
+
+
+#: Real "no such domain" answers of registries whose phrases the reader did not know (likexian/whois-parser).
+MORE_NOT_FOUND = {
+    "likexian-have-no-money-to-register.ai": "ai_notfound_likexian-have-no-money-to-register.ai.txt",
+    "likexian-have-no-money-to-register.nz": "nz_notfound_likexian-have-no-money-to-register.nz.txt",
+    "likexian-have-no-money-to-register.love": "love_notfound_likexian-have-no-money-to-register.love.txt",
+    "likexian-have-no-money-to-register.ch": "ch_notfound_likexian-have-no-money-to-register.ch.txt",
+    "likexian-have-no-money-to-register.hk": "hk_notfound_likexian-have-no-money-to-register.hk.txt",
+    "likexian-have-no-money-to-register.rs": "rs_notfound_likexian-have-no-money-to-register.rs.txt",
+    "likexian-have-no-money-to-register.tw": "tw_notfound_likexian-have-no-money-to-register.tw.txt",
+    "likexian-have-no-money-to-register.hu": "hu_notfound_likexian-have-no-money-to-register.hu.txt",
+    "likexian-have-no-money-to-register.kz": "kz_notfound_likexian-have-no-money-to-register.kz.txt",
+    "likexian-have-no-money-to-register.by": "by_notfound_likexian-have-no-money-to-register.by.txt",
+}
+
+
+@pytest.fixture(scope="module")
+def more_whois():
+    script = {name: [whois_file(f)] for name, f in MORE_NOT_FOUND.items()}
+    script["vote.nz"] = [whois_file("nz_vote.nz.txt")]
+    with WhoisServer(script) as server:
+        yield server
+
+
+@pytest.mark.parametrize("name", sorted(MORE_NOT_FOUND))
+def test_coccas_nzs_uniregistrys_and_other_real_no_match_answers_are_unregistered_not_registered(
+        tmp_path, more_whois, name):
+    # CoCCA and .nz echo the name on a line of its own, Uniregistry says "Domain X is available for
+    # registration": read as a line naming the domain, each came out registered (the rest unknown).
+    (reg,) = lookup(config_for(tmp_path, more_whois.address, retries=0), name)
+    assert reg.status is RegistrationStatus.UNREGISTERED, reg.detail
+
+
+def test_a_registered_nz_name_stays_registered_beside_the_nz_no_match_answer(tmp_path, more_whois):
+    (reg,) = lookup(config_for(tmp_path, more_whois.address, retries=0), "vote.nz")
+    assert reg.status is RegistrationStatus.REGISTERED and "200 Active" not in reg.detail
+
+
+@pytest.mark.parametrize(
+    ("answer", "domain"),
+    [
+        ("Domain:             example.it\nStatus:             UNASSIGNABLE\n", "example.it"),  # nic.it reserved
+        ("Domain: example.eu\nScript: LATIN\n\nStatus: NOT ALLOWED\n", "example.eu"),  # EURid blocked
+        (">>> Domain example.xyz is available for registration as a premium domain\n", "example.xyz"),
+        ("The registration of example.xyz is blocked by the DPML brand protection\n", "example.xyz"),
+        ("example.xyz: reserved by the registry\n", "example.xyz"),
+        ("example.xyz: no entries found.\n", "example.xyz"),
+    ],
+)
+def test_reserved_blocked_and_premium_answers_naming_the_domain_are_unknown_not_registered_or_free(answer, domain):
+    status, detail, _ = classify_whois(answer, domain)
+    assert status is RegistrationStatus.UNKNOWN, detail

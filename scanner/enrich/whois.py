@@ -75,7 +75,13 @@ _NOT_FOUND = re.compile(
     r"|no entries found\b"  # AFNIC (as a %% comment), TCI, Punktum
     r"|no matching record\b"  # CNNIC
     r"|nothing found\b"  # nic.at
-    r"|status:\s*(?:free|available)\b"  # DENIC, EURid, nic.it, DNS Belgium
+    r"|(?:query_)?status:\s*(?:2\d\d\s+)?(?:free|available)\b"  # DENIC, EURid, nic.it, DNS Belgium, .nz "220 Available"
+    r"|domain status:\s*no object found\b"  # CoCCA (.ai, .cx, .gs)
+    r"|domain \S+ is available for registration\s*$"  # Uniregistry (.love, .sexy); not "... as a premium domain"
+    r"|object does not exist\b"  # .by
+    r"|(?:error:\d+:\s*)?(?:the )?domain(?: name)? (?:is not|has not been) registered\b"  # SWITCH, HKIRC, RNIDS
+    r"|no found\b"  # TWNIC
+    r"|nincs talalat\b"  # .hu "Nincs talalat / No match"
     r"|no information available about domain name\b"  # NASK
     r"|the queried object does not exist\b"
     r"|we do not have an entry in our database matching your query\b"  # SWITCH
@@ -86,6 +92,7 @@ _NOT_FOUND = re.compile(
     r")",
     re.IGNORECASE,
 )
+_HELD_BACK = re.compile(r"\b(?:premium|reserved|blocked|restricted)\b", re.IGNORECASE)
 _RATE_LIMITED = re.compile(
     r"exceeded|quota|try again later|too many (?:requests|queries|connections)|rate limit|access denied",
     re.IGNORECASE,
@@ -101,10 +108,21 @@ _STRONG_KEYS = re.compile(
 _REFER = re.compile(r"^\s*(?:refer|whois)\s*:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
+#: Words that, on a line naming the domain or on a status line, say it is neither plainly taken nor
+#: free: held back by the registry, priced as premium, blocked by a brand-protection list.
+_WITHHELD = re.compile(
+    r"\b(?:reserved|blocked|premium|restricted|withheld|unassignable|not allowed|not available|available|free"
+    r"|not registered|no object|does not exist|not found|no match|no entries|no data)\b",
+    re.IGNORECASE,
+)
+_STATUS_LINE = re.compile(r"^\s*(?:domain |query_|registration )?status\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+
+
 def _content_lines(text: str) -> list[str]:
     lines = []
     for raw in text.splitlines():
-        line = raw.strip().lstrip("%#").strip()
+        # '%' and '#' open comments; '>>>' and '***' decorate Uniregistry's and KazNIC's answers
+        line = raw.strip().lstrip("%#>*").strip()
         if line:
             lines.append(line)
     return lines
@@ -141,6 +159,8 @@ def classify_whois(text: str, domain: str) -> tuple[RegistrationStatus, str, dat
         return RegistrationStatus.UNKNOWN, "empty WHOIS answer", None
     for line in lines:
         if _NOT_FOUND.match(line):
+            if _HELD_BACK.search(line):
+                return RegistrationStatus.UNKNOWN, f"not registered but held back: {line[:160]}", None
             return RegistrationStatus.UNREGISTERED, line[:160], None
     created = _creation_date(text)
     strong = _STRONG_KEYS.search(text)
@@ -153,11 +173,18 @@ def classify_whois(text: str, domain: str) -> tuple[RegistrationStatus, str, dat
     for line in lines:
         if _RATE_LIMITED.search(line):
             return RegistrationStatus.UNKNOWN, f"rate limited: {line[:160]}", None
+    for match in _STATUS_LINE.finditer(text):
+        if _WITHHELD.search(match.group(1)):
+            # "Status: UNASSIGNABLE" (nic.it), "Status: NOT ALLOWED" (EURid): no registration, and not free
+            return RegistrationStatus.UNKNOWN, f"neither registered nor free: {match.group(0).strip()[:160]}", None
     name = domain.lower()
     # Comment lines are skipped because some registries echo the question there (AFNIC).
     for raw in text.splitlines():
         stripped = raw.strip()
         if stripped and stripped[0] not in "%#" and name in stripped.lower():
+            if _WITHHELD.search(stripped):
+                # the name with "is available", "is reserved", "premium": the registry holds no registration
+                return RegistrationStatus.UNKNOWN, f"unrecognised WHOIS answer: {stripped[:160]}", None
             return RegistrationStatus.REGISTERED, stripped[:160], created
     return RegistrationStatus.UNKNOWN, f"unrecognised WHOIS answer starting {lines[0][:80]!r}", None
 
