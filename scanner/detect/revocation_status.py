@@ -150,12 +150,17 @@ def _urls(value: Any) -> list[str]:
 
 
 def covering_crls(cert: dict[str, Any], crls: pd.DataFrame) -> list[dict[str, Any]]:
-    """The readable CRLs (rows of the CRL table) this certificate points at that its issuer made."""
+    """The readable, complete CRLs (rows of the CRL table) this certificate points at that its issuer made.
+
+    A delta CRL or one limited to some reasons or to CA certificates (a `scope`) need not list it.
+    """
     urls = _urls(cert.get("crl_distribution_points"))
     if not urls or crls.empty:
         return []
     kid, dn = cert.get("issuer_key_id") or "", cert.get("issuer_dn") or ""
     table = crls[crls["url"].isin(urls) & crls["status"].isin(READABLE)]
+    if "scope" in table.columns:  # a table written before the column existed has only complete CRLs in it
+        table = table[table["scope"].fillna("") == ""]
     return [c for c in table.to_dict("records")
             if (kid and _text(c["issuer_key_id"]) and kid == c["issuer_key_id"]) or _text(c["issuer_dn"]) == dn]
 

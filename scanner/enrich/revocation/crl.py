@@ -77,38 +77,82 @@ def issuing_distribution_point(crl: x509.CertificateRevocationList) -> tuple[tup
     return tuple(n.value for n in names if isinstance(n, x509.UniformResourceIdentifier)), ext.critical
 
 
-def _reason(entry: x509.RevokedCertificate) -> str:
-    """The entry's reasonCode name, "" when it has none; a code cryptography cannot read (e.g. 7) keeps the revocation.
+def crl_scope(crl: x509.CertificateRevocationList) -> str:
+    """Why this CRL need not list every revoked certificate of its issuer ('' for a complete CRL).
 
+    A delta CRL (deltaCRLIndicator) lists only what changed since its base; an Issuing Distribution
+    Point with onlySomeReasons, onlyContainsCACerts or onlyContainsAttributeCerts leaves the rest to
+    other CRLs (RFC 5280 5.2.4, 5.2.5). onlyContainsUserCerts still covers every subscriber certificate.
+    ValueError when the CRL's extensions cannot be read (crl_revocations has raised it already).
+    """
+    parts = []
+    try:
+        base = crl.extensions.get_extension_for_oid(ExtensionOID.DELTA_CRL_INDICATOR).value
+        parts.append(f"delta CRL (base CRL number {base.crl_number})")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        idp = crl.extensions.get_extension_for_oid(ExtensionOID.ISSUING_DISTRIBUTION_POINT).value
+    except x509.ExtensionNotFound:
+        return "; ".join(parts)
+    if idp.only_some_reasons:
+        parts.append("onlySomeReasons " + ",".join(sorted(r.value for r in idp.only_some_reasons)))
+    if idp.only_contains_ca_certs:
+        parts.append("onlyContainsCACerts")
+    if idp.only_contains_attribute_certs:
+        parts.append("onlyContainsAttributeCerts")
+    return "; ".join(parts)
+
+
+def _entry_facts(entry: x509.RevokedCertificate) -> tuple[str, x509.Name | None]:
+    """(reasonCode name, certificateIssuer name or None) of one entry, its extensions read once.
+
+    The reason is "" when absent; a code cryptography cannot read (e.g. 7) keeps the revocation.
     unspecified (0) present stays "unspecified", apart from "" (absent): BR 7.2.2 forbids the first
     since 2023-07-15 and makes the second the way to say unspecified (detect.rules).
     """
     try:
         extensions = entry.extensions
     except ValueError as exc:
-        return f"invalid ({exc})"
+        return f"invalid ({exc})", None
+    reason, issuer = "", None
     for ext in extensions:
         if ext.oid == CRLEntryExtensionOID.CRL_REASON:
-            return ext.value.reason.value
-    return ""
+            reason = ext.value.reason.value
+        elif ext.oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:
+            names = [n.value for n in ext.value if isinstance(n, x509.DirectoryName)]
+            issuer = names[0] if names else x509.Name([])
+    return reason, issuer
 
 
 def crl_revocations(crl: x509.CertificateRevocationList, source: str) -> tuple[CRLInfo, pd.DataFrame]:
-    """The CRL's header facts and one row per revoked serial (REVOCATION_COLUMNS)."""
+    """The CRL's header facts and one row per revoked serial (REVOCATION_COLUMNS).
+
+    In an indirect CRL an entry's certificateIssuer names the CA whose certificate it revokes, for
+    it and the entries after it (RFC 5280 5.3.3): those rows carry that DN and no key id, so the
+    CRL signer's own certificate with the same serial is not taken for revoked.
+    """
     issuer_dn = crl.issuer.rfc4514_string()
     key_id = _issuer_key_id(crl)
-    serials, dates, reasons = [], [], []
+    serials, dates, reasons, dns, kids = [], [], [], [], []
+    entry_dn, entry_kid = issuer_dn, key_id
     for entry in crl:
-        if _reason(entry) == x509.ReasonFlags.remove_from_crl.value:
+        reason, named = _entry_facts(entry)
+        if named is not None:
+            entry_dn = named.rfc4514_string()
+            entry_kid = key_id if named == crl.issuer else ""
+        if reason == x509.ReasonFlags.remove_from_crl.value:
             continue  # a delta CRL lifting a certificateHold: the certificate is not revoked
         serials.append(serial_hex(entry.serial_number))
         dates.append(entry.revocation_date_utc)
-        reasons.append(_reason(entry))
+        reasons.append(reason)
+        dns.append(entry_dn)
+        kids.append(entry_kid)
     n = len(serials)
     df = pd.DataFrame(
         {
-            "issuer_dn": pd.Series([issuer_dn] * n, dtype="string"),
-            "issuer_key_id": pd.Series([key_id] * n, dtype="string"),
+            "issuer_dn": pd.Series(dns, dtype="string"),
+            "issuer_key_id": pd.Series(kids, dtype="string"),
             "serial": pd.Series(serials, dtype="string"),
             "revoked_at": pd.to_datetime(pd.Series(dates, dtype="object"), utc=True),
             "revocation_reason": pd.Series(reasons, dtype="string"),

@@ -22,7 +22,13 @@ from scanner.core.bounded import limit
 from scanner.core.net import FetchError, HostRateLimits, get_with_retries, new_session
 from scanner.core.records import ErrorRecord, empty_frame, frame_from_rows
 from scanner.core.times import iso
-from scanner.enrich.revocation.crl import CRLError, crl_revocations, issuing_distribution_point, load_crl
+from scanner.enrich.revocation.crl import (
+    CRLError,
+    crl_revocations,
+    crl_scope,
+    issuing_distribution_point,
+    load_crl,
+)
 from scanner.enrich.revocation.tables import CRL_TABLE_COLUMNS, READABLE, REVOCATION_COLUMNS
 
 
@@ -74,6 +80,7 @@ def check_crl(
     idp = issuing_distribution_point(crl)  # its extensions were read already: an unreadable one is unparseable
     if idp is not None:
         row.update(idp_urls=" ".join(idp[0]), idp_critical=idp[1])
+    row["scope"] = crl_scope(crl)
     issuer = find_issuer(crl, info.issuer_key_id, issuers)
     status = "unverified"
     if issuer is not None:

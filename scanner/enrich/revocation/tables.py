@@ -30,6 +30,7 @@ CRL_TABLE_COLUMNS: dict[str, str] = {
     "source": "string",  # certificates / ccadb:<CA name>
     "idp_urls": "string",  # the Issuing Distribution Point's distributionPoint URIs, space-joined
     "idp_critical": "boolean",  # empty when the CRL has no Issuing Distribution Point
+    "scope": "string",  # why it need not list every revocation (a delta CRL, onlySomeReasons...); '' when complete
 }
 #: CRL statuses whose entries are used as revocation evidence.
 READABLE = frozenset({"ok", "unverified", "stale"})
