@@ -1,12 +1,15 @@
 """Source: crt.sh's public PostgreSQL replica, one CA's certificates by notBefore window, resumable.
 
-The query walks the (issuer_ca_id, notBefore) index one window at a time through a server-side
-cursor, so memory stays flat whatever the row count. Every window is written to the local store
-and checkpointed under (DSN, CA ids) with its absolute notBefore range, so any later run whose range
-overlaps serves those windows from the store; windows that ended less than --refresh-days ago are read
-again, because crt.sh keeps gaining late-logged and backdated certificates for them (a log's MMD is 24 h,
-CAs backdate notBefore by up to 48 h). The replica is a hot standby:
-recovery conflicts, dropped connections and statement timeouts are retried with a new connection,
+The query walks the (issuer_ca_id, notBefore) index one window at a time, each window one
+statement whose rows are streamed (libpq single-row or chunked mode), so memory stays flat whatever
+the row count. crt.sh:5432 is PgBouncer in statement pooling mode (crtsh/certwatch_db#78): a
+transaction block or a server-side cursor ends the connection ("long transactions not allowed"), and
+a prepared statement is gone by the next statement, so every statement runs alone in autocommit.
+Every window is written to the local store and checkpointed under (DSN, CA ids) with its absolute
+notBefore range, so any later run whose range overlaps serves those windows from the store; windows
+that ended less than --refresh-days ago are read again, because crt.sh keeps gaining late-logged and
+backdated certificates for them (a log's MMD is 24 h, CAs backdate notBefore by up to 48 h). The
+replica is a hot standby: recovery conflicts, dropped connections and statement timeouts are retried with a new connection,
 and a window that still fails is reported (error + partial notice), never skipped in silence.
 """
 
@@ -194,6 +197,8 @@ class _Fetcher:
                 self.options.dsn,
                 connect_timeout=max(1, round(self.options.timeout)),
                 application_name="ctscan",
+                autocommit=True,  # statement pooling: a BEGIN would end the connection
+                prepare_threshold=None,  # the next statement may reach another server without the prepared one
             )
         return self.conn
 
@@ -226,7 +231,7 @@ class _Fetcher:
         attempts = 0
         try:
             for attempt in self._policy(f"window {start}..{end}"):
-                # closing(): a consumer that stops early ends the cursor and its transaction now, not at GC
+                # closing(): a consumer that stops early ends the statement now, not at GC
                 with attempt, closing(self._window_once(start, end, set(yielded))) as batches:
                     attempts += 1
                     for batch in batches:
@@ -240,13 +245,20 @@ class _Fetcher:
             raise _WindowFailed(f"{exc}; after {attempts} attempt(s)") from exc
 
     def _window_once(self, start: datetime, end: datetime, skip: set[int]) -> Iterator[list[RawCert]]:
-        """One attempt at a window through a server-side cursor; replica failures become RetryableError."""
+        """One attempt at a window as one streamed statement; replica failures become RetryableError."""
         conn = self._connected()
-        with self._replica_errors(), conn.transaction(), conn.cursor(name="ctscan_window", binary=True) as cur:
-            cur.itersize = self.itersize
-            cur.execute(WINDOW_QUERY, {"ca_ids": self.ca_ids, "start": _naive(start), "end": _naive(end)})
-            while rows := cur.fetchmany(self.itersize):
-                batch = [self._raw(r) for r in rows if r[0] not in skip]
+        params = {"ca_ids": self.ca_ids, "start": _naive(start), "end": _naive(end)}
+        chunk = self.itersize if psycopg.capabilities.has_stream_chunked() else 1  # chunks need libpq 17
+        with self._replica_errors(), conn.cursor(binary=True) as cur:
+            batch: list[RawCert] = []
+            for row in cur.stream(WINDOW_QUERY, params, size=chunk):
+                if row[0] not in skip:
+                    batch.append(self._raw(row))
+                if len(batch) >= self.itersize:
+                    self.store.put_many(batch)
+                    yield batch
+                    batch = []
+            if batch:
                 self.store.put_many(batch)
                 yield batch
 
@@ -272,7 +284,7 @@ class _Fetcher:
             attempts += 1
             with self._replica_errors():
                 conn = self.connect()
-                with conn.transaction(), conn.cursor(binary=True) as cur:
+                with conn.cursor(binary=True) as cur:
                     cur.execute(REVOCATION_QUERY, {"ca_ids": [p[0] for p in pairs], "serials": [p[1] for p in pairs]})
                     found = cur.fetchall()
             return found
@@ -321,6 +333,7 @@ def resolve_ca_names(conn: psycopg.Connection, names: Sequence[str]) -> tuple[li
             log.info("--ca-name %r matched %d crt.sh CA(s): %s", name, len(rows), listed)
             items.append(SourceNotice(f"--ca-name {name!r} matched {len(rows)} crt.sh CA(s): {listed}"))
             ids.extend(int(i) for i, _ in rows)
+    if not conn.autocommit:  # a caller's own connection: leave no transaction open
         conn.rollback()
     return ids, items
 
