@@ -239,3 +239,23 @@ def test_other_real_verisign_answers_are_registered(tmp_path, name):
         (reg,) = lookup(make_config(tmp_path, server), name)
     assert reg.status is RegistrationStatus.REGISTERED
     assert reg.registered_at is not None
+
+
+NGINX_404 = (b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1>"
+             b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+def test_a_404_web_page_from_a_wrong_base_url_is_unknown_not_unregistered(tmp_path):
+    # A registry that moved its RDAP service leaves a web server answering 404 pages for every path:
+    # read as "not found", every name of that TLD would come out unregistered.
+    with RdapServer(default=Reply(404, NGINX_404, "text/html")) as server:
+        (reg,) = lookup(make_config(tmp_path, server), "google.com")
+    assert reg.status is RegistrationStatus.UNKNOWN, reg.detail
+    assert "not an RDAP answer" in reg.detail and "404" in reg.detail
+
+
+def test_a_404_with_an_rdap_error_body_served_as_plain_json_is_still_unregistered(tmp_path):
+    body = (RDAP_DIR / "centralnic_notfound_jsiqpmcurt.design_2021-12-17.json").read_bytes()
+    with RdapServer({"jsiqpmcurt.design": [Reply(404, body, "application/json")]}) as server:
+        (reg,) = lookup(make_config(tmp_path, server), "jsiqpmcurt.design")
+    assert reg.status is RegistrationStatus.UNREGISTERED

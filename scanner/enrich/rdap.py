@@ -1,7 +1,8 @@
 """RDAP domain lookups (RFC 7480-7484): IANA bootstrap, one aiohttp session, tri-state answers.
 
-200 with a domain object = registered; 404 = unregistered (even with an empty body, as Verisign
-sends); everything else (429, 5xx, timeouts, HTML, garbage) is retried, then unknown.
+200 with a domain object = registered; 404 with an RDAP error body or an empty one (as Verisign
+sends) = unregistered, while a 404 web page (a wrong base URL) is unknown; everything else (429,
+5xx, timeouts, HTML, garbage) is retried, then unknown.
 """
 
 from __future__ import annotations
@@ -303,6 +304,16 @@ class RdapClient:
 
     def _classify(self, url: str, final_url: str, status: int, body: bytes, headers: Any) -> _Answer:
         if status == 404:
+            if body.strip() and not _is_json(body):
+                # RFC 7480/9083 answers are JSON or empty; a web page ("404 Not Found" from nginx or a
+                # CDN) says the base URL is wrong or the service moved, nothing about the domain.
+                return _Answer(
+                    RegistrationStatus.UNKNOWN,
+                    f"{final_url} answered HTTP 404 with a page that is not an RDAP answer "
+                    f"({headers.get('Content-Type', 'no content type')}: {_short(body)}); "
+                    "the RDAP base URL may be wrong: check the bootstrap or try WHOIS",
+                    server=final_url,
+                )
             title = _error_title(body)
             if _REDIRECTOR_MISS.search(title):
                 # A redirector (rdap.org) that does not know the TLD says nothing about the domain.
@@ -334,6 +345,14 @@ class RdapClient:
 
 # rdap.org answers 404 "domain X not found in IANA boostrap file" (sic) for a TLD it cannot route.
 _REDIRECTOR_MISS = re.compile(r"boo?t?strap|\biana\b", re.IGNORECASE)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json_loads(body)
+    except ValueError:
+        return False
+    return True
 
 
 def _error_title(body: bytes) -> str:
