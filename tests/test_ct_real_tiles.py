@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,10 +61,14 @@ class GrownLog(TiledLog):
         return super().answer(path, query)
 
 
-def grown_server(key: LogKey, specs: list[LogEntrySpec], signed_size: int, partial: str) -> CTServer:
+def grown_log(key: LogKey, specs: list[LogEntrySpec], signed_size: int, partial: str) -> GrownLog:
     leaves, hashes = tiled_log_leaves(specs)
     checkpoint = key.checkpoint(ORIGIN, signed_size, mth(hashes[:signed_size]))
-    return CTServer(GrownLog(b"".join(hashes), checkpoint, tile_leaf=leaves.__getitem__, partial=partial))
+    return GrownLog(b"".join(hashes), checkpoint, tile_leaf=leaves.__getitem__, partial=partial)
+
+
+def grown_server(key: LogKey, specs: list[LogEntrySpec], signed_size: int, partial: str) -> CTServer:
+    return CTServer(grown_log(key, specs, signed_size, partial))
 
 
 def options(tmp_path: Path, key: LogKey, url: str, **kw) -> ct.CtOptions:
@@ -97,8 +102,27 @@ def test_a_rerun_after_the_log_grew_past_a_dropped_partial_tile_resumes_without_
     key, store = LogKey(), tmp_path / "store.sqlite"
     with grown_server(key, specs, 300, "omit") as srv:
         first = indexes(list(ct.read(options(tmp_path, key, srv.url), store=store)))
-    with grown_server(key, specs, 520, "omit") as srv:
+        srv.log = grown_log(key, specs, 520, "omit")  # the same log, later
         second = list(ct.read(options(tmp_path, key, srv.url), store=store))
+        asked = srv.log.asked
     assert first == list(range(300))
     assert not [i for i in second if isinstance(i, SourceError)]
-    assert sorted(indexes(second)) == list(range(520))
+    assert [n.message for n in second if isinstance(n, SourceNotice) and "resumed at entry 300" in n.message]
+    assert indexes(second) == list(range(520))  # 0..299 from the store, then 300..519 from the log, once each
+    assert "tile/data/000" not in asked  # nothing before the resume point is fetched again
+
+
+@pytest.mark.parametrize("later_size", [520, 300])
+def test_a_log_that_rewrote_entries_an_earlier_run_read_is_a_verify_error_and_nothing_newer_is_read(
+        tmp_path, specs, later_size):
+    key, store = LogKey(), tmp_path / "store.sqlite"
+    rewritten = list(specs)
+    rewritten[5] = replace(specs[5], timestamp=specs[5].timestamp + 1)  # one SCT time changed: another tree
+    with grown_server(key, specs, 300, "full") as srv:
+        assert indexes(list(ct.read(options(tmp_path, key, srv.url), store=store))) == list(range(300))
+        srv.log = grown_log(key, rewritten, later_size, "full")
+        items = list(ct.read(options(tmp_path, key, srv.url), store=store))
+    errors = [i for i in items if isinstance(i, SourceError)]
+    assert [e.stage for e in errors] == ["verify"] and "rewrote entries it had signed" in errors[0].error
+    assert [n for n in items if isinstance(n, SourceNotice) and n.partial]
+    assert indexes(items) == list(range(300))  # what the earlier signed read kept, and nothing past it

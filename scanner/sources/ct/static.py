@@ -188,8 +188,11 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     # Tiles are checked against the signed checkpoint before anything is kept, so what the store
     # holds from earlier reads was checked too.
     yield from ctx.stored(log, first, start)
-    progress = CTProgress(first, start, size)
+    earlier = _earlier_prefix(saved, start) if reuse and ctx.verify else None
+    progress = CTProgress(first, start, size, earlier.to_json() if earlier else None)
     if start >= end:
+        if earlier is not None and start == size and earlier.root() != cp.root_hash:
+            yield from _rewritten(log, size, start, cp.root_hash, earlier.root())
         return
 
     reader = TileReader(ctx, log, size, limiter)
@@ -236,11 +239,23 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
                     yield SourceNotice(f"CT log {log.name}: hash tiles do not match the signed checkpoint of "
                                        f"size {size}; stopped at entry {max(start, batch[0] * TILE_WIDTH)}", True)
                     return
+                if earlier is not None:
+                    # The entries an earlier run read must still be this tree's first ones: the same
+                    # resume point a rerun reaches, or a log that rewrote what it had signed.
+                    seen = prefix.copy()
+                    seen.extend(results[0].hashes[:start - first_tile * TILE_WIDTH])
+                    if seen.stack != earlier.stack:
+                        yield from _rewritten(log, size, start, seen.root(), earlier.root())
+                        return
+                    earlier = None
+            running = prefix.copy()
+            if ctx.verify:
                 prefix = grown
             for r in results:
                 items = list(_tile_items(log, reader, r, start, end, ctx))
                 done = min(end, (r.n + 1) * TILE_WIDTH)
-                progress = progress._replace(next=done)
+                running.extend(r.hashes[:done - r.n * TILE_WIDTH])
+                progress = progress._replace(next=done, stack=running.to_json() if ctx.verify else None)
                 ctx.commit(log, [(index, item) for index, item in items if isinstance(item, RawCert)], progress)
                 for _, item in items:
                     yield item
@@ -250,6 +265,26 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
+
+
+def _earlier_prefix(saved: CTProgress | None, start: int) -> CompactRange | None:
+    """The Merkle prefix of [0, start) an earlier verified read saved, when it ends where this read resumes."""
+    if saved is None or saved.stack is None or saved.next != start:
+        return None
+    try:
+        return CompactRange.from_json(start, saved.stack)
+    except (ValueError, TypeError):
+        return None
+
+
+def _rewritten(log: LogInfo, size: int, start: int, now: bytes, before: bytes) -> Iterator[SourceItem]:
+    """The error and notice of a log whose signed tree no longer begins with the entries read before."""
+    yield SourceError(SOURCE, f"{log.url}#{start}", f"{log.name} at tree size {size}: its first {start} entries "
+                      f"hash to {now.hex()}, but to {before.hex()} when an earlier run read them under an earlier "
+                      "checkpoint; the log rewrote entries it had signed (a split view), so nothing newer is read "
+                      "from it", stage="verify")
+    yield SourceNotice(f"CT log {log.name}: its tree at size {size} does not extend the one read before; "
+                       f"stopped at entry {start}", True)
 
 
 def _tile_items(log: LogInfo, reader: TileReader, r: TileResult, start: int, end: int,
