@@ -206,7 +206,7 @@ def test_crl_view_finds_the_fetched_revocation_of_a_certificate_by_issuer_key_an
     revs = frame_from_rows([{"issuer_dn": "CN=Test CA", "issuer_key_id": "k1", "serial": "0a",
                              "revoked_at": NOW - pd.Timedelta(days=2), "revocation_reason": "", "crl": CRL_URL}],
                            REVOCATION_COLUMNS)
-    assert crl_view(certs, revs) == {"aa": (NOW - pd.Timedelta(days=2), CRL_URL)}
+    assert crl_view(certs, revs) == {"aa": (NOW - pd.Timedelta(days=2), CRL_URL, "")}
 
 
 # --- the whole detector ------------------------------------------------------------------------

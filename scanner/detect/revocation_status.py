@@ -64,6 +64,7 @@ class Answer:
     this_update: pd.Timestamp | None = None
     next_update: pd.Timestamp | None = None
     revocation_time: pd.Timestamp | None = None
+    revocation_reason: str = ""
     signature: str = ""
     signer: str = ""
     freshness: str = ""
@@ -80,7 +81,8 @@ class Answer:
             http_status=None if http is None or pd.isna(http) else int(http),
             latency_ms=None if latency is None or pd.isna(latency) else float(latency),
             this_update=_time(row.get("this_update")), next_update=_time(row.get("next_update")),
-            revocation_time=_time(row.get("revocation_time")), signature=_text(row.get("signature")),
+            revocation_time=_time(row.get("revocation_time")),
+            revocation_reason=_text(row.get("revocation_reason")), signature=_text(row.get("signature")),
             signer=_text(row.get("signer")), freshness=_text(row.get("freshness")), error=_text(row.get("error")),
             notes=_text(row.get("notes")),
         )
@@ -111,6 +113,8 @@ class Listed:
     crl_url: str = ""
     listed_time: pd.Timestamp | None = None  # the certificate's revoked_at (crt.sh, --crl files)
     listed_source: str = ""
+    crl_reason: str = ""  # the fetched CRL entry's reasonCode name, '' when it has none
+    listed_reason: str = ""  # the certificate's revocation_reason
 
 
 def answers_by_certificate(ocsp_results: pd.DataFrame) -> dict[str, list[Answer]]:
@@ -129,8 +133,12 @@ def primary_answer(answers: list[Answer]) -> Answer:
     return answers[0]
 
 
-def crl_view(certs: pd.DataFrame, revocations: pd.DataFrame) -> dict[str, tuple[pd.Timestamp, str]]:
-    """sha256 -> (revocation time, CRL url) from the fetched CRLs alone (matched as apply_revocations matches)."""
+def crl_view(certs: pd.DataFrame, revocations: pd.DataFrame) -> dict[str, tuple[pd.Timestamp, str, str]]:
+    """sha256 -> (revocation time, CRL url, reasonCode name) from the fetched CRLs alone (as apply_revocations matches).
+
+    The url is the CRL of the earliest entry, found by issuer key id, else by issuer DN (an indirect CRL's entry
+    names its CA by DN only).
+    """
     if certs.empty or revocations.empty:
         return {}
     blank = certs[["sha256", "issuer_dn", "issuer_key_id", "serial"]].copy()
@@ -139,8 +147,12 @@ def crl_view(certs: pd.DataFrame, revocations: pd.DataFrame) -> dict[str, tuple[
     blank["revocation_source"] = ""
     applied = apply_revocations(blank, revocations, source="crl")
     hit = applied[applied["revoked_at"].notna()]
-    urls = revocations.drop_duplicates(["issuer_key_id", "serial"]).set_index(["issuer_key_id", "serial"])["crl"]
-    return {row.sha256: (row.revoked_at, str(urls.get((row.issuer_key_id, row.serial), "")))
+    first = revocations.sort_values("revoked_at", kind="stable")
+    by_kid = first.drop_duplicates(["issuer_key_id", "serial"]).set_index(["issuer_key_id", "serial"])["crl"]
+    by_dn = first.drop_duplicates(["issuer_dn", "serial"]).set_index(["issuer_dn", "serial"])["crl"]
+    return {row.sha256: (row.revoked_at,
+                         str(by_kid.get((row.issuer_key_id, row.serial), by_dn.get((row.issuer_dn, row.serial), ""))),
+                         _text(row.revocation_reason))
             for row in hit.itertuples()}
 
 
@@ -241,6 +253,34 @@ def revocation_time_mismatch_finding(r: Answer, listed: Listed) -> list[Finding]
                       ocsp_revocation_time=iso(r.revocation_time), crl_revocation_time=iso(other))]
 
 
+def _same_reason(a: str, b: str) -> bool | None:
+    """Whether two reasonCode names say the same; None when either could not be read (unknown stays unknown).
+
+    An absent reasonCode means unspecified (RFC 5280 5.3.1), so '' and 'unspecified' agree.
+    """
+    if a.startswith("invalid") or b.startswith("invalid"):
+        return None
+    return (a or "unspecified") == (b or "unspecified")
+
+
+def revocation_reason_mismatch_finding(r: Answer, listed: Listed) -> list[Finding]:
+    """OCSP and a CRL (fetched, or crt.sh's) both say revoked, for different reasons."""
+    if r.status != "revoked":
+        return []
+    if listed.crl_time is not None:
+        other, source = listed.crl_reason, f"the CRL {listed.crl_url}"
+    elif listed.listed_source in ("crl", "crtsh") and listed.listed_time is not None:
+        other, source = listed.listed_reason, listed.listed_source
+    else:
+        return []
+    if _same_reason(r.revocation_reason, other) is not False:
+        return []
+    return [r.finding("revocation_reason_mismatch",
+                      f"{r.where} says revoked for {r.revocation_reason or 'no reason given'} but {source} says "
+                      f"{other or 'no reason given'}",
+                      ocsp_revocation_reason=r.revocation_reason, crl_revocation_reason=other)]
+
+
 def crl_missing_revoked_finding(r: Answer, listed: Listed, cert: dict[str, Any], crls: pd.DataFrame) -> list[Finding]:
     """OCSP says revoked but a CRL of the issuer made after the revocation does not list the serial."""
     if r.status != "revoked" or listed.crl_time is not None:
@@ -278,6 +318,7 @@ def ocsp_findings(cert: dict[str, Any], answers: list[Answer], listed: Listed,
         *freshness_finding(r),
         *good_but_revoked_finding(r, listed),
         *revocation_time_mismatch_finding(r, listed),
+        *revocation_reason_mismatch_finding(r, listed),
         *crl_missing_revoked_finding(r, listed, cert, crls),
         *variant_disagreement_finding(r, answers),
     ]
@@ -301,7 +342,8 @@ def detect_revocation_status(
         cert = by_sha.get(sha)
         if cert is None:
             continue
-        crl_time, crl_url = from_crls.get(sha, (None, ""))
-        listed = Listed(crl_time, crl_url, _time(cert.get("revoked_at")), cert.get("revocation_source") or "")
+        crl_time, crl_url, crl_reason = from_crls.get(sha, (None, "", ""))
+        listed = Listed(crl_time, crl_url, _time(cert.get("revoked_at")), cert.get("revocation_source") or "",
+                        crl_reason, _text(cert.get("revocation_reason")))
         findings += ocsp_findings(cert, answers, listed, crls)
     return findings_frame(findings)
