@@ -148,3 +148,29 @@ def test_registration_dates_all_asks_the_registry_for_the_date_of_a_zone_file_na
     # this registry answers 404: the zone's own delegation outweighs it, and the evidence says so
     row = df.loc["google.com"]
     assert (row.status, row.method) == ("registered", "zone-file") and "no registration date" in row.detail
+
+
+def test_a_relative_origin_is_placed_under_the_current_one_and_a_parenthesised_soa_gives_its_serial(tmp_path):
+    # RFC 1035 5.1: "$ORIGIN sub" under example. is sub.example.; read as "sub." it put qux.sub.example's
+    # delegation on a name of another TLD (qux.sub) and lost the real one.
+    zone = tmp_path / "example.zone"
+    zone.write_text(
+        "$ORIGIN example.\n$TTL 86400\n"
+        "@ IN SOA a.nic.example. hostmaster.nic.example. ( 2024010101 ; serial\n"
+        "    3600 900 604800 86400 )\n"
+        "@ IN NS a.nic.example.\n"
+        "$ORIGIN sub\n"
+        "qux IN NS ns.qux.example.\n"
+    )
+    read = read_zone_files([zone], ["qux.sub.example", "qux.sub"])
+    assert set(read.hits) == {"qux.sub.example"}
+    assert read.hits["qux.sub.example"].serial == "2024010101"
+
+
+def test_a_unicode_name_is_looked_up_by_its_a_label_never_by_its_ascii_letters_alone(tmp_path):
+    # "bücher.example" with its ü dropped is "bcher.example", another name with its own delegation
+    zone = tmp_path / "example.zone"
+    zone.write_text("bcher.example.\t86400\tin\tns\tns.other.example.\n"
+                    "xn--bcher-kva.example.\t86400\tin\tns\tns.books.example.\n")
+    read = read_zone_files([zone], ["bücher.example"])
+    assert read.hits["bücher.example"].nameservers == ("ns.books.example",)

@@ -129,7 +129,11 @@ def read_zone_files(paths: Iterable[Path], wanted: Collection[str]) -> ZoneRead:
     """The wanted registrable domains delegated (with NS records) in these zone files; streamed, bounded by wanted."""
     started = time.monotonic()
     result = ZoneRead()
-    targets = {name.lower().strip(".").encode("ascii", "ignore") + b".": name for name in wanted}
+    targets = {}
+    for name in wanted:
+        key = _owner_key(name)
+        if key is not None:
+            targets.setdefault(key, name)
     for path in paths:
         path = Path(path)
         try:
@@ -139,6 +143,19 @@ def read_zone_files(paths: Iterable[Path], wanted: Collection[str]) -> ZoneRead:
                                      f"{exc}); names found before the fault are kept, the rest go to DNS and RDAP")
     result.seconds = time.monotonic() - started
     return result
+
+
+def _owner_key(name: str) -> bytes | None:
+    """The zone's spelling of a name: lower-case A-labels with the root dot (None when it has none)."""
+    text = name.lower().strip(".")
+    if not text.isascii():
+        # a zone spells IDNs as A-labels; dropping the non-ASCII letters instead ("bücher" -> "bcher")
+        # would find another name's delegation
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    return text.encode("ascii") + b"."
 
 
 def _read_one(path: Path, targets: dict[bytes, str], result: ZoneRead) -> None:
@@ -196,7 +213,9 @@ class _Parser:
                 parts = line.split()
                 if parts[0] == b"$origin" and len(parts) > 1:
                     origin = parts[1]
-                    self.origin = origin if origin.endswith(b".") else origin + b"."
+                    if not origin.endswith(b"."):  # RFC 1035 5.1: a relative $ORIGIN is under the current one
+                        origin = origin + b"." + self.origin if self.origin else origin + b"."
+                    self.origin = origin
                 continue
             if first == 0x20 or first == 0x09:  # blank owner: the previous one
                 rest = line
@@ -221,6 +240,9 @@ class _Parser:
                 if 40 in before_comment:
                     if 41 not in before_comment:
                         self.in_parens = True
+                    if not self.serial and self.owners < _SOA_WITHIN:
+                        # "@ IN SOA ns. host. ( 2024010101 ; serial": the serial opens the parentheses
+                        self.serial = _soa_serial(before_comment.replace(b"(", b" ").replace(b")", b" "))
                     continue
             name = targets.get(self.owner)
             if name is None:
