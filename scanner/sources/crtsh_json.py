@@ -33,7 +33,11 @@ from scanner.sources.store import CertStore, opened_store
 log = logging.getLogger(__name__)
 
 SOURCE = "crtsh-json"
-RESULT_CAP = 10_000  # crt.sh's c_resultLimit: a search returning this many rows was cut short
+# crt.sh's c_resultLimit: its inner query stops at this many (certificate, identity) rows, which are then
+# grouped one row per certificate with result_count = how many of them it took; so a cut-short search
+# answers fewer rows than this, and its result_counts add up to it (fnc/web_apis.fnc).
+RESULT_CAP = 10_000
+TIMEOUT_HINT = "statement timeout"  # what crt.sh's error page says when its query ran out of time
 CACHE_NAMESPACE = "crtsh-json"
 CACHE_TTL = timedelta(hours=6)
 ISSUER_NOT_FOUND = -1
@@ -108,7 +112,20 @@ def decode_download(body: bytes) -> bytes:
     raise _BadBody(f"answer is neither PEM nor DER (starts {body[:40]!r})")
 
 
+def identity_rows(rows: list[Any]) -> int:
+    """How many of crt.sh's capped (certificate, identity) rows an answer holds: its result_counts, 1 where none."""
+    total = 0
+    for row in rows:
+        count = row.get("result_count") if isinstance(row, dict) else None
+        usable = isinstance(count, int) and not isinstance(count, bool) and 0 < count <= RESULT_CAP
+        total += count if usable else 1  # type: ignore[operator]
+    return total
+
+
 def _fetch_failure(kind: str, url: str, exc: net.FetchError) -> str:
+    if TIMEOUT_HINT in exc.reason:
+        return (f"crt.sh's database timed out on {url} ({exc.status}, statement timeout) after {exc.attempts} "
+                f"attempt(s); narrow the search, add --exclude-expired, or use --source crtsh-sql")
     if exc.body and looks_like_html("", exc.body):
         return f"crt.sh answered HTML instead of {kind} ({exc.status}) for {url}; {ADVICE} (after {exc.attempts} attempt(s))"
     if "truncated" in exc.reason:
@@ -145,8 +162,11 @@ class _Client:
         parsed: list[Any] = []
 
         def validate(resp: requests.Response) -> None:
-            if looks_like_html(resp.headers.get("Content-Type", ""), resp.content):
-                raise net.RetryableError("HTML instead of JSON", status=resp.status_code, body=resp.text[:200])
+            # crt.sh's error page follows whatever it had written, so the message can be far from the start
+            timed_out = TIMEOUT_HINT.encode() in resp.content
+            if looks_like_html(resp.headers.get("Content-Type", ""), resp.content) or timed_out:
+                raise net.RetryableError(f"HTML instead of JSON{f' ({TIMEOUT_HINT})' if timed_out else ''}",
+                                         status=resp.status_code, body=resp.text[:200])
             try:
                 data = response_json(resp, "crt.sh answer")
             except ValueError as exc:
@@ -259,9 +279,10 @@ def _run_search(client: _Client, store: CertStore, param: str, value: str, wante
                            + (f"; {earlier} certificate(s) an earlier run found are reported from the store"
                               if earlier else ""), partial=True)
         return
-    if len(rows) >= RESULT_CAP:
+    if identity_rows(rows) >= RESULT_CAP:
         yield SourceNotice(
-            f"crt.sh capped the search {param}={value!r} at {RESULT_CAP} rows, so certificates are missing; "
+            f"crt.sh capped the search {param}={value!r} at {RESULT_CAP} identity rows ({len(rows)} "
+            "certificate(s) answered), so certificates are missing; "
             "use --source crtsh-sql --ca-id N for the complete list (or a narrower --identity/--org)",
             partial=True,
         )
