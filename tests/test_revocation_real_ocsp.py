@@ -8,12 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from scanner.core.net import new_session
-from scanner.enrich.revocation.ocsp import classify, issuer_hashes, query
+from scanner.enrich.revocation.ocsp import OcspResult, classify, issuer_hashes, query
 from tests.synth import TestCA, der_children, tlv
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
@@ -85,21 +85,44 @@ class _Fixed(BaseHTTPRequestHandler):
         self.wfile.write(self.body)
 
 
-def test_a_responder_that_serves_another_cas_answer_over_http_gives_no_status(cas):
-    asked, other = cas
-    handler = type("Handler", (_Fixed,), {"body": multi_response(
-        asked, [_single(asked, other, SERIAL, ocsp.OCSPCertStatus.GOOD)])})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def ask_server_serving(body: bytes, issuer: x509.Certificate) -> OcspResult:
+    """Ask a loopback responder that answers every GET with these bytes about SERIAL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Fixed,), {"body": body}))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/ocsp"
-        result = query(new_session(), url, SERIAL, asked.cert, retries=0, timeout=5, now=NOW)
+        return query(new_session(), url, SERIAL, issuer, retries=0, timeout=5, now=NOW)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_responder_that_serves_another_cas_answer_over_http_gives_no_status(cas):
+    asked, other = cas
+    result = ask_server_serving(multi_response(asked, [_single(asked, other, SERIAL, ocsp.OCSPCertStatus.GOOD)]),
+                                asked.cert)
     assert (result.status, result.http_status) == ("malformed", 200)
     assert "another issuer" in result.error
+
+
+def _without_next_update(ca: TestCA, this_update: datetime) -> bytes:
+    name_hash, key_hash = issuer_hashes(ca.cert, "sha1")
+    return (ocsp.OCSPResponseBuilder()
+            .add_response_by_hash(name_hash, key_hash, SERIAL, hashes.SHA1(), ocsp.OCSPCertStatus.GOOD, this_update,
+                                  None, None, None)
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, ca.cert).sign(ca.key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.DER))
+
+
+def test_an_answer_without_next_update_is_stale_once_a_day_old_and_fresh_before(cas):
+    asked, _ = cas
+    old = ask_server_serving(_without_next_update(asked, NOW - timedelta(days=3)), asked.cert)
+    assert (old.status, old.next_update, old.freshness) == ("good", None, "stale")
+    assert old.notes == ["no nextUpdate, and thisUpdate 2026-02-26T12:00:00Z is older than a day (how long a "
+                         "response without one is trusted)"]
+    recent = ask_server_serving(_without_next_update(asked, NOW - timedelta(hours=2)), asked.cert)
+    assert (recent.status, recent.freshness, recent.signature) == ("good", "ok", "ok")
 
 
 def test_the_real_multi_response_reply_still_answers_for_each_serial_with_no_issuer_known():

@@ -28,8 +28,11 @@ from scanner.core.times import iso
 
 #: How far a thisUpdate may sit in the future before we call the response future-dated (clock skew).
 CLOCK_SKEW = timedelta(minutes=5)
-#: A response without nextUpdate, or whose thisUpdate is older than this, is stale (BR 4.9.10: at most 10 days).
+#: A response whose thisUpdate is older than this is stale (BR 4.9.10: a validity interval of at most 10 days).
 MAX_RESPONSE_AGE = timedelta(days=10)
+#: A response without nextUpdate is stale once its thisUpdate is older than this: without a validity
+#: interval, Firefox (mozilla::pkix, following NSS) takes it for at most a day.
+MAX_AGE_WITHOUT_NEXT_UPDATE = timedelta(days=1)
 #: Request hash algorithms by name (the CertID hash).
 HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
 #: Non-successful OCSPResponseStatus values by their RFC 6960 names.
@@ -215,6 +218,9 @@ def _freshness(this_update: datetime | None, next_update: datetime | None, now: 
         return "future", f"thisUpdate {iso(this_update)} is in the future"
     if next_update is not None and next_update < now:
         return "stale", f"nextUpdate {iso(next_update)} has passed"
+    if next_update is None and now - this_update > MAX_AGE_WITHOUT_NEXT_UPDATE:
+        return "stale", (f"no nextUpdate, and thisUpdate {iso(this_update)} is older than a day (how long a "
+                         "response without one is trusted)")
     if now - this_update > MAX_RESPONSE_AGE:
         return "stale", f"thisUpdate {iso(this_update)} is older than {MAX_RESPONSE_AGE.days} days"
     return "ok", ""
