@@ -154,7 +154,21 @@ def test_offline_mode_answers_from_the_cache_and_never_touches_the_network(tmp_p
     rows = df.set_index("domain")
     assert rows.loc["google.com", "status"] == "registered"
     assert rows.loc["new.com", "status"] == "unknown" and "offline" in rows.loc["new.com", "detail"]
-    assert summary["offline_unknown"] == 2 and notice is None
+    assert summary["offline_unknown"] == 2
+    assert notice is not None and notice.startswith("Offline: 2 domain(s)") and "unknown" in notice
+
+
+def test_offline_unknowns_are_said_once_in_the_log_however_often_results_are_asked(tmp_path, servers, caplog):
+    config = make_config(tmp_path, servers, offline=True)
+    with caplog.at_level(logging.WARNING), RegistrationService(config, progress=False) as service:
+        service.submit(["new1.com", "new2.com"])
+        service.results()
+        service.submit(["new3.com"])
+        service.results()
+        service.summary()
+        notice = service.notice
+    assert notice is not None and notice.startswith("Offline: 3 domain(s)")
+    assert caplog.text.count("Offline:") == 1
 
 
 def test_recorded_answers_of_an_earlier_run_are_used_before_cache_and_network(tmp_path, servers):

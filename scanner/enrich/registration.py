@@ -732,6 +732,13 @@ class RegistrationService:
             if not self._warned:
                 log.warning("%s; check the connection or proxy, or use --offline with a cache.", self._notice)
                 self._warned = True
+        elif c.offline:
+            # each row says "offline" in its evidence; the run says how many, once
+            self._notice = (f"Offline: {c.offline} domain(s) not in the cache, the recorded answers or the zone "
+                            "files are marked unknown (not unregistered); run without --offline to look them up")
+            if not self._warned:
+                log.warning("%s", self._notice)
+                self._warned = True
         else:
             self._notice = None
 
