@@ -28,6 +28,9 @@ CERT_COLUMNS: dict[str, str] = {
     "cert_sha256": "string",  # final certificate (empty when only the precertificate was seen)
     "precert_sha256": "string",  # precertificate (empty when only the final certificate was seen)
     "is_precert": "bool",  # True when only the precertificate is known
+    # what the certificate is for (CERT_KINDS): only a TLS subscriber certificate has BR 6.3.2's
+    # validity limits; empty for a table from before the column existed (taken as "tls")
+    "cert_kind": "string",
     "serial": "string",  # lowercase hex of the serial number, even length, no sign byte
     "issuer_dn": "string",  # RFC 4514
     "issuer_key_id": "string",  # authorityKeyIdentifier, hex (empty when absent)
@@ -59,6 +62,10 @@ CERT_COLUMNS: dict[str, str] = {
     "parse_note": "string",
 }
 
+#: cert_kind's values: a CA certificate (basicConstraints cA), an OCSP responder's, a TLS server
+#: certificate (serverAuth or anyExtendedKeyUsage in its EKU, or no EKU), an S/MIME one (emailProtection
+#: without serverAuth), anything else (clientAuth, codeSigning, timeStamping only).
+CERT_KINDS = ("ca", "ocsp", "tls", "smime", "other")
 #: How a parse_note begins for a certificate cryptography read, but only with a warning.
 WARNED_NOTE = "cryptography warns: "
 LIST_COLUMNS = ("san_dns", "san_ip", "san_email", "crl_distribution_points", "ocsp_urls", "ca_issuers")
@@ -236,6 +243,8 @@ _CODE_TABLE = (
                 "The same responder gives different definitive answers to a GET/SHA-1 and a POST/SHA-256 request."),
     FindingCode("revocation_time_mismatch", "low", 5.0, "OCSP and CRL revocation times differ",
                 "OCSP and the CRL (or crt.sh) give different revocation times for the same certificate."),
+    FindingCode("revocation_reason_mismatch", "low", 5.0, "OCSP and CRL revocation reasons differ",
+                "OCSP and the CRL (or crt.sh) give different reasons for revoking the same certificate."),
     FindingCode("crl_missing_revoked", "high", 25.0, "Revoked per OCSP but absent from the CRL",
                 "OCSP says the certificate is revoked but its CRL does not list it."),
     FindingCode("crl_stale", "medium", 10.0, "CRL past its nextUpdate",

@@ -92,10 +92,11 @@ def _period_text(seconds: float) -> str:
 
 
 def detect_validity_exceeds_limit(certs: pd.DataFrame) -> pd.DataFrame:
-    """A finding per certificate whose Validity Period exceeds the BR 6.3.2 maximum in force on its notBefore.
+    """A finding per TLS subscriber certificate whose Validity Period exceeds the BR 6.3.2 maximum in force on its notBefore.
 
     Any time past the last whole day counts as another day (BR 6.3.2), so 398 days and one second
-    exceeds 398 days.
+    exceeds 398 days. CA, OCSP responder, S/MIME and other non-TLS certificates (cert_kind) have
+    other limits or none: a CA's issuance on crt.sh holds its subordinate CAs too.
     """
     if certs.empty:
         return findings_frame([])
@@ -103,6 +104,8 @@ def detect_validity_exceeds_limit(certs: pd.DataFrame) -> pd.DataFrame:
     seconds = validity_period(certs).dt.total_seconds().to_numpy()
     days = np.array([row.days for row in VALIDITY_LIMITS])
     limit = np.where(at >= 0, days[np.maximum(at, 0)] * _DAY_SECONDS, np.inf)
+    if "cert_kind" in certs.columns:  # "" (a table from before the column) is checked as TLS
+        limit = np.where(certs["cert_kind"].fillna("").isin(["", "tls"]).to_numpy(bool), limit, np.inf)
     over = np.nonzero(seconds > limit)[0]  # NaN (no notAfter) compares False
     # Columns read once as lists: a row lookup per finding took minutes at 250,000 findings.
     picked = certs.iloc[over]

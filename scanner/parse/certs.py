@@ -317,6 +317,26 @@ def _plain_dn_value(val: str) -> bool:
     return bool(val) and val[0] not in "# " and val[-1] != " " and _SPECIAL.search(val) is None
 
 
+_SERVER_AUTH = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+_ANY_PURPOSE = x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
+_OCSP_SIGNING = x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING
+_EMAIL = x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION
+
+
+def cert_kind(is_ca: bool, purposes: Any) -> str:
+    """records.CERT_KINDS of a certificate: is_ca from basicConstraints, purposes its EKU OIDs (None: no EKU)."""
+    if is_ca:
+        return "ca"
+    if purposes is None:
+        return "tls"  # no EKU: every purpose, a TLS server's included
+    purposes = set(purposes)
+    if _SERVER_AUTH in purposes or _ANY_PURPOSE in purposes:
+        return "tls"
+    if _OCSP_SIGNING in purposes:
+        return "ocsp"
+    return "smime" if _EMAIL in purposes else "other"
+
+
 def _aia_urls(aia: Any, method: x509.ObjectIdentifier) -> list[str]:
     return [d.access_location.value for d in (aia or [])
             if d.access_method == method and isinstance(d.access_location, x509.UniformResourceIdentifier)]
@@ -340,6 +360,8 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str, na
     else:
         dns, ips, emails = _NONE, _NONE, _NONE
     aki = by_oid.get(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    basic = by_oid.get(ExtensionOID.BASIC_CONSTRAINTS)
+    kind = cert_kind(basic is not None and basic.ca, by_oid.get(ExtensionOID.EXTENDED_KEY_USAGE))
     cdp = by_oid.get(ExtensionOID.CRL_DISTRIBUTION_POINTS)
     aia = by_oid.get(ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
     crl_urls = []
@@ -359,6 +381,7 @@ def _record(cert: x509.Certificate, der: bytes, source: str, provenance: str, na
         "cert_sha256": "" if is_precert else sha,
         "precert_sha256": sha if is_precert else "",
         "is_precert": is_precert,
+        "cert_kind": kind,
         "serial": serial_hex(cert.serial_number),
         "issuer_dn": names.dn(cert, issuer_raw),
         "issuer_key_id": aki.key_identifier.hex() if aki is not None and aki.key_identifier else "",
@@ -426,6 +449,14 @@ def _key_id(aki: Any) -> list[str]:
     return [aki["key_identifier"].native.hex()] if aki is not None and aki["key_identifier"].native else []
 
 
+def _lenient_kind(extensions: dict[str, Any]) -> str:
+    """cert_kind from the extensions asn1crypto could open (one it could not is taken as absent)."""
+    basic, eku = extensions.get("basic_constraints"), extensions.get("extended_key_usage")
+    is_ca = bool(_readable(lambda b: [b["ca"].native] if b is not None else [], basic) == [True])
+    purposes = _readable(lambda e: [x509.ObjectIdentifier(p.dotted) for p in e], eku) if eku is not None else None
+    return cert_kind(is_ca, purposes)
+
+
 def parse_lenient(der: bytes, refused: str, *, source: str = "", provenance: str = "") -> dict[str, Any]:
     """A CERT_COLUMNS dict of a certificate cryptography refused (refused: its reason), read with asn1crypto.
 
@@ -450,6 +481,7 @@ def parse_lenient(der: bytes, refused: str, *, source: str = "", provenance: str
         "cert_sha256": "" if is_precert else sha,
         "precert_sha256": sha if is_precert else "",
         "is_precert": is_precert,
+        "cert_kind": _lenient_kind(extensions),
         "serial": serial_hex(serial),
         "issuer_dn": issuer.rfc4514_string(),
         "issuer_key_id": key_id[0] if key_id else "",
