@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -58,3 +60,22 @@ def test_no_selection_and_unknown_states_are_refused(real_data):
         select_logs(logs)
     with pytest.raises(LogListError, match="unknown log state"):
         select_logs(logs, states=["usabel"])
+
+
+def test_a_log_listed_under_both_logs_and_tiled_logs_is_read_once_through_its_tiles(tmp_path):
+    key = base64.b64encode(b"\x30" * 91).decode()
+    both = {"description": "Dual 2026h1", "log_id": base64.b64encode(b"\x01" * 32).decode(), "key": key,
+            "state": {"usable": {"timestamp": "2025-01-01T00:00:00Z"}}}
+    other = {**both, "description": "Other 2026h1", "log_id": base64.b64encode(b"\x02" * 32).decode(),
+             "url": "https://other.example/2026h1/"}
+    doc = {"operators": [{"name": "op", "logs": [{**both, "url": "https://dual.example/ct/2026h1/"}, other],
+                          "tiled_logs": [{**both, "submission_url": "https://dual.example/2026h1/",
+                                          "monitoring_url": "https://mon.dual.example/2026h1/"}]}]}
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(doc))
+    logs = load_log_list(path)
+    assert len(logs) == 3
+    for chosen in (select_logs(logs, states=["usable"]), select_logs(logs, ["Dual 2026h1", "Other 2026h1"])):
+        assert sorted((lg.name, lg.api) for lg in chosen) == [("Dual 2026h1", STATIC), ("Other 2026h1", RFC6962)]
+    # Named by its RFC 6962 URL, that is the API read.
+    assert [lg.api for lg in select_logs(logs, ["https://dual.example/ct/2026h1/"])] == [RFC6962]

@@ -122,8 +122,20 @@ def select_logs(
             if not hits:
                 raise LogListError(f"log {want!r} is not in the log list; give its description or URL exactly "
                                    "as the list does (its key is needed to verify what it serves)")
-            chosen.extend(h for h in hits if h not in chosen)
+            chosen.extend(h for h in one_per_log(hits) if h not in chosen)
         return chosen
     if not states:
         raise LogListError("choose the logs to read: --log NAME_OR_URL, or --logs STATES (e.g. usable,readonly)")
-    return [lg for lg in logs if lg.state in states and _overlaps(lg.temporal_interval, for_not_after)]
+    return one_per_log([lg for lg in logs if lg.state in states and _overlaps(lg.temporal_interval, for_not_after)])
+
+
+def one_per_log(logs: Sequence[LogInfo]) -> list[LogInfo]:
+    """Each log once: a log listed under both `logs` and `tiled_logs` (one key, one tree) is read through its tiles.
+
+    Reading it through both APIs would fetch the same entries twice; tiles are the cheaper, checkable read.
+    """
+    best: dict[bytes, LogInfo] = {}
+    for lg in logs:
+        if lg.log_id not in best or (lg.api == STATIC and best[lg.log_id].api != STATIC):
+            best[lg.log_id] = lg
+    return [lg for lg in logs if best[lg.log_id] is lg]
