@@ -295,3 +295,22 @@ def test_closing_early_abandons_slow_lookups_instead_of_waiting(tmp_path):
         start = time.monotonic()
         service.close()
         assert time.monotonic() - start < 2
+
+
+def test_a_dns_only_unregistered_answer_in_the_cache_is_not_taken_as_the_registry_s_word_in_auto_mode(tmp_path):
+    # --registration dns calls NXDOMAIN unregistered (the user chose DNS alone); a registered name on
+    # clientHold gives NXDOMAIN too. Auto mode calls a name unregistered only when the registry says so,
+    # so a later auto run on the same cache must ask the registry, which knows the name.
+    held = rdap_file("verisign_google.com_2021-12-17.json")
+    with RdapServer({"held.com": [held]}) as rdap, DnsServer({}, default=NXDOMAIN) as dns:
+        boot = write_bootstrap(tmp_path / "dns.json", {"com": rdap.url})
+        common = dict(out_dir=tmp_path, rdap_bootstrap=boot, dns_server=dns.address, rdap_rate=0, timeout=2.0,
+                      retries=0, cache_dir=tmp_path / "cache")
+        first, _, _ = run(Config(registration="dns", **common), ["held.com"])
+        assert statuses(first) == {"held.com": ("unregistered", "dns")}
+        again, _, _ = run(Config(registration="auto", **common), ["held.com"])
+        assert statuses(again) == {"held.com": ("registered", "rdap")}
+        assert len(rdap.requests_for("held.com")) == 1
+        # and the same cache gives the same answer on a rerun, from the cache
+        third, summary, _ = run(Config(registration="auto", **common), ["held.com"])
+    assert statuses(third) == {"held.com": ("registered", "rdap")} and summary["cache_hits"] == 1

@@ -185,6 +185,10 @@ class _Lane:
 
 
 _SETTLING = ("zone-file", "delegation")  # methods that settle registered without a date
+#: Auto mode takes "unregistered" only from the registry: a cached `--registration dns` NXDOMAIN is
+#: asked again (a registered name on clientHold gives NXDOMAIN too).
+_REGISTRY_METHODS = ("rdap", "whois")
+_UNREGISTERED = RegistrationStatus.UNREGISTERED.value
 _NO_DATE = "; no registration date: "
 _OFFLINE = "offline: not in the cache, the recorded answers or the zone files"
 _ETA_EVERY = 0.5  # seconds between two estimates of the time left, in the progress bar
@@ -530,7 +534,8 @@ class RegistrationService:
                 isinstance(value, list)
                 and len(value) == width
                 and value[0] in _KNOWN
-                and (any_method or value[1] == self.mode)
+                and (value[1] == self.mode or (any_method and (value[0] != _UNREGISTERED
+                                                               or value[1] in _REGISTRY_METHODS)))
             ):
                 hits.append((name, *value))
             else:
