@@ -186,6 +186,13 @@ def der_not_before(der: bytes) -> datetime | None:
     """notBefore of a DER certificate, or None when even that cannot be read."""
     try:
         return x509.load_der_x509_certificate(der).not_valid_before_utc
+    except Exception:  # noqa: BLE001  cryptography refuses it: date it leniently as parse does, or a window loses it
+        pass
+    try:
+        from asn1crypto import x509 as asn1_x509
+
+        value = asn1_x509.Certificate.load(der)["tbs_certificate"]["validity"]["not_before"].native
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
     except Exception:  # noqa: BLE001  a certificate we cannot read is still stored; only its date is unknown
         return None
 
