@@ -110,6 +110,27 @@ class Context:
         return first, start, end, reuse
 
 
+def older_head(ctx: Context, log: LogInfo, tree_size: int) -> Iterator[SourceItem] | None:
+    """What an earlier read kept, when the log now signs a smaller tree than that read reached; else None.
+
+    A replica or cache of a log may answer an older tree head (or checkpoint) than one an earlier run
+    read up to: that older tree holds nothing new, and the entries read since stand.
+    """
+    saved = ctx.saved(log)
+    first = max(0, ctx.options.start or 0)
+    if saved is None or saved.next <= tree_size or not saved.first <= first <= saved.next:
+        return None
+    end = saved.next if ctx.options.end is None else max(first, min(saved.next, ctx.options.end))
+
+    def items() -> Iterator[SourceItem]:
+        yield SourceNotice(f"CT log {log.name}: it answered a tree of {tree_size} entries, older than the "
+                           f"{saved.next} an earlier run read and checked (a stale replica or cache, or a log that "
+                           f"lost entries); entries {first}..{end - 1} come from the store, nothing new was read")
+        yield from ctx.stored(log, first, end)
+
+    return items()
+
+
 def skipped_log(log: LogInfo, what: str, exc: Exception, ctx: Context | None = None) -> Iterator[SourceItem]:
     """The error and partial notice for a log whose tree head (`what`) could not be read or trusted.
 

@@ -29,6 +29,7 @@ from scanner.sources.ct.context import (
     SOURCE,
     Context,
     ms_to_datetime,
+    older_head,
     resumed_notice,
     skipped_log,
     unreachable,
@@ -272,6 +273,10 @@ def read_rfc6962_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
         head = fetch_tree_head(ctx, log, limiter)
     except (FetchError, VerifyError) as exc:
         yield from skipped_log(log, "tree head", exc, ctx)
+        return
+    older = older_head(ctx, log, head.tree_size)
+    if older is not None:
+        yield from older
         return
     read = plan_read(ctx, log, head)
     yield from _opening(ctx, read)

@@ -19,6 +19,7 @@ from scanner.sources.ct.context import (
     Context,
     maybe_gunzip,
     ms_to_datetime,
+    older_head,
     resumed_notice,
     skipped_log,
     unreachable,
@@ -178,6 +179,10 @@ def read_static_log(log: LogInfo, ctx: Context) -> Iterator[SourceItem]:
         cp = fetch_checkpoint(ctx, log, limiter)
     except (FetchError, VerifyError) as exc:
         yield from skipped_log(log, "checkpoint", exc, ctx)
+        return
+    older = older_head(ctx, log, cp.tree_size)
+    if older is not None:
+        yield from older
         return
 
     size = cp.tree_size
