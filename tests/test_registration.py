@@ -314,3 +314,21 @@ def test_a_dns_only_unregistered_answer_in_the_cache_is_not_taken_as_the_registr
         # and the same cache gives the same answer on a rerun, from the cache
         third, summary, _ = run(Config(registration="auto", **common), ["held.com"])
     assert statuses(third) == {"held.com": ("registered", "rdap")} and summary["cache_hits"] == 1
+
+
+def test_a_registry_whose_rdap_refuses_with_403_is_asked_over_whois_in_auto_mode(tmp_path):
+    # An RDAP service that answers 403 (or a web page, or 400 for the name) says nothing; the registry's
+    # WHOIS does: the real Verisign "No match" for a name not in the zone, the real registered answer.
+    with RdapServer(default=Reply(403, b'{"errorCode":403,"title":"Forbidden"}')) as rdap, \
+            WhoisServer({"likexian-have-no-money-to-register.com": [whois_file(
+                "com_notfound_likexian-have-no-money-to-register.com.txt")],
+                "urlowl.com": [whois_file("com_urlowl.com.txt")]}) as whois, \
+            DnsServer({}, default=NXDOMAIN) as dns:
+        boot = write_bootstrap(tmp_path / "dns.json", {"com": rdap.url})
+        config = Config(out_dir=tmp_path, rdap_bootstrap=boot, dns_server=dns.address, whois_server=whois.address,
+                        rdap_rate=0, whois_rate=0, timeout=2.0, retries=0, use_cache=False)
+        df, summary, notice = run(config, ["likexian-have-no-money-to-register.com", "urlowl.com"])
+    assert statuses(df) == {"likexian-have-no-money-to-register.com": ("unregistered", "whois"),
+                            "urlowl.com": ("registered", "whois")}
+    detail = df.set_index("domain").loc["urlowl.com", "detail"]
+    assert "403" in detail and notice is None

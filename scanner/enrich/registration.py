@@ -2,8 +2,8 @@
 
 `--registration auto` asks in the order that answers fastest: zone files (`--zone-file`), then the
 delegation check (the TLD's own servers: delegated = registered, in one UDP round trip), then the
-registry (RDAP, or WHOIS for TLDs without RDAP) only for the names the first two cannot settle
-(not delegated, SERVFAIL, silence). A name is unregistered only when the registry says so. RDAP
+registry (RDAP, or WHOIS for TLDs without RDAP and when RDAP answers nothing readable) only for
+the names the first two cannot settle (not delegated, SERVFAIL, silence). A name is unregistered only when the registry says so. RDAP
 registration dates (for registered_after_issuance) are asked for every name with
 `--registration-dates all`, else only for the names `look_up_dates` is given (the flagged ones).
 
@@ -708,6 +708,16 @@ class RegistrationService:
                                 whois: WhoisClient) -> tuple[Registration, bool]:
         """Auto mode's registry step for a name the delegation check could not settle (RDAP, else WHOIS)."""
         reg = await (rdap.lookup(name) if rdap.covers(name) else whois.lookup(name))
+        if reg.method == "rdap" and reg.status is RegistrationStatus.UNKNOWN and _rdap_answered(reg):
+            # The RDAP service answered, but nothing readable (403, 400, a web page, a 429 to the end):
+            # the registry's WHOIS may still say.
+            other = await whois.lookup(name)
+            if other.status is not RegistrationStatus.UNKNOWN:
+                reg = other._replace(detail=f"{other.detail}; after RDAP: {reg.detail}",
+                                     attempts=reg.attempts + other.attempts)
+            else:
+                reg = reg._replace(detail=f"{reg.detail}; whois: {other.detail}",
+                                   attempts=reg.attempts + other.attempts)
         if prior is None:
             return reg, failed_to_connect(reg)
         attempts = reg.attempts + prior.attempts
@@ -746,6 +756,11 @@ class RegistrationService:
                 self._warned = True
         else:
             self._notice = None
+
+
+def _rdap_answered(reg: Registration) -> bool:
+    """Whether an unknown RDAP answer came from a server that answered (not refused, unreachable or silent)."""
+    return not failed_to_connect(reg) and "no answer within" not in reg.detail and "TLS failed" not in reg.detail
 
 
 def _row_of(name: str, status: RegistrationStatus, method: str, detail: str, now: str) -> Row:
