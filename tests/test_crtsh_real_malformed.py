@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from scanner.sources.crtsh_sql import der_serial_octets
 from tests.loopback.pg import CertwatchDB, certwatch_pg  # noqa: F401  (the fixture)
 from tests.synth import TestCA, der, der_children, tlv
 from tests.test_crtsh_sql import DAY0, make_config, run, sha
@@ -58,3 +59,24 @@ def test_a_certificate_cryptography_refuses_is_served_again_from_the_store_on_a_
     again, errors, notices = run(make_config(tmp_path, pg, until=DAY0 + timedelta(days=3), offline=True))
     assert errors == [] and not any(n.partial for n in notices)
     assert Counter(sha(r.der) for r in again) == Counter(sha(r.der) for r in first)
+
+
+def test_refresh_revocations_finds_a_padded_serial_by_the_octets_crtsh_and_the_crl_keep(tmp_path, db):
+    pg, issued = db
+    config = make_config(tmp_path, pg, until=DAY0 + timedelta(days=3))
+    run(config)
+    # revoked after the first run, listed on the CRL with the serial as the certificate writes it
+    pg.conn.execute("INSERT INTO crl_revoked VALUES (1, %s, 1, %s, %s)",
+                    (b"\x00\x00\x12\x34", (DAY0 + timedelta(days=2)).replace(tzinfo=None),
+                     (DAY0 + timedelta(days=2)).replace(tzinfo=None)))
+    raws, errors, notices = run(make_config(tmp_path, pg, until=DAY0 + timedelta(days=3), refresh_revocations=True))
+    assert errors == [] and not any(n.partial for n in notices)
+    revoked = {sha(r.der): r.extra.get("revocation_reason") for r in raws if r.extra.get("revoked_at")}
+    assert revoked == {sha(issued[-1]): "keyCompromise"}
+
+
+def test_der_serial_octets_are_the_integer_as_written():
+    ca = TestCA(name="Ours Issuing CA")
+    assert der_serial_octets(padded_serial_certificate(ca)) == b"\x00\x00\x12\x34"
+    assert der_serial_octets(der(ca.issue(serial=0x80, not_before=DAY0, cn="x.example.com"))) == b"\x00\x80"
+    assert der_serial_octets(b"\x30\x03\x30\x01") is None and der_serial_octets(b"") is None

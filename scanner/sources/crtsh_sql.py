@@ -32,6 +32,7 @@ from cryptography import x509
 from psycopg.conninfo import conninfo_to_dict
 
 from scanner.core.config import Config
+from scanner.core.der import element
 from scanner.core.net import RetryableError, retrying
 from scanner.core.times import iso
 from scanner.sources.base import RawCert, SourceError, SourceItem, SourceNotice
@@ -145,6 +146,23 @@ def checkpoint_key(dsn: str, ca_ids: Sequence[int]) -> str:
 def serial_octets(serial: int) -> bytes:
     """A serial number as the content octets of its DER INTEGER, as crt.sh's crl_revoked.serial_number holds it."""
     return serial.to_bytes(max(1, (serial.bit_length() + 8) // 8), "big", signed=True)
+
+
+def der_serial_octets(der: bytes) -> bytes | None:
+    """The content octets of a certificate's serial INTEGER as written (crt.sh's x509_serialNumber), or None.
+
+    Read from the DER itself: a zero-padded serial, which cryptography refuses and which crt.sh and the
+    CA's CRL keep as written, would not match crl_revoked once re-encoded from its value.
+    """
+    try:
+        _, cert, _ = element(der, 0)
+        _, tbs, _ = element(der, cert)
+        tag, start, end = element(der, tbs)
+        if tag == 0xA0:  # [0] version
+            tag, start, end = element(der, end)
+    except IndexError:
+        return None
+    return der[start:end] if tag == 0x02 and start < end <= len(der) else None
 
 
 def _naive(value: datetime) -> datetime:
@@ -495,11 +513,10 @@ def _refresh_revocations(store: CertStore, fetcher: _Fetcher, ca_ids: list[int],
     """
     keys: list[tuple[str, int, bytes, datetime | None, str]] = []
     for raw in store.iter_raw(ca_ids=ca_ids, not_before_from=start, not_before_to=end):
-        try:
-            serial = x509.load_der_x509_certificate(raw.der).serial_number
-        except ValueError:
-            continue  # unreadable: it has no serial to look up (the parse stage reports it)
-        keys.append((hashlib.sha256(raw.der).hexdigest(), int(raw.extra["issuer_ca_id"]), serial_octets(serial),
+        serial = der_serial_octets(raw.der)
+        if serial is None:
+            continue  # no serial to look up (the parse stage reports what these bytes are)
+        keys.append((hashlib.sha256(raw.der).hexdigest(), int(raw.extra["issuer_ca_id"]), serial,
                      raw.extra.get("revoked_at"), raw.extra.get("revocation_reason", "")))
     changed: list[tuple[str, datetime, str, str]] = []
     for first in range(0, len(keys), REVOCATION_BATCH):
