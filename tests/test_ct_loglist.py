@@ -79,3 +79,11 @@ def test_a_log_listed_under_both_logs_and_tiled_logs_is_read_once_through_its_ti
         assert sorted((lg.name, lg.api) for lg in chosen) == [("Dual 2026h1", STATIC), ("Other 2026h1", RFC6962)]
     # Named by its RFC 6962 URL, that is the API read.
     assert [lg.api for lg in select_logs(logs, ["https://dual.example/ct/2026h1/"])] == [RFC6962]
+
+
+def test_a_readonly_logs_final_tree_head_is_read_from_the_list(real_data):
+    sabre = next(lg for lg in load_log_list(real_data / LIST) if lg.name == "Sectigo 'Sabre' CT log")
+    assert sabre.state == "readonly"
+    assert sabre.final_tree_head == (546099878, base64.b64decode("rBTMeBSKemBB90yJ598PhN+iLHApXbJpHhlCuNcUfgg="))
+    (rome,) = load_log_list(real_data / "static-ct-api_rome2026h1_checkpoint" / "log.v3.json")
+    assert rome.final_tree_head and rome.final_tree_head[0] == 300

@@ -33,6 +33,7 @@ class LogInfo:
     temporal_interval: tuple[datetime | None, datetime | None] = (None, None)
     origin: str = ""  # static-ct-api checkpoint origin: the submission prefix without scheme or trailing '/'
     operator: str = ""
+    final_tree_head: tuple[int, bytes] | None = None  # readonly logs: (tree_size, root) the list froze them at
 
 
 def _slash(url: str) -> str:
@@ -73,7 +74,23 @@ def log_from_json(obj: dict[str, Any], operator: str = "") -> LogInfo:
         interval = (_time(ti.get("start_inclusive")), _time(ti.get("end_exclusive")))
     except ValueError as exc:
         raise LogListError(f"log {name!r} has an unreadable temporal_interval: {exc}") from None
-    return LogInfo(name, api, url, key, lid, state, interval, origin, operator)
+    return LogInfo(name, api, url, key, lid, state, interval, origin, operator, _final_tree_head(obj, name))
+
+
+def _final_tree_head(obj: dict[str, Any], name: str) -> tuple[int, bytes] | None:
+    """The final tree head of a readonly log (state.readonly.final_tree_head, or a lone log's final_tree_head)."""
+    state = obj.get("state")
+    fth = (state.get("readonly") or {}).get("final_tree_head") if isinstance(state, dict) else None
+    fth = fth or obj.get("final_tree_head")
+    if not fth:
+        return None
+    try:
+        size, root = int(fth["tree_size"]), base64.b64decode(fth["sha256_root_hash"], validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise LogListError(f"log {name!r} has an unreadable final_tree_head ({exc})") from None
+    if size < 0 or len(root) != 32:
+        raise LogListError(f"log {name!r} has a final_tree_head of size {size} with a {len(root)}-byte root")
+    return size, root
 
 
 def load_log_list(path: Path) -> list[LogInfo]:

@@ -38,7 +38,13 @@ from scanner.sources.ct.issuers import IssuerFilter
 from scanner.sources.ct.leaf import LeafError, parse_rfc6962_entry
 from scanner.sources.ct.loglist import LogInfo
 from scanner.sources.ct.merkle import CompactRange
-from scanner.sources.ct.verify import TreeHead, VerifyError, sth_from_json, verify_tree_head
+from scanner.sources.ct.verify import (
+    TreeHead,
+    VerifyError,
+    check_final_tree_head,
+    sth_from_json,
+    verify_tree_head,
+)
 from scanner.sources.store import CTProgress
 
 RawEntry = tuple[str, str]  # (leaf_input, extra_data) as base64, decoded per entry so one bad entry stays one error
@@ -60,6 +66,8 @@ def fetch_tree_head(ctx: Context, log: LogInfo, limiter: RateLimiter) -> TreeHea
     head = sth_from_json(response_json(resp), log.name)
     if ctx.verify:
         verify_tree_head(log.key, head, log.name)
+        check_final_tree_head(log.final_tree_head, head.tree_size, head.root_hash,
+                              f"{log.name}: tree head for size {head.tree_size}")
     return head
 
 

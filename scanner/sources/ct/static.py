@@ -35,7 +35,13 @@ from scanner.sources.ct.merkle import (
     tile_path,
     tile_width,
 )
-from scanner.sources.ct.verify import Checkpoint, VerifyError, parse_checkpoint, verify_checkpoint
+from scanner.sources.ct.verify import (
+    Checkpoint,
+    VerifyError,
+    check_final_tree_head,
+    parse_checkpoint,
+    verify_checkpoint,
+)
 from scanner.sources.store import CTProgress
 
 HASH = 32
@@ -168,7 +174,10 @@ def fetch_checkpoint(ctx: Context, log: LogInfo, limiter: RateLimiter) -> Checkp
     """The log's checkpoint, its signature checked unless verification is off; FetchError or VerifyError."""
     text = ctx.get(log.url + "checkpoint", limiter).content
     if ctx.verify:
-        return verify_checkpoint(text, log.key, log.origin, log.name)[0]
+        cp = verify_checkpoint(text, log.key, log.origin, log.name)[0]
+        check_final_tree_head(log.final_tree_head, cp.tree_size, cp.root_hash,
+                              f"{log.name}: checkpoint for size {cp.tree_size}")
+        return cp
     return parse_checkpoint(text, log.name)
 
 

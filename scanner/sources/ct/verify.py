@@ -87,6 +87,13 @@ def sth_from_json(obj: dict, log_name: str) -> TreeHead:
     return head
 
 
+def check_final_tree_head(final: tuple[int, bytes] | None, tree_size: int, root: bytes, what: str) -> None:
+    """A readonly log signing another root for the size the log list froze it at is a split view: VerifyError."""
+    if final is not None and tree_size == final[0] and root != final[1]:
+        raise VerifyError(f"{what}: root {root.hex()} differs from the log list's final tree head "
+                          f"{final[1].hex()} for that size; the log signed two trees of one size")
+
+
 def note_key_id(origin: str, log_id_bytes: bytes) -> bytes:
     """Key ID of an RFC6962NoteSignature: SHA-256(origin || '\\n' || 0x05 || LogID)[:4]."""
     return hashlib.sha256(origin.encode() + b"\n\x05" + log_id_bytes).digest()[:4]
