@@ -7,6 +7,7 @@ after whatever the answer had begun, with status 200.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import Counter
@@ -132,3 +133,25 @@ def test_crtsh_statement_timeout_page_is_retried_then_named_with_what_to_do(cert
     assert len(errors) == 1 and "statement timeout" in errors[0].error
     assert "--exclude-expired" in errors[0].error and "--source crtsh-sql" in errors[0].error
     assert any(n.partial for n in notices)
+
+
+def test_an_offline_rerun_of_a_capped_search_answered_from_the_store_is_still_partial(tmp_path, certs):
+    rows = [row(100 + n, c, 7, 2) for n, c in enumerate(certs)]
+    rows += [dict(row(10**9 + n, certs[0], 999, 2), issuer_name="C=XX, CN=Someone Else") for n in range(4997)]
+    server = RealShapedCrtsh(json.dumps(rows).encode(), "application/json", dict(zip((100, 101, 102), certs)))
+    store = tmp_path / "store.sqlite3"
+    base = dict(identities=("example.com",), ca_ids=(7,), url=server.url, rate=0, retries=1, timeout=5)
+    try:
+        first = list(read(CrtshJsonOptions(**base), store=store, base_delay=0.01))
+    finally:
+        server.close()
+    # no cached answer (it expired): the offline run has only the store's record of the search
+    again = list(read(CrtshJsonOptions(**base, offline=True), store=store, base_delay=0.01))
+    assert sorted(sha_of(first)) == sorted(sha_of(again)) and len(sha_of(again)) == 3
+    assert not any(isinstance(i, SourceError) for i in again)
+    notices = [i for i in again if isinstance(i, SourceNotice) and i.partial]
+    assert len(notices) == 1 and "capped" in notices[0].message and "--source crtsh-sql" in notices[0].message
+
+
+def sha_of(items: list[object]) -> list[str]:
+    return [hashlib.sha256(i.der).hexdigest() for i in items if isinstance(i, RawCert)]

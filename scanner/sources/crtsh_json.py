@@ -258,6 +258,11 @@ def search_key(param: str, value: str, exclude_expired: bool) -> str:
                       sort_keys=True)
 
 
+def _capped_key(key: str) -> str:
+    """The store's mark that crt.sh once capped the answer to this search."""
+    return json.dumps({"capped": json.loads(key)}, sort_keys=True)
+
+
 def _run_search(client: _Client, store: CertStore, param: str, value: str, wanted_cas: set[int],
                 found: dict[int, dict[str, Any]]) -> Iterator[SourceItem]:
     params = {param: value, "output": "json"}
@@ -270,8 +275,12 @@ def _run_search(client: _Client, store: CertStore, param: str, value: str, wante
     except net.FetchError as exc:
         earlier = _earlier_answer(store, key, wanted_cas, found)
         if client.options.offline and earlier:
+            capped = bool(store.searched_ids(_capped_key(key)))
             yield SourceNotice(f"offline: crt.sh search {param}={value!r} answered from the store ({earlier} "
-                               "certificate(s) an earlier run found)")
+                               "certificate(s) an earlier run found)"
+                               + (f"; crt.sh capped that answer at {RESULT_CAP} identity rows, so certificates "
+                                  "are missing; use --source crtsh-sql --ca-id N for the complete list"
+                                  if capped else ""), partial=capped)
             return
         message = _fetch_failure("JSON", where, exc)
         yield SourceError(SOURCE, where, message)
@@ -279,7 +288,8 @@ def _run_search(client: _Client, store: CertStore, param: str, value: str, wante
                            + (f"; {earlier} certificate(s) an earlier run found are reported from the store"
                               if earlier else ""), partial=True)
         return
-    if identity_rows(rows) >= RESULT_CAP:
+    capped = identity_rows(rows) >= RESULT_CAP
+    if capped:
         yield SourceNotice(
             f"crt.sh capped the search {param}={value!r} at {RESULT_CAP} identity rows ({len(rows)} "
             "certificate(s) answered), so certificates are missing; "
@@ -302,6 +312,8 @@ def _run_search(client: _Client, store: CertStore, param: str, value: str, wante
             found[crtsh_id] = extra
             kept += 1
     store.remember_search(key, ids)
+    if capped:  # kept for good: an answer read back from the store must stay as partial as it was
+        store.remember_search(_capped_key(key), [RESULT_CAP])
     log.info("crt.sh search %s=%r: %d row(s), %d new certificate(s) of the chosen CAs", param, value, len(rows), kept)
 
 
