@@ -231,3 +231,11 @@ def test_a_registered_nz_name_stays_registered_beside_the_nz_no_match_answer(tmp
 def test_reserved_blocked_and_premium_answers_naming_the_domain_are_unknown_not_registered_or_free(answer, domain):
     status, detail, _ = classify_whois(answer, domain)
     assert status is RegistrationStatus.UNKNOWN, detail
+
+
+def test_dns_belgiums_not_available_status_is_a_registered_name():
+    # DNS Belgium (.be) answers a registered name "Status: NOT AVAILABLE" and a free one "Status: AVAILABLE"
+    taken = "Domain:\tbanque-example.be\nStatus:\tNOT AVAILABLE\nRegistered:\tTue Dec 12 2000\n\nRegistrant:\n\tNot shown\n"
+    free = "Domain:\tbanque-example.be\nStatus:\tAVAILABLE\n"
+    assert classify_whois(taken, "banque-example.be")[0] == RegistrationStatus.REGISTERED
+    assert classify_whois(free, "banque-example.be")[0] == RegistrationStatus.UNREGISTERED

@@ -115,6 +115,7 @@ _WITHHELD = re.compile(
     r"|not registered|no object|does not exist|not found|no match|no entries|no data)\b",
     re.IGNORECASE,
 )
+_TAKEN = re.compile(r"not available", re.IGNORECASE)
 _STATUS_LINE = re.compile(r"^\s*(?:domain |query_|registration )?status\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -174,6 +175,8 @@ def classify_whois(text: str, domain: str) -> tuple[RegistrationStatus, str, dat
         if _RATE_LIMITED.search(line):
             return RegistrationStatus.UNKNOWN, f"rate limited: {line[:160]}", None
     for match in _STATUS_LINE.finditer(text):
+        if _TAKEN.fullmatch(match.group(1).strip()):
+            continue  # DNS Belgium's word for a registered name: the line naming it decides below
         if _WITHHELD.search(match.group(1)):
             # "Status: UNASSIGNABLE" (nic.it), "Status: NOT ALLOWED" (EURid): no registration, and not free
             return RegistrationStatus.UNKNOWN, f"neither registered nor free: {match.group(0).strip()[:160]}", None
