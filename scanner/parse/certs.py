@@ -452,7 +452,7 @@ def _key_id(aki: Any) -> list[str]:
 def _lenient_kind(extensions: dict[str, Any]) -> str:
     """cert_kind from the extensions asn1crypto could open (one it could not is taken as absent)."""
     basic, eku = extensions.get("basic_constraints"), extensions.get("extended_key_usage")
-    is_ca = bool(_readable(lambda b: [b["ca"].native] if b is not None else [], basic) == [True])
+    is_ca = _readable(lambda b: [b["ca"].native] if b is not None else [], basic) == [True]
     purposes = _readable(lambda e: [x509.ObjectIdentifier(p.dotted) for p in e], eku) if eku is not None else None
     return cert_kind(is_ca, purposes)
 

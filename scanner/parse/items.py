@@ -85,7 +85,6 @@ def _watch_warnings() -> None:
 def _parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool,
                  caught: list[warnings.WarningMessage]) -> Chunk:
     rows: list[dict[str, Any]] = []
-    others: list[warnings.WarningMessage] = []
     names = IssuerNames()
     chunk = Chunk(certs=pd.DataFrame())
     for item in items:
@@ -98,29 +97,26 @@ def _parse_chunk(items: list[SourceItem], max_sans_per_cert: int, domains: bool,
         if isinstance(item, SourceError):
             chunk.errors.append(item.as_row())
             continue
+        row: dict[str, Any] | None
         try:
             row = record_from_raw(item, names)
         except ParseError as exc:
             refused = str(exc)
-        else:
-            if caught:
-                _note_warnings(row, caught, others)
+            try:
+                # certspotter's rule: a certificate only a lenient reader can read is often the misissuance,
+                # so it is checked like any other (and found malformed) as well as listed as an error
+                row = record_from_raw(item, names, refused=refused)
+                why = f"cryptography refuses this certificate ({refused}); read leniently, see malformed_certificate"
+            except ParseError:
+                row, why = None, _explain_parse_failure(item, refused)
+            chunk.errors.append(ErrorRecord(item.source, item.provenance, why,
+                                            hashlib.sha256(item.der).hexdigest(), "parse").as_row())
+        notes = _take_deprecations(caught) if caught else []
+        if row is not None:  # (bytes that are no certificate: the error row says what they are)
+            if notes:
+                warned = WARNED_NOTE + "; ".join(dict.fromkeys(notes))
+                row["parse_note"] = f"{row['parse_note']}; {warned}" if row["parse_note"] else warned
             rows.append(row)
-            continue
-        try:
-            # certspotter's rule: a certificate only a lenient reader can read is often the misissuance,
-            # so it is checked like any other (and found malformed) as well as listed as an error
-            row = record_from_raw(item, names, refused=refused)
-            if caught:
-                _note_warnings(row, caught, others)
-            rows.append(row)
-            why = f"cryptography refuses this certificate ({refused}); read leniently, see malformed_certificate"
-        except ParseError:
-            why = _explain_parse_failure(item, refused)
-            caught.clear()  # of bytes that are no certificate: the error row says what they are
-        chunk.errors.append(ErrorRecord(item.source, item.provenance, why,
-                                        hashlib.sha256(item.der).hexdigest(), "parse").as_row())
-    caught[:] = others
     chunk.certs = records_frame(rows)
     if domains:
         chunk.domains = registrable_domains(chunk.certs, max_sans_per_cert)
@@ -142,14 +138,16 @@ def _warning_text(message: str) -> str:
     return message
 
 
-def _note_warnings(row: dict[str, Any], caught: list[warnings.WarningMessage],
-                   others: list[warnings.WarningMessage]) -> None:
-    notes = [_warning_text(str(w.message)) for w in caught if issubclass(w.category, CryptographyDeprecationWarning)]
-    others.extend(w for w in caught if not issubclass(w.category, CryptographyDeprecationWarning))
-    caught.clear()
-    if notes:
-        warned = WARNED_NOTE + "; ".join(dict.fromkeys(notes))
-        row["parse_note"] = f"{row['parse_note']}; {warned}" if row.get("parse_note") else warned
+def _take_deprecations(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Take cryptography's deprecation warnings out of caught, as texts; the others stay, to be shown."""
+    texts, others = [], []
+    for w in caught:
+        if issubclass(w.category, CryptographyDeprecationWarning):
+            texts.append(_warning_text(str(w.message)))
+        else:
+            others.append(w)
+    caught[:] = others
+    return texts
 
 
 def parse_files(paths: list[str | SourceError], max_sans_per_cert: int, domains: bool = True) -> Chunk:
