@@ -234,16 +234,23 @@ def good_but_revoked_finding(r: Answer, listed: Listed) -> list[Finding]:
                       this_update=iso(r.this_update), lag_seconds=lag.total_seconds() if lag is not None else None)]
 
 
+def _other_revocation(listed: Listed) -> tuple[pd.Timestamp, str, str] | None:
+    """The revocation OCSP's is compared with: (time, reason, where it is from), the fetched CRL's first, else crt.sh's or --crl's."""
+    if listed.crl_time is not None:
+        return listed.crl_time, listed.crl_reason, f"the CRL {listed.crl_url}"
+    if listed.listed_source in ("crl", "crtsh") and listed.listed_time is not None:
+        return listed.listed_time, listed.listed_reason, listed.listed_source
+    return None
+
+
 def revocation_time_mismatch_finding(r: Answer, listed: Listed) -> list[Finding]:
     """OCSP and a CRL (fetched, or crt.sh's) both say revoked, at times more than TIME_TOLERANCE apart."""
     if r.status != "revoked" or r.revocation_time is None:
         return []
-    if listed.crl_time is not None:
-        other, source = listed.crl_time, f"the CRL {listed.crl_url}"
-    elif listed.listed_source in ("crl", "crtsh") and listed.listed_time is not None:
-        other, source = listed.listed_time, listed.listed_source
-    else:
+    against = _other_revocation(listed)
+    if against is None:
         return []
+    other, _, source = against
     diff = abs(r.revocation_time - other)
     if diff <= TIME_TOLERANCE:
         return []
@@ -267,12 +274,10 @@ def revocation_reason_mismatch_finding(r: Answer, listed: Listed) -> list[Findin
     """OCSP and a CRL (fetched, or crt.sh's) both say revoked, for different reasons."""
     if r.status != "revoked":
         return []
-    if listed.crl_time is not None:
-        other, source = listed.crl_reason, f"the CRL {listed.crl_url}"
-    elif listed.listed_source in ("crl", "crtsh") and listed.listed_time is not None:
-        other, source = listed.listed_reason, listed.listed_source
-    else:
+    against = _other_revocation(listed)
+    if against is None:
         return []
+    _, other, source = against
     if _same_reason(r.revocation_reason, other) is not False:
         return []
     return [r.finding("revocation_reason_mismatch",
